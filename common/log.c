@@ -1,0 +1,115 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <syslog.h>
+#include <time.h>
+
+#include <p11-kit/pkcs11.h>
+
+/* Set once at start-up, before threads exist; read-only afterwards. */
+static enum p11mux_log_level max_level = P11MUX_LOG_INFO;
+static int use_syslog;
+
+void
+p11mux_log_set_level(enum p11mux_log_level level)
+{
+	max_level = level;
+}
+
+void
+p11mux_log_syslog(const char *ident)
+{
+	openlog(ident, LOG_PID, LOG_DAEMON);
+	use_syslog = 1;
+}
+
+void
+p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
+{
+	static const char *names[] = {"error", "warning", "info", "debug"};
+	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+	char msg[1024], ts[32];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+
+	if (level > max_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (use_syslog) {
+		syslog(prio[level], "%s", msg);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	/* One fprintf per line so that lines of concurrent threads do not interleave. */
+	fprintf(stderr, "%s.%03ldZ p11muxd %s: %s\n", ts, now.tv_nsec / 1000000, names[level], msg);
+}
+
+const char *
+p11mux_rv_name(unsigned long rv)
+{
+	static __thread char other[32];
+
+	switch (rv) {
+#define N(x)                                                                                       \
+	case x: return #x;
+	N(CKR_OK)
+	N(CKR_CANCEL)
+	N(CKR_HOST_MEMORY)
+	N(CKR_SLOT_ID_INVALID)
+	N(CKR_GENERAL_ERROR)
+	N(CKR_FUNCTION_FAILED)
+	N(CKR_ARGUMENTS_BAD)
+	N(CKR_ATTRIBUTE_SENSITIVE)
+	N(CKR_ATTRIBUTE_TYPE_INVALID)
+	N(CKR_ATTRIBUTE_VALUE_INVALID)
+	N(CKR_DATA_INVALID)
+	N(CKR_DATA_LEN_RANGE)
+	N(CKR_DEVICE_ERROR)
+	N(CKR_DEVICE_MEMORY)
+	N(CKR_DEVICE_REMOVED)
+	N(CKR_ENCRYPTED_DATA_INVALID)
+	N(CKR_ENCRYPTED_DATA_LEN_RANGE)
+	N(CKR_FUNCTION_NOT_SUPPORTED)
+	N(CKR_KEY_HANDLE_INVALID)
+	N(CKR_KEY_SIZE_RANGE)
+	N(CKR_KEY_TYPE_INCONSISTENT)
+	N(CKR_KEY_FUNCTION_NOT_PERMITTED)
+	N(CKR_MECHANISM_INVALID)
+	N(CKR_MECHANISM_PARAM_INVALID)
+	N(CKR_OBJECT_HANDLE_INVALID)
+	N(CKR_OPERATION_ACTIVE)
+	N(CKR_OPERATION_NOT_INITIALIZED)
+	N(CKR_PIN_INCORRECT)
+	N(CKR_PIN_LEN_RANGE)
+	N(CKR_PIN_LOCKED)
+	N(CKR_SESSION_CLOSED)
+	N(CKR_SESSION_HANDLE_INVALID)
+	N(CKR_SESSION_READ_ONLY)
+	N(CKR_SIGNATURE_INVALID)
+	N(CKR_SIGNATURE_LEN_RANGE)
+	N(CKR_TEMPLATE_INCOMPLETE)
+	N(CKR_TEMPLATE_INCONSISTENT)
+	N(CKR_TOKEN_NOT_PRESENT)
+	N(CKR_TOKEN_NOT_RECOGNIZED)
+	N(CKR_TOKEN_WRITE_PROTECTED)
+	N(CKR_USER_ALREADY_LOGGED_IN)
+	N(CKR_USER_NOT_LOGGED_IN)
+	N(CKR_USER_PIN_NOT_INITIALIZED)
+	N(CKR_USER_TYPE_INVALID)
+	N(CKR_BUFFER_TOO_SMALL)
+	N(CKR_CRYPTOKI_NOT_INITIALIZED)
+	N(CKR_CRYPTOKI_ALREADY_INITIALIZED)
+	N(CKR_RANDOM_SEED_NOT_SUPPORTED)
+	N(CKR_RANDOM_NO_RNG)
+#undef N
+	default:
+		snprintf(other, sizeof(other), "CKR_0x%lx", rv);
+		return other;
+	}
+}

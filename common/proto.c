@@ -1,0 +1,733 @@
+#include "proto.h"
+#include "err.h"
+
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT] = {
+	[P11MUX_CALL_HELLO] = {P11MUX_CALL_HELLO, "HELLO", "uuu", "uy",
+	                       "magic, lowest and highest version -> chosen version, daemon name"},
+	[P11MUX_CALL_GET_SLOTS] = {P11MUX_CALL_GET_SLOTS, "GET_SLOTS", "", "P",
+	                           "-> every pool slot with slot, token and mechanism info"},
+	[P11MUX_CALL_LOGIN] = {P11MUX_CALL_LOGIN, "LOGIN", "uuy", "",
+	                       "slot, user type, PIN -> logs this connection in to the slot"},
+	[P11MUX_CALL_LOGOUT] = {P11MUX_CALL_LOGOUT, "LOGOUT", "u", "",
+	                        "slot -> logs this connection out of the slot"},
+	[P11MUX_CALL_FIND] = {P11MUX_CALL_FIND, "FIND", "uA", "U",
+	                      "slot, template -> handles of every matching object"},
+	[P11MUX_CALL_GET_OBJECT] = {P11MUX_CALL_GET_OBJECT, "GET_OBJECT", "uu", "A",
+	                            "slot, object -> every attribute the pool knows, with status"},
+	[P11MUX_CALL_SIGN] = {P11MUX_CALL_SIGN, "SIGN", "uMuy", "y",
+	                      "slot, mechanism, key, data -> signature"},
+	[P11MUX_CALL_VERIFY] = {P11MUX_CALL_VERIFY, "VERIFY", "uMuyy", "",
+	                        "slot, mechanism, key, data, signature -> CKR_OK or why not"},
+	[P11MUX_CALL_ENCRYPT] = {P11MUX_CALL_ENCRYPT, "ENCRYPT", "uMuy", "y",
+	                         "slot, mechanism, key, plaintext -> ciphertext"},
+	[P11MUX_CALL_DECRYPT] = {P11MUX_CALL_DECRYPT, "DECRYPT", "uMuy", "y",
+	                         "slot, mechanism, key, ciphertext -> plaintext"},
+	[P11MUX_CALL_DIGEST] = {P11MUX_CALL_DIGEST, "DIGEST", "uMy", "y",
+	                        "slot, mechanism, data -> digest"},
+	[P11MUX_CALL_RANDOM] = {P11MUX_CALL_RANDOM, "RANDOM", "uu", "y",
+	                        "slot, length -> random bytes"},
+};
+
+const char *
+p11mux_strerror(int err)
+{
+	switch (err) {
+	case P11MUX_OK: return "success";
+	case P11MUX_ERR_NOMEM: return "out of memory";
+	case P11MUX_ERR_TOO_BIG: return "message larger than the limit";
+	case P11MUX_ERR_SHORT: return "message truncated";
+	case P11MUX_ERR_INVALID: return "malformed message";
+	case P11MUX_ERR_IO: return "socket error";
+	case P11MUX_ERR_CLOSED: return "connection closed by peer";
+	case P11MUX_ERR_VERSION: return "no common protocol version";
+	default: return "unknown error";
+	}
+}
+
+const struct p11mux_call_desc *
+p11mux_call_find(uint32_t code)
+{
+	if (code == 0 || code >= P11MUX_CALL_COUNT)
+		return NULL;
+	return &p11mux_calls[code];
+}
+
+/* Arena: allocations that live as long as the decoded message. */
+struct p11mux_alloc {
+	struct p11mux_alloc *next;
+	alignas(max_align_t) unsigned char data[];
+};
+
+static void *
+arena_alloc(struct p11mux_msg *m, size_t nmemb, size_t size)
+{
+	struct p11mux_alloc *a;
+
+	if (size != 0 && nmemb > (SIZE_MAX - sizeof(*a)) / size)
+		return NULL;
+	if ((a = calloc(1, sizeof(*a) + nmemb * size)) == NULL)
+		return NULL;
+	a->next = m->arena;
+	m->arena = a;
+	return a->data;
+}
+
+void
+p11mux_msg_clear(struct p11mux_msg *m)
+{
+	struct p11mux_alloc *a, *next;
+
+	for (a = m->arena; a != NULL; a = next) {
+		next = a->next;
+		free(a);
+	}
+	m->arena = NULL;
+	m->sig = NULL;
+	m->call = NULL;
+	m->reading = 0;
+}
+
+/* Consumes the next signature letter, which must be want. */
+static int
+expect(struct p11mux_msg *m, char want)
+{
+	if (m->sig == NULL || *m->sig != want)
+		return P11MUX_ERR_INVALID;
+	m->sig++;
+	return 0;
+}
+
+int
+p11mux_msg_begin_request(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call)
+{
+	const struct p11mux_call_desc *d;
+
+	p11mux_msg_clear(m);
+	m->buf = buf;
+	if ((d = p11mux_call_find(call)) == NULL)
+		return P11MUX_ERR_INVALID;
+	m->call = d;
+	m->sig = d->request;
+	p11mux_buf_reset(buf);
+	return p11mux_buf_put_u32(buf, call);
+}
+
+int
+p11mux_msg_begin_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call, CK_RV rv)
+{
+	const struct p11mux_call_desc *d;
+	int r;
+
+	p11mux_msg_clear(m);
+	m->buf = buf;
+	if ((d = p11mux_call_find(call)) == NULL)
+		return P11MUX_ERR_INVALID;
+	m->call = d;
+	m->sig = rv == CKR_OK ? d->reply : "";
+	p11mux_buf_reset(buf);
+	if ((r = p11mux_buf_put_u32(buf, call)) != 0 || (r = p11mux_buf_put_u64(buf, rv)) != 0)
+		return r;
+	return 0;
+}
+
+int
+p11mux_msg_read_request(struct p11mux_msg *m, struct p11mux_buf *buf)
+{
+	const struct p11mux_call_desc *d;
+	uint32_t call;
+	int r;
+
+	p11mux_msg_clear(m);
+	m->buf = buf;
+	if ((r = p11mux_buf_get_u32(buf, &call)) != 0)
+		return r;
+	if ((d = p11mux_call_find(call)) == NULL)
+		return P11MUX_ERR_INVALID;
+	m->call = d;
+	m->sig = d->request;
+	m->reading = 1;
+	return 0;
+}
+
+int
+p11mux_msg_read_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call, CK_RV *rv)
+{
+	uint32_t got;
+	uint64_t v;
+	int r;
+
+	p11mux_msg_clear(m);
+	m->buf = buf;
+	if ((r = p11mux_buf_get_u32(buf, &got)) != 0 || (r = p11mux_buf_get_u64(buf, &v)) != 0)
+		return r;
+	if (got != call || p11mux_call_find(call) == NULL)
+		return P11MUX_ERR_INVALID;
+	m->call = p11mux_call_find(call);
+	m->sig = v == CKR_OK ? m->call->reply : "";
+	*rv = (CK_RV)v;
+	m->reading = 1;
+	return 0;
+}
+
+int
+p11mux_msg_end(struct p11mux_msg *m)
+{
+	int r;
+
+	if ((r = p11mux_buf_error(m->buf)) != 0)
+		return r;
+	if (m->sig == NULL || *m->sig != '\0')
+		return P11MUX_ERR_INVALID;
+	/* A decoded message must have been consumed exactly. */
+	if (m->reading && p11mux_buf_remaining(m->buf) != 0)
+		return P11MUX_ERR_INVALID;
+	return 0;
+}
+
+/* --- putters --- */
+
+int
+p11mux_msg_put_ulong(struct p11mux_msg *m, CK_ULONG v)
+{
+	int r;
+
+	if ((r = expect(m, 'u')) != 0)
+		return r;
+	return p11mux_buf_put_u64(m->buf, v);
+}
+
+int
+p11mux_msg_put_bytes(struct p11mux_msg *m, const void *p, size_t len)
+{
+	int r;
+
+	if ((r = expect(m, 'y')) != 0)
+		return r;
+	return p11mux_buf_put_bytes(m->buf, p, len);
+}
+
+int
+p11mux_msg_put_ulongs(struct p11mux_msg *m, const CK_ULONG *v, size_t n)
+{
+	size_t i;
+	int r;
+
+	if ((r = expect(m, 'U')) != 0)
+		return r;
+	if (n > UINT32_MAX)
+		return P11MUX_ERR_TOO_BIG;
+	if ((r = p11mux_buf_put_u32(m->buf, (uint32_t)n)) != 0)
+		return r;
+	for (i = 0; i < n; i++)
+		if ((r = p11mux_buf_put_u64(m->buf, v[i])) != 0)
+			return r;
+	return 0;
+}
+
+/* Attribute value encodings: absent, raw bytes, or a CK_ULONG as u64. */
+#define ATTR_NONE  0
+#define ATTR_BYTES 1
+#define ATTR_ULONG 2
+
+int
+p11mux_attr_is_ulong(CK_ATTRIBUTE_TYPE type)
+{
+	switch (type) {
+	case CKA_CLASS:
+	case CKA_CERTIFICATE_TYPE:
+	case CKA_CERTIFICATE_CATEGORY:
+	case CKA_JAVA_MIDP_SECURITY_DOMAIN:
+	case CKA_KEY_TYPE:
+	case CKA_MODULUS_BITS:
+	case CKA_PRIME_BITS:
+	case CKA_SUB_PRIME_BITS:
+	case CKA_VALUE_BITS:
+	case CKA_VALUE_LEN:
+	case CKA_KEY_GEN_MECHANISM:
+	case CKA_HW_FEATURE_TYPE:
+	case CKA_MECHANISM_TYPE:
+	case CKA_NAME_HASH_ALGORITHM:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int
+p11mux_msg_put_attrs(struct p11mux_msg *m, const CK_ATTRIBUTE *a, const CK_RV *status, size_t n)
+{
+	CK_ULONG ul;
+	size_t i;
+	int r;
+
+	if ((r = expect(m, 'A')) != 0)
+		return r;
+	if (n > UINT32_MAX)
+		return P11MUX_ERR_TOO_BIG;
+	if ((r = p11mux_buf_put_u32(m->buf, (uint32_t)n)) != 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		CK_RV st = status != NULL ? status[i] : CKR_OK;
+
+		if ((r = p11mux_buf_put_u64(m->buf, a[i].type)) != 0 ||
+		    (r = p11mux_buf_put_u64(m->buf, st)) != 0)
+			return r;
+		if (st != CKR_OK || a[i].pValue == NULL) {
+			r = p11mux_buf_put_u8(m->buf, ATTR_NONE);
+		} else if (p11mux_attr_is_ulong(a[i].type) && a[i].ulValueLen == sizeof(CK_ULONG)) {
+			memcpy(&ul, a[i].pValue, sizeof(ul));
+			if ((r = p11mux_buf_put_u8(m->buf, ATTR_ULONG)) == 0)
+				r = p11mux_buf_put_u64(m->buf, ul);
+		} else {
+			if ((r = p11mux_buf_put_u8(m->buf, ATTR_BYTES)) == 0)
+				r = p11mux_buf_put_bytes(m->buf, a[i].pValue, a[i].ulValueLen);
+		}
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Parameter encodings of a mechanism. */
+#define MECH_PARAM_NONE 0
+#define MECH_PARAM_RAW  1 /* pointer-free parameter, sent as its bytes */
+#define MECH_PARAM_PSS  2
+#define MECH_PARAM_OAEP 3
+
+static int
+mech_is_pss(CK_MECHANISM_TYPE t)
+{
+	switch (t) {
+	case CKM_RSA_PKCS_PSS:
+	case CKM_SHA1_RSA_PKCS_PSS:
+	case CKM_SHA224_RSA_PKCS_PSS:
+	case CKM_SHA256_RSA_PKCS_PSS:
+	case CKM_SHA384_RSA_PKCS_PSS:
+	case CKM_SHA512_RSA_PKCS_PSS:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Mechanisms whose parameter is a plain byte array or a struct without pointers. */
+static int
+mech_param_is_raw(CK_MECHANISM_TYPE t)
+{
+	switch (t) {
+	case CKM_AES_CBC:
+	case CKM_AES_CBC_PAD:
+	case CKM_AES_CTR:
+	case CKM_DES3_CBC:
+	case CKM_DES3_CBC_PAD:
+	case CKM_DES_CBC:
+	case CKM_DES_CBC_PAD:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int
+mech_param_kind(const CK_MECHANISM *mech)
+{
+	if (mech->pParameter == NULL || mech->ulParameterLen == 0)
+		return mech->ulParameterLen == 0 ? MECH_PARAM_NONE : -1;
+	if (mech_is_pss(mech->mechanism))
+		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_PSS_PARAMS) ? MECH_PARAM_PSS : -1;
+	if (mech->mechanism == CKM_RSA_PKCS_OAEP)
+		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_OAEP_PARAMS) ? MECH_PARAM_OAEP
+		                                                                : -1;
+	if (mech_param_is_raw(mech->mechanism))
+		return MECH_PARAM_RAW;
+	return -1;
+}
+
+CK_RV
+p11mux_mech_param_ok(const CK_MECHANISM *mech)
+{
+	return mech_param_kind(mech) < 0 ? CKR_MECHANISM_PARAM_INVALID : CKR_OK;
+}
+
+int
+p11mux_msg_put_mech(struct p11mux_msg *m, const CK_MECHANISM *mech)
+{
+	const CK_RSA_PKCS_PSS_PARAMS *pss;
+	const CK_RSA_PKCS_OAEP_PARAMS *oaep;
+	struct p11mux_buf *b = m->buf;
+	int kind, r;
+
+	if ((r = expect(m, 'M')) != 0)
+		return r;
+	if ((kind = mech_param_kind(mech)) < 0)
+		return P11MUX_ERR_INVALID;
+	if ((r = p11mux_buf_put_u64(b, mech->mechanism)) != 0 ||
+	    (r = p11mux_buf_put_u8(b, (uint8_t)kind)) != 0)
+		return r;
+	switch (kind) {
+	case MECH_PARAM_RAW:
+		return p11mux_buf_put_bytes(b, mech->pParameter, mech->ulParameterLen);
+	case MECH_PARAM_PSS:
+		pss = mech->pParameter;
+		if ((r = p11mux_buf_put_u64(b, pss->hashAlg)) != 0 ||
+		    (r = p11mux_buf_put_u64(b, pss->mgf)) != 0)
+			return r;
+		return p11mux_buf_put_u64(b, pss->sLen);
+	case MECH_PARAM_OAEP:
+		oaep = mech->pParameter;
+		if ((r = p11mux_buf_put_u64(b, oaep->hashAlg)) != 0 ||
+		    (r = p11mux_buf_put_u64(b, oaep->mgf)) != 0 ||
+		    (r = p11mux_buf_put_u64(b, oaep->source)) != 0)
+			return r;
+		return p11mux_buf_put_bytes(b, oaep->pSourceData,
+		                            oaep->pSourceData != NULL ? oaep->ulSourceDataLen : 0);
+	default:
+		return 0;
+	}
+}
+
+/* Fixed-size byte fields of the info structures. */
+static int
+put_fixed(struct p11mux_buf *b, const void *p, size_t len)
+{
+	return p11mux_buf_put(b, p, len);
+}
+
+static int
+put_version(struct p11mux_buf *b, CK_VERSION v)
+{
+	int r;
+
+	if ((r = p11mux_buf_put_u8(b, v.major)) != 0)
+		return r;
+	return p11mux_buf_put_u8(b, v.minor);
+}
+
+int
+p11mux_msg_put_slots(struct p11mux_msg *m, const struct p11mux_slot *s, size_t n)
+{
+	struct p11mux_buf *b = m->buf;
+	size_t i, j;
+	int r;
+
+	if ((r = expect(m, 'P')) != 0)
+		return r;
+	if ((r = p11mux_buf_put_u32(b, (uint32_t)n)) != 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		const CK_SLOT_INFO *si = &s[i].slot;
+		const CK_TOKEN_INFO *ti = &s[i].token;
+
+		p11mux_buf_put_u64(b, s[i].id);
+		put_fixed(b, si->slotDescription, sizeof(si->slotDescription));
+		put_fixed(b, si->manufacturerID, sizeof(si->manufacturerID));
+		p11mux_buf_put_u64(b, si->flags);
+		put_version(b, si->hardwareVersion);
+		put_version(b, si->firmwareVersion);
+		put_fixed(b, ti->label, sizeof(ti->label));
+		put_fixed(b, ti->manufacturerID, sizeof(ti->manufacturerID));
+		put_fixed(b, ti->model, sizeof(ti->model));
+		put_fixed(b, ti->serialNumber, sizeof(ti->serialNumber));
+		p11mux_buf_put_u64(b, ti->flags);
+		p11mux_buf_put_u64(b, ti->ulMaxSessionCount);
+		p11mux_buf_put_u64(b, ti->ulSessionCount);
+		p11mux_buf_put_u64(b, ti->ulMaxRwSessionCount);
+		p11mux_buf_put_u64(b, ti->ulRwSessionCount);
+		p11mux_buf_put_u64(b, ti->ulMaxPinLen);
+		p11mux_buf_put_u64(b, ti->ulMinPinLen);
+		p11mux_buf_put_u64(b, ti->ulTotalPublicMemory);
+		p11mux_buf_put_u64(b, ti->ulFreePublicMemory);
+		p11mux_buf_put_u64(b, ti->ulTotalPrivateMemory);
+		p11mux_buf_put_u64(b, ti->ulFreePrivateMemory);
+		put_version(b, ti->hardwareVersion);
+		put_version(b, ti->firmwareVersion);
+		put_fixed(b, ti->utcTime, sizeof(ti->utcTime));
+		p11mux_buf_put_u32(b, (uint32_t)s[i].nmechs);
+		for (j = 0; j < s[i].nmechs; j++) {
+			p11mux_buf_put_u64(b, s[i].mechs[j]);
+			p11mux_buf_put_u64(b, s[i].infos[j].ulMinKeySize);
+			p11mux_buf_put_u64(b, s[i].infos[j].ulMaxKeySize);
+			p11mux_buf_put_u64(b, s[i].infos[j].flags);
+		}
+	}
+	/* The buffer's error is sticky: one check covers every put above. */
+	return p11mux_buf_error(b);
+}
+
+/* --- getters --- */
+
+/* Reads a u64 that must fit a CK_ULONG. */
+static int
+get_ulong(struct p11mux_buf *b, CK_ULONG *v)
+{
+	uint64_t u;
+	int r;
+
+	if ((r = p11mux_buf_get_u64(b, &u)) != 0)
+		return r;
+	if ((CK_ULONG)u != u)
+		return P11MUX_ERR_INVALID;
+	*v = (CK_ULONG)u;
+	return 0;
+}
+
+/* Reads an element count and checks that min_each bytes per element can follow,
+ * before the caller allocates anything for them. */
+static int
+get_count(struct p11mux_buf *b, size_t min_each, size_t *n)
+{
+	uint32_t c;
+	int r;
+
+	if ((r = p11mux_buf_get_u32(b, &c)) != 0)
+		return r;
+	if (min_each > 0 && c > p11mux_buf_remaining(b) / min_each)
+		return P11MUX_ERR_SHORT;
+	*n = c;
+	return 0;
+}
+
+int
+p11mux_msg_get_ulong(struct p11mux_msg *m, CK_ULONG *v)
+{
+	int r;
+
+	if ((r = expect(m, 'u')) != 0)
+		return r;
+	return get_ulong(m->buf, v);
+}
+
+int
+p11mux_msg_get_bytes(struct p11mux_msg *m, const uint8_t **p, size_t *len)
+{
+	int r;
+
+	if ((r = expect(m, 'y')) != 0)
+		return r;
+	return p11mux_buf_get_bytes(m->buf, p, len);
+}
+
+int
+p11mux_msg_get_ulongs(struct p11mux_msg *m, CK_ULONG **v, size_t *n)
+{
+	CK_ULONG *arr;
+	size_t i, c;
+	int r;
+
+	if ((r = expect(m, 'U')) != 0 || (r = get_count(m->buf, 8, &c)) != 0)
+		return r;
+	if ((arr = arena_alloc(m, c ? c : 1, sizeof(*arr))) == NULL)
+		return P11MUX_ERR_NOMEM;
+	for (i = 0; i < c; i++)
+		if ((r = get_ulong(m->buf, &arr[i])) != 0)
+			return r;
+	*v = arr;
+	*n = c;
+	return 0;
+}
+
+int
+p11mux_msg_get_attrs(struct p11mux_msg *m, struct p11mux_attrs *out)
+{
+	CK_ATTRIBUTE *a;
+	CK_RV *st;
+	CK_ULONG *ul;
+	size_t i, c, len;
+	const uint8_t *p;
+	uint8_t kind;
+	int r;
+
+	if ((r = expect(m, 'A')) != 0 || (r = get_count(m->buf, 17, &c)) != 0)
+		return r;
+	if ((a = arena_alloc(m, c ? c : 1, sizeof(*a))) == NULL ||
+	    (st = arena_alloc(m, c ? c : 1, sizeof(*st))) == NULL ||
+	    (ul = arena_alloc(m, c ? c : 1, sizeof(*ul))) == NULL)
+		return P11MUX_ERR_NOMEM;
+	for (i = 0; i < c; i++) {
+		if ((r = get_ulong(m->buf, &a[i].type)) != 0 || (r = get_ulong(m->buf, &st[i])) != 0 ||
+		    (r = p11mux_buf_get_u8(m->buf, &kind)) != 0)
+			return r;
+		switch (kind) {
+		case ATTR_NONE:
+			a[i].pValue = NULL;
+			a[i].ulValueLen = 0;
+			break;
+		case ATTR_BYTES:
+			if ((r = p11mux_buf_get_bytes(m->buf, &p, &len)) != 0)
+				return r;
+			a[i].pValue = (void *)p;
+			a[i].ulValueLen = len;
+			break;
+		case ATTR_ULONG:
+			if ((r = get_ulong(m->buf, &ul[i])) != 0)
+				return r;
+			a[i].pValue = &ul[i];
+			a[i].ulValueLen = sizeof(CK_ULONG);
+			break;
+		default:
+			return P11MUX_ERR_INVALID;
+		}
+		if (kind != ATTR_NONE && st[i] != CKR_OK)
+			return P11MUX_ERR_INVALID;
+	}
+	out->attrs = a;
+	out->status = st;
+	out->n = c;
+	return 0;
+}
+
+/* A decoded mechanism with room for its parameter. */
+struct mech_storage {
+	CK_MECHANISM mech;
+	union {
+		CK_RSA_PKCS_PSS_PARAMS pss;
+		CK_RSA_PKCS_OAEP_PARAMS oaep;
+	} u;
+};
+
+int
+p11mux_msg_get_mech(struct p11mux_msg *m, CK_MECHANISM **out)
+{
+	struct p11mux_buf *b = m->buf;
+	struct mech_storage *ms;
+	const uint8_t *p;
+	size_t len;
+	uint8_t kind;
+	int r;
+
+	if ((r = expect(m, 'M')) != 0)
+		return r;
+	if ((ms = arena_alloc(m, 1, sizeof(*ms))) == NULL)
+		return P11MUX_ERR_NOMEM;
+	if ((r = get_ulong(b, &ms->mech.mechanism)) != 0 || (r = p11mux_buf_get_u8(b, &kind)) != 0)
+		return r;
+	switch (kind) {
+	case MECH_PARAM_NONE:
+		ms->mech.pParameter = NULL;
+		ms->mech.ulParameterLen = 0;
+		break;
+	case MECH_PARAM_RAW:
+		if (!mech_param_is_raw(ms->mech.mechanism))
+			return P11MUX_ERR_INVALID;
+		if ((r = p11mux_buf_get_bytes(b, &p, &len)) != 0)
+			return r;
+		ms->mech.pParameter = (void *)p;
+		ms->mech.ulParameterLen = len;
+		break;
+	case MECH_PARAM_PSS:
+		if (!mech_is_pss(ms->mech.mechanism))
+			return P11MUX_ERR_INVALID;
+		if ((r = get_ulong(b, &ms->u.pss.hashAlg)) != 0 ||
+		    (r = get_ulong(b, &ms->u.pss.mgf)) != 0 || (r = get_ulong(b, &ms->u.pss.sLen)) != 0)
+			return r;
+		ms->mech.pParameter = &ms->u.pss;
+		ms->mech.ulParameterLen = sizeof(ms->u.pss);
+		break;
+	case MECH_PARAM_OAEP:
+		if (ms->mech.mechanism != CKM_RSA_PKCS_OAEP)
+			return P11MUX_ERR_INVALID;
+		if ((r = get_ulong(b, &ms->u.oaep.hashAlg)) != 0 ||
+		    (r = get_ulong(b, &ms->u.oaep.mgf)) != 0 ||
+		    (r = get_ulong(b, &ms->u.oaep.source)) != 0 ||
+		    (r = p11mux_buf_get_bytes(b, &p, &len)) != 0)
+			return r;
+		ms->u.oaep.pSourceData = len > 0 ? (void *)p : NULL;
+		ms->u.oaep.ulSourceDataLen = len;
+		ms->mech.pParameter = &ms->u.oaep;
+		ms->mech.ulParameterLen = sizeof(ms->u.oaep);
+		break;
+	default:
+		return P11MUX_ERR_INVALID;
+	}
+	*out = &ms->mech;
+	return 0;
+}
+
+static int
+get_fixed(struct p11mux_buf *b, void *dst, size_t len)
+{
+	const uint8_t *p;
+	int r;
+
+	if ((r = p11mux_buf_get(b, len, &p)) != 0)
+		return r;
+	memcpy(dst, p, len);
+	return 0;
+}
+
+static int
+get_version(struct p11mux_buf *b, CK_VERSION *v)
+{
+	int r;
+
+	if ((r = p11mux_buf_get_u8(b, &v->major)) != 0)
+		return r;
+	return p11mux_buf_get_u8(b, &v->minor);
+}
+
+/* Smallest encoded size of one slot descriptor, for the count check. */
+#define SLOT_MIN_WIRE (8 + 64 + 32 + 8 + 4 + 32 + 32 + 16 + 16 + 8 + 80 + 4 + 16 + 4)
+
+int
+p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nout)
+{
+	struct p11mux_buf *b = m->buf;
+	struct p11mux_slot *s;
+	size_t i, j, c, nm;
+	int r;
+
+	if ((r = expect(m, 'P')) != 0 || (r = get_count(b, SLOT_MIN_WIRE, &c)) != 0)
+		return r;
+	if ((s = arena_alloc(m, c ? c : 1, sizeof(*s))) == NULL)
+		return P11MUX_ERR_NOMEM;
+	for (i = 0; i < c; i++) {
+		CK_SLOT_INFO *si = &s[i].slot;
+		CK_TOKEN_INFO *ti = &s[i].token;
+
+		get_ulong(b, &s[i].id);
+		get_fixed(b, si->slotDescription, sizeof(si->slotDescription));
+		get_fixed(b, si->manufacturerID, sizeof(si->manufacturerID));
+		get_ulong(b, &si->flags);
+		get_version(b, &si->hardwareVersion);
+		get_version(b, &si->firmwareVersion);
+		get_fixed(b, ti->label, sizeof(ti->label));
+		get_fixed(b, ti->manufacturerID, sizeof(ti->manufacturerID));
+		get_fixed(b, ti->model, sizeof(ti->model));
+		get_fixed(b, ti->serialNumber, sizeof(ti->serialNumber));
+		get_ulong(b, &ti->flags);
+		get_ulong(b, &ti->ulMaxSessionCount);
+		get_ulong(b, &ti->ulSessionCount);
+		get_ulong(b, &ti->ulMaxRwSessionCount);
+		get_ulong(b, &ti->ulRwSessionCount);
+		get_ulong(b, &ti->ulMaxPinLen);
+		get_ulong(b, &ti->ulMinPinLen);
+		get_ulong(b, &ti->ulTotalPublicMemory);
+		get_ulong(b, &ti->ulFreePublicMemory);
+		get_ulong(b, &ti->ulTotalPrivateMemory);
+		get_ulong(b, &ti->ulFreePrivateMemory);
+		get_version(b, &ti->hardwareVersion);
+		get_version(b, &ti->firmwareVersion);
+		get_fixed(b, ti->utcTime, sizeof(ti->utcTime));
+		if ((r = p11mux_buf_error(b)) != 0 || (r = get_count(b, 32, &nm)) != 0)
+			return r;
+		if ((s[i].mechs = arena_alloc(m, nm ? nm : 1, sizeof(*s[i].mechs))) == NULL ||
+		    (s[i].infos = arena_alloc(m, nm ? nm : 1, sizeof(*s[i].infos))) == NULL)
+			return P11MUX_ERR_NOMEM;
+		s[i].nmechs = nm;
+		for (j = 0; j < nm; j++) {
+			get_ulong(b, &s[i].mechs[j]);
+			get_ulong(b, &s[i].infos[j].ulMinKeySize);
+			get_ulong(b, &s[i].infos[j].ulMaxKeySize);
+			get_ulong(b, &s[i].infos[j].flags);
+		}
+		if ((r = p11mux_buf_error(b)) != 0)
+			return r;
+	}
+	*out = s;
+	*nout = c;
+	return 0;
+}

@@ -1,0 +1,120 @@
+#include "transport.h"
+#include "err.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int
+p11mux_frame_send(int fd, const struct p11mux_buf *b)
+{
+	size_t len = p11mux_buf_len(b), done = 0, total = len + 4;
+	uint8_t hdr[4];
+	struct iovec iov[2];
+	struct msghdr mh;
+	ssize_t n;
+
+	if (len > UINT32_MAX)
+		return P11MUX_ERR_TOO_BIG;
+	hdr[0] = len >> 24;
+	hdr[1] = len >> 16;
+	hdr[2] = len >> 8;
+	hdr[3] = len;
+	while (done < total) {
+		int k = 0;
+
+		memset(&mh, 0, sizeof(mh));
+		if (done < 4) {
+			iov[k].iov_base = hdr + done;
+			iov[k++].iov_len = 4 - done;
+			iov[k].iov_base = (void *)p11mux_buf_data(b);
+			iov[k++].iov_len = len;
+		} else {
+			iov[k].iov_base = (void *)(p11mux_buf_data(b) + (done - 4));
+			iov[k++].iov_len = total - done;
+		}
+		mh.msg_iov = iov;
+		mh.msg_iovlen = k;
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return P11MUX_ERR_IO;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads exactly len bytes. P11MUX_ERR_CLOSED if the stream ends first. */
+static int
+read_full(int fd, uint8_t *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = read(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return P11MUX_ERR_IO;
+		}
+		if (n == 0)
+			return P11MUX_ERR_CLOSED;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max)
+{
+	uint8_t hdr[4], *p;
+	uint32_t len;
+	int r;
+
+	/* The buffer is left alone until a header arrives, so that a request whose connection
+	 * turned out dead can be sent again from it. */
+	if ((r = read_full(fd, hdr, sizeof(hdr))) != 0)
+		return r;
+	p11mux_buf_reset(b);
+	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+	if (len > max)
+		return P11MUX_ERR_TOO_BIG;
+	if ((r = p11mux_buf_reserve(b, len, &p)) != 0)
+		return r;
+	/* A frame cut short is not a clean close: the caller must not resend. */
+	if ((r = read_full(fd, p, len)) == P11MUX_ERR_CLOSED)
+		return P11MUX_ERR_SHORT;
+	return r;
+}
+
+int
+p11mux_unix_connect(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd, saved;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno == EINTR)
+			continue;
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}

@@ -1,0 +1,24 @@
+/* Backend PKCS#11 modules (opensc-pkcs11.so, libsofthsm2.so, ...), each loaded once. */
+#ifndef P11MUXD_BACKEND_H
+#define P11MUXD_BACKEND_H
+
+#include <stddef.h>
+
+#include <p11-kit/pkcs11.h>
+
+struct backend {
+	struct backend *next;
+	char *path;
+	void *dl;
+	CK_FUNCTION_LIST *f;
+};
+
+/* The module at path from *list, loading and initialising it (OS locking) when it is not
+ * there yet. NULL with a message in err on failure. The list owns the backends. */
+struct backend *backend_get(struct backend **list, const char *path, char *err, size_t errlen);
+/* Finalises and unloads every module of the list. */
+void backend_free_all(struct backend **list);
+/* A PKCS#11 blank-padded field as a C string (trailing blanks dropped). */
+void backend_field(char *dst, const unsigned char *src, size_t n);
+
+#endif

@@ -1,0 +1,355 @@
+#include "config.h"
+#include "log.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libconfig.h>
+
+/* Context for messages: the file, and the error buffer. */
+struct ctx {
+	const char *path;
+	char *err;
+	size_t errlen;
+};
+
+static int
+fail(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Writes "FILE:LINE: KEY: message" and returns -1. */
+static int
+fail(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt, ...)
+{
+	char msg[512];
+	const char *file = s != NULL && config_setting_source_file(s) != NULL
+	                           ? config_setting_source_file(s)
+	                           : x->path;
+	unsigned line = s != NULL ? config_setting_source_line(s) : 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(x->err, x->errlen, "%s:%u: %s: %s", file, line, key, msg);
+	return -1;
+}
+
+/* The full key name of a setting inside a pool, e.g. "pools.[1].members". */
+static void
+pool_key(char *dst, size_t n, size_t idx, const char *name)
+{
+	int r;
+
+	if (name != NULL)
+		r = snprintf(dst, n, "pools.[%zu].%s", idx, name);
+	else
+		r = snprintf(dst, n, "pools.[%zu]", idx);
+	(void)r; /* keys are short; a cut one still names the place */
+}
+
+static int
+check_known(struct ctx *x, const config_setting_t *group, const char *const *known,
+            const char *prefix)
+{
+	int i, j, n = config_setting_length(group);
+	char key[128];
+
+	for (i = 0; i < n; i++) {
+		config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *name = config_setting_name(s);
+
+		for (j = 0; known[j] != NULL; j++)
+			if (strcmp(name, known[j]) == 0)
+				break;
+		if (known[j] == NULL) {
+			snprintf(key, sizeof(key), "%s%s", prefix, name);
+			return fail(x, s, key, "unknown key (known keys: see p11mux.conf.example)");
+		}
+	}
+	return 0;
+}
+
+/* A string setting; *out stays NULL when absent and optional. */
+static int
+get_string(struct ctx *x, const config_setting_t *parent, const char *name, const char *key,
+           int required, char **out)
+{
+	config_setting_t *s = config_setting_get_member(parent, name);
+	const char *v;
+
+	if (s == NULL) {
+		if (required)
+			return fail(x, parent, key, "missing (required)");
+		return 0;
+	}
+	if (config_setting_type(s) != CONFIG_TYPE_STRING)
+		return fail(x, s, key, "expected a string in double quotes");
+	v = config_setting_get_string(s);
+	if (*v == '\0')
+		return fail(x, s, key, "must not be empty");
+	if ((*out = strdup(v)) == NULL)
+		return fail(x, s, key, "out of memory");
+	return 0;
+}
+
+/* A list or array of non-empty strings. */
+static int
+get_strings(struct ctx *x, const config_setting_t *parent, const char *name, const char *key,
+            char ***out, size_t *nout, const config_setting_t **where)
+{
+	config_setting_t *s = config_setting_get_member(parent, name), *e;
+	char **v;
+	int i, n;
+
+	*where = s;
+	if (s == NULL)
+		return 0;
+	if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
+		return fail(x, s, key, "expected a list of strings, e.g. [ \"a\", \"b\" ]");
+	n = config_setting_length(s);
+	if ((v = calloc((size_t)n + 1, sizeof(*v))) == NULL)
+		return fail(x, s, key, "out of memory");
+	*out = v;
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
+		    *config_setting_get_string(e) == '\0')
+			return fail(x, e, key, "element %d: expected a non-empty string", i + 1);
+		if ((v[i] = strdup(config_setting_get_string(e))) == NULL)
+			return fail(x, e, key, "out of memory");
+		*nout = (size_t)i + 1;
+	}
+	return 0;
+}
+
+static int
+load_users(struct ctx *x, const config_setting_t *root, struct config *c)
+{
+	const config_setting_t *where;
+	char **names = NULL;
+	size_t n = 0, i;
+	struct passwd *pw;
+	struct group *gr;
+	int r = -1;
+
+	if (get_strings(x, root, "allowed_users", "allowed_users", &names, &n, &where) != 0)
+		goto out;
+	if ((c->allowed_uids = calloc(n + 1, sizeof(uid_t))) == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		if ((pw = getpwnam(names[i])) == NULL) {
+			fail(x, where, "allowed_users", "no such user \"%s\"", names[i]);
+			goto out;
+		}
+		c->allowed_uids[c->nallowed_uids++] = pw->pw_uid;
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	names = NULL;
+	n = 0;
+	if (get_strings(x, root, "allowed_groups", "allowed_groups", &names, &n, &where) != 0)
+		goto out;
+	if ((c->allowed_gids = calloc(n + 1, sizeof(gid_t))) == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		if ((gr = getgrnam(names[i])) == NULL) {
+			fail(x, where, "allowed_groups", "no such group \"%s\"", names[i]);
+			goto out;
+		}
+		c->allowed_gids[c->nallowed_gids++] = gr->gr_gid;
+	}
+	r = 0;
+out:
+	for (i = 0; names != NULL && i < n; i++)
+		free(names[i]);
+	free(names);
+	return r;
+}
+
+static int
+load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p)
+{
+	static const char *const known[] = {"label", "module", "members", "pin_file", "slot_id",
+	                                    NULL};
+	const config_setting_t *where, *s;
+	char key[64], prefix[80];
+	long long sid;
+
+	p->slot_id = -1;
+	p->line = (int)config_setting_source_line(ps);
+	pool_key(key, sizeof(key), idx, NULL);
+	if (!config_setting_is_group(ps))
+		return fail(x, ps, key, "expected a group { label = ...; members = [...]; ... }");
+	snprintf(prefix, sizeof(prefix), "%s.", key);
+	if (check_known(x, ps, known, prefix) != 0)
+		return -1;
+	pool_key(key, sizeof(key), idx, "label");
+	if (get_string(x, ps, "label", key, 0, &p->label) != 0)
+		return -1;
+	if (p->label != NULL && strchr(p->label, ':') != NULL)
+		return fail(x, config_setting_get_member(ps, "label"), key,
+		            "a token label must not contain ':' (NSS uses it to separate the token "
+		            "from the certificate nickname)");
+	if (p->label != NULL && strlen(p->label) > 32)
+		return fail(x, config_setting_get_member(ps, "label"), key,
+		            "longer than the 32 bytes a PKCS#11 token label has");
+	pool_key(key, sizeof(key), idx, "module");
+	if (get_string(x, ps, "module", key, 0, &p->module) != 0)
+		return -1;
+	if (p->module == NULL && (p->module = strdup(CONFIG_DEFAULT_MODULE)) == NULL)
+		return fail(x, ps, key, "out of memory");
+	pool_key(key, sizeof(key), idx, "members");
+	if (get_strings(x, ps, "members", key, &p->members, &p->nmembers, &where) != 0)
+		return -1;
+	if (where != NULL && p->nmembers == 0)
+		return fail(x, where, key, "empty; omit the key to use every token present");
+	pool_key(key, sizeof(key), idx, "pin_file");
+	if (get_string(x, ps, "pin_file", key, 1, &p->pin_file) != 0)
+		return -1;
+	if ((s = config_setting_get_member(ps, "slot_id")) != NULL) {
+		pool_key(key, sizeof(key), idx, "slot_id");
+		if (config_setting_type(s) != CONFIG_TYPE_INT &&
+		    config_setting_type(s) != CONFIG_TYPE_INT64)
+			return fail(x, s, key, "expected a whole number");
+		sid = config_setting_get_int64(s);
+		if (config_setting_type(s) == CONFIG_TYPE_INT)
+			sid = config_setting_get_int(s);
+		if (sid < 0 || sid > 0x7fffffff)
+			return fail(x, s, key, "must be between 0 and 2147483647");
+		p->slot_id = (long)sid;
+	}
+	return 0;
+}
+
+struct config *
+config_load(const char *path, char *err, size_t errlen)
+{
+	static const char *const known[] = {"socket",         "socket_group", "allowed_users",
+	                                    "allowed_groups", "log_level",    "pools",
+	                                    NULL};
+	static const char *const levels[] = {"error", "warning", "info", "debug", NULL};
+	struct ctx x = {path, err, errlen};
+	config_setting_t *root, *pools, *s;
+	struct config *c = NULL;
+	config_t cf;
+	char *level = NULL, key[64];
+	size_t i, j;
+	int ok = 0;
+
+	config_init(&cf);
+	if (config_read_file(&cf, path) != CONFIG_TRUE) {
+		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		else
+			snprintf(err, errlen, "%s:%d: syntax error: %s",
+			         config_error_file(&cf) ? config_error_file(&cf) : path,
+			         config_error_line(&cf), config_error_text(&cf));
+		goto out;
+	}
+	root = config_root_setting(&cf);
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(path)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto out;
+	}
+	if (check_known(&x, root, known, "") != 0)
+		goto out;
+	if (get_string(&x, root, "socket", "socket", 0, &c->socket) != 0 ||
+	    get_string(&x, root, "socket_group", "socket_group", 0, &c->socket_group) != 0 ||
+	    get_string(&x, root, "log_level", "log_level", 0, &level) != 0)
+		goto out;
+	if (c->socket == NULL && (c->socket = strdup(CONFIG_DEFAULT_SOCKET)) == NULL)
+		goto out;
+	if (c->socket[0] != '/') {
+		fail(&x, config_setting_get_member(root, "socket"), "socket",
+		     "must be an absolute path");
+		goto out;
+	}
+	if (c->socket_group != NULL && getgrnam(c->socket_group) == NULL) {
+		fail(&x, config_setting_get_member(root, "socket_group"), "socket_group",
+		     "no such group \"%s\"", c->socket_group);
+		goto out;
+	}
+	c->log_level = P11MUX_LOG_INFO;
+	if (level != NULL) {
+		for (i = 0; levels[i] != NULL && strcmp(levels[i], level) != 0; i++)
+			;
+		if (levels[i] == NULL) {
+			fail(&x, config_setting_get_member(root, "log_level"), "log_level",
+			     "\"%s\" is not one of error, warning, info, debug", level);
+			goto out;
+		}
+		c->log_level = (int)i;
+	}
+	if (load_users(&x, root, c) != 0)
+		goto out;
+	if ((pools = config_setting_get_member(root, "pools")) == NULL) {
+		fail(&x, root, "pools", "missing: at least one pool is needed");
+		goto out;
+	}
+	if (!config_setting_is_list(pools) || config_setting_length(pools) == 0) {
+		fail(&x, pools, "pools", "expected a list of pool groups: ( { ... } )");
+		goto out;
+	}
+	c->npools = (size_t)config_setting_length(pools);
+	if ((c->pools = calloc(c->npools, sizeof(*c->pools))) == NULL)
+		goto out;
+	for (i = 0; i < c->npools; i++) {
+		s = config_setting_get_elem(pools, (unsigned)i);
+		if (load_pool(&x, s, i, &c->pools[i]) != 0)
+			goto out;
+	}
+	/* Slot IDs must be unique: applications key their state by them. */
+	for (i = 0; i < c->npools; i++) {
+		if (c->pools[i].slot_id < 0)
+			c->pools[i].slot_id = (long)i;
+		for (j = 0; j < i; j++)
+			if (c->pools[j].slot_id == c->pools[i].slot_id) {
+				pool_key(key, sizeof(key), i, "slot_id");
+				fail(&x, config_setting_get_elem(pools, (unsigned)i), key,
+				     "slot %ld is already used by pools.[%zu]", c->pools[i].slot_id, j);
+				goto out;
+			}
+	}
+	ok = 1;
+out:
+	free(level);
+	config_destroy(&cf);
+	if (!ok) {
+		config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+config_free(struct config *c)
+{
+	size_t i, j;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < c->npools; i++) {
+		struct pool_config *p = &c->pools[i];
+
+		free(p->label);
+		free(p->module);
+		for (j = 0; j < p->nmembers; j++)
+			free(p->members[j]);
+		free(p->members);
+		free(p->pin_file);
+	}
+	free(c->pools);
+	free(c->allowed_uids);
+	free(c->allowed_gids);
+	free(c->socket);
+	free(c->socket_group);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,39 @@
+/* The daemon's configuration file (libconfig syntax); see config/p11mux.conf.example. */
+#ifndef P11MUXD_CONFIG_H
+#define P11MUXD_CONFIG_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define CONFIG_DEFAULT_SOCKET "/run/p11mux/p11mux.sock"
+#define CONFIG_DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+
+struct pool_config {
+	char *label;      /* NULL: the members' common label */
+	char *module;
+	char **members;   /* NULL: every token present */
+	size_t nmembers;
+	char *pin_file;
+	long slot_id;     /* -1: the pool's position (0, 1, ...) */
+	int line;         /* where the pool starts, for later messages */
+};
+
+struct config {
+	char *path;
+	char *socket;
+	char *socket_group;   /* NULL: the daemon's group */
+	uid_t *allowed_uids;
+	size_t nallowed_uids;
+	gid_t *allowed_gids;
+	size_t nallowed_gids;
+	int log_level;        /* enum p11mux_log_level */
+	struct pool_config *pools;
+	size_t npools;
+};
+
+/* Reads and checks path. On failure returns NULL and writes one line to err:
+ * "FILE:LINE: KEY: what is wrong". The result is freed with config_free(). */
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *c);
+
+#endif

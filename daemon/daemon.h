@@ -1,0 +1,54 @@
+/* The daemon's state: one struct, passed down to every part. */
+#ifndef P11MUXD_DAEMON_H
+#define P11MUXD_DAEMON_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backend.h"
+#include "buffer.h"
+#include "config.h"
+#include "pool.h"
+
+#define DAEMON_MAX_CLIENTS 1024
+
+struct client {
+	struct client *next;
+	struct daemon *d;
+	int fd;
+	pthread_t thread;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	int hello;             /* the handshake is done */
+	uint8_t *logged_in;    /* by pool index: this connection logged in to the pool */
+	int finished;          /* the thread has ended and may be joined */
+};
+
+struct daemon {
+	struct config *cfg;
+	struct backend *backends;
+	struct pool *pools;
+	size_t npools;
+	int listen_fd;
+	int stop_pipe[2];
+	pthread_mutex_t lock;  /* protects clients and nclients */
+	struct client *clients;
+	size_t nclients;
+};
+
+/* The pool whose slot ID is id, or NULL. */
+struct pool *daemon_pool(struct daemon *d, CK_SLOT_ID id);
+
+/* Binds the client socket from the configuration (mode 0660). -1 with a message logged. */
+int server_listen(struct daemon *d);
+/* Accepts and serves clients until a byte arrives on stop_pipe; then closes every
+ * connection and joins the client threads. */
+void server_run(struct daemon *d);
+
+/* Handles the request in buf and leaves the reply there. Returns 0, or -1 when the
+ * connection must be closed (malformed request, failed handshake). */
+int rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *buf);
+
+#endif

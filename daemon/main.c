@@ -1,0 +1,158 @@
+/* p11muxd: serves a pool of HSMs to PKCS#11 applications through p11mux-pkcs11.so. */
+#include "daemon.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Written by the signal handler; read by server_run(). */
+static int stop_fd = -1;
+
+static void
+on_signal(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (write(stop_fd, &c, 1) < 0) {
+		/* Nothing to do: the pipe is full, so a stop is already pending. */
+	}
+	errno = saved;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: p11muxd -c FILE [-f] [-d]\n"
+	           "  -c FILE  configuration file (libconfig syntax)\n"
+	           "  -f       stay in the foreground and log to stderr\n"
+	           "  -d       log debug messages\n"
+	           "  -t       check the configuration file and exit\n");
+}
+
+static int
+daemonize(void)
+{
+	pid_t pid;
+	int fd;
+
+	if ((pid = fork()) < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return -1;
+	if ((pid = fork()) < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (chdir("/") != 0)
+		return -1;
+	if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d;
+	struct sigaction sa;
+	const char *path = NULL;
+	char err[1024];
+	int opt, foreground = 0, debug = 0, check = 0, status = 1;
+	size_t i;
+
+	while ((opt = getopt(argc, argv, "c:fdth")) != -1) {
+		switch (opt) {
+		case 'c': path = optarg; break;
+		case 'f': foreground = 1; break;
+		case 'd': debug = 1; break;
+		case 't': check = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (path == NULL || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	memset(&d, 0, sizeof(d));
+	d.listen_fd = -1;
+	d.stop_pipe[0] = d.stop_pipe[1] = -1;
+	pthread_mutex_init(&d.lock, NULL);
+	if ((d.cfg = config_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "p11muxd: %s\n", err);
+		return 2;
+	}
+	if (check) {
+		printf("%s: configuration OK (%zu pools)\n", path, d.cfg->npools);
+		config_free(d.cfg);
+		return 0;
+	}
+	p11mux_log_set_level(debug ? P11MUX_LOG_DEBUG : d.cfg->log_level);
+	if (!foreground) {
+		if (daemonize() != 0) {
+			fprintf(stderr, "p11muxd: cannot detach: %s\n", strerror(errno));
+			goto out;
+		}
+		p11mux_log_syslog("p11muxd");
+	}
+
+	if (pipe2(d.stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+		log_error("pipe: %s", strerror(errno));
+		goto out;
+	}
+	stop_fd = d.stop_pipe[1];
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+
+	if ((d.pools = calloc(d.cfg->npools, sizeof(*d.pools))) == NULL)
+		goto out;
+	for (i = 0; i < d.cfg->npools; i++) {
+		d.npools = i + 1;
+		if (pool_open(&d.pools[i], i, &d.cfg->pools[i], &d.backends, err, sizeof(err)) != 0) {
+			log_error("%s", err);
+			goto out;
+		}
+	}
+	if (server_listen(&d) != 0)
+		goto out;
+	log_info("ready");
+	server_run(&d);
+	log_info("stopping");
+	for (i = 0; i < d.npools; i++)
+		pool_log_stats(&d.pools[i]);
+	status = 0;
+out:
+	for (i = 0; i < d.npools; i++)
+		pool_close(&d.pools[i]);
+	free(d.pools);
+	backend_free_all(&d.backends);
+	if (d.listen_fd >= 0) {
+		close(d.listen_fd);
+		unlink(d.cfg->socket);
+	}
+	if (d.stop_pipe[0] >= 0) {
+		close(d.stop_pipe[0]);
+		close(d.stop_pipe[1]);
+	}
+	config_free(d.cfg);
+	pthread_mutex_destroy(&d.lock);
+	return status;
+}

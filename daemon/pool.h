@@ -1,0 +1,94 @@
+/*
+ * A pool: several tokens (members) holding the same keys, shown to clients as one slot.
+ * The pool's objects and their virtual handles are built once at start-up and never change,
+ * so request threads read them without a lock; per-member state has its own lock.
+ */
+#ifndef P11MUXD_POOL_H
+#define P11MUXD_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "backend.h"
+#include "config.h"
+#include "hmap.h"
+#include "proto.h"
+
+struct pool;
+
+struct member {
+	struct pool *pool;
+	size_t index;
+	CK_SLOT_ID slot;                   /* in the backend module */
+	char label[33];
+	char serial[17];
+	CK_TOKEN_INFO token;
+	CK_SESSION_HANDLE anchor;          /* always open, so that the login lasts */
+	atomic_int up;
+	pthread_mutex_t lock;              /* protects idle, nidle, cap */
+	CK_SESSION_HANDLE *idle;           /* open backend sessions not in use */
+	size_t nidle, cap;
+	atomic_uint inflight;              /* operations running now */
+	atomic_ullong done;                /* operations finished with CKR_OK */
+	atomic_ullong errors;              /* device-level failures */
+	CK_MECHANISM_TYPE *mechs;
+	CK_MECHANISM_INFO *infos;
+	CK_ULONG nmechs;
+};
+
+/* An object of the pool, the same on every member that is used for it. */
+struct pobject {
+	CK_OBJECT_HANDLE handle;           /* virtual, derived from the object's identity */
+	CK_OBJECT_CLASS cls;
+	int private;                       /* CKA_PRIVATE: visible only when logged in */
+	CK_ATTRIBUTE *attrs;               /* as read from the first member holding it */
+	CK_RV *status;                     /* CKR_OK, or e.g. CKR_ATTRIBUTE_SENSITIVE */
+	size_t n;
+	CK_OBJECT_HANDLE *backend;         /* by member index; CK_INVALID_HANDLE: not used */
+	char desc[96];                     /* for the log: class, label, id */
+};
+
+struct pool {
+	size_t index;
+	const struct pool_config *cfg;
+	struct backend *be;
+	char label[33];
+	struct p11mux_slot slot;           /* what shims see; mechs/infos owned */
+	struct member *members;
+	size_t nmembers;
+	struct pobject **objects;
+	size_t nobjects;
+	struct p11mux_hmap *by_handle;
+	char *pin;                         /* the pool's PIN, from pin_file */
+	size_t pinlen;
+	int has_rng;
+	atomic_uint rr;                    /* rotates the start of the member scan */
+};
+
+/* Opens the pool described by cfg: finds and logs in to its members, reads their objects
+ * and builds the pool's view. On failure writes a message to err and returns -1; the pool
+ * must still be given to pool_close(). */
+int pool_open(struct pool *p, size_t index, const struct pool_config *cfg,
+              struct backend **backends, char *err, size_t errlen);
+/* Closes backend sessions and frees the pool's memory (not the pool struct itself). */
+void pool_close(struct pool *p);
+/* The object with virtual handle h, or NULL. */
+const struct pobject *pool_object(const struct pool *p, CK_OBJECT_HANDLE h);
+/* Whether the object has every attribute of the template with the same value. */
+int pool_object_matches(const struct pobject *o, const CK_ATTRIBUTE *tmpl, size_t n);
+/* Runs a SIGN, VERIFY, ENCRYPT, DECRYPT or DIGEST call on a member that holds key (NULL
+ * for DIGEST), retrying on other members when a device fails. *out is malloc()ed (NULL for
+ * VERIFY). */
+CK_RV pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
+                  const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen,
+                  uint8_t **out, size_t *outlen);
+/* Fills out with random bytes from a member's RNG. */
+CK_RV pool_random(struct pool *p, uint8_t *out, size_t len);
+/* Logs one line per member: operations done and device errors. */
+void pool_log_stats(const struct pool *p);
+
+#endif

@@ -1,0 +1,285 @@
+/* The client socket: who may connect, and one thread per connection. */
+#include "daemon.h"
+#include "err.h"
+#include "log.h"
+#include "proto.h"
+#include "transport.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct pool *
+daemon_pool(struct daemon *d, CK_SLOT_ID id)
+{
+	size_t i;
+
+	for (i = 0; i < d->npools; i++)
+		if (d->pools[i].slot.id == id)
+			return &d->pools[i];
+	return NULL;
+}
+
+int
+server_listen(struct daemon *d)
+{
+	const char *path = d->cfg->socket;
+	struct sockaddr_un sa;
+	struct group *gr;
+	char dir[sizeof(sa.sun_path)], *slash;
+	mode_t old;
+	int fd, probe;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		log_error("%s: socket: path too long for a Unix socket", d->cfg->path);
+		return -1;
+	}
+	/* Make the socket's directory if it is missing (e.g. /run/p11mux after a reboot). */
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+			log_error("cannot create %s: %s", dir, strerror(errno));
+			return -1;
+		}
+	}
+	/* A socket left by a daemon that died is replaced; one with a live daemon is not. */
+	if ((probe = p11mux_unix_connect(path)) >= 0) {
+		close(probe);
+		log_error("another p11muxd is already listening on %s", path);
+		return -1;
+	}
+	if (errno == ECONNREFUSED)
+		unlink(path);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+		log_error("socket: %s", strerror(errno));
+		return -1;
+	}
+	old = umask(0117);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		umask(old);
+		log_error("cannot bind %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	if (chmod(path, 0660) != 0)
+		log_warn("chmod %s: %s", path, strerror(errno));
+	if (d->cfg->socket_group != NULL && (gr = getgrnam(d->cfg->socket_group)) != NULL &&
+	    chown(path, (uid_t)-1, gr->gr_gid) != 0)
+		log_warn("chown %s to group %s: %s", path, d->cfg->socket_group, strerror(errno));
+	if (listen(fd, 128) != 0) {
+		log_error("listen %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	d->listen_fd = fd;
+	log_info("listening on %s", path);
+	return 0;
+}
+
+/* Whether the peer may use the daemon: root, the daemon's own user, or a user or group of
+ * allowed_users / allowed_groups (supplementary groups count). */
+static int
+peer_allowed(const struct daemon *d, uid_t uid, gid_t gid)
+{
+	const struct config *c = d->cfg;
+	struct passwd pw, *res = NULL;
+	gid_t groups[256];
+	int ngroups = 256, i;
+	char pwbuf[4096];
+	size_t k;
+
+	if (uid == 0 || uid == geteuid())
+		return 1;
+	for (k = 0; k < c->nallowed_uids; k++)
+		if (c->allowed_uids[k] == uid)
+			return 1;
+	if (c->nallowed_gids == 0)
+		return 0;
+	for (k = 0; k < c->nallowed_gids; k++)
+		if (c->allowed_gids[k] == gid)
+			return 1;
+	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0 || res == NULL)
+		return 0;
+	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ngroups) < 0)
+		ngroups = 256;
+	for (i = 0; i < ngroups; i++)
+		for (k = 0; k < c->nallowed_gids; k++)
+			if (c->allowed_gids[k] == groups[i])
+				return 1;
+	return 0;
+}
+
+static void *
+client_main(void *arg)
+{
+	struct client *c = arg;
+	struct daemon *d = c->d;
+	struct p11mux_buf *buf;
+	int r;
+
+	if ((buf = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) == NULL)
+		goto out;
+	for (;;) {
+		r = p11mux_frame_recv(c->fd, buf, P11MUX_FRAME_MAX);
+		if (r == P11MUX_ERR_CLOSED)
+			break;
+		if (r != 0) {
+			log_warn("client pid %ld uid %lu: %s; connection closed", (long)c->pid,
+			         (unsigned long)c->uid, p11mux_strerror(r));
+			break;
+		}
+		if (rpc_handle(d, c, buf) != 0)
+			break;
+		if (p11mux_frame_send(c->fd, buf) != 0)
+			break;
+	}
+out:
+	p11mux_buf_free(buf);
+	/* The descriptor stays open until the thread is joined, so that the stop path never
+	 * shuts down a number that was reused. */
+	pthread_mutex_lock(&d->lock);
+	c->finished = 1;
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+static void
+client_free(struct client *c)
+{
+	close(c->fd);
+	free(c->logged_in);
+	free(c);
+}
+
+/* Joins and frees the clients whose threads have ended. Lock held. */
+static void
+reap_locked(struct daemon *d)
+{
+	struct client **pc = &d->clients, *c;
+
+	while ((c = *pc) != NULL) {
+		if (c->finished) {
+			*pc = c->next;
+			pthread_join(c->thread, NULL);
+			client_free(c);
+			d->nclients--;
+		} else {
+			pc = &c->next;
+		}
+	}
+}
+
+static void
+accept_one(struct daemon *d)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct client *c;
+	pthread_attr_t attr;
+	int fd;
+
+	if ((fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+			log_warn("accept: %s", strerror(errno));
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		log_warn("SO_PEERCRED: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	if (!peer_allowed(d, cred.uid, cred.gid)) {
+		log_warn("refused a connection from uid %lu (pid %ld): not in allowed_users or "
+		         "allowed_groups of %s",
+		         (unsigned long)cred.uid, (long)cred.pid, d->cfg->path);
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	reap_locked(d);
+	if (d->nclients >= DAEMON_MAX_CLIENTS) {
+		pthread_mutex_unlock(&d->lock);
+		log_warn("refused a connection from pid %ld: %d connections open", (long)cred.pid,
+		         DAEMON_MAX_CLIENTS);
+		close(fd);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->logged_in = calloc(d->npools + 1, 1)) == NULL) {
+		pthread_mutex_unlock(&d->lock);
+		free(c);
+		close(fd);
+		return;
+	}
+	c->d = d;
+	c->fd = fd;
+	c->uid = cred.uid;
+	c->gid = cred.gid;
+	c->pid = cred.pid;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (pthread_create(&c->thread, &attr, client_main, c) != 0) {
+		pthread_mutex_unlock(&d->lock);
+		pthread_attr_destroy(&attr);
+		log_warn("cannot start a thread for pid %ld", (long)cred.pid);
+		client_free(c);
+		return;
+	}
+	pthread_attr_destroy(&attr);
+	c->next = d->clients;
+	d->clients = c;
+	d->nclients++;
+	pthread_mutex_unlock(&d->lock);
+	log_debug("client pid %ld uid %lu connected", (long)cred.pid, (unsigned long)cred.uid);
+}
+
+void
+server_run(struct daemon *d)
+{
+	struct pollfd pfd[2];
+	struct client *c;
+
+	pfd[0].fd = d->listen_fd;
+	pfd[0].events = POLLIN;
+	pfd[1].fd = d->stop_pipe[0];
+	pfd[1].events = POLLIN;
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[1].revents != 0)
+			break;
+		if (pfd[0].revents & POLLIN)
+			accept_one(d);
+	}
+	close(d->listen_fd);
+	d->listen_fd = -1;
+	unlink(d->cfg->socket);
+	/* Wake every client thread out of its read, then wait for all of them. */
+	pthread_mutex_lock(&d->lock);
+	for (c = d->clients; c != NULL; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&d->lock);
+	while ((c = d->clients) != NULL) {
+		d->clients = c->next;
+		pthread_join(c->thread, NULL);
+		client_free(c);
+	}
+	d->nclients = 0;
+}

@@ -1,0 +1,245 @@
+/* The shim's copies of what the daemon told it: the slot list and the pool's objects. */
+#include "module.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int
+cache_slot_index_locked(CK_SLOT_ID id)
+{
+	size_t i;
+
+	for (i = 0; i < shim.nslots; i++)
+		if (shim.slots[i].info.id == id)
+			return (int)i;
+	return -1;
+}
+
+/* Replaces dst's info with a deep copy of src. Lock held. */
+static int
+slot_set_locked(struct slot *dst, const struct p11mux_slot *src)
+{
+	CK_MECHANISM_TYPE *mechs;
+	CK_MECHANISM_INFO *infos;
+	size_t n = src->nmechs ? src->nmechs : 1;
+
+	mechs = calloc(n, sizeof(*mechs));
+	infos = calloc(n, sizeof(*infos));
+	if (mechs == NULL || infos == NULL) {
+		free(mechs);
+		free(infos);
+		return -1;
+	}
+	memcpy(mechs, src->mechs, src->nmechs * sizeof(*mechs));
+	memcpy(infos, src->infos, src->nmechs * sizeof(*infos));
+	free(dst->info.mechs);
+	free(dst->info.infos);
+	dst->info = *src;
+	dst->info.mechs = mechs;
+	dst->info.infos = infos;
+	return 0;
+}
+
+CK_RV
+cache_refresh_slots(void)
+{
+	struct p11mux_msg m = {0};
+	struct p11mux_slot *s;
+	struct conn *c;
+	size_t n, i;
+	int idx;
+	CK_RV rv;
+
+	if ((c = conn_get(&rv)) == NULL)
+		return rv;
+	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_GET_SLOTS);
+	rv = conn_transact(&c, &m);
+	if (rv == CKR_OK && (p11mux_msg_get_slots(&m, &s, &n) != 0 || p11mux_msg_end(&m) != 0))
+		rv = CKR_DEVICE_ERROR;
+	if (rv == CKR_OK) {
+		shim_lock();
+		for (i = 0; i < n; i++) {
+			if ((idx = cache_slot_index_locked(s[i].id)) < 0) {
+				/* Slots only ever come, never go: applications such as NSS keep
+				 * slot IDs for the life of the process. */
+				if (shim.nslots == SHIM_MAX_SLOTS)
+					continue;
+				idx = (int)shim.nslots++;
+			}
+			if (slot_set_locked(&shim.slots[idx], &s[i]) != 0)
+				rv = CKR_HOST_MEMORY;
+		}
+		shim.have_slots = 1;
+		shim_unlock();
+	}
+	p11mux_msg_clear(&m);
+	conn_put(c);
+	return rv;
+}
+
+CK_RV
+cache_need_slots(void)
+{
+	int have;
+
+	shim_lock();
+	have = shim.have_slots;
+	shim_unlock();
+	return have ? CKR_OK : cache_refresh_slots();
+}
+
+void
+object_free(struct object *o)
+{
+	size_t i;
+
+	if (o == NULL)
+		return;
+	for (i = 0; i < o->n; i++)
+		free(o->attrs[i].pValue);
+	free(o->attrs);
+	free(o->status);
+	free(o);
+}
+
+/* A deep copy of n attributes; NULL when out of memory. */
+static struct object *
+object_make(CK_SLOT_ID slot, const CK_ATTRIBUTE *a, const CK_RV *st, size_t n)
+{
+	struct object *o;
+	size_t i;
+
+	if ((o = calloc(1, sizeof(*o))) == NULL)
+		return NULL;
+	o->slot = slot;
+	o->attrs = calloc(n ? n : 1, sizeof(*o->attrs));
+	o->status = calloc(n ? n : 1, sizeof(*o->status));
+	if (o->attrs == NULL || o->status == NULL)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		o->attrs[i].type = a[i].type;
+		o->attrs[i].ulValueLen = a[i].ulValueLen;
+		o->status[i] = st[i];
+		o->n = i + 1;
+		if (a[i].pValue != NULL) {
+			if ((o->attrs[i].pValue = malloc(a[i].ulValueLen ? a[i].ulValueLen : 1)) ==
+			    NULL)
+				goto fail;
+			memcpy(o->attrs[i].pValue, a[i].pValue, a[i].ulValueLen);
+		}
+	}
+	return o;
+fail:
+	object_free(o);
+	return NULL;
+}
+
+struct object *
+object_dup(const struct object *o)
+{
+	return object_make(o->slot, o->attrs, o->status, o->n);
+}
+
+int
+object_find(const struct object *o, CK_ATTRIBUTE_TYPE type)
+{
+	size_t i;
+
+	for (i = 0; i < o->n; i++)
+		if (o->attrs[i].type == type)
+			return (int)i;
+	return -1;
+}
+
+int
+object_bool(const struct object *o, CK_ATTRIBUTE_TYPE type, int dflt)
+{
+	int i = object_find(o, type);
+
+	if (i < 0 || o->status[i] != CKR_OK || o->attrs[i].ulValueLen != sizeof(CK_BBOOL))
+		return dflt;
+	return *(CK_BBOOL *)o->attrs[i].pValue != CK_FALSE;
+}
+
+CK_ULONG
+object_ulong(const struct object *o, CK_ATTRIBUTE_TYPE type, CK_ULONG dflt)
+{
+	int i = object_find(o, type);
+	CK_ULONG v;
+
+	if (i < 0 || o->status[i] != CKR_OK || o->attrs[i].ulValueLen != sizeof(CK_ULONG))
+		return dflt;
+	memcpy(&v, o->attrs[i].pValue, sizeof(v));
+	return v;
+}
+
+CK_RV
+cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out)
+{
+	struct p11mux_msg m = {0};
+	struct p11mux_attrs attrs;
+	struct object *o, *copy = NULL;
+	struct conn *c;
+	CK_RV rv;
+
+	shim_lock();
+	o = p11mux_hmap_get(shim.objects, h);
+	if (o != NULL && o->slot == slot)
+		copy = object_dup(o);
+	shim_unlock();
+	if (o != NULL && o->slot == slot) {
+		*out = copy;
+		return copy != NULL ? CKR_OK : CKR_HOST_MEMORY;
+	}
+	if (o != NULL)
+		return CKR_OBJECT_HANDLE_INVALID;
+
+	if ((c = conn_get(&rv)) == NULL)
+		return rv;
+	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_GET_OBJECT);
+	p11mux_msg_put_ulong(&m, slot);
+	p11mux_msg_put_ulong(&m, h);
+	rv = conn_transact(&c, &m);
+	if (rv == CKR_OK && (p11mux_msg_get_attrs(&m, &attrs) != 0 || p11mux_msg_end(&m) != 0))
+		rv = CKR_DEVICE_ERROR;
+	if (rv == CKR_OK) {
+		o = object_make(slot, attrs.attrs, attrs.status, attrs.n);
+		copy = o != NULL ? object_dup(o) : NULL;
+		if (o == NULL || copy == NULL) {
+			object_free(o);
+			object_free(copy);
+			rv = CKR_HOST_MEMORY;
+		} else {
+			shim_lock();
+			object_free(p11mux_hmap_remove(shim.objects, h));
+			if (p11mux_hmap_put(shim.objects, h, o) != 0)
+				object_free(o);
+			shim_unlock();
+			*out = copy;
+		}
+	}
+	p11mux_msg_clear(&m);
+	conn_put(c);
+	return rv;
+}
+
+static void
+free_entry(uint64_t key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	object_free(value);
+}
+
+void
+cache_clear_objects_locked(void)
+{
+	struct p11mux_hmap *fresh;
+
+	if (shim.objects == NULL)
+		return;
+	p11mux_hmap_foreach(shim.objects, free_entry, NULL);
+	fresh = p11mux_hmap_new();
+	p11mux_hmap_free(shim.objects);
+	shim.objects = fresh;
+}

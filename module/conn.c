@@ -1,0 +1,308 @@
+/* Connections to the daemon: a small pool, the handshake, and logins replayed on every new
+ * connection so that a daemon restart goes unnoticed by the application. */
+#include "module.h"
+#include "err.h"
+#include "transport.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	p11mux_buf_free(c->buf);
+	free(c);
+}
+
+/* Unlinks c from the list of all connections. Lock held. */
+static void
+unlink_all_locked(struct conn *c)
+{
+	struct conn **pc;
+
+	for (pc = &shim.all; *pc != NULL; pc = &(*pc)->all_next)
+		if (*pc == c) {
+			*pc = c->all_next;
+			return;
+		}
+}
+
+#define BROKEN        1 /* the connection is unusable */
+#define BROKEN_RESEND 2 /* ... and the request is still in the buffer, no reply byte came */
+
+/* One request and its reply on c, without retry. *broken is 0, BROKEN or BROKEN_RESEND. */
+static CK_RV
+roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
+{
+	uint32_t call = m->call->code;
+	CK_RV rv;
+	int r;
+
+	*broken = 0;
+	if ((r = p11mux_msg_end(m)) != 0) {
+		shim_debug("encoding %s failed: %s", m->call->name, p11mux_strerror(r));
+		return CKR_GENERAL_ERROR;
+	}
+	if ((r = p11mux_frame_send(c->fd, c->buf)) != 0 ||
+	    (r = p11mux_frame_recv(c->fd, c->buf, P11MUX_FRAME_MAX)) != 0) {
+		shim_debug("%s: %s (%s)", m->call->name, p11mux_strerror(r), strerror(errno));
+		*broken = (r == P11MUX_ERR_IO || r == P11MUX_ERR_CLOSED) ? BROKEN_RESEND : BROKEN;
+		return CKR_DEVICE_ERROR;
+	}
+	shim_lock();
+	shim.calls[call]++;
+	shim_unlock();
+	if ((r = p11mux_msg_read_reply(m, c->buf, call, &rv)) != 0) {
+		shim_debug("bad reply to %s: %s", m->call->name, p11mux_strerror(r));
+		*broken = 1;
+		return CKR_DEVICE_ERROR;
+	}
+	return rv;
+}
+
+/* Logs c in to (or out of) every slot as the application currently is. */
+static CK_RV
+reconcile(struct conn *c)
+{
+	struct {
+		CK_SLOT_ID id;
+		int want;
+		char pin[SHIM_MAX_PIN];
+		size_t pinlen;
+	} todo[SHIM_MAX_SLOTS];
+	struct p11mux_msg m = {0};
+	size_t i, n = 0;
+	uint64_t gen;
+	int broken;
+	CK_RV rv = CKR_OK;
+
+	shim_lock();
+	gen = shim.auth_gen;
+	for (i = 0; i < shim.nslots; i++) {
+		if (c->logged_in[i] == shim.slots[i].logged_in)
+			continue;
+		todo[n].id = shim.slots[i].info.id;
+		todo[n].want = shim.slots[i].logged_in;
+		todo[n].pinlen = shim.slots[i].pinlen;
+		if (todo[n].want)
+			memcpy(todo[n].pin, shim.slots[i].pin, shim.slots[i].pinlen);
+		n++;
+	}
+	shim_unlock();
+	for (i = 0; i < n && rv == CKR_OK; i++) {
+		if (todo[i].want) {
+			p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_LOGIN);
+			p11mux_msg_put_ulong(&m, todo[i].id);
+			p11mux_msg_put_ulong(&m, CKU_USER);
+			p11mux_msg_put_bytes(&m, todo[i].pin, todo[i].pinlen);
+		} else {
+			p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_LOGOUT);
+			p11mux_msg_put_ulong(&m, todo[i].id);
+		}
+		rv = roundtrip(c, &m, &broken);
+		p11mux_msg_clear(&m);
+		if (broken)
+			break;
+		/* A refused replay (the daemon's PIN changed) leaves the connection logged
+		 * out; the operation then fails with CKR_USER_NOT_LOGGED_IN. */
+		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN || rv == CKR_USER_NOT_LOGGED_IN ||
+		    rv == CKR_PIN_INCORRECT) {
+			shim_lock();
+			int idx = cache_slot_index_locked(todo[i].id);
+			if (idx >= 0)
+				c->logged_in[idx] = (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+				                            ? todo[i].want
+				                            : 0;
+			shim_unlock();
+			rv = CKR_OK;
+		}
+	}
+	explicit_bzero(todo, sizeof(todo));
+	if (rv == CKR_OK)
+		c->auth_gen = gen;
+	return rv;
+}
+
+/* Opens a connection and shakes hands. */
+static struct conn *
+conn_open(CK_RV *rv)
+{
+	struct p11mux_msg m = {0};
+	struct conn *c = NULL;
+	CK_ULONG version;
+	const uint8_t *name;
+	size_t namelen;
+	char *path;
+	int broken;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
+		*rv = CKR_HOST_MEMORY;
+		goto fail;
+	}
+	shim_lock();
+	path = strdup(shim.socket_path);
+	shim_unlock();
+	if (path == NULL) {
+		*rv = CKR_HOST_MEMORY;
+		goto fail;
+	}
+	c->fd = p11mux_unix_connect(path);
+	if (c->fd < 0) {
+		shim_debug("cannot connect to %s: %s", path, strerror(errno));
+		free(path);
+		*rv = CKR_DEVICE_ERROR;
+		goto fail;
+	}
+	free(path);
+	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_HELLO);
+	p11mux_msg_put_ulong(&m, P11MUX_PROTO_MAGIC);
+	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
+	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
+	*rv = roundtrip(c, &m, &broken);
+	if (*rv == CKR_OK && (p11mux_msg_get_ulong(&m, &version) != 0 ||
+	                      p11mux_msg_get_bytes(&m, &name, &namelen) != 0 ||
+	                      p11mux_msg_end(&m) != 0 || version != P11MUX_PROTO_VERSION))
+		*rv = CKR_DEVICE_ERROR;
+	p11mux_msg_clear(&m);
+	if (*rv != CKR_OK) {
+		shim_debug("handshake refused: %lu", *rv);
+		*rv = CKR_DEVICE_ERROR;
+		goto fail;
+	}
+	shim_lock();
+	c->all_next = shim.all;
+	shim.all = c;
+	shim_unlock();
+	return c;
+fail:
+	conn_free(c);
+	return NULL;
+}
+
+struct conn *
+conn_get(CK_RV *rv)
+{
+	struct conn *c;
+	int stale;
+
+	shim_lock();
+	if ((c = shim.idle) != NULL) {
+		shim.idle = c->next;
+		shim.nidle--;
+	}
+	shim_unlock();
+	if (c == NULL && (c = conn_open(rv)) == NULL)
+		return NULL;
+	shim_lock();
+	stale = c->auth_gen != shim.auth_gen;
+	shim_unlock();
+	if (stale) {
+		if ((*rv = reconcile(c)) != CKR_OK) {
+			conn_drop(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+void
+conn_put(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	shim_lock();
+	if (shim.nidle < SHIM_MAX_IDLE) {
+		c->next = shim.idle;
+		shim.idle = c;
+		shim.nidle++;
+		c = NULL;
+	} else {
+		unlink_all_locked(c);
+	}
+	shim_unlock();
+	conn_free(c);
+}
+
+void
+conn_drop(struct conn *c)
+{
+	shim_lock();
+	unlink_all_locked(c);
+	shim_unlock();
+	conn_free(c);
+}
+
+void
+conn_close_idle_locked(void)
+{
+	struct conn *c;
+
+	while ((c = shim.idle) != NULL) {
+		shim.idle = c->next;
+		unlink_all_locked(c);
+		conn_free(c);
+	}
+	shim.nidle = 0;
+}
+
+void
+conn_close_all_locked(int inherited)
+{
+	struct conn *c, *next;
+
+	if (inherited) {
+		/* Another thread of the parent may have been using these at fork time: close
+		 * our copies of the descriptors (the parent's stay open) and let the memory go. */
+		for (c = shim.all; c != NULL; c = c->all_next)
+			close(c->fd);
+	} else {
+		for (c = shim.all; c != NULL; c = next) {
+			next = c->all_next;
+			conn_free(c);
+		}
+	}
+	shim.all = NULL;
+	shim.idle = NULL;
+	shim.nidle = 0;
+}
+
+CK_RV
+conn_transact(struct conn **cp, struct p11mux_msg *m)
+{
+	struct conn *c = *cp, *fresh;
+	int broken;
+	CK_RV rv;
+
+	rv = roundtrip(c, m, &broken);
+	if (broken == 0)
+		return rv;
+	/* The connection came from the pool and may predate a daemon restart. When the request
+	 * is still in the buffer (the failure came before any reply byte), send it once more
+	 * on a new connection: every call is safe to repeat. */
+	*cp = NULL;
+	if (broken != BROKEN_RESEND || (fresh = conn_get(&rv)) == NULL) {
+		conn_drop(c);
+		return CKR_DEVICE_ERROR;
+	}
+	p11mux_buf_reset(fresh->buf);
+	if (p11mux_buf_put(fresh->buf, p11mux_buf_data(c->buf), p11mux_buf_len(c->buf)) != 0) {
+		conn_drop(c);
+		conn_put(fresh);
+		return CKR_HOST_MEMORY;
+	}
+	m->buf = fresh->buf;
+	conn_drop(c);
+	rv = roundtrip(fresh, m, &broken);
+	if (broken) {
+		conn_drop(fresh);
+		return CKR_DEVICE_ERROR;
+	}
+	*cp = fresh;
+	return rv;
+}

@@ -1,0 +1,164 @@
+/*
+ * Internal interface of the shim (p11mux-pkcs11.so). The shim keeps sessions, pending
+ * operations, multi-part data, find results and a cache of the pool's (read-only) objects
+ * itself, and sends the daemon self-contained operations, so that NSS's
+ * OpenSession/SignInit/Sign/CloseSession costs one round trip.
+ *
+ * Locking: module.lock protects every field of struct shim and what hangs off it, except
+ * a connection's socket and buffers, which belong to the one thread that took the
+ * connection out of the pool. No lock is held across a round trip.
+ */
+#ifndef P11MUX_MODULE_H
+#define P11MUX_MODULE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "buffer.h"
+#include "hmap.h"
+#include "proto.h"
+
+#define SHIM_MAX_SLOTS     16
+#define SHIM_MAX_IDLE      8
+#define SHIM_MAX_PIN       256
+#define SHIM_DEFAULT_SOCKET "/run/p11mux/p11mux.sock"
+
+/* One connection to the daemon. */
+struct conn {
+	struct conn *next;         /* in the idle list, or in the all list (see all_next) */
+	struct conn *all_next;     /* every connection, idle or busy, for fork clean-up */
+	int fd;
+	struct p11mux_buf *buf;    /* request, then reply */
+	uint64_t auth_gen;         /* shim.auth_gen this connection's logins reflect */
+	uint8_t logged_in[SHIM_MAX_SLOTS];
+};
+
+/* A pending cryptographic operation of a session. */
+struct op {
+	int active;
+	CK_MECHANISM mech;         /* pParameter points at param */
+	uint8_t *param;
+	CK_OBJECT_HANDLE key;
+	uint8_t *data;             /* multi-part data gathered so far */
+	size_t len, cap;
+	int multipart;
+	uint8_t *result;           /* computed result kept for a size query */
+	size_t rlen;
+	int have_result;
+};
+
+enum op_kind { OP_SIGN, OP_VERIFY, OP_ENCRYPT, OP_DECRYPT, OP_DIGEST, OP_COUNT };
+
+struct session {
+	CK_SESSION_HANDLE handle;
+	CK_SLOT_ID slot;
+	CK_FLAGS flags;
+	struct op ops[OP_COUNT];
+	int finding;
+	CK_OBJECT_HANDLE *found;
+	size_t nfound, foundpos;
+};
+
+/* A pool object as the daemon described it; token objects of the pool never change, and
+ * handles are derived from the object's identity, so the copy stays true. */
+struct object {
+	CK_SLOT_ID slot;
+	CK_ATTRIBUTE *attrs;       /* values are copies */
+	CK_RV *status;
+	size_t n;
+};
+
+struct slot {
+	struct p11mux_slot info;   /* mechs/infos owned */
+	int logged_in;
+	char *pin;                 /* mlock()ed copy while logged in, to log in new connections */
+	size_t pinlen;
+	size_t nsessions;
+};
+
+struct shim {
+	pthread_mutex_t lock;
+	_Atomic int initialized;
+	_Atomic pid_t pid;         /* process that called C_Initialize */
+	char *socket_path;
+	struct conn *idle;
+	size_t nidle;
+	struct conn *all;
+	struct p11mux_hmap *sessions;
+	CK_SESSION_HANDLE next_session;
+	struct slot slots[SHIM_MAX_SLOTS];
+	size_t nslots;
+	int have_slots;
+	uint64_t auth_gen;
+	struct p11mux_hmap *objects;
+	uint64_t calls[P11MUX_CALL_COUNT]; /* round trips made, by call */
+};
+
+extern struct shim shim;
+
+void shim_lock(void);
+void shim_unlock(void);
+
+/* Debug log to stderr when P11MUX_DEBUG is set. */
+void shim_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Tells the application's log that a call was refused (once per function). */
+void shim_refused(const char *func, CK_RV rv, const char *why);
+
+/* --- connections (conn.c) --- */
+
+/* Takes an idle connection or opens one (handshake, logins replayed). NULL with *rv set. */
+struct conn *conn_get(CK_RV *rv);
+/* Returns a healthy connection to the idle pool; NULL is fine. */
+void conn_put(struct conn *c);
+/* Closes a connection after an error. */
+void conn_drop(struct conn *c);
+/* Closes every idle connection (e.g. after C_Logout). Lock held. */
+void conn_close_idle_locked(void);
+/* Frees every connection of this process; with inherited set (after fork) only closes
+ * the descriptors and leaks what another thread of the parent may have been using. */
+void conn_close_all_locked(int inherited);
+/* Sends the request in m (begun on c->buf) and reads the reply into m. On a broken
+ * connection from the pool, retries once on a fresh one (*c may change). Returns the
+ * daemon's CK_RV, or CKR_DEVICE_ERROR when the daemon cannot be reached; then the
+ * connection is gone and *c is NULL. */
+CK_RV conn_transact(struct conn **c, struct p11mux_msg *m);
+
+/* --- slots and objects (cache.c) --- */
+
+/* Fetches the slot list from the daemon and merges it (slots are never removed). */
+CK_RV cache_refresh_slots(void);
+/* Makes sure the slot list was fetched once. */
+CK_RV cache_need_slots(void);
+/* Index of a slot ID in shim.slots, or -1. Lock held. */
+int cache_slot_index_locked(CK_SLOT_ID id);
+/* The object for handle, fetched from the daemon if it is not cached. On success *out is
+ * a copy the caller frees with object_free(). */
+CK_RV cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out);
+/* Drops every cached object (after logout, finalize). Lock held. */
+void cache_clear_objects_locked(void);
+/* Finds attribute type in an object: its index or -1. */
+int object_find(const struct object *o, CK_ATTRIBUTE_TYPE type);
+/* A CK_BBOOL attribute of the object; dflt when absent. */
+int object_bool(const struct object *o, CK_ATTRIBUTE_TYPE type, int dflt);
+/* A CK_ULONG attribute; dflt when absent. */
+CK_ULONG object_ulong(const struct object *o, CK_ATTRIBUTE_TYPE type, CK_ULONG dflt);
+struct object *object_dup(const struct object *o);
+void object_free(struct object *o);
+
+/* --- sessions and operations (session.c) --- */
+
+/* Session for handle, or NULL. Lock held. */
+struct session *session_get_locked(CK_SESSION_HANDLE h);
+/* Ends an operation and frees its buffers. */
+void op_reset(struct op *op);
+/* Copies mechanism into op (deep, parameter included). CKR_HOST_MEMORY on failure. */
+CK_RV op_set_mech(struct op *op, const CK_MECHANISM *mech);
+/* Appends multi-part data; CKR_DATA_LEN_RANGE past P11MUX_DATA_MAX. */
+CK_RV op_append(struct op *op, const void *p, size_t len);
+void session_free(struct session *s);
+
+#endif

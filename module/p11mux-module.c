@@ -1,0 +1,1767 @@
+/*
+ * p11mux-pkcs11.so: the PKCS#11 entry points. Everything an application asks that the shim
+ * can answer from what it holds (sessions, pending operations, the slot list, cached
+ * objects) is answered here; what needs the pool becomes one self-contained request to the
+ * daemon. Starts no threads.
+ */
+#include "module.h"
+#include "err.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+struct shim shim = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void
+shim_lock(void)
+{
+	if (pthread_mutex_lock(&shim.lock) != 0)
+		abort();
+}
+
+void
+shim_unlock(void)
+{
+	if (pthread_mutex_unlock(&shim.lock) != 0)
+		abort();
+}
+
+void
+shim_debug(const char *fmt, ...)
+{
+	va_list ap;
+	char msg[512];
+
+	if (getenv("P11MUX_DEBUG") == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "p11mux-pkcs11[%ld]: %s\n", (long)getpid(), msg);
+}
+
+void
+shim_refused(const char *func, CK_RV rv, const char *why)
+{
+	/* Applications rarely write to an HSM; when one tries, its log should say why it
+	 * failed. Once per function and process is enough. */
+	static const char *said[16];
+	static size_t nsaid;
+	size_t i;
+	int first;
+
+	shim_lock();
+	for (i = 0; i < nsaid; i++)
+		if (said[i] == func)
+			break;
+	first = i == nsaid;
+	if (first && nsaid < 16)
+		said[nsaid++] = func;
+	shim_unlock();
+	if (first || getenv("P11MUX_DEBUG") != NULL)
+		fprintf(stderr, "p11mux-pkcs11: %s refused (%s): %s\n", func, p11mux_rv_name(rv),
+		        why);
+}
+
+static int
+entered(void)
+{
+	return shim.initialized && shim.pid == getpid();
+}
+
+#define ENTER()                                                                                    \
+	do {                                                                                       \
+		if (!entered())                                                                    \
+			return CKR_CRYPTOKI_NOT_INITIALIZED;                                       \
+	} while (0)
+
+/* Copies s into a blank-padded fixed field. */
+static void
+pad(unsigned char *dst, size_t n, const char *s)
+{
+	size_t len = strlen(s);
+
+	memset(dst, ' ', n);
+	memcpy(dst, s, len < n ? len : n);
+}
+
+/* The value of socket=PATH in NSS's LibraryParameters (words separated by blanks, ';' or
+ * ','; a value may be "quoted"). A copy, or NULL when absent. */
+static char *
+param_socket(const char *s)
+{
+	const char *p = s, *v, *end;
+
+	while (p != NULL && *p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ';' || *p == ',' || *p == '\n')
+			p++;
+		if (strncmp(p, "socket=", 7) == 0) {
+			v = p + 7;
+			if (*v == '"') {
+				v++;
+				end = strchr(v, '"');
+			} else {
+				end = v + strcspn(v, " \t;,\n");
+			}
+			if (end == NULL)
+				end = v + strlen(v);
+			return strndup(v, (size_t)(end - v));
+		}
+		p += strcspn(p, " \t;,\n");
+	}
+	return NULL;
+}
+
+static void
+free_session(uint64_t key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	session_free(value);
+}
+
+static void
+slot_logout_locked(size_t idx)
+{
+	struct slot *sl = &shim.slots[idx];
+
+	if (sl->pin != NULL) {
+		explicit_bzero(sl->pin, SHIM_MAX_PIN);
+		munlock(sl->pin, SHIM_MAX_PIN);
+		free(sl->pin);
+	}
+	sl->pin = NULL;
+	sl->pinlen = 0;
+	if (sl->logged_in) {
+		sl->logged_in = 0;
+		shim.auth_gen++;
+		conn_close_idle_locked();
+		cache_clear_objects_locked();
+	}
+}
+
+static void
+write_stats_locked(void)
+{
+	const char *path = getenv("P11MUX_STATS");
+	uint64_t total = 0;
+	FILE *f;
+	int i;
+
+	if (path == NULL || (f = fopen(path, "a")) == NULL)
+		return;
+	fprintf(f, "pid=%ld", (long)getpid());
+	for (i = 1; i < P11MUX_CALL_COUNT; i++) {
+		fprintf(f, " %s=%llu", p11mux_calls[i].name, (unsigned long long)shim.calls[i]);
+		total += shim.calls[i];
+	}
+	fprintf(f, " total=%llu\n", (unsigned long long)total);
+	fclose(f);
+}
+
+static CK_RV
+mux_Initialize(CK_VOID_PTR pInitArgs)
+{
+	CK_C_INITIALIZE_ARGS *args = pInitArgs;
+	const char *reserved = NULL, *env;
+	char *path;
+	pid_t pid = getpid();
+	int nfn;
+
+	if (args != NULL) {
+		nfn = (args->CreateMutex != NULL) + (args->DestroyMutex != NULL) +
+		      (args->LockMutex != NULL) + (args->UnlockMutex != NULL);
+		if (nfn != 0 && nfn != 4)
+			return CKR_ARGUMENTS_BAD;
+		/* We lock with pthreads; an application that insists on its own mutexes
+		 * without allowing OS locking cannot be served. */
+		if (nfn == 4 && !(args->flags & CKF_OS_LOCKING_OK))
+			return CKR_CANT_LOCK;
+		/* NSS passes its LibraryParameters string here. */
+		reserved = args->pReserved;
+	}
+	if (shim.initialized && shim.pid == pid)
+		return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+	if (shim.initialized) {
+		/* A child after fork: the parent's lock may have been held by another of its
+		 * threads, and its connections belong to the parent. Start over. */
+		pthread_mutex_init(&shim.lock, NULL);
+		shim_lock();
+		conn_close_all_locked(1);
+		for (size_t i = 0; i < shim.nslots; i++)
+			if (shim.slots[i].pin != NULL)
+				explicit_bzero(shim.slots[i].pin, SHIM_MAX_PIN);
+		shim_unlock();
+		memset(&shim.slots, 0, sizeof(shim.slots));
+		shim.sessions = NULL;
+		shim.objects = NULL;
+		shim.socket_path = NULL;
+		shim.initialized = 0;
+	}
+
+	path = reserved != NULL ? param_socket(reserved) : NULL;
+	if (path == NULL && (env = getenv("P11MUX_SOCKET")) != NULL && *env != '\0')
+		path = strdup(env);
+	if (path == NULL)
+		path = strdup(SHIM_DEFAULT_SOCKET);
+
+	shim_lock();
+	shim.socket_path = path;
+	shim.sessions = p11mux_hmap_new();
+	shim.objects = p11mux_hmap_new();
+	if (path == NULL || shim.sessions == NULL || shim.objects == NULL) {
+		free(path);
+		p11mux_hmap_free(shim.sessions);
+		p11mux_hmap_free(shim.objects);
+		shim.sessions = shim.objects = NULL;
+		shim.socket_path = NULL;
+		shim_unlock();
+		return CKR_HOST_MEMORY;
+	}
+	shim.next_session = 1;
+	shim.auth_gen = 1;
+	shim.nslots = 0;
+	shim.have_slots = 0;
+	memset(shim.calls, 0, sizeof(shim.calls));
+	shim.pid = pid;
+	shim.initialized = 1;
+	shim_unlock();
+	shim_debug("initialised, daemon socket %s", path);
+	return CKR_OK;
+}
+
+static CK_RV
+mux_Finalize(CK_VOID_PTR pReserved)
+{
+	size_t i;
+
+	if (pReserved != NULL)
+		return CKR_ARGUMENTS_BAD;
+	ENTER();
+	shim_lock();
+	write_stats_locked();
+	conn_close_all_locked(0);
+	p11mux_hmap_foreach(shim.sessions, free_session, NULL);
+	p11mux_hmap_free(shim.sessions);
+	shim.sessions = NULL;
+	cache_clear_objects_locked();
+	p11mux_hmap_free(shim.objects);
+	shim.objects = NULL;
+	for (i = 0; i < shim.nslots; i++) {
+		shim.slots[i].logged_in = 0;
+		slot_logout_locked(i);
+		free(shim.slots[i].info.mechs);
+		free(shim.slots[i].info.infos);
+	}
+	memset(&shim.slots, 0, sizeof(shim.slots));
+	shim.nslots = 0;
+	free(shim.socket_path);
+	shim.socket_path = NULL;
+	shim.initialized = 0;
+	shim_unlock();
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetInfo(CK_INFO_PTR pInfo)
+{
+	ENTER();
+	if (pInfo == NULL)
+		return CKR_ARGUMENTS_BAD;
+	memset(pInfo, 0, sizeof(*pInfo));
+	pInfo->cryptokiVersion.major = 2;
+	pInfo->cryptokiVersion.minor = 40;
+	pad(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "p11mux");
+	pad(pInfo->libraryDescription, sizeof(pInfo->libraryDescription),
+	    "p11mux pooled HSM client");
+	pInfo->libraryVersion.major = 0;
+	pInfo->libraryVersion.minor = 1;
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PTR pulCount)
+{
+	CK_RV rv;
+	size_t i;
+
+	(void)tokenPresent; /* a pool's token is always present */
+	ENTER();
+	if (pulCount == NULL)
+		return CKR_ARGUMENTS_BAD;
+	/* The size query refreshes; the call with a buffer reuses that answer. */
+	rv = pSlotList == NULL ? cache_refresh_slots() : cache_need_slots();
+	shim_lock();
+	if (rv != CKR_OK && !shim.have_slots) {
+		shim_unlock();
+		return rv == CKR_DEVICE_ERROR ? CKR_FUNCTION_FAILED : rv;
+	}
+	rv = CKR_OK;
+	if (pSlotList != NULL) {
+		if (*pulCount < shim.nslots)
+			rv = CKR_BUFFER_TOO_SMALL;
+		else
+			for (i = 0; i < shim.nslots; i++)
+				pSlotList[i] = shim.slots[i].info.id;
+	}
+	*pulCount = shim.nslots;
+	shim_unlock();
+	return rv;
+}
+
+/* Index of slotID after making sure the slot list is known; -1 if unknown. */
+static int
+slot_index(CK_SLOT_ID slotID, CK_RV *rv)
+{
+	int idx;
+
+	if ((*rv = cache_need_slots()) != CKR_OK)
+		return -1;
+	shim_lock();
+	idx = cache_slot_index_locked(slotID);
+	shim_unlock();
+	if (idx < 0)
+		*rv = CKR_SLOT_ID_INVALID;
+	return idx;
+}
+
+static CK_RV
+mux_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
+{
+	CK_RV rv;
+	int idx;
+
+	ENTER();
+	if (pInfo == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if ((idx = slot_index(slotID, &rv)) < 0)
+		return rv;
+	shim_lock();
+	*pInfo = shim.slots[idx].info.slot;
+	shim_unlock();
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
+{
+	CK_RV rv;
+	int idx;
+
+	ENTER();
+	if (pInfo == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if ((idx = slot_index(slotID, &rv)) < 0)
+		return rv;
+	shim_lock();
+	*pInfo = shim.slots[idx].info.token;
+	pInfo->ulSessionCount = shim.slots[idx].nsessions;
+	shim_unlock();
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pList, CK_ULONG_PTR pulCount)
+{
+	CK_RV rv = CKR_OK;
+	struct slot *sl;
+	int idx;
+
+	ENTER();
+	if (pulCount == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if ((idx = slot_index(slotID, &rv)) < 0)
+		return rv;
+	shim_lock();
+	sl = &shim.slots[idx];
+	if (pList != NULL) {
+		if (*pulCount < sl->info.nmechs)
+			rv = CKR_BUFFER_TOO_SMALL;
+		else
+			memcpy(pList, sl->info.mechs, sl->info.nmechs * sizeof(*pList));
+	}
+	*pulCount = sl->info.nmechs;
+	shim_unlock();
+	return rv;
+}
+
+/* Index of mechanism type in a slot's list, or -1. Lock held. */
+static int
+mech_index_locked(int idx, CK_MECHANISM_TYPE type)
+{
+	CK_ULONG i;
+
+	for (i = 0; i < shim.slots[idx].info.nmechs; i++)
+		if (shim.slots[idx].info.mechs[i] == type)
+			return (int)i;
+	return -1;
+}
+
+static CK_RV
+mux_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR pInfo)
+{
+	CK_RV rv = CKR_OK;
+	int idx, m;
+
+	ENTER();
+	if (pInfo == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if ((idx = slot_index(slotID, &rv)) < 0)
+		return rv;
+	shim_lock();
+	if ((m = mech_index_locked(idx, type)) < 0)
+		rv = CKR_MECHANISM_INVALID;
+	else
+		*pInfo = shim.slots[idx].info.infos[m];
+	shim_unlock();
+	return rv;
+}
+
+/* The slot index of a session, or -1 when the handle is invalid. Lock held. */
+static int
+session_slot_locked(CK_SESSION_HANDLE h, struct session **out)
+{
+	struct session *s = session_get_locked(h);
+
+	if (s == NULL)
+		return -1;
+	if (out != NULL)
+		*out = s;
+	return cache_slot_index_locked(s->slot);
+}
+
+/* Checks a session handle, for the calls that the pool refuses anyway. */
+static CK_RV
+check_session(CK_SESSION_HANDLE h)
+{
+	int idx;
+
+	shim_lock();
+	idx = session_slot_locked(h, NULL);
+	shim_unlock();
+	return idx < 0 ? CKR_SESSION_HANDLE_INVALID : CKR_OK;
+}
+
+static CK_RV
+refuse_write(CK_SESSION_HANDLE h, const char *func)
+{
+	CK_RV rv;
+
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	shim_refused(func, CKR_TOKEN_WRITE_PROTECTED,
+	             "the pool is read-only; change keys on the devices, then restart p11muxd");
+	return CKR_TOKEN_WRITE_PROTECTED;
+}
+
+static CK_RV
+mux_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pLabel)
+{
+	CK_RV rv;
+
+	(void)pPin;
+	(void)ulPinLen;
+	(void)pLabel;
+	ENTER();
+	if (slot_index(slotID, &rv) < 0)
+		return rv;
+	shim_refused("C_InitToken", CKR_TOKEN_WRITE_PROTECTED,
+	             "a pool cannot be initialised; initialise its devices one by one");
+	return CKR_TOKEN_WRITE_PROTECTED;
+}
+
+static CK_RV
+mux_InitPIN(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
+{
+	(void)pPin;
+	(void)ulPinLen;
+	return refuse_write(h, "C_InitPIN");
+}
+
+static CK_RV
+mux_SetPIN(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen, CK_UTF8CHAR_PTR pNewPin,
+           CK_ULONG ulNewLen)
+{
+	(void)pOldPin;
+	(void)ulOldLen;
+	(void)pNewPin;
+	(void)ulNewLen;
+	return refuse_write(h, "C_SetPIN");
+}
+
+static CK_RV
+mux_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication, CK_NOTIFY Notify,
+                CK_SESSION_HANDLE_PTR phSession)
+{
+	struct session *s;
+	CK_RV rv;
+	int idx;
+
+	(void)pApplication;
+	(void)Notify;
+	ENTER();
+	if (phSession == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (!(flags & CKF_SERIAL_SESSION))
+		return CKR_SESSION_PARALLEL_NOT_SUPPORTED;
+	if ((idx = slot_index(slotID, &rv)) < 0)
+		return rv;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return CKR_HOST_MEMORY;
+	s->slot = slotID;
+	s->flags = flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION);
+	shim_lock();
+	s->handle = shim.next_session++;
+	if (shim.next_session == 0 || shim.next_session > 0xffffffffUL)
+		shim.next_session = 1;
+	if (p11mux_hmap_put(shim.sessions, s->handle, s) != 0) {
+		shim_unlock();
+		free(s);
+		return CKR_HOST_MEMORY;
+	}
+	shim.slots[idx].nsessions++;
+	*phSession = s->handle;
+	shim_unlock();
+	return CKR_OK;
+}
+
+/* Removes a session; the last one of a slot logs the application out (PKCS#11 2.40, 5.6). */
+static void
+close_session_locked(struct session *s)
+{
+	int idx = cache_slot_index_locked(s->slot);
+
+	p11mux_hmap_remove(shim.sessions, s->handle);
+	if (idx >= 0 && --shim.slots[idx].nsessions == 0)
+		slot_logout_locked((size_t)idx);
+	session_free(s);
+}
+
+static CK_RV
+mux_CloseSession(CK_SESSION_HANDLE h)
+{
+	struct session *s;
+
+	ENTER();
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	close_session_locked(s);
+	shim_unlock();
+	return CKR_OK;
+}
+
+struct collect {
+	CK_SLOT_ID slot;
+	struct session **v;
+	size_t n;
+};
+
+static void
+collect_slot_sessions(uint64_t key, void *value, void *arg)
+{
+	struct collect *c = arg;
+	struct session *s = value;
+
+	(void)key;
+	if (s->slot == c->slot)
+		c->v[c->n++] = s;
+}
+
+static CK_RV
+mux_CloseAllSessions(CK_SLOT_ID slotID)
+{
+	struct collect c = {slotID, NULL, 0};
+	CK_RV rv = CKR_OK;
+	size_t i;
+
+	ENTER();
+	if (slot_index(slotID, &rv) < 0)
+		return rv;
+	shim_lock();
+	if ((c.v = calloc(p11mux_hmap_count(shim.sessions) + 1, sizeof(*c.v))) == NULL) {
+		shim_unlock();
+		return CKR_HOST_MEMORY;
+	}
+	p11mux_hmap_foreach(shim.sessions, collect_slot_sessions, &c);
+	for (i = 0; i < c.n; i++)
+		close_session_locked(c.v[i]);
+	shim_unlock();
+	free(c.v);
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR pInfo)
+{
+	struct session *s;
+	int idx, rw, user;
+
+	ENTER();
+	if (pInfo == NULL)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((idx = session_slot_locked(h, &s)) < 0) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	rw = (s->flags & CKF_RW_SESSION) != 0;
+	user = shim.slots[idx].logged_in;
+	memset(pInfo, 0, sizeof(*pInfo));
+	pInfo->slotID = s->slot;
+	pInfo->flags = s->flags;
+	pInfo->state = rw ? (user ? CKS_RW_USER_FUNCTIONS : CKS_RW_PUBLIC_SESSION)
+	                  : (user ? CKS_RO_USER_FUNCTIONS : CKS_RO_PUBLIC_SESSION);
+	shim_unlock();
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetOperationState(CK_SESSION_HANDLE h, CK_BYTE_PTR pState, CK_ULONG_PTR pulLen)
+{
+	CK_RV rv;
+
+	(void)pState;
+	(void)pulLen;
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV
+mux_SetOperationState(CK_SESSION_HANDLE h, CK_BYTE_PTR pState, CK_ULONG ulLen,
+                      CK_OBJECT_HANDLE hEnc, CK_OBJECT_HANDLE hAuth)
+{
+	CK_RV rv;
+
+	(void)pState;
+	(void)ulLen;
+	(void)hEnc;
+	(void)hAuth;
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV
+mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
+{
+	struct p11mux_msg m = {0};
+	struct conn *c;
+	CK_SLOT_ID slot;
+	char *pin;
+	int idx;
+	CK_RV rv;
+
+	ENTER();
+	shim_lock();
+	if ((idx = session_slot_locked(h, NULL)) < 0) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	slot = shim.slots[idx].info.id;
+	rv = shim.slots[idx].logged_in ? CKR_USER_ALREADY_LOGGED_IN : CKR_OK;
+	shim_unlock();
+	if (userType == CKU_CONTEXT_SPECIFIC)
+		return CKR_OPERATION_NOT_INITIALIZED;
+	if (userType != CKU_USER && userType != CKU_SO)
+		return CKR_USER_TYPE_INVALID;
+	if (rv != CKR_OK)
+		return rv;
+	if (pPin == NULL)
+		return CKR_ARGUMENTS_BAD; /* no protected authentication path */
+	if (ulPinLen == 0 || ulPinLen > SHIM_MAX_PIN)
+		return CKR_PIN_LEN_RANGE;
+
+	if ((c = conn_get(&rv)) == NULL)
+		return rv;
+	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_LOGIN);
+	p11mux_msg_put_ulong(&m, slot);
+	p11mux_msg_put_ulong(&m, userType);
+	p11mux_msg_put_bytes(&m, pPin, ulPinLen);
+	rv = conn_transact(&c, &m);
+	if (rv == CKR_OK && p11mux_msg_end(&m) != 0)
+		rv = CKR_DEVICE_ERROR;
+	p11mux_msg_clear(&m);
+	if (rv == CKR_OK) {
+		/* Kept, locked in memory, to log in connections opened later (and after a
+		 * daemon restart). */
+		if ((pin = malloc(SHIM_MAX_PIN)) == NULL) {
+			conn_drop(c);
+			return CKR_HOST_MEMORY;
+		}
+		mlock(pin, SHIM_MAX_PIN);
+		memcpy(pin, pPin, ulPinLen);
+		shim_lock();
+		if ((idx = cache_slot_index_locked(slot)) >= 0 && !shim.slots[idx].logged_in) {
+			shim.slots[idx].pin = pin;
+			shim.slots[idx].pinlen = ulPinLen;
+			shim.slots[idx].logged_in = 1;
+			shim.auth_gen++;
+			c->logged_in[idx] = 1;
+			pin = NULL;
+		} else {
+			rv = CKR_USER_ALREADY_LOGGED_IN;
+		}
+		shim_unlock();
+		if (pin != NULL) {
+			explicit_bzero(pin, SHIM_MAX_PIN);
+			munlock(pin, SHIM_MAX_PIN);
+			free(pin);
+		}
+	}
+	conn_put(c);
+	return rv;
+}
+
+static CK_RV
+mux_Logout(CK_SESSION_HANDLE h)
+{
+	int idx;
+
+	ENTER();
+	shim_lock();
+	if ((idx = session_slot_locked(h, NULL)) < 0) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	if (!shim.slots[idx].logged_in) {
+		shim_unlock();
+		return CKR_USER_NOT_LOGGED_IN;
+	}
+	/* Connections still logged in on the daemon's side are closed (idle ones) or logged
+	 * out before their next request (busy ones). */
+	slot_logout_locked((size_t)idx);
+	shim_unlock();
+	return CKR_OK;
+}
+
+static CK_RV
+mux_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+                 CK_OBJECT_HANDLE_PTR phObject)
+{
+	(void)pTemplate;
+	(void)ulCount;
+	(void)phObject;
+	return refuse_write(h, "C_CreateObject");
+}
+
+static CK_RV
+mux_CopyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
+               CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phNewObject)
+{
+	CK_RV rv;
+
+	(void)hObject;
+	(void)pTemplate;
+	(void)ulCount;
+	(void)phNewObject;
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	/* NSS's TLS server copies its key to a session object first; told that copying is not
+	 * supported, it uses the token key itself, which is what a pool wants. */
+	shim_debug("C_CopyObject: not supported (callers fall back to the token object)");
+	return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV
+mux_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject)
+{
+	(void)hObject;
+	return refuse_write(h, "C_DestroyObject");
+}
+
+static CK_RV
+mux_GetObjectSize(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pulSize)
+{
+	struct object *o = NULL;
+	CK_SLOT_ID slot;
+	CK_ULONG size = 0;
+	struct session *s;
+	size_t i;
+	CK_RV rv;
+
+	ENTER();
+	if (pulSize == NULL)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	slot = s->slot;
+	shim_unlock();
+	if ((rv = cache_get_object(slot, hObject, &o)) != CKR_OK)
+		return rv;
+	for (i = 0; i < o->n; i++)
+		size += o->attrs[i].ulValueLen;
+	object_free(o);
+	*pulSize = size;
+	return CKR_OK;
+}
+
+static CK_RV
+mux_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
+                      CK_ULONG ulCount)
+{
+	struct object *o = NULL;
+	struct session *s;
+	CK_SLOT_ID slot;
+	CK_ULONG i;
+	CK_RV rv, ret = CKR_OK;
+	int k;
+
+	ENTER();
+	if (pTemplate == NULL && ulCount > 0)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	slot = s->slot;
+	shim_unlock();
+	if ((rv = cache_get_object(slot, hObject, &o)) != CKR_OK)
+		return rv;
+	/* Every attribute is processed; the last problem found is returned (PKCS#11 2.40,
+	 * C_GetAttributeValue). */
+	for (i = 0; i < ulCount; i++) {
+		CK_ATTRIBUTE *t = &pTemplate[i];
+
+		if ((k = object_find(o, t->type)) < 0) {
+			t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+			ret = CKR_ATTRIBUTE_TYPE_INVALID;
+		} else if (o->status[k] != CKR_OK) {
+			t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+			ret = o->status[k];
+		} else if (t->pValue == NULL) {
+			t->ulValueLen = o->attrs[k].ulValueLen;
+		} else if (t->ulValueLen < o->attrs[k].ulValueLen) {
+			t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+			ret = CKR_BUFFER_TOO_SMALL;
+		} else {
+			if (o->attrs[k].ulValueLen > 0)
+				memcpy(t->pValue, o->attrs[k].pValue, o->attrs[k].ulValueLen);
+			t->ulValueLen = o->attrs[k].ulValueLen;
+		}
+	}
+	object_free(o);
+	return ret;
+}
+
+static CK_RV
+mux_SetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
+                      CK_ULONG ulCount)
+{
+	(void)hObject;
+	(void)pTemplate;
+	(void)ulCount;
+	return refuse_write(h, "C_SetAttributeValue");
+}
+
+static CK_RV
+mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
+{
+	struct p11mux_msg m = {0};
+	struct session *s;
+	struct conn *c;
+	CK_SLOT_ID slot;
+	CK_ULONG *handles;
+	CK_OBJECT_HANDLE *copy = NULL;
+	size_t n;
+	CK_RV rv;
+
+	ENTER();
+	if (pTemplate == NULL && ulCount > 0)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	rv = s->finding ? CKR_OPERATION_ACTIVE : CKR_OK;
+	slot = s->slot;
+	shim_unlock();
+	if (rv != CKR_OK)
+		return rv;
+
+	if ((c = conn_get(&rv)) == NULL)
+		return rv;
+	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_FIND);
+	p11mux_msg_put_ulong(&m, slot);
+	if (p11mux_msg_put_attrs(&m, pTemplate, NULL, ulCount) != 0) {
+		p11mux_msg_clear(&m);
+		conn_put(c);
+		return CKR_HOST_MEMORY;
+	}
+	rv = conn_transact(&c, &m);
+	if (rv == CKR_OK && (p11mux_msg_get_ulongs(&m, &handles, &n) != 0 || p11mux_msg_end(&m) != 0))
+		rv = CKR_DEVICE_ERROR;
+	if (rv == CKR_OK) {
+		if ((copy = calloc(n ? n : 1, sizeof(*copy))) == NULL)
+			rv = CKR_HOST_MEMORY;
+		else
+			memcpy(copy, handles, n * sizeof(*copy));
+	}
+	p11mux_msg_clear(&m);
+	conn_put(c);
+	if (rv != CKR_OK)
+		return rv;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		rv = CKR_SESSION_HANDLE_INVALID;
+	} else if (s->finding) {
+		rv = CKR_OPERATION_ACTIVE;
+	} else {
+		s->finding = 1;
+		s->found = copy;
+		s->nfound = n;
+		s->foundpos = 0;
+		copy = NULL;
+	}
+	shim_unlock();
+	free(copy);
+	return rv;
+}
+
+static CK_RV
+mux_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR phObject, CK_ULONG ulMax,
+                CK_ULONG_PTR pulCount)
+{
+	struct session *s;
+	CK_ULONG n = 0;
+	CK_RV rv = CKR_OK;
+
+	ENTER();
+	if ((phObject == NULL && ulMax > 0) || pulCount == NULL)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL)
+		rv = CKR_SESSION_HANDLE_INVALID;
+	else if (!s->finding)
+		rv = CKR_OPERATION_NOT_INITIALIZED;
+	else
+		while (n < ulMax && s->foundpos < s->nfound)
+			phObject[n++] = s->found[s->foundpos++];
+	shim_unlock();
+	if (rv == CKR_OK)
+		*pulCount = n;
+	return rv;
+}
+
+static CK_RV
+mux_FindObjectsFinal(CK_SESSION_HANDLE h)
+{
+	struct session *s;
+	CK_RV rv = CKR_OK;
+
+	ENTER();
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		rv = CKR_SESSION_HANDLE_INVALID;
+	} else if (!s->finding) {
+		rv = CKR_OPERATION_NOT_INITIALIZED;
+	} else {
+		free(s->found);
+		s->found = NULL;
+		s->nfound = s->foundpos = 0;
+		s->finding = 0;
+	}
+	shim_unlock();
+	return rv;
+}
+
+/* --- cryptographic operations --- */
+
+static const CK_FLAGS op_flag[OP_COUNT] = {
+	[OP_SIGN] = CKF_SIGN,       [OP_VERIFY] = CKF_VERIFY, [OP_ENCRYPT] = CKF_ENCRYPT,
+	[OP_DECRYPT] = CKF_DECRYPT, [OP_DIGEST] = CKF_DIGEST,
+};
+static const CK_ATTRIBUTE_TYPE op_attr[OP_COUNT] = {
+	[OP_SIGN] = CKA_SIGN,       [OP_VERIFY] = CKA_VERIFY, [OP_ENCRYPT] = CKA_ENCRYPT,
+	[OP_DECRYPT] = CKA_DECRYPT, [OP_DIGEST] = 0,
+};
+static const uint32_t op_call[OP_COUNT] = {
+	[OP_SIGN] = P11MUX_CALL_SIGN,       [OP_VERIFY] = P11MUX_CALL_VERIFY,
+	[OP_ENCRYPT] = P11MUX_CALL_ENCRYPT, [OP_DECRYPT] = P11MUX_CALL_DECRYPT,
+	[OP_DIGEST] = P11MUX_CALL_DIGEST,
+};
+
+/* Checks the key against what the operation needs, from the cached object. */
+static CK_RV
+check_key(enum op_kind kind, const struct object *o, int logged_in)
+{
+	CK_OBJECT_CLASS cls = object_ulong(o, CKA_CLASS, (CK_ULONG)-1);
+	int private_side = kind == OP_SIGN || kind == OP_DECRYPT;
+
+	if (cls != CKO_SECRET_KEY && cls != (private_side ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY))
+		return CKR_KEY_TYPE_INCONSISTENT;
+	if (!object_bool(o, op_attr[kind], 1))
+		return CKR_KEY_FUNCTION_NOT_PERMITTED;
+	if (object_bool(o, CKA_PRIVATE, cls != CKO_PUBLIC_KEY) && !logged_in)
+		return CKR_USER_NOT_LOGGED_IN;
+	return CKR_OK;
+}
+
+static CK_RV
+op_init(CK_SESSION_HANDLE h, enum op_kind kind, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+{
+	struct object *o = NULL;
+	struct session *s;
+	CK_SLOT_ID slot;
+	int idx, m, logged_in;
+	CK_RV rv = CKR_OK;
+
+	ENTER();
+	if (mech == NULL)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((idx = session_slot_locked(h, &s)) < 0) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	if (s->ops[kind].active)
+		rv = CKR_OPERATION_ACTIVE;
+	else if ((m = mech_index_locked(idx, mech->mechanism)) < 0 ||
+	         !(shim.slots[idx].info.infos[m].flags & op_flag[kind]))
+		rv = CKR_MECHANISM_INVALID;
+	slot = s->slot;
+	logged_in = shim.slots[idx].logged_in;
+	shim_unlock();
+	if (rv != CKR_OK)
+		return rv;
+	if ((rv = p11mux_mech_param_ok(mech)) != CKR_OK)
+		return rv;
+	if (kind != OP_DIGEST) {
+		rv = cache_get_object(slot, key, &o);
+		if (rv == CKR_OBJECT_HANDLE_INVALID)
+			return CKR_KEY_HANDLE_INVALID;
+		if (rv != CKR_OK)
+			return rv;
+		rv = check_key(kind, o, logged_in);
+		object_free(o);
+		if (rv != CKR_OK)
+			return rv;
+	}
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		rv = CKR_SESSION_HANDLE_INVALID;
+	} else if (s->ops[kind].active) {
+		rv = CKR_OPERATION_ACTIVE;
+	} else if ((rv = op_set_mech(&s->ops[kind], mech)) == CKR_OK) {
+		s->ops[kind].key = key;
+		s->ops[kind].active = 1;
+	} else {
+		op_reset(&s->ops[kind]);
+	}
+	shim_unlock();
+	return rv;
+}
+
+/* Hands a result to the caller as PKCS#11 wants: a NULL buffer or one too small keeps the
+ * operation (and the result, so the next call costs no round trip). Lock held. */
+static CK_RV
+deliver_locked(struct op *op, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
+{
+	if (out == NULL) {
+		*outlen = op->rlen;
+		return CKR_OK;
+	}
+	if (*outlen < op->rlen) {
+		*outlen = op->rlen;
+		return CKR_BUFFER_TOO_SMALL;
+	}
+	if (op->rlen > 0)
+		memcpy(out, op->result, op->rlen);
+	*outlen = op->rlen;
+	op_reset(op);
+	return CKR_OK;
+}
+
+/* Runs a pending operation on data (or on the gathered multi-part data when data is NULL
+ * and accumulated is set). For VERIFY, extra is the signature. */
+static CK_RV
+op_run(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, size_t len, int accumulated,
+       const void *extra, size_t extralen, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
+{
+	struct p11mux_msg m = {0};
+	struct session *s;
+	struct op *op, copy = {0};
+	struct conn *c = NULL;
+	CK_SLOT_ID slot;
+	const uint8_t *res = NULL;
+	size_t reslen = 0;
+	CK_RV rv = CKR_OK;
+
+	ENTER();
+	if (kind != OP_VERIFY && outlen == NULL)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	op = &s->ops[kind];
+	if (!op->active) {
+		shim_unlock();
+		return CKR_OPERATION_NOT_INITIALIZED;
+	}
+	if (op->have_result) {
+		rv = deliver_locked(op, out, outlen);
+		shim_unlock();
+		return rv;
+	}
+	if (!accumulated && op->multipart) {
+		/* C_Sign after C_SignUpdate is not allowed. */
+		op_reset(op);
+		shim_unlock();
+		return CKR_OPERATION_ACTIVE;
+	}
+	/* Take a private copy of what the request needs: another thread may close the
+	 * session while we wait for the daemon. */
+	copy.key = op->key;
+	slot = s->slot;
+	if (op_set_mech(&copy, &op->mech) != CKR_OK ||
+	    (accumulated && op->len > 0 && op_append(&copy, op->data, op->len) != CKR_OK)) {
+		op_reset(op);
+		shim_unlock();
+		op_reset(&copy);
+		return CKR_HOST_MEMORY;
+	}
+	shim_unlock();
+	if (accumulated) {
+		data = copy.data;
+		len = copy.len;
+	}
+	if (len > P11MUX_DATA_MAX)
+		rv = CKR_DATA_LEN_RANGE;
+	else if ((c = conn_get(&rv)) != NULL) {
+		p11mux_msg_begin_request(&m, c->buf, op_call[kind]);
+		p11mux_msg_put_ulong(&m, slot);
+		p11mux_msg_put_mech(&m, &copy.mech);
+		if (kind != OP_DIGEST)
+			p11mux_msg_put_ulong(&m, copy.key);
+		p11mux_msg_put_bytes(&m, data, len);
+		if (kind == OP_VERIFY)
+			p11mux_msg_put_bytes(&m, extra, extralen);
+		if (p11mux_buf_error(c->buf) != 0)
+			rv = CKR_HOST_MEMORY;
+		else
+			rv = conn_transact(&c, &m);
+		if (rv == CKR_OK && kind != OP_VERIFY &&
+		    (p11mux_msg_get_bytes(&m, &res, &reslen) != 0 || p11mux_msg_end(&m) != 0))
+			rv = CKR_DEVICE_ERROR;
+		if (rv == CKR_OK && kind == OP_VERIFY && p11mux_msg_end(&m) != 0)
+			rv = CKR_DEVICE_ERROR;
+	}
+	op_reset(&copy);
+
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		rv = CKR_SESSION_HANDLE_INVALID;
+	} else {
+		op = &s->ops[kind];
+		if (rv != CKR_OK || kind == OP_VERIFY) {
+			op_reset(op);
+		} else if ((op->result = malloc(reslen ? reslen : 1)) == NULL) {
+			op_reset(op);
+			rv = CKR_HOST_MEMORY;
+		} else {
+			memcpy(op->result, res, reslen);
+			op->rlen = reslen;
+			op->have_result = 1;
+			rv = deliver_locked(op, out, outlen);
+		}
+	}
+	shim_unlock();
+	p11mux_msg_clear(&m);
+	if (c != NULL)
+		conn_put(c);
+	return rv;
+}
+
+static CK_RV
+op_update(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, CK_ULONG len)
+{
+	struct session *s;
+	CK_RV rv;
+
+	ENTER();
+	if (data == NULL && len > 0)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		rv = CKR_SESSION_HANDLE_INVALID;
+	} else if (!s->ops[kind].active) {
+		rv = CKR_OPERATION_NOT_INITIALIZED;
+	} else if ((rv = op_append(&s->ops[kind], data, len)) != CKR_OK) {
+		op_reset(&s->ops[kind]);
+	}
+	shim_unlock();
+	return rv;
+}
+
+static CK_RV
+mux_EncryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
+{
+	return op_init(h, OP_ENCRYPT, pMechanism, hKey);
+}
+
+static CK_RV
+mux_Encrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pOut,
+            CK_ULONG_PTR pulOutLen)
+{
+	if (pData == NULL && ulDataLen > 0)
+		return CKR_ARGUMENTS_BAD;
+	return op_run(h, OP_ENCRYPT, pData, ulDataLen, 0, NULL, 0, pOut, pulOutLen);
+}
+
+/* Multi-part encryption and decryption gather their input and produce all output at
+ * Final; Update outputs nothing, which PKCS#11 allows for buffering mechanisms. */
+static CK_RV
+mux_EncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen, CK_BYTE_PTR pOut,
+                  CK_ULONG_PTR pulOutLen)
+{
+	CK_RV rv;
+
+	(void)pOut;
+	if (pulOutLen == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if ((rv = op_update(h, OP_ENCRYPT, pPart, ulPartLen)) == CKR_OK)
+		*pulOutLen = 0;
+	return rv;
+}
+
+static CK_RV
+mux_EncryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR pOut, CK_ULONG_PTR pulOutLen)
+{
+	return op_run(h, OP_ENCRYPT, NULL, 0, 1, NULL, 0, pOut, pulOutLen);
+}
+
+static CK_RV
+mux_DecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
+{
+	return op_init(h, OP_DECRYPT, pMechanism, hKey);
+}
+
+static CK_RV
+mux_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pOut,
+            CK_ULONG_PTR pulOutLen)
+{
+	if (pData == NULL && ulDataLen > 0)
+		return CKR_ARGUMENTS_BAD;
+	return op_run(h, OP_DECRYPT, pData, ulDataLen, 0, NULL, 0, pOut, pulOutLen);
+}
+
+static CK_RV
+mux_DecryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen, CK_BYTE_PTR pOut,
+                  CK_ULONG_PTR pulOutLen)
+{
+	CK_RV rv;
+
+	(void)pOut;
+	if (pulOutLen == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if ((rv = op_update(h, OP_DECRYPT, pPart, ulPartLen)) == CKR_OK)
+		*pulOutLen = 0;
+	return rv;
+}
+
+static CK_RV
+mux_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR pOut, CK_ULONG_PTR pulOutLen)
+{
+	return op_run(h, OP_DECRYPT, NULL, 0, 1, NULL, 0, pOut, pulOutLen);
+}
+
+static CK_RV
+mux_DigestInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism)
+{
+	return op_init(h, OP_DIGEST, pMechanism, 0);
+}
+
+static CK_RV
+mux_Digest(CK_SESSION_HANDLE h, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pDigest,
+           CK_ULONG_PTR pulDigestLen)
+{
+	if (pData == NULL && ulDataLen > 0)
+		return CKR_ARGUMENTS_BAD;
+	return op_run(h, OP_DIGEST, pData, ulDataLen, 0, NULL, 0, pDigest, pulDigestLen);
+}
+
+static CK_RV
+mux_DigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
+{
+	return op_update(h, OP_DIGEST, pPart, ulPartLen);
+}
+
+static CK_RV
+mux_DigestKey(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hKey)
+{
+	CK_RV rv;
+
+	(void)hKey;
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV
+mux_DigestFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen)
+{
+	return op_run(h, OP_DIGEST, NULL, 0, 1, NULL, 0, pDigest, pulDigestLen);
+}
+
+static CK_RV
+mux_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
+{
+	return op_init(h, OP_SIGN, pMechanism, hKey);
+}
+
+static CK_RV
+mux_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
+         CK_ULONG_PTR pulSignatureLen)
+{
+	if (pData == NULL && ulDataLen > 0)
+		return CKR_ARGUMENTS_BAD;
+	return op_run(h, OP_SIGN, pData, ulDataLen, 0, NULL, 0, pSignature, pulSignatureLen);
+}
+
+static CK_RV
+mux_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
+{
+	return op_update(h, OP_SIGN, pPart, ulPartLen);
+}
+
+static CK_RV
+mux_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
+{
+	return op_run(h, OP_SIGN, NULL, 0, 1, NULL, 0, pSignature, pulSignatureLen);
+}
+
+static CK_RV
+not_supported_op(CK_SESSION_HANDLE h)
+{
+	CK_RV rv;
+
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV
+mux_SignRecoverInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
+{
+	(void)pMechanism;
+	(void)hKey;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_SignRecover(CK_SESSION_HANDLE h, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
+                CK_ULONG_PTR pulSignatureLen)
+{
+	(void)pData;
+	(void)ulDataLen;
+	(void)pSignature;
+	(void)pulSignatureLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_VerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
+{
+	return op_init(h, OP_VERIFY, pMechanism, hKey);
+}
+
+static CK_RV
+mux_Verify(CK_SESSION_HANDLE h, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
+           CK_ULONG ulSignatureLen)
+{
+	if ((pData == NULL && ulDataLen > 0) || (pSignature == NULL && ulSignatureLen > 0))
+		return CKR_ARGUMENTS_BAD;
+	return op_run(h, OP_VERIFY, pData, ulDataLen, 0, pSignature, ulSignatureLen, NULL, NULL);
+}
+
+static CK_RV
+mux_VerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
+{
+	return op_update(h, OP_VERIFY, pPart, ulPartLen);
+}
+
+static CK_RV
+mux_VerifyFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen)
+{
+	if (pSignature == NULL && ulSignatureLen > 0)
+		return CKR_ARGUMENTS_BAD;
+	return op_run(h, OP_VERIFY, NULL, 0, 1, pSignature, ulSignatureLen, NULL, NULL);
+}
+
+static CK_RV
+mux_VerifyRecoverInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
+{
+	(void)pMechanism;
+	(void)hKey;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_VerifyRecover(CK_SESSION_HANDLE h, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen,
+                  CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen)
+{
+	(void)pSignature;
+	(void)ulSignatureLen;
+	(void)pData;
+	(void)pulDataLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_DigestEncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                        CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen)
+{
+	(void)pPart;
+	(void)ulPartLen;
+	(void)pEncryptedPart;
+	(void)pulEncryptedPartLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_DecryptDigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
+                        CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
+{
+	(void)pEncryptedPart;
+	(void)ulEncryptedPartLen;
+	(void)pPart;
+	(void)pulPartLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_SignEncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                      CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen)
+{
+	(void)pPart;
+	(void)ulPartLen;
+	(void)pEncryptedPart;
+	(void)pulEncryptedPartLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_DecryptVerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
+                        CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
+{
+	(void)pEncryptedPart;
+	(void)ulEncryptedPartLen;
+	(void)pPart;
+	(void)pulPartLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,
+                CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	(void)pMechanism;
+	(void)pTemplate;
+	(void)ulCount;
+	(void)phKey;
+	return refuse_write(h, "C_GenerateKey");
+}
+
+static CK_RV
+mux_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pPubTemplate,
+                    CK_ULONG ulPubCount, CK_ATTRIBUTE_PTR pPrivTemplate, CK_ULONG ulPrivCount,
+                    CK_OBJECT_HANDLE_PTR phPub, CK_OBJECT_HANDLE_PTR phPriv)
+{
+	(void)pMechanism;
+	(void)pPubTemplate;
+	(void)ulPubCount;
+	(void)pPrivTemplate;
+	(void)ulPrivCount;
+	(void)phPub;
+	(void)phPriv;
+	return refuse_write(h, "C_GenerateKeyPair");
+}
+
+static CK_RV
+mux_WrapKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hWrappingKey,
+            CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey, CK_ULONG_PTR pulWrappedKeyLen)
+{
+	(void)pMechanism;
+	(void)hWrappingKey;
+	(void)hKey;
+	(void)pWrappedKey;
+	(void)pulWrappedKeyLen;
+	return not_supported_op(h);
+}
+
+static CK_RV
+mux_UnwrapKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hUnwrappingKey,
+              CK_BYTE_PTR pWrappedKey, CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
+              CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	(void)pMechanism;
+	(void)hUnwrappingKey;
+	(void)pWrappedKey;
+	(void)ulWrappedKeyLen;
+	(void)pTemplate;
+	(void)ulAttributeCount;
+	(void)phKey;
+	return refuse_write(h, "C_UnwrapKey");
+}
+
+static CK_RV
+mux_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hBaseKey,
+              CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	(void)pMechanism;
+	(void)hBaseKey;
+	(void)pTemplate;
+	(void)ulAttributeCount;
+	(void)phKey;
+	return refuse_write(h, "C_DeriveKey");
+}
+
+static CK_RV
+mux_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen)
+{
+	CK_RV rv;
+
+	(void)pSeed;
+	(void)ulSeedLen;
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	return CKR_RANDOM_SEED_NOT_SUPPORTED;
+}
+
+static CK_RV
+mux_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pRandom, CK_ULONG ulRandomLen)
+{
+	struct p11mux_msg m = {0};
+	struct session *s;
+	struct conn *c;
+	CK_SLOT_ID slot;
+	const uint8_t *p;
+	size_t got, want;
+	CK_RV rv = CKR_OK;
+
+	ENTER();
+	if (pRandom == NULL && ulRandomLen > 0)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	slot = s->slot;
+	shim_unlock();
+	if (ulRandomLen == 0)
+		return CKR_OK;
+	if ((c = conn_get(&rv)) == NULL)
+		return rv;
+	while (ulRandomLen > 0 && rv == CKR_OK) {
+		want = ulRandomLen > 65536 ? 65536 : ulRandomLen;
+		p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_RANDOM);
+		p11mux_msg_put_ulong(&m, slot);
+		p11mux_msg_put_ulong(&m, want);
+		rv = conn_transact(&c, &m);
+		if (rv == CKR_OK && (p11mux_msg_get_bytes(&m, &p, &got) != 0 ||
+		                     p11mux_msg_end(&m) != 0 || got != want))
+			rv = CKR_DEVICE_ERROR;
+		if (rv == CKR_OK) {
+			memcpy(pRandom, p, got);
+			pRandom += got;
+			ulRandomLen -= got;
+		}
+		p11mux_msg_clear(&m);
+	}
+	conn_put(c);
+	return rv;
+}
+
+static CK_RV
+mux_GetFunctionStatus(CK_SESSION_HANDLE h)
+{
+	(void)h;
+	ENTER();
+	return CKR_FUNCTION_NOT_PARALLEL;
+}
+
+static CK_RV
+mux_CancelFunction(CK_SESSION_HANDLE h)
+{
+	(void)h;
+	ENTER();
+	return CKR_FUNCTION_NOT_PARALLEL;
+}
+
+static CK_RV
+mux_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot, CK_VOID_PTR pReserved)
+{
+	(void)flags;
+	(void)pSlot;
+	(void)pReserved;
+	ENTER();
+	/* The pool's slot never changes; callers poll instead. */
+	return CKR_FUNCTION_NOT_SUPPORTED;
+}
+
+static CK_RV mux_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList);
+
+static CK_FUNCTION_LIST function_list = {
+	{2, 40},
+	mux_Initialize,
+	mux_Finalize,
+	mux_GetInfo,
+	mux_GetFunctionList,
+	mux_GetSlotList,
+	mux_GetSlotInfo,
+	mux_GetTokenInfo,
+	mux_GetMechanismList,
+	mux_GetMechanismInfo,
+	mux_InitToken,
+	mux_InitPIN,
+	mux_SetPIN,
+	mux_OpenSession,
+	mux_CloseSession,
+	mux_CloseAllSessions,
+	mux_GetSessionInfo,
+	mux_GetOperationState,
+	mux_SetOperationState,
+	mux_Login,
+	mux_Logout,
+	mux_CreateObject,
+	mux_CopyObject,
+	mux_DestroyObject,
+	mux_GetObjectSize,
+	mux_GetAttributeValue,
+	mux_SetAttributeValue,
+	mux_FindObjectsInit,
+	mux_FindObjects,
+	mux_FindObjectsFinal,
+	mux_EncryptInit,
+	mux_Encrypt,
+	mux_EncryptUpdate,
+	mux_EncryptFinal,
+	mux_DecryptInit,
+	mux_Decrypt,
+	mux_DecryptUpdate,
+	mux_DecryptFinal,
+	mux_DigestInit,
+	mux_Digest,
+	mux_DigestUpdate,
+	mux_DigestKey,
+	mux_DigestFinal,
+	mux_SignInit,
+	mux_Sign,
+	mux_SignUpdate,
+	mux_SignFinal,
+	mux_SignRecoverInit,
+	mux_SignRecover,
+	mux_VerifyInit,
+	mux_Verify,
+	mux_VerifyUpdate,
+	mux_VerifyFinal,
+	mux_VerifyRecoverInit,
+	mux_VerifyRecover,
+	mux_DigestEncryptUpdate,
+	mux_DecryptDigestUpdate,
+	mux_SignEncryptUpdate,
+	mux_DecryptVerifyUpdate,
+	mux_GenerateKey,
+	mux_GenerateKeyPair,
+	mux_WrapKey,
+	mux_UnwrapKey,
+	mux_DeriveKey,
+	mux_SeedRandom,
+	mux_GenerateRandom,
+	mux_GetFunctionStatus,
+	mux_CancelFunction,
+	mux_WaitForSlotEvent,
+};
+
+static CK_RV
+mux_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)
+{
+	if (ppFunctionList == NULL)
+		return CKR_ARGUMENTS_BAD;
+	*ppFunctionList = &function_list;
+	return CKR_OK;
+}
+
+EXPORT CK_RV
+C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)
+{
+	return mux_GetFunctionList(ppFunctionList);
+}
+
+/*
+ * PKCS#11 3.0 interface discovery. p11-kit's 2.40 header lacks these types, so the 3.0
+ * layout is declared here. The one interface is "PKCS 11" with the 2.40 function list and
+ * no flags: in particular not CKF_INTERFACE_FORK_SAFE, because a forked child must call
+ * C_Initialize again (it gets CKR_CRYPTOKI_NOT_INITIALIZED until it does).
+ */
+typedef struct {
+	CK_CHAR *pInterfaceName;
+	CK_VOID_PTR pFunctionList;
+	CK_FLAGS flags;
+} mux_interface_t;
+
+static mux_interface_t interfaces[] = {
+	{(CK_CHAR *)"PKCS 11", &function_list, 0},
+};
+
+EXPORT CK_RV
+C_GetInterfaceList(mux_interface_t *pInterfacesList, CK_ULONG_PTR pulCount)
+{
+	CK_ULONG n = sizeof(interfaces) / sizeof(interfaces[0]);
+
+	if (pulCount == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (pInterfacesList == NULL) {
+		*pulCount = n;
+		return CKR_OK;
+	}
+	if (*pulCount < n) {
+		*pulCount = n;
+		return CKR_BUFFER_TOO_SMALL;
+	}
+	memcpy(pInterfacesList, interfaces, sizeof(interfaces));
+	*pulCount = n;
+	return CKR_OK;
+}
+
+EXPORT CK_RV
+C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,
+               mux_interface_t **ppInterface, CK_FLAGS flags)
+{
+	if (ppInterface == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (pInterfaceName != NULL && strcmp((const char *)pInterfaceName, "PKCS 11") != 0)
+		return CKR_ARGUMENTS_BAD;
+	if (pVersion != NULL && (pVersion->major != 2 || pVersion->minor != 40))
+		return CKR_ARGUMENTS_BAD;
+	if ((flags & interfaces[0].flags) != flags)
+		return CKR_ARGUMENTS_BAD;
+	*ppInterface = &interfaces[0];
+	return CKR_OK;
+}
