@@ -490,15 +490,7 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 			po->backend[k] = CK_INVALID_HANDLE;
 			holder[k] = 0;
 		}
-		/* The pool object takes the winner's attributes. */
 		po->cls = all[best]->cls;
-		po->attrs = all[best]->attrs;
-		po->status = all[best]->status;
-		po->n = all[best]->n;
-		all[best]->attrs = NULL;
-		all[best]->status = NULL;
-		po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
-		                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
 		snprintf(po->desc, sizeof(po->desc), "%s", desc);
 		po->handle = derive_handle(p, all[best]);
 		for (j = 0; j < nall; j++) {
@@ -518,6 +510,15 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 		}
 		po->backend[all[best]->member] = all[best]->h;
 		all[best]->used = 1;
+		/* The pool object takes the winner's attributes. */
+		po->attrs = all[best]->attrs;
+		po->status = all[best]->status;
+		po->n = all[best]->n;
+		all[best]->attrs = NULL;
+		all[best]->status = NULL;
+		all[best]->n = 0;
+		po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
+		                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
 		if (all[best]->publen == 0 && (po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY))
 			log_warn("pool \"%s\": %s has no readable public part; its members are "
 			         "matched by name only",

@@ -299,11 +299,10 @@ reply:
 		free(out);
 		out = NULL;
 	}
-	if (!replied || rv != CKR_OK) {
-		/* Decoded fields pointed into buf; they are not needed any more. */
-		if (p11mux_msg_begin_reply(&m, buf, call, rv == CKR_OK ? CKR_GENERAL_ERROR : rv) != 0)
-			goto bad;
-	}
+	/* Calls whose reply has no fields (LOGIN, LOGOUT, VERIFY) and every failure are answered
+	 * here. Decoded fields pointed into buf; they are not needed any more. */
+	if ((!replied || rv != CKR_OK) && p11mux_msg_begin_reply(&m, buf, call, rv) != 0)
+		goto bad;
 	r = p11mux_msg_end(&m);
 	p11mux_msg_clear(&m);
 	if (r != 0) {
