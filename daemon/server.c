@@ -148,8 +148,9 @@ client_main(void *arg)
 	}
 out:
 	p11mux_buf_free(buf);
-	/* The descriptor stays open until the thread is joined, so that the stop path never
-	 * shuts down a number that was reused. */
+	/* The peer sees the end of the stream now; the descriptor itself stays open until the
+	 * thread is joined, so that the stop path never shuts down a number that was reused. */
+	shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_lock(&d->lock);
 	c->finished = 1;
 	pthread_mutex_unlock(&d->lock);

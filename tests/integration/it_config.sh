@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A wrong configuration stops the daemon with FILE:LINE: KEY: reason, and a wrong PIN file
+# stops it before any device sees the PIN more than once.
+. "$(dirname "$0")/lib.sh"
+it_setup
+expect_error() { # file expected-substring
+	local out rc=0
+	out=$("$DAEMON" -c "$1" -f 2>&1) || rc=$?
+	[ "$rc" -ne 0 ] || fail "p11muxd accepted $1"
+	echo "$out" | grep -qF "$2" || fail "expected '$2', got: $out"
+	echo "  $out"
+}
+C="$WORK/bad.conf"
+printf 'socket = "/tmp/x.sock";\npools = ( {\n  label = "a:b";\n  pin_file = "/x";\n} );\n' > "$C"
+expect_error "$C" "$C:3: pools.[0].label: a token label must not contain ':'"
+printf 'socket = "/tmp/x.sock";\n\npool = ( );\n' > "$C"
+expect_error "$C" "$C:3: pool: unknown key"
+printf 'pools = ( {\n  members = "hsm1";\n  pin_file = "/x";\n} );\n' > "$C"
+expect_error "$C" "$C:2: pools.[0].members: expected a list of strings"
+printf 'pools = ( {\n  label = ;\n} );\n' > "$C"
+expect_error "$C" "$C:2: syntax error"
+printf 'pools = ( {\n  label = "x";\n} );\n' > "$C"
+expect_error "$C" "$C:1: pools.[0].pin_file: missing (required)"
+pass "configuration errors name file, line and key"
+
+printf '%s:%s\n' "$LABEL" 999999 > "$WORK/pin"
+out=$("$DAEMON" -c "$WORK/p11mux.conf" -f 2>&1) && fail "started with a wrong PIN"
+echo "$out" | grep -q "rejected the PIN from $WORK/pin (CKR_PIN_INCORRECT); not tried on any other member" ||
+	fail "wrong pool PIN not reported as expected: $out"
+printf 'other label:%s\n' "$PIN" > "$WORK/pin"
+out=$("$DAEMON" -c "$WORK/p11mux.conf" -f 2>&1) && fail "started without a PIN"
+echo "$out" | grep -q "$WORK/pin: no PIN for token \"$LABEL\"" || fail "missing PIN not reported: $out"
+pass "PIN file errors"
+"$DAEMON" -t -c "$P11MUX_SOURCE/config/p11mux.conf.example" | grep -q "configuration OK" ||
+	fail "the shipped example does not parse"
+pass "config/p11mux.conf.example parses"

@@ -1,0 +1,272 @@
+/*
+ * An application of the pool for the integration tests, driving p11mux-pkcs11.so directly:
+ *   itest_client SHIM threads N ITERATIONS RSA_PUB_PEM EC_PUB_PEM
+ *       N threads sign at once (RSA PKCS#1 with SHA-256 and ECDSA, NSS's sequence of
+ *       OpenSession/SignInit/Sign/CloseSession), each signature checked with OpenSSL.
+ *   itest_client SHIM oaep CIPHERTEXT_FILE PLAINTEXT_FILE
+ *       decrypts with RSA-OAEP (SHA-1, MGF1-SHA-1: all SoftHSM 2.6 offers; empty label as
+ *       CKZ_DATA_SPECIFIED), which pkcs11-tool cannot ask of SoftHSM.
+ *   itest_client SHIM fork RSA_PUB_PEM
+ *       signs, forks; the child must get CKR_CRYPTOKI_NOT_INITIALIZED until it calls
+ *       C_Initialize again, then signs with the key handle its parent found.
+ * The PIN is taken from $P11MUX_PIN. Exit 0 when every check passed.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include <p11-kit/pkcs11.h>
+
+static CK_FUNCTION_LIST *f;
+static CK_SLOT_ID slot;
+static CK_OBJECT_HANDLE rsa_key, ec_key;
+static EVP_PKEY *rsa_pub, *ec_pub;
+static int iterations;
+
+#define CHECK(call)                                                                                \
+	do {                                                                                       \
+		CK_RV rv_ = (call);                                                                \
+		if (rv_ != CKR_OK) {                                                               \
+			fprintf(stderr, "%s:%d: %s: 0x%lx\n", __FILE__, __LINE__, #call, rv_);     \
+			return -1;                                                                 \
+		}                                                                                  \
+	} while (0)
+
+static EVP_PKEY *
+load_pub(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	EVP_PKEY *k;
+
+	if (fp == NULL)
+		return NULL;
+	k = PEM_read_PUBKEY(fp, NULL, NULL, NULL);
+	fclose(fp);
+	return k;
+}
+
+static int
+init_and_login(void)
+{
+	CK_C_INITIALIZE_ARGS args = {0};
+	CK_SESSION_HANDLE s;
+	CK_ULONG n = 1;
+	const char *pin = getenv("P11MUX_PIN");
+
+	args.flags = CKF_OS_LOCKING_OK;
+	CHECK(f->C_Initialize(&args));
+	CHECK(f->C_GetSlotList(CK_TRUE, &slot, &n));
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	CHECK(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)));
+	/* This session stays open: closing the last one would log the application out. */
+	return 0;
+}
+
+static int
+find_key(CK_BYTE id, CK_OBJECT_HANDLE *h)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, &id, 1}};
+	CK_SESSION_HANDLE s;
+	CK_ULONG n = 0;
+
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	CHECK(f->C_FindObjectsInit(s, t, 2));
+	CHECK(f->C_FindObjects(s, h, 1, &n));
+	CHECK(f->C_FindObjectsFinal(s));
+	CHECK(f->C_CloseSession(s));
+	return n == 1 ? 0 : -1;
+}
+
+/* One signature the way NSS makes it, then checked with OpenSSL. */
+static int
+sign_and_verify(int ec, const unsigned char *msg, size_t len)
+{
+	CK_MECHANISM mech = {ec ? CKM_ECDSA : CKM_SHA256_RSA_PKCS, NULL, 0};
+	unsigned char sig[512], hash[32], der[128], *p = der;
+	CK_ULONG siglen = sizeof(sig);
+	CK_SESSION_HANDLE s;
+	EVP_MD_CTX *md;
+	EVP_PKEY_CTX *pc;
+	unsigned int hlen = 0;
+	ECDSA_SIG *es;
+	int ok, derlen;
+
+	EVP_Digest(msg, len, hash, &hlen, EVP_sha256(), NULL);
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	CHECK(f->C_SignInit(s, &mech, ec ? ec_key : rsa_key));
+	if (ec)
+		CHECK(f->C_Sign(s, hash, sizeof(hash), sig, &siglen));
+	else
+		CHECK(f->C_Sign(s, (CK_BYTE_PTR)msg, len, sig, &siglen));
+	CHECK(f->C_CloseSession(s));
+	if (!ec) {
+		md = EVP_MD_CTX_new();
+		ok = EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, rsa_pub) == 1 &&
+		     EVP_DigestVerify(md, sig, siglen, msg, len) == 1;
+		EVP_MD_CTX_free(md);
+		return ok ? 0 : -1;
+	}
+	if (siglen != 64)
+		return -1;
+	es = ECDSA_SIG_new();
+	ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL));
+	derlen = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	pc = EVP_PKEY_CTX_new(ec_pub, NULL);
+	ok = EVP_PKEY_verify_init(pc) == 1 &&
+	     EVP_PKEY_verify(pc, der, (size_t)derlen, hash, sizeof(hash)) == 1;
+	EVP_PKEY_CTX_free(pc);
+	return ok ? 0 : -1;
+}
+
+static void *
+worker(void *arg)
+{
+	long id = (long)arg, bad = 0;
+	unsigned char msg[64];
+	int i;
+
+	for (i = 0; i < iterations; i++) {
+		snprintf((char *)msg, sizeof(msg), "thread %ld message %d", id, i);
+		if (sign_and_verify((int)((id + i) & 1), msg, strlen((char *)msg)) != 0)
+			bad++;
+	}
+	return (void *)bad;
+}
+
+static int
+cmd_threads(int n)
+{
+	pthread_t t[256];
+	long i, bad = 0;
+	void *r;
+
+	if (init_and_login() != 0 || find_key(1, &rsa_key) != 0 || find_key(2, &ec_key) != 0)
+		return 1;
+	for (i = 0; i < n; i++)
+		pthread_create(&t[i], NULL, worker, (void *)i);
+	for (i = 0; i < n; i++) {
+		pthread_join(t[i], &r);
+		bad += (long)r;
+	}
+	f->C_Finalize(NULL);
+	printf("%d threads x %d signatures: %ld failed or did not verify\n", n, iterations, bad);
+	return bad == 0 ? 0 : 1;
+}
+
+static int
+cmd_fork(void)
+{
+	const unsigned char msg[] = "before fork";
+	CK_ULONG n = 1;
+	CK_RV rv;
+	pid_t pid;
+	int status;
+
+	if (init_and_login() != 0 || find_key(1, &rsa_key) != 0 ||
+	    sign_and_verify(0, msg, sizeof(msg)) != 0) {
+		fprintf(stderr, "parent: could not sign\n");
+		return 1;
+	}
+	if ((pid = fork()) == 0) {
+		rv = f->C_GetSlotList(CK_TRUE, &slot, &n);
+		if (rv != CKR_CRYPTOKI_NOT_INITIALIZED) {
+			fprintf(stderr, "child: C_GetSlotList gave 0x%lx, not CKR_CRYPTOKI_NOT_INITIALIZED\n", rv);
+			_exit(1);
+		}
+		/* As NSS and mod_nss do in a child: initialise again, log in, use the key
+		 * handle found before the fork (handles are stable in the pool). */
+		if (init_and_login() != 0) {
+			fprintf(stderr, "child: re-initialisation failed\n");
+			_exit(1);
+		}
+		if (sign_and_verify(0, (const unsigned char *)"in child", 8) != 0) {
+			fprintf(stderr, "child: signing with the parent's key handle failed\n");
+			_exit(1);
+		}
+		f->C_Finalize(NULL);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	/* The parent's connections were not disturbed by the child. */
+	if (sign_and_verify(0, (const unsigned char *)"after fork", 10) != 0) {
+		fprintf(stderr, "parent: signing after the fork failed\n");
+		return 1;
+	}
+	f->C_Finalize(NULL);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return 1;
+	printf("fork: child re-initialised and signed; parent kept working\n");
+	return 0;
+}
+
+static int
+cmd_oaep(const char *in, const char *outpath)
+{
+	CK_RSA_PKCS_OAEP_PARAMS params = {CKM_SHA_1, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED, NULL, 0};
+	CK_MECHANISM mech = {CKM_RSA_PKCS_OAEP, &params, sizeof(params)};
+	unsigned char ct[512], pt[512];
+	CK_ULONG ptlen = sizeof(pt);
+	CK_SESSION_HANDLE s;
+	size_t ctlen;
+	FILE *fp;
+
+	if ((fp = fopen(in, "rb")) == NULL)
+		return 2;
+	ctlen = fread(ct, 1, sizeof(ct), fp);
+	fclose(fp);
+	if (init_and_login() != 0 || find_key(1, &rsa_key) != 0)
+		return 1;
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	CHECK(f->C_DecryptInit(s, &mech, rsa_key));
+	CHECK(f->C_Decrypt(s, ct, ctlen, pt, &ptlen));
+	CHECK(f->C_CloseSession(s));
+	f->C_Finalize(NULL);
+	if ((fp = fopen(outpath, "wb")) == NULL || fwrite(pt, 1, ptlen, fp) != ptlen)
+		return 1;
+	fclose(fp);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	CK_C_GetFunctionList getfl;
+	void *dl;
+
+	if (argc < 4 || getenv("P11MUX_PIN") == NULL) {
+		fprintf(stderr, "usage: see the comment at the top of itest_client.c\n");
+		return 2;
+	}
+	if ((dl = dlopen(argv[1], RTLD_NOW)) == NULL ||
+	    (getfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL ||
+	    getfl(&f) != CKR_OK) {
+		fprintf(stderr, "cannot load %s\n", argv[1]);
+		return 2;
+	}
+	if (strcmp(argv[2], "threads") == 0 && argc == 7) {
+		iterations = atoi(argv[4]);
+		rsa_pub = load_pub(argv[5]);
+		ec_pub = load_pub(argv[6]);
+		if (rsa_pub == NULL || ec_pub == NULL || atoi(argv[3]) < 1 || atoi(argv[3]) > 256)
+			return 2;
+		return cmd_threads(atoi(argv[3]));
+	}
+	if (strcmp(argv[2], "oaep") == 0 && argc == 5)
+		return cmd_oaep(argv[3], argv[4]);
+	if (strcmp(argv[2], "fork") == 0) {
+		if ((rsa_pub = load_pub(argv[3])) == NULL)
+			return 2;
+		return cmd_fork();
+	}
+	return 2;
+}
