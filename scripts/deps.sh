@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages p11mux needs to build and test, when they are missing.
+# Run as root (or with sudo) on Debian 12.
+set -euo pipefail
+PACKAGES=(
+	build-essential cmake pkg-config clang-format
+	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev
+	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "p11mux: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
