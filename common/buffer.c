@@ -112,7 +112,8 @@ p11mux_buf_reserve(struct p11mux_buf *b, size_t len, uint8_t **p)
 		b->d = nd;
 		b->alloc = nalloc;
 	}
-	*p = b->d + b->len;
+	/* Nothing to point at in an empty, never-allocated buffer (and NULL + 0 is undefined). */
+	*p = b->d != NULL ? b->d + b->len : NULL;
 	b->len = want;
 	return 0;
 }
@@ -177,7 +178,7 @@ p11mux_buf_get(struct p11mux_buf *b, size_t len, const uint8_t **p)
 		return b->err;
 	if (len > b->len - b->off)
 		return fail(b, P11MUX_ERR_SHORT);
-	*p = b->d + b->off;
+	*p = b->d != NULL ? b->d + b->off : NULL;
 	b->off += len;
 	return 0;
 }

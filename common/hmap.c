@@ -18,8 +18,13 @@ struct p11mux_hmap {
 static size_t
 slot_of(uint64_t key, size_t nbuckets)
 {
-	/* Fibonacci hashing spreads sequential handles. */
-	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & (nbuckets - 1);
+	/* A 64-bit finaliser (MurmurHash3's): every key bit reaches the low bits we keep. */
+	key ^= key >> 33;
+	key *= 0xff51afd7ed558ccdull;
+	key ^= key >> 33;
+	key *= 0xc4ceb9fe1a85ec53ull;
+	key ^= key >> 33;
+	return (size_t)key & (nbuckets - 1);
 }
 
 struct p11mux_hmap *

@@ -23,8 +23,7 @@ void *p11mux_hmap_get(const struct p11mux_hmap *m, uint64_t key);
 void *p11mux_hmap_remove(struct p11mux_hmap *m, uint64_t key);
 size_t p11mux_hmap_count(const struct p11mux_hmap *m);
 /* Calls fn for each entry, in no particular order; fn must not change the map. */
-void p11mux_hmap_foreach(const struct p11mux_hmap *m, void (*fn)(uint64_t key, void *value,
-                                                                 void *arg),
-                         void *arg);
+void p11mux_hmap_foreach(const struct p11mux_hmap *m,
+                         void (*fn)(uint64_t key, void *value, void *arg), void *arg);
 
 #endif

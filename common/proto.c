@@ -6,45 +6,54 @@
 #include <string.h>
 
 const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT] = {
-	[P11MUX_CALL_HELLO] = {P11MUX_CALL_HELLO, "HELLO", "uuu", "uy",
-	                       "magic, lowest and highest version -> chosen version, daemon name"},
-	[P11MUX_CALL_GET_SLOTS] = {P11MUX_CALL_GET_SLOTS, "GET_SLOTS", "", "P",
-	                           "-> every pool slot with slot, token and mechanism info"},
-	[P11MUX_CALL_LOGIN] = {P11MUX_CALL_LOGIN, "LOGIN", "uuy", "",
-	                       "slot, user type, PIN -> logs this connection in to the slot"},
-	[P11MUX_CALL_LOGOUT] = {P11MUX_CALL_LOGOUT, "LOGOUT", "u", "",
-	                        "slot -> logs this connection out of the slot"},
-	[P11MUX_CALL_FIND] = {P11MUX_CALL_FIND, "FIND", "uA", "U",
-	                      "slot, template -> handles of every matching object"},
-	[P11MUX_CALL_GET_OBJECT] = {P11MUX_CALL_GET_OBJECT, "GET_OBJECT", "uu", "A",
-	                            "slot, object -> every attribute the pool knows, with status"},
-	[P11MUX_CALL_SIGN] = {P11MUX_CALL_SIGN, "SIGN", "uMuy", "y",
-	                      "slot, mechanism, key, data -> signature"},
-	[P11MUX_CALL_VERIFY] = {P11MUX_CALL_VERIFY, "VERIFY", "uMuyy", "",
-	                        "slot, mechanism, key, data, signature -> CKR_OK or why not"},
-	[P11MUX_CALL_ENCRYPT] = {P11MUX_CALL_ENCRYPT, "ENCRYPT", "uMuy", "y",
-	                         "slot, mechanism, key, plaintext -> ciphertext"},
-	[P11MUX_CALL_DECRYPT] = {P11MUX_CALL_DECRYPT, "DECRYPT", "uMuy", "y",
-	                         "slot, mechanism, key, ciphertext -> plaintext"},
-	[P11MUX_CALL_DIGEST] = {P11MUX_CALL_DIGEST, "DIGEST", "uMy", "y",
-	                        "slot, mechanism, data -> digest"},
-	[P11MUX_CALL_RANDOM] = {P11MUX_CALL_RANDOM, "RANDOM", "uu", "y",
-	                        "slot, length -> random bytes"},
+        [P11MUX_CALL_HELLO] = {P11MUX_CALL_HELLO, "HELLO", "uuu", "uy",
+                               "magic, lowest and highest version -> chosen version, daemon name"},
+        [P11MUX_CALL_GET_SLOTS] = {P11MUX_CALL_GET_SLOTS, "GET_SLOTS", "", "P",
+                                   "-> every pool slot with slot, token and mechanism info"},
+        [P11MUX_CALL_LOGIN] = {P11MUX_CALL_LOGIN, "LOGIN", "uuy", "",
+                               "slot, user type, PIN -> logs this connection in to the slot"},
+        [P11MUX_CALL_LOGOUT] = {P11MUX_CALL_LOGOUT, "LOGOUT", "u", "",
+                                "slot -> logs this connection out of the slot"},
+        [P11MUX_CALL_FIND] = {P11MUX_CALL_FIND, "FIND", "uA", "U",
+                              "slot, template -> handles of every matching object"},
+        [P11MUX_CALL_GET_OBJECT] = {P11MUX_CALL_GET_OBJECT, "GET_OBJECT", "uu", "A",
+                                    "slot, object -> every attribute the pool knows, with status"},
+        [P11MUX_CALL_SIGN] = {P11MUX_CALL_SIGN, "SIGN", "uMuy", "y",
+                              "slot, mechanism, key, data -> signature"},
+        [P11MUX_CALL_VERIFY] = {P11MUX_CALL_VERIFY, "VERIFY", "uMuyy", "",
+                                "slot, mechanism, key, data, signature -> CKR_OK or why not"},
+        [P11MUX_CALL_ENCRYPT] = {P11MUX_CALL_ENCRYPT, "ENCRYPT", "uMuy", "y",
+                                 "slot, mechanism, key, plaintext -> ciphertext"},
+        [P11MUX_CALL_DECRYPT] = {P11MUX_CALL_DECRYPT, "DECRYPT", "uMuy", "y",
+                                 "slot, mechanism, key, ciphertext -> plaintext"},
+        [P11MUX_CALL_DIGEST] = {P11MUX_CALL_DIGEST, "DIGEST", "uMy", "y",
+                                "slot, mechanism, data -> digest"},
+        [P11MUX_CALL_RANDOM] = {P11MUX_CALL_RANDOM, "RANDOM", "uu", "y",
+                                "slot, length -> random bytes"},
 };
 
 const char *
 p11mux_strerror(int err)
 {
 	switch (err) {
-	case P11MUX_OK: return "success";
-	case P11MUX_ERR_NOMEM: return "out of memory";
-	case P11MUX_ERR_TOO_BIG: return "message larger than the limit";
-	case P11MUX_ERR_SHORT: return "message truncated";
-	case P11MUX_ERR_INVALID: return "malformed message";
-	case P11MUX_ERR_IO: return "socket error";
-	case P11MUX_ERR_CLOSED: return "connection closed by peer";
-	case P11MUX_ERR_VERSION: return "no common protocol version";
-	default: return "unknown error";
+	case P11MUX_OK:
+		return "success";
+	case P11MUX_ERR_NOMEM:
+		return "out of memory";
+	case P11MUX_ERR_TOO_BIG:
+		return "message larger than the limit";
+	case P11MUX_ERR_SHORT:
+		return "message truncated";
+	case P11MUX_ERR_INVALID:
+		return "malformed message";
+	case P11MUX_ERR_IO:
+		return "socket error";
+	case P11MUX_ERR_CLOSED:
+		return "connection closed by peer";
+	case P11MUX_ERR_VERSION:
+		return "no common protocol version";
+	default:
+		return "unknown error";
 	}
 }
 
@@ -341,7 +350,7 @@ mech_param_kind(const CK_MECHANISM *mech)
 		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_PSS_PARAMS) ? MECH_PARAM_PSS : -1;
 	if (mech->mechanism == CKM_RSA_PKCS_OAEP)
 		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_OAEP_PARAMS) ? MECH_PARAM_OAEP
-		                                                                : -1;
+		                                                               : -1;
 	if (mech_param_is_raw(mech->mechanism))
 		return MECH_PARAM_RAW;
 	return -1;
@@ -548,7 +557,8 @@ p11mux_msg_get_attrs(struct p11mux_msg *m, struct p11mux_attrs *out)
 	    (ul = arena_alloc(m, c ? c : 1, sizeof(*ul))) == NULL)
 		return P11MUX_ERR_NOMEM;
 	for (i = 0; i < c; i++) {
-		if ((r = get_ulong(m->buf, &a[i].type)) != 0 || (r = get_ulong(m->buf, &st[i])) != 0 ||
+		if ((r = get_ulong(m->buf, &a[i].type)) != 0 ||
+		    (r = get_ulong(m->buf, &st[i])) != 0 ||
 		    (r = p11mux_buf_get_u8(m->buf, &kind)) != 0)
 			return r;
 		switch (kind) {
@@ -615,14 +625,18 @@ p11mux_msg_get_mech(struct p11mux_msg *m, CK_MECHANISM **out)
 			return P11MUX_ERR_INVALID;
 		if ((r = p11mux_buf_get_bytes(b, &p, &len)) != 0)
 			return r;
-		ms->mech.pParameter = (void *)p;
+		/* A copy in the arena is aligned for the parameter's structure (AES-CTR). */
+		if ((ms->mech.pParameter = arena_alloc(m, len ? len : 1, 1)) == NULL)
+			return P11MUX_ERR_NOMEM;
+		memcpy(ms->mech.pParameter, p, len);
 		ms->mech.ulParameterLen = len;
 		break;
 	case MECH_PARAM_PSS:
 		if (!mech_is_pss(ms->mech.mechanism))
 			return P11MUX_ERR_INVALID;
 		if ((r = get_ulong(b, &ms->u.pss.hashAlg)) != 0 ||
-		    (r = get_ulong(b, &ms->u.pss.mgf)) != 0 || (r = get_ulong(b, &ms->u.pss.sLen)) != 0)
+		    (r = get_ulong(b, &ms->u.pss.mgf)) != 0 ||
+		    (r = get_ulong(b, &ms->u.pss.sLen)) != 0)
 			return r;
 		ms->mech.pParameter = &ms->u.pss;
 		ms->mech.ulParameterLen = sizeof(ms->u.pss);

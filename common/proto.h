@@ -25,9 +25,9 @@
 #define P11MUX_PROTO_MAGIC   0x50313158u /* "P11X" */
 #define P11MUX_PROTO_VERSION 1u
 /* Hard cap on a frame's payload, checked before any allocation. */
-#define P11MUX_FRAME_MAX     (1024u * 1024u)
+#define P11MUX_FRAME_MAX (1024u * 1024u)
 /* Largest data a client may send for one operation (multi-part data included). */
-#define P11MUX_DATA_MAX      (P11MUX_FRAME_MAX - 4096u)
+#define P11MUX_DATA_MAX (P11MUX_FRAME_MAX - 4096u)
 
 enum p11mux_call {
 	P11MUX_CALL_HELLO = 1,
@@ -64,8 +64,8 @@ struct p11mux_slot {
 	CK_SLOT_INFO slot;
 	CK_TOKEN_INFO token;
 	CK_ULONG nmechs;
-	CK_MECHANISM_TYPE *mechs;  /* nmechs entries */
-	CK_MECHANISM_INFO *infos;  /* nmechs entries */
+	CK_MECHANISM_TYPE *mechs; /* nmechs entries */
+	CK_MECHANISM_INFO *infos; /* nmechs entries */
 };
 
 /* A decoded attribute list: status[i] is CKR_OK or the error the device gave for that

@@ -12,9 +12,9 @@
 
 /* Sends the buffer's bytes as one frame. Never raises SIGPIPE. */
 int p11mux_frame_send(int fd, const struct p11mux_buf *b);
-/* Receives one frame into b (reset once a header has arrived; untouched if none did). P11MUX_ERR_TOO_BIG when the announced length
- * exceeds max, P11MUX_ERR_CLOSED on an end of stream before a whole header, P11MUX_ERR_SHORT
- * when the stream ends inside the payload. */
+/* Receives one frame into b (reset once a header has arrived; untouched if none did).
+ * P11MUX_ERR_TOO_BIG when the announced length exceeds max, P11MUX_ERR_CLOSED on an end of stream
+ * before a whole header, P11MUX_ERR_SHORT when the stream ends inside the payload. */
 int p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max);
 /* Connects to the Unix socket at path; returns the descriptor (close-on-exec) or -1 with
  * errno set. */

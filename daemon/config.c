@@ -18,9 +18,8 @@ struct ctx {
 	size_t errlen;
 };
 
-static int
-fail(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static int fail(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
 
 /* Writes "FILE:LINE: KEY: message" and returns -1. */
 static int
@@ -176,8 +175,8 @@ out:
 static int
 load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p)
 {
-	static const char *const known[] = {"label", "module", "members", "pin_file", "slot_id",
-	                                    NULL};
+	static const char *const known[] = {"label",    "module",  "members",
+	                                    "pin_file", "slot_id", NULL};
 	const config_setting_t *where, *s;
 	char key[64], prefix[80];
 	long long sid;
@@ -231,9 +230,9 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 struct config *
 config_load(const char *path, char *err, size_t errlen)
 {
-	static const char *const known[] = {"socket",         "socket_group", "allowed_users",
-	                                    "allowed_groups", "log_level",    "pools",
-	                                    NULL};
+	static const char *const known[] = {
+	        "socket", "socket_group", "allowed_users", "allowed_groups", "log_level", "pools",
+	        NULL};
 	static const char *const levels[] = {"error", "warning", "info", "debug", NULL};
 	struct ctx x = {path, err, errlen};
 	config_setting_t *root, *pools, *s;
@@ -311,9 +310,12 @@ config_load(const char *path, char *err, size_t errlen)
 			c->pools[i].slot_id = (long)i;
 		for (j = 0; j < i; j++)
 			if (c->pools[j].slot_id == c->pools[i].slot_id) {
+				s = config_setting_get_elem(pools, (unsigned)i);
+				if (config_setting_get_member(s, "slot_id") != NULL)
+					s = config_setting_get_member(s, "slot_id");
 				pool_key(key, sizeof(key), i, "slot_id");
-				fail(&x, config_setting_get_elem(pools, (unsigned)i), key,
-				     "slot %ld is already used by pools.[%zu]", c->pools[i].slot_id, j);
+				fail(&x, s, key, "slot %ld is already used by pools.[%zu]",
+				     c->pools[i].slot_id, j);
 				goto out;
 			}
 	}

@@ -9,24 +9,24 @@
 #define CONFIG_DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 
 struct pool_config {
-	char *label;      /* NULL: the members' common label */
+	char *label; /* NULL: the members' common label */
 	char *module;
-	char **members;   /* NULL: every token present */
+	char **members; /* NULL: every token present */
 	size_t nmembers;
 	char *pin_file;
-	long slot_id;     /* -1: the pool's position (0, 1, ...) */
-	int line;         /* where the pool starts, for later messages */
+	long slot_id; /* -1: the pool's position (0, 1, ...) */
+	int line;     /* where the pool starts, for later messages */
 };
 
 struct config {
 	char *path;
 	char *socket;
-	char *socket_group;   /* NULL: the daemon's group */
+	char *socket_group; /* NULL: the daemon's group */
 	uid_t *allowed_uids;
 	size_t nallowed_uids;
 	gid_t *allowed_gids;
 	size_t nallowed_gids;
-	int log_level;        /* enum p11mux_log_level */
+	int log_level; /* enum p11mux_log_level */
 	struct pool_config *pools;
 	size_t npools;
 };

@@ -21,9 +21,9 @@ struct client {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	int hello;             /* the handshake is done */
-	uint8_t *logged_in;    /* by pool index: this connection logged in to the pool */
-	int finished;          /* the thread has ended and may be joined */
+	int hello;          /* the handshake is done */
+	uint8_t *logged_in; /* by pool index: this connection logged in to the pool */
+	int finished;       /* the thread has ended and may be joined */
 };
 
 struct daemon {
@@ -33,7 +33,7 @@ struct daemon {
 	size_t npools;
 	int listen_fd;
 	int stop_pipe[2];
-	pthread_mutex_t lock;  /* protects clients and nclients */
+	pthread_mutex_t lock; /* protects clients and nclients */
 	struct client *clients;
 	size_t nclients;
 };

@@ -75,12 +75,24 @@ main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:fdth")) != -1) {
 		switch (opt) {
-		case 'c': path = optarg; break;
-		case 'f': foreground = 1; break;
-		case 'd': debug = 1; break;
-		case 't': check = 1; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'c':
+			path = optarg;
+			break;
+		case 'f':
+			foreground = 1;
+			break;
+		case 'd':
+			debug = 1;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (path == NULL || optind != argc) {
@@ -126,7 +138,8 @@ main(int argc, char **argv)
 		goto out;
 	for (i = 0; i < d.cfg->npools; i++) {
 		d.npools = i + 1;
-		if (pool_open(&d.pools[i], i, &d.cfg->pools[i], &d.backends, err, sizeof(err)) != 0) {
+		if (pool_open(&d.pools[i], i, &d.cfg->pools[i], &d.backends, err, sizeof(err)) !=
+		    0) {
 			log_error("%s", err);
 			goto out;
 		}

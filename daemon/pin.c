@@ -22,8 +22,8 @@ int
 pin_read(const char *path, const char *const *labels, size_t nlabels, char **pin, size_t *pinlen,
          char *err, size_t errlen)
 {
-	char line[1024], *found = NULL, *bare = NULL, *t;
-	size_t i, nlines = 0, len;
+	char *line = NULL, *found = NULL, *bare = NULL, *t;
+	size_t i, nlines = 0, len, cap = 0;
 	FILE *f;
 	int r = -1;
 
@@ -31,7 +31,8 @@ pin_read(const char *path, const char *const *labels, size_t nlabels, char **pin
 		snprintf(err, errlen, "%s: cannot read the pin file: %s", path, strerror(errno));
 		return -1;
 	}
-	while (fgets(line, sizeof(line), f) != NULL) {
+	/* getline: a line is a line, however long (a long comment must not split into two). */
+	while (getline(&line, &cap, f) != -1) {
 		t = trim(line);
 		if (*t == '\0' || *t == '#')
 			continue;
@@ -80,7 +81,10 @@ out:
 		explicit_bzero(bare, strlen(bare));
 		free(bare);
 	}
-	explicit_bzero(line, sizeof(line));
+	if (line != NULL) {
+		explicit_bzero(line, cap);
+		free(line);
+	}
 	return r;
 }
 

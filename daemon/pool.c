@@ -14,46 +14,79 @@ struct mobject {
 	size_t member;
 	CK_OBJECT_HANDLE h;
 	CK_OBJECT_CLASS cls;
-	CK_KEY_TYPE ktype;        /* (CK_ULONG)-1 for non-keys */
+	CK_KEY_TYPE ktype; /* (CK_ULONG)-1 for non-keys */
 	CK_ATTRIBUTE *attrs;
 	CK_RV *status;
 	size_t n;
-	uint8_t *pub;             /* what identifies the key material (see fingerprint()) */
+	uint8_t *pub; /* what identifies the key material (see fingerprint()) */
 	size_t publen;
 	int used;
 };
 
 static const CK_ATTRIBUTE_TYPE attrs_common[] = {
-	CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE,
+        CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE,
 };
 static const CK_ATTRIBUTE_TYPE attrs_cert[] = {
-	CKA_CERTIFICATE_TYPE, CKA_TRUSTED, CKA_CERTIFICATE_CATEGORY, CKA_CHECK_VALUE,
-	CKA_START_DATE, CKA_END_DATE, CKA_SUBJECT, CKA_ID, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_VALUE,
-	CKA_URL, CKA_HASH_OF_SUBJECT_PUBLIC_KEY, CKA_HASH_OF_ISSUER_PUBLIC_KEY,
-	CKA_JAVA_MIDP_SECURITY_DOMAIN, CKA_PUBLIC_KEY_INFO,
+        CKA_CERTIFICATE_TYPE,
+        CKA_TRUSTED,
+        CKA_CERTIFICATE_CATEGORY,
+        CKA_CHECK_VALUE,
+        CKA_START_DATE,
+        CKA_END_DATE,
+        CKA_SUBJECT,
+        CKA_ID,
+        CKA_ISSUER,
+        CKA_SERIAL_NUMBER,
+        CKA_VALUE,
+        CKA_URL,
+        CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+        CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+        CKA_JAVA_MIDP_SECURITY_DOMAIN,
+        CKA_PUBLIC_KEY_INFO,
 };
 static const CK_ATTRIBUTE_TYPE attrs_key[] = {
-	CKA_KEY_TYPE, CKA_ID, CKA_START_DATE, CKA_END_DATE, CKA_DERIVE, CKA_LOCAL,
-	CKA_KEY_GEN_MECHANISM,
+        CKA_KEY_TYPE, CKA_ID,    CKA_START_DATE,        CKA_END_DATE,
+        CKA_DERIVE,   CKA_LOCAL, CKA_KEY_GEN_MECHANISM,
 };
 static const CK_ATTRIBUTE_TYPE attrs_public[] = {
-	CKA_SUBJECT, CKA_ENCRYPT, CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_TRUSTED,
-	CKA_PUBLIC_KEY_INFO,
+        CKA_SUBJECT, CKA_ENCRYPT, CKA_VERIFY,          CKA_VERIFY_RECOVER,
+        CKA_WRAP,    CKA_TRUSTED, CKA_PUBLIC_KEY_INFO,
 };
 static const CK_ATTRIBUTE_TYPE attrs_private[] = {
-	CKA_SUBJECT, CKA_SENSITIVE, CKA_DECRYPT, CKA_SIGN, CKA_SIGN_RECOVER, CKA_UNWRAP,
-	CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED,
-	CKA_ALWAYS_AUTHENTICATE, CKA_PUBLIC_KEY_INFO,
+        CKA_SUBJECT,
+        CKA_SENSITIVE,
+        CKA_DECRYPT,
+        CKA_SIGN,
+        CKA_SIGN_RECOVER,
+        CKA_UNWRAP,
+        CKA_EXTRACTABLE,
+        CKA_ALWAYS_SENSITIVE,
+        CKA_NEVER_EXTRACTABLE,
+        CKA_WRAP_WITH_TRUSTED,
+        CKA_ALWAYS_AUTHENTICATE,
+        CKA_PUBLIC_KEY_INFO,
 };
 static const CK_ATTRIBUTE_TYPE attrs_secret[] = {
-	CKA_SENSITIVE, CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_UNWRAP,
-	CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_CHECK_VALUE,
-	CKA_WRAP_WITH_TRUSTED, CKA_TRUSTED, CKA_VALUE_LEN, CKA_VALUE,
+        CKA_SENSITIVE,
+        CKA_ENCRYPT,
+        CKA_DECRYPT,
+        CKA_SIGN,
+        CKA_VERIFY,
+        CKA_WRAP,
+        CKA_UNWRAP,
+        CKA_EXTRACTABLE,
+        CKA_ALWAYS_SENSITIVE,
+        CKA_NEVER_EXTRACTABLE,
+        CKA_CHECK_VALUE,
+        CKA_WRAP_WITH_TRUSTED,
+        CKA_TRUSTED,
+        CKA_VALUE_LEN,
+        CKA_VALUE,
 };
 static const CK_ATTRIBUTE_TYPE attrs_rsa[] = {CKA_MODULUS, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT};
 static const CK_ATTRIBUTE_TYPE attrs_rsa_private[] = {
-	CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2,
-	CKA_COEFFICIENT,
+        CKA_PRIVATE_EXPONENT, CKA_PRIME_1,    CKA_PRIME_2,
+        CKA_EXPONENT_1,       CKA_EXPONENT_2, CKA_COEFFICIENT,
 };
 static const CK_ATTRIBUTE_TYPE attrs_ec[] = {CKA_EC_PARAMS, CKA_EC_POINT};
 static const CK_ATTRIBUTE_TYPE attrs_ec_private[] = {CKA_VALUE};
@@ -143,15 +176,16 @@ find_attr(const CK_ATTRIBUTE *a, const CK_RV *st, size_t n, CK_ATTRIBUTE_TYPE t)
  * (kept, marked CKR_ATTRIBUTE_SENSITIVE) from one the object lacks (dropped).
  */
 static CK_RV
-read_attrs(struct member *m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const CK_ATTRIBUTE_TYPE *types,
-           size_t ntypes, struct mobject *o)
+read_attrs(struct member *m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+           const CK_ATTRIBUTE_TYPE *types, size_t ntypes, struct mobject *o)
 {
 	CK_FUNCTION_LIST *f = m->pool->be->f;
 	CK_ATTRIBUTE *t = NULL, one;
 	size_t i, n = 0;
 	CK_RV rv;
 
-	if ((t = calloc(ntypes, sizeof(*t))) == NULL || (o->attrs = calloc(ntypes, sizeof(*o->attrs))) == NULL ||
+	if ((t = calloc(ntypes, sizeof(*t))) == NULL ||
+	    (o->attrs = calloc(ntypes, sizeof(*o->attrs))) == NULL ||
 	    (o->status = calloc(ntypes, sizeof(*o->status))) == NULL) {
 		free(t);
 		return CKR_HOST_MEMORY;
@@ -250,7 +284,8 @@ fingerprint(struct mobject *o, struct mobject **all, size_t nall)
 		for (j = 0; idi >= 0 && j < nall; j++) {
 			struct mobject *p = all[j];
 
-			if (p->member != o->member || p->cls != CKO_PUBLIC_KEY || p->ktype != o->ktype)
+			if (p->member != o->member || p->cls != CKO_PUBLIC_KEY ||
+			    p->ktype != o->ktype)
 				continue;
 			idj = find_attr(p->attrs, p->status, p->n, CKA_ID);
 			if (idj < 0 || p->attrs[idj].ulValueLen != o->attrs[idi].ulValueLen ||
@@ -289,7 +324,8 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, char 
 	CK_RV rv;
 
 	if ((rv = f->C_FindObjectsInit(m->anchor, NULL, 0)) != CKR_OK) {
-		snprintf(err, errlen, "member %s: C_FindObjectsInit: %s", m->label, p11mux_rv_name(rv));
+		snprintf(err, errlen, "member %s: C_FindObjectsInit: %s", m->label,
+		         p11mux_rv_name(rv));
 		return -1;
 	}
 	do {
@@ -380,12 +416,18 @@ static const char *
 class_name(CK_OBJECT_CLASS c)
 {
 	switch (c) {
-	case CKO_DATA: return "data";
-	case CKO_CERTIFICATE: return "certificate";
-	case CKO_PUBLIC_KEY: return "public key";
-	case CKO_PRIVATE_KEY: return "private key";
-	case CKO_SECRET_KEY: return "secret key";
-	default: return "object";
+	case CKO_DATA:
+		return "data";
+	case CKO_CERTIFICATE:
+		return "certificate";
+	case CKO_PUBLIC_KEY:
+		return "public key";
+	case CKO_PRIVATE_KEY:
+		return "private key";
+	case CKO_SECRET_KEY:
+		return "secret key";
+	default:
+		return "object";
 	}
 }
 
@@ -502,7 +544,8 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 				all[j]->used = 1;
 			} else if (holder[all[j]->member] == 0) {
 				holder[all[j]->member] = 1;
-				log_warn("pool \"%s\": member %s holds a different %s under the same "
+				log_warn("pool \"%s\": member %s holds a different %s under the "
+				         "same "
 				         "name: that member is not used for it",
 				         p->label, p->members[all[j]->member].label, desc);
 				all[j]->used = 1;
@@ -519,13 +562,15 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 		all[best]->n = 0;
 		po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
 		                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
-		if (all[best]->publen == 0 && (po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY))
+		if (all[best]->publen == 0 &&
+		    (po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY))
 			log_warn("pool \"%s\": %s has no readable public part; its members are "
 			         "matched by name only",
 			         p->label, desc);
 		for (k = 0; k < p->nmembers; k++)
 			if (po->backend[k] == CK_INVALID_HANDLE && holder[k] == 0)
-				log_warn("pool \"%s\": member %s lacks %s: that member is not used for it",
+				log_warn("pool \"%s\": member %s lacks %s: that member is not used "
+				         "for it",
 				         p->label, p->members[k].label, desc);
 		if ((nv = realloc(p->objects, (p->nobjects + 1) * sizeof(*nv))) == NULL ||
 		    p11mux_hmap_put(p->by_handle, po->handle, po) != 0) {
@@ -680,13 +725,15 @@ find_members(struct pool *p, char *err, size_t errlen)
 	    (seen = calloc(cfg->nmembers + 1, sizeof(*seen))) == NULL)
 		goto out;
 	for (i = 0; i < nslots; i++) {
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK || !(ti.flags & CKF_TOKEN_INITIALIZED))
+		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+		    !(ti.flags & CKF_TOKEN_INITIALIZED))
 			continue;
 		backend_field(label, ti.label, sizeof(ti.label));
 		backend_field(serial, ti.serialNumber, sizeof(ti.serialNumber));
 		want = cfg->members == NULL;
 		for (k = 0; k < cfg->nmembers; k++)
-			if (strcmp(cfg->members[k], label) == 0 || strcmp(cfg->members[k], serial) == 0) {
+			if (strcmp(cfg->members[k], label) == 0 ||
+			    strcmp(cfg->members[k], serial) == 0) {
 				want = 1;
 				seen[k]++;
 			}
@@ -770,27 +817,29 @@ login_members(struct pool *p, char *err, size_t errlen)
 			if (pin_risky(m) != (int)pass || m->up)
 				continue;
 			if (m->token.flags & CKF_USER_PIN_LOCKED) {
-				log_error("pool \"%s\": member %s: user PIN locked; excluded", p->label,
-				          m->label);
+				log_error("pool \"%s\": member %s: user PIN locked; excluded",
+				          p->label, m->label);
 				continue;
 			}
 			if (pin_risky(m) && !verified) {
-				log_error("pool \"%s\": member %s: PIN retry counter low and the PIN "
-				          "not yet confirmed by another member; excluded",
-				          p->label, m->label);
+				log_error(
+				        "pool \"%s\": member %s: PIN retry counter low and the PIN "
+				        "not yet confirmed by another member; excluded",
+				        p->label, m->label);
 				continue;
 			}
 			rv = member_login(m);
 			if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
-				snprintf(err, errlen,
-				         "pool \"%s\": member %s rejected the PIN from %s (%s); not "
-				         "tried on any other member, to spare their retry counters",
-				         p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
+				snprintf(
+				        err, errlen,
+				        "pool \"%s\": member %s rejected the PIN from %s (%s); not "
+				        "tried on any other member, to spare their retry counters",
+				        p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
 				return -1;
 			}
 			if (rv != CKR_OK) {
-				log_error("pool \"%s\": member %s: login failed: %s; excluded", p->label,
-				          m->label, p11mux_rv_name(rv));
+				log_error("pool \"%s\": member %s: login failed: %s; excluded",
+				          p->label, m->label, p11mux_rv_name(rv));
 				continue;
 			}
 			verified = 1;
@@ -860,14 +909,16 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 		for (i = 1; i < p->nmembers; i++)
 			if (strcmp(p->members[i].label, p->label) != 0) {
 				snprintf(err, errlen,
-				         "pool %zu: members have different labels (\"%s\", \"%s\"): set "
+				         "pool %zu: members have different labels (\"%s\", "
+				         "\"%s\"): set "
 				         "label in pools.[%zu]",
 				         index, p->label, p->members[i].label, index);
 				return -1;
 			}
 		if (strchr(p->label, ':') != NULL) {
 			snprintf(err, errlen,
-			         "pool %zu: the members' label \"%s\" contains ':', which NSS cannot "
+			         "pool %zu: the members' label \"%s\" contains ':', which NSS "
+			         "cannot "
 			         "use: set label in pools.[%zu]",
 			         index, p->label, index);
 			return -1;
@@ -1051,12 +1102,23 @@ member_crypto(struct member *m, uint32_t call, CK_MECHANISM *mech, CK_OBJECT_HAN
 	if ((s = session_get(m, &rv)) == CK_INVALID_HANDLE)
 		return rv;
 	switch (call) {
-	case P11MUX_CALL_SIGN: rv = f->C_SignInit(s, mech, key); break;
-	case P11MUX_CALL_VERIFY: rv = f->C_VerifyInit(s, mech, key); break;
-	case P11MUX_CALL_ENCRYPT: rv = f->C_EncryptInit(s, mech, key); break;
-	case P11MUX_CALL_DECRYPT: rv = f->C_DecryptInit(s, mech, key); break;
-	case P11MUX_CALL_DIGEST: rv = f->C_DigestInit(s, mech); break;
-	default: rv = CKR_FUNCTION_NOT_SUPPORTED;
+	case P11MUX_CALL_SIGN:
+		rv = f->C_SignInit(s, mech, key);
+		break;
+	case P11MUX_CALL_VERIFY:
+		rv = f->C_VerifyInit(s, mech, key);
+		break;
+	case P11MUX_CALL_ENCRYPT:
+		rv = f->C_EncryptInit(s, mech, key);
+		break;
+	case P11MUX_CALL_DECRYPT:
+		rv = f->C_DecryptInit(s, mech, key);
+		break;
+	case P11MUX_CALL_DIGEST:
+		rv = f->C_DigestInit(s, mech);
+		break;
+	default:
+		rv = CKR_FUNCTION_NOT_SUPPORTED;
 	}
 	if (rv != CKR_OK)
 		goto out;
@@ -1074,10 +1136,18 @@ member_crypto(struct member *m, uint32_t call, CK_MECHANISM *mech, CK_OBJECT_HAN
 		buf = nb;
 		len = cap;
 		switch (call) {
-		case P11MUX_CALL_SIGN: rv = f->C_Sign(s, (CK_BYTE_PTR)in, inlen, buf, &len); break;
-		case P11MUX_CALL_ENCRYPT: rv = f->C_Encrypt(s, (CK_BYTE_PTR)in, inlen, buf, &len); break;
-		case P11MUX_CALL_DECRYPT: rv = f->C_Decrypt(s, (CK_BYTE_PTR)in, inlen, buf, &len); break;
-		default: rv = f->C_Digest(s, (CK_BYTE_PTR)in, inlen, buf, &len); break;
+		case P11MUX_CALL_SIGN:
+			rv = f->C_Sign(s, (CK_BYTE_PTR)in, inlen, buf, &len);
+			break;
+		case P11MUX_CALL_ENCRYPT:
+			rv = f->C_Encrypt(s, (CK_BYTE_PTR)in, inlen, buf, &len);
+			break;
+		case P11MUX_CALL_DECRYPT:
+			rv = f->C_Decrypt(s, (CK_BYTE_PTR)in, inlen, buf, &len);
+			break;
+		default:
+			rv = f->C_Digest(s, (CK_BYTE_PTR)in, inlen, buf, &len);
+			break;
 		}
 		if (rv != CKR_BUFFER_TOO_SMALL || len <= cap || len > P11MUX_FRAME_MAX)
 			break;
@@ -1142,8 +1212,8 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 			break;
 		tried[m->index] = 1;
 		atomic_fetch_add(&m->inflight, 1);
-		rv = member_crypto(m, call, mech, key != NULL ? key->backend[m->index] : 0, in, inlen,
-		                   sig, siglen, out, outlen);
+		rv = member_crypto(m, call, mech, key != NULL ? key->backend[m->index] : 0, in,
+		                   inlen, sig, siglen, out, outlen);
 		atomic_fetch_sub(&m->inflight, 1);
 		if (!device_failure(rv)) {
 			atomic_fetch_add(&m->done, 1);

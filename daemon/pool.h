@@ -23,18 +23,18 @@ struct pool;
 struct member {
 	struct pool *pool;
 	size_t index;
-	CK_SLOT_ID slot;                   /* in the backend module */
+	CK_SLOT_ID slot; /* in the backend module */
 	char label[33];
 	char serial[17];
 	CK_TOKEN_INFO token;
-	CK_SESSION_HANDLE anchor;          /* always open, so that the login lasts */
+	CK_SESSION_HANDLE anchor; /* always open, so that the login lasts */
 	atomic_int up;
-	pthread_mutex_t lock;              /* protects idle, nidle, cap */
-	CK_SESSION_HANDLE *idle;           /* open backend sessions not in use */
+	pthread_mutex_t lock;    /* protects idle, nidle, cap */
+	CK_SESSION_HANDLE *idle; /* open backend sessions not in use */
 	size_t nidle, cap;
-	atomic_uint inflight;              /* operations running now */
-	atomic_ullong done;                /* operations finished with CKR_OK */
-	atomic_ullong errors;              /* device-level failures */
+	atomic_uint inflight; /* operations running now */
+	atomic_ullong done;   /* operations finished with CKR_OK */
+	atomic_ullong errors; /* device-level failures */
 	CK_MECHANISM_TYPE *mechs;
 	CK_MECHANISM_INFO *infos;
 	CK_ULONG nmechs;
@@ -42,14 +42,14 @@ struct member {
 
 /* An object of the pool, the same on every member that is used for it. */
 struct pobject {
-	CK_OBJECT_HANDLE handle;           /* virtual, derived from the object's identity */
+	CK_OBJECT_HANDLE handle; /* virtual, derived from the object's identity */
 	CK_OBJECT_CLASS cls;
-	int private;                       /* CKA_PRIVATE: visible only when logged in */
-	CK_ATTRIBUTE *attrs;               /* as read from the first member holding it */
-	CK_RV *status;                     /* CKR_OK, or e.g. CKR_ATTRIBUTE_SENSITIVE */
+	int private;         /* CKA_PRIVATE: visible only when logged in */
+	CK_ATTRIBUTE *attrs; /* as read from the first member holding it */
+	CK_RV *status;       /* CKR_OK, or e.g. CKR_ATTRIBUTE_SENSITIVE */
 	size_t n;
-	CK_OBJECT_HANDLE *backend;         /* by member index; CK_INVALID_HANDLE: not used */
-	char desc[96];                     /* for the log: class, label, id */
+	CK_OBJECT_HANDLE *backend; /* by member index; CK_INVALID_HANDLE: not used */
+	char desc[96];             /* for the log: class, label, id */
 };
 
 struct pool {
@@ -57,16 +57,16 @@ struct pool {
 	const struct pool_config *cfg;
 	struct backend *be;
 	char label[33];
-	struct p11mux_slot slot;           /* what shims see; mechs/infos owned */
+	struct p11mux_slot slot; /* what shims see; mechs/infos owned */
 	struct member *members;
 	size_t nmembers;
 	struct pobject **objects;
 	size_t nobjects;
 	struct p11mux_hmap *by_handle;
-	char *pin;                         /* the pool's PIN, from pin_file */
+	char *pin; /* the pool's PIN, from pin_file */
 	size_t pinlen;
 	int has_rng;
-	atomic_uint rr;                    /* rotates the start of the member scan */
+	atomic_uint rr; /* rotates the start of the member scan */
 };
 
 /* Opens the pool described by cfg: finds and logs in to its members, reads their objects
@@ -84,8 +84,8 @@ int pool_object_matches(const struct pobject *o, const CK_ATTRIBUTE *tmpl, size_
  * for DIGEST), retrying on other members when a device fails. *out is malloc()ed (NULL for
  * VERIFY). */
 CK_RV pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
-                  const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen,
-                  uint8_t **out, size_t *outlen);
+                  const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
+                  size_t *outlen);
 /* Fills out with random bytes from a member's RNG. */
 CK_RV pool_random(struct pool *p, uint8_t *out, size_t len);
 /* Logs one line per member: operations done and device errors. */

@@ -75,7 +75,8 @@ rpc_find(struct client *c, struct pool *p, const struct p11mux_attrs *t, struct 
 	if ((handles = calloc(p->nobjects + 1, sizeof(*handles))) == NULL)
 		return CKR_HOST_MEMORY;
 	for (i = 0; i < p->nobjects; i++)
-		if (visible(c, p, p->objects[i]) && pool_object_matches(p->objects[i], t->attrs, t->n))
+		if (visible(c, p, p->objects[i]) &&
+		    pool_object_matches(p->objects[i], t->attrs, t->n))
 			handles[n++] = p->objects[i]->handle;
 	if (p11mux_msg_begin_reply(m, buf, P11MUX_CALL_FIND, CKR_OK) != 0 ||
 	    p11mux_msg_put_ulongs(m, handles, n) != 0)
@@ -107,16 +108,29 @@ check_key(const struct client *c, const struct pool *p, const struct pobject *o,
 	if (o == NULL || !visible(c, p, o))
 		return CKR_KEY_HANDLE_INVALID;
 	switch (call) {
-	case P11MUX_CALL_SIGN: need = CKA_SIGN; want = CKO_PRIVATE_KEY; break;
-	case P11MUX_CALL_DECRYPT: need = CKA_DECRYPT; want = CKO_PRIVATE_KEY; break;
-	case P11MUX_CALL_VERIFY: need = CKA_VERIFY; want = CKO_PUBLIC_KEY; break;
-	default: need = CKA_ENCRYPT; want = CKO_PUBLIC_KEY; break;
+	case P11MUX_CALL_SIGN:
+		need = CKA_SIGN;
+		want = CKO_PRIVATE_KEY;
+		break;
+	case P11MUX_CALL_DECRYPT:
+		need = CKA_DECRYPT;
+		want = CKO_PRIVATE_KEY;
+		break;
+	case P11MUX_CALL_VERIFY:
+		need = CKA_VERIFY;
+		want = CKO_PUBLIC_KEY;
+		break;
+	default:
+		need = CKA_ENCRYPT;
+		want = CKO_PUBLIC_KEY;
+		break;
 	}
 	if (o->cls != want && o->cls != CKO_SECRET_KEY)
 		return CKR_KEY_TYPE_INCONSISTENT;
 	for (i = 0; i < o->n; i++)
 		if (o->attrs[i].type == need && o->status[i] == CKR_OK &&
-		    o->attrs[i].ulValueLen == sizeof(CK_BBOOL) && *(CK_BBOOL *)o->attrs[i].pValue == CK_FALSE)
+		    o->attrs[i].ulValueLen == sizeof(CK_BBOOL) &&
+		    *(CK_BBOOL *)o->attrs[i].pValue == CK_FALSE)
 			return CKR_KEY_FUNCTION_NOT_PERMITTED;
 	if ((o->private || o->cls == CKO_PRIVATE_KEY) && !c->logged_in[p->index])
 		return CKR_USER_NOT_LOGGED_IN;
@@ -124,9 +138,9 @@ check_key(const struct client *c, const struct pool *p, const struct pobject *o,
 }
 
 static const CK_FLAGS call_flag[P11MUX_CALL_COUNT] = {
-	[P11MUX_CALL_SIGN] = CKF_SIGN,       [P11MUX_CALL_VERIFY] = CKF_VERIFY,
-	[P11MUX_CALL_ENCRYPT] = CKF_ENCRYPT, [P11MUX_CALL_DECRYPT] = CKF_DECRYPT,
-	[P11MUX_CALL_DIGEST] = CKF_DIGEST,
+        [P11MUX_CALL_SIGN] = CKF_SIGN,       [P11MUX_CALL_VERIFY] = CKF_VERIFY,
+        [P11MUX_CALL_ENCRYPT] = CKF_ENCRYPT, [P11MUX_CALL_DECRYPT] = CKF_DECRYPT,
+        [P11MUX_CALL_DIGEST] = CKF_DIGEST,
 };
 
 int
@@ -154,14 +168,16 @@ rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *buf)
 	/* Decode the request completely before acting on it. */
 	switch (call) {
 	case P11MUX_CALL_HELLO:
-		if ((r = p11mux_msg_get_ulong(&m, &v1)) != 0 || (r = p11mux_msg_get_ulong(&m, &v2)) != 0 ||
+		if ((r = p11mux_msg_get_ulong(&m, &v1)) != 0 ||
+		    (r = p11mux_msg_get_ulong(&m, &v2)) != 0 ||
 		    (r = p11mux_msg_get_ulong(&m, &v3)) != 0)
 			goto bad;
 		break;
 	case P11MUX_CALL_GET_SLOTS:
 		break;
 	case P11MUX_CALL_LOGIN:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 || (r = p11mux_msg_get_ulong(&m, &v1)) != 0 ||
+		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
+		    (r = p11mux_msg_get_ulong(&m, &v1)) != 0 ||
 		    (r = p11mux_msg_get_bytes(&m, &in, &inlen)) != 0)
 			goto bad;
 		break;
@@ -170,31 +186,37 @@ rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *buf)
 			goto bad;
 		break;
 	case P11MUX_CALL_FIND:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 || (r = p11mux_msg_get_attrs(&m, &attrs)) != 0)
+		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
+		    (r = p11mux_msg_get_attrs(&m, &attrs)) != 0)
 			goto bad;
 		break;
 	case P11MUX_CALL_GET_OBJECT:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 || (r = p11mux_msg_get_ulong(&m, &key)) != 0)
+		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
+		    (r = p11mux_msg_get_ulong(&m, &key)) != 0)
 			goto bad;
 		break;
 	case P11MUX_CALL_SIGN:
 	case P11MUX_CALL_ENCRYPT:
 	case P11MUX_CALL_DECRYPT:
 	case P11MUX_CALL_VERIFY:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 || (r = p11mux_msg_get_mech(&m, &mech)) != 0 ||
+		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
+		    (r = p11mux_msg_get_mech(&m, &mech)) != 0 ||
 		    (r = p11mux_msg_get_ulong(&m, &key)) != 0 ||
 		    (r = p11mux_msg_get_bytes(&m, &in, &inlen)) != 0)
 			goto bad;
-		if (call == P11MUX_CALL_VERIFY && (r = p11mux_msg_get_bytes(&m, &sig, &siglen)) != 0)
+		if (call == P11MUX_CALL_VERIFY &&
+		    (r = p11mux_msg_get_bytes(&m, &sig, &siglen)) != 0)
 			goto bad;
 		break;
 	case P11MUX_CALL_DIGEST:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 || (r = p11mux_msg_get_mech(&m, &mech)) != 0 ||
+		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
+		    (r = p11mux_msg_get_mech(&m, &mech)) != 0 ||
 		    (r = p11mux_msg_get_bytes(&m, &in, &inlen)) != 0)
 			goto bad;
 		break;
 	case P11MUX_CALL_RANDOM:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 || (r = p11mux_msg_get_ulong(&m, &v1)) != 0)
+		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
+		    (r = p11mux_msg_get_ulong(&m, &v1)) != 0)
 			goto bad;
 		break;
 	default:
@@ -213,15 +235,16 @@ rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *buf)
 		if (v1 != P11MUX_PROTO_MAGIC)
 			goto bad;
 		if (v2 > P11MUX_PROTO_VERSION || v3 < P11MUX_PROTO_VERSION) {
-			log_warn("client pid %ld speaks protocol versions %lu..%lu, not %u", (long)c->pid,
-			         v2, v3, P11MUX_PROTO_VERSION);
+			log_warn("client pid %ld speaks protocol versions %lu..%lu, not %u",
+			         (long)c->pid, v2, v3, P11MUX_PROTO_VERSION);
 			rv = CKR_FUNCTION_FAILED;
 			break;
 		}
 		c->hello = 1;
 		if (p11mux_msg_begin_reply(&m, buf, call, CKR_OK) != 0 ||
 		    p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION) != 0 ||
-		    p11mux_msg_put_bytes(&m, "p11muxd " P11MUX_VERSION, strlen("p11muxd " P11MUX_VERSION)) != 0)
+		    p11mux_msg_put_bytes(&m, "p11muxd " P11MUX_VERSION,
+		                         strlen("p11muxd " P11MUX_VERSION)) != 0)
 			rv = CKR_HOST_MEMORY;
 		else
 			replied = 1;
@@ -313,7 +336,8 @@ reply:
 	return 0;
 bad:
 	log_warn("client pid %ld uid %lu sent a malformed request (%s); connection closed",
-	         (long)c->pid, (unsigned long)c->uid, p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
+	         (long)c->pid, (unsigned long)c->uid,
+	         p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
 	free(out);
 	p11mux_msg_clear(&m);
 	return BAD_REQUEST;

@@ -111,14 +111,15 @@ reconcile(struct conn *c)
 			break;
 		/* A refused replay (the daemon's PIN changed) leaves the connection logged
 		 * out; the operation then fails with CKR_USER_NOT_LOGGED_IN. */
-		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN || rv == CKR_USER_NOT_LOGGED_IN ||
-		    rv == CKR_PIN_INCORRECT) {
+		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN ||
+		    rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_PIN_INCORRECT) {
 			shim_lock();
 			int idx = cache_slot_index_locked(todo[i].id);
 			if (idx >= 0)
-				c->logged_in[idx] = (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
-				                            ? todo[i].want
-				                            : 0;
+				c->logged_in[idx] =
+				        (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+				                ? todo[i].want
+				                : 0;
 			shim_unlock();
 			rv = CKR_OK;
 		}
@@ -141,7 +142,8 @@ conn_open(CK_RV *rv)
 	char *path;
 	int broken;
 
-	if ((c = calloc(1, sizeof(*c))) == NULL || (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
 		*rv = CKR_HOST_MEMORY;
 		goto fail;
 	}

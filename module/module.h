@@ -22,31 +22,31 @@
 #include "hmap.h"
 #include "proto.h"
 
-#define SHIM_MAX_SLOTS     16
-#define SHIM_MAX_IDLE      8
-#define SHIM_MAX_PIN       256
+#define SHIM_MAX_SLOTS      16
+#define SHIM_MAX_IDLE       8
+#define SHIM_MAX_PIN        256
 #define SHIM_DEFAULT_SOCKET "/run/p11mux/p11mux.sock"
 
 /* One connection to the daemon. */
 struct conn {
-	struct conn *next;         /* in the idle list, or in the all list (see all_next) */
-	struct conn *all_next;     /* every connection, idle or busy, for fork clean-up */
+	struct conn *next;     /* in the idle list, or in the all list (see all_next) */
+	struct conn *all_next; /* every connection, idle or busy, for fork clean-up */
 	int fd;
-	struct p11mux_buf *buf;    /* request, then reply */
-	uint64_t auth_gen;         /* shim.auth_gen this connection's logins reflect */
+	struct p11mux_buf *buf; /* request, then reply */
+	uint64_t auth_gen;      /* shim.auth_gen this connection's logins reflect */
 	uint8_t logged_in[SHIM_MAX_SLOTS];
 };
 
 /* A pending cryptographic operation of a session. */
 struct op {
 	int active;
-	CK_MECHANISM mech;         /* pParameter points at param */
+	CK_MECHANISM mech; /* pParameter points at param */
 	uint8_t *param;
 	CK_OBJECT_HANDLE key;
-	uint8_t *data;             /* multi-part data gathered so far */
+	uint8_t *data; /* multi-part data gathered so far */
 	size_t len, cap;
 	int multipart;
-	uint8_t *result;           /* computed result kept for a size query */
+	uint8_t *result; /* computed result kept for a size query */
 	size_t rlen;
 	int have_result;
 };
@@ -67,15 +67,15 @@ struct session {
  * handles are derived from the object's identity, so the copy stays true. */
 struct object {
 	CK_SLOT_ID slot;
-	CK_ATTRIBUTE *attrs;       /* values are copies */
+	CK_ATTRIBUTE *attrs; /* values are copies */
 	CK_RV *status;
 	size_t n;
 };
 
 struct slot {
-	struct p11mux_slot info;   /* mechs/infos owned */
+	struct p11mux_slot info; /* mechs/infos owned */
 	int logged_in;
-	char *pin;                 /* mlock()ed copy while logged in, to log in new connections */
+	char *pin; /* mlock()ed copy while logged in, to log in new connections */
 	size_t pinlen;
 	size_t nsessions;
 };
@@ -83,7 +83,7 @@ struct slot {
 struct shim {
 	pthread_mutex_t lock;
 	_Atomic int initialized;
-	_Atomic pid_t pid;         /* process that called C_Initialize */
+	_Atomic pid_t pid; /* process that called C_Initialize */
 	char *socket_path;
 	struct conn *idle;
 	size_t nidle;

@@ -909,7 +909,8 @@ mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ul
 		return CKR_HOST_MEMORY;
 	}
 	rv = conn_transact(&c, &m);
-	if (rv == CKR_OK && (p11mux_msg_get_ulongs(&m, &handles, &n) != 0 || p11mux_msg_end(&m) != 0))
+	if (rv == CKR_OK &&
+	    (p11mux_msg_get_ulongs(&m, &handles, &n) != 0 || p11mux_msg_end(&m) != 0))
 		rv = CKR_DEVICE_ERROR;
 	if (rv == CKR_OK) {
 		if ((copy = calloc(n ? n : 1, sizeof(*copy))) == NULL)
@@ -988,17 +989,17 @@ mux_FindObjectsFinal(CK_SESSION_HANDLE h)
 /* --- cryptographic operations --- */
 
 static const CK_FLAGS op_flag[OP_COUNT] = {
-	[OP_SIGN] = CKF_SIGN,       [OP_VERIFY] = CKF_VERIFY, [OP_ENCRYPT] = CKF_ENCRYPT,
-	[OP_DECRYPT] = CKF_DECRYPT, [OP_DIGEST] = CKF_DIGEST,
+        [OP_SIGN] = CKF_SIGN,       [OP_VERIFY] = CKF_VERIFY, [OP_ENCRYPT] = CKF_ENCRYPT,
+        [OP_DECRYPT] = CKF_DECRYPT, [OP_DIGEST] = CKF_DIGEST,
 };
 static const CK_ATTRIBUTE_TYPE op_attr[OP_COUNT] = {
-	[OP_SIGN] = CKA_SIGN,       [OP_VERIFY] = CKA_VERIFY, [OP_ENCRYPT] = CKA_ENCRYPT,
-	[OP_DECRYPT] = CKA_DECRYPT, [OP_DIGEST] = 0,
+        [OP_SIGN] = CKA_SIGN,       [OP_VERIFY] = CKA_VERIFY, [OP_ENCRYPT] = CKA_ENCRYPT,
+        [OP_DECRYPT] = CKA_DECRYPT, [OP_DIGEST] = 0,
 };
 static const uint32_t op_call[OP_COUNT] = {
-	[OP_SIGN] = P11MUX_CALL_SIGN,       [OP_VERIFY] = P11MUX_CALL_VERIFY,
-	[OP_ENCRYPT] = P11MUX_CALL_ENCRYPT, [OP_DECRYPT] = P11MUX_CALL_DECRYPT,
-	[OP_DIGEST] = P11MUX_CALL_DIGEST,
+        [OP_SIGN] = P11MUX_CALL_SIGN,       [OP_VERIFY] = P11MUX_CALL_VERIFY,
+        [OP_ENCRYPT] = P11MUX_CALL_ENCRYPT, [OP_DECRYPT] = P11MUX_CALL_DECRYPT,
+        [OP_DIGEST] = P11MUX_CALL_DIGEST,
 };
 
 /* Checks the key against what the operation needs, from the cached object. */
@@ -1443,8 +1444,8 @@ mux_DigestEncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartL
 }
 
 static CK_RV
-mux_DecryptDigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
-                        CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
+mux_DecryptDigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pEncryptedPart,
+                        CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
 {
 	(void)pEncryptedPart;
 	(void)ulEncryptedPartLen;
@@ -1465,8 +1466,8 @@ mux_SignEncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pPart, CK_ULONG ulPartLen
 }
 
 static CK_RV
-mux_DecryptVerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
-                        CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
+mux_DecryptVerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR pEncryptedPart,
+                        CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
 {
 	(void)pEncryptedPart;
 	(void)ulEncryptedPartLen;
@@ -1628,75 +1629,75 @@ mux_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot, CK_VOID_PTR pReserved
 static CK_RV mux_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList);
 
 static CK_FUNCTION_LIST function_list = {
-	{2, 40},
-	mux_Initialize,
-	mux_Finalize,
-	mux_GetInfo,
-	mux_GetFunctionList,
-	mux_GetSlotList,
-	mux_GetSlotInfo,
-	mux_GetTokenInfo,
-	mux_GetMechanismList,
-	mux_GetMechanismInfo,
-	mux_InitToken,
-	mux_InitPIN,
-	mux_SetPIN,
-	mux_OpenSession,
-	mux_CloseSession,
-	mux_CloseAllSessions,
-	mux_GetSessionInfo,
-	mux_GetOperationState,
-	mux_SetOperationState,
-	mux_Login,
-	mux_Logout,
-	mux_CreateObject,
-	mux_CopyObject,
-	mux_DestroyObject,
-	mux_GetObjectSize,
-	mux_GetAttributeValue,
-	mux_SetAttributeValue,
-	mux_FindObjectsInit,
-	mux_FindObjects,
-	mux_FindObjectsFinal,
-	mux_EncryptInit,
-	mux_Encrypt,
-	mux_EncryptUpdate,
-	mux_EncryptFinal,
-	mux_DecryptInit,
-	mux_Decrypt,
-	mux_DecryptUpdate,
-	mux_DecryptFinal,
-	mux_DigestInit,
-	mux_Digest,
-	mux_DigestUpdate,
-	mux_DigestKey,
-	mux_DigestFinal,
-	mux_SignInit,
-	mux_Sign,
-	mux_SignUpdate,
-	mux_SignFinal,
-	mux_SignRecoverInit,
-	mux_SignRecover,
-	mux_VerifyInit,
-	mux_Verify,
-	mux_VerifyUpdate,
-	mux_VerifyFinal,
-	mux_VerifyRecoverInit,
-	mux_VerifyRecover,
-	mux_DigestEncryptUpdate,
-	mux_DecryptDigestUpdate,
-	mux_SignEncryptUpdate,
-	mux_DecryptVerifyUpdate,
-	mux_GenerateKey,
-	mux_GenerateKeyPair,
-	mux_WrapKey,
-	mux_UnwrapKey,
-	mux_DeriveKey,
-	mux_SeedRandom,
-	mux_GenerateRandom,
-	mux_GetFunctionStatus,
-	mux_CancelFunction,
-	mux_WaitForSlotEvent,
+        {2, 40},
+        mux_Initialize,
+        mux_Finalize,
+        mux_GetInfo,
+        mux_GetFunctionList,
+        mux_GetSlotList,
+        mux_GetSlotInfo,
+        mux_GetTokenInfo,
+        mux_GetMechanismList,
+        mux_GetMechanismInfo,
+        mux_InitToken,
+        mux_InitPIN,
+        mux_SetPIN,
+        mux_OpenSession,
+        mux_CloseSession,
+        mux_CloseAllSessions,
+        mux_GetSessionInfo,
+        mux_GetOperationState,
+        mux_SetOperationState,
+        mux_Login,
+        mux_Logout,
+        mux_CreateObject,
+        mux_CopyObject,
+        mux_DestroyObject,
+        mux_GetObjectSize,
+        mux_GetAttributeValue,
+        mux_SetAttributeValue,
+        mux_FindObjectsInit,
+        mux_FindObjects,
+        mux_FindObjectsFinal,
+        mux_EncryptInit,
+        mux_Encrypt,
+        mux_EncryptUpdate,
+        mux_EncryptFinal,
+        mux_DecryptInit,
+        mux_Decrypt,
+        mux_DecryptUpdate,
+        mux_DecryptFinal,
+        mux_DigestInit,
+        mux_Digest,
+        mux_DigestUpdate,
+        mux_DigestKey,
+        mux_DigestFinal,
+        mux_SignInit,
+        mux_Sign,
+        mux_SignUpdate,
+        mux_SignFinal,
+        mux_SignRecoverInit,
+        mux_SignRecover,
+        mux_VerifyInit,
+        mux_Verify,
+        mux_VerifyUpdate,
+        mux_VerifyFinal,
+        mux_VerifyRecoverInit,
+        mux_VerifyRecover,
+        mux_DigestEncryptUpdate,
+        mux_DecryptDigestUpdate,
+        mux_SignEncryptUpdate,
+        mux_DecryptVerifyUpdate,
+        mux_GenerateKey,
+        mux_GenerateKeyPair,
+        mux_WrapKey,
+        mux_UnwrapKey,
+        mux_DeriveKey,
+        mux_SeedRandom,
+        mux_GenerateRandom,
+        mux_GetFunctionStatus,
+        mux_CancelFunction,
+        mux_WaitForSlotEvent,
 };
 
 static CK_RV
@@ -1727,7 +1728,7 @@ typedef struct {
 } mux_interface_t;
 
 static mux_interface_t interfaces[] = {
-	{(CK_CHAR *)"PKCS 11", &function_list, 0},
+        {(CK_CHAR *)"PKCS 11", &function_list, 0},
 };
 
 EXPORT CK_RV

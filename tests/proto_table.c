@@ -13,8 +13,9 @@ main(void)
 		const struct p11mux_call_desc *c = &p11mux_calls[i];
 
 		printf("| %u | %s | %s%s%s | %s%s%s | %s |\n", c->code, c->name,
-		       *c->request ? "`" : "", *c->request ? c->request : "(none)", *c->request ? "`" : "",
-		       *c->reply ? "`" : "", *c->reply ? c->reply : "(none)", *c->reply ? "`" : "", c->doc);
+		       *c->request ? "`" : "", *c->request ? c->request : "(none)",
+		       *c->request ? "`" : "", *c->reply ? "`" : "",
+		       *c->reply ? c->reply : "(none)", *c->reply ? "`" : "", c->doc);
 	}
 	return 0;
 }

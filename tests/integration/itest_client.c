@@ -180,7 +180,10 @@ cmd_fork(void)
 	if ((pid = fork()) == 0) {
 		rv = f->C_GetSlotList(CK_TRUE, &slot, &n);
 		if (rv != CKR_CRYPTOKI_NOT_INITIALIZED) {
-			fprintf(stderr, "child: C_GetSlotList gave 0x%lx, not CKR_CRYPTOKI_NOT_INITIALIZED\n", rv);
+			fprintf(stderr,
+			        "child: C_GetSlotList gave 0x%lx, not "
+			        "CKR_CRYPTOKI_NOT_INITIALIZED\n",
+			        rv);
 			_exit(1);
 		}
 		/* As NSS and mod_nss do in a child: initialise again, log in, use the key

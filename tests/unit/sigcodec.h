@@ -77,6 +77,10 @@ int sc_decode(struct p11mux_msg *m, struct sc_fields *out);
  * a checksum of them. */
 uint64_t sc_touch(const struct sc_fields *f);
 
+/* Whether two decoded field lists carry the same values (byte strings and parameters compared
+ * by content, a value's absence distinguished from an empty value). 1 if so. */
+int sc_equal(const struct sc_fields *a, const struct sc_fields *b);
+
 /* Whether the codec sends this mechanism's parameter as an RSA-PSS structure. */
 int sc_mech_is_pss(CK_MECHANISM_TYPE t);
 

@@ -1,0 +1,689 @@
+/*
+ * Unit tests of daemon/config.c (config_load: results, and "FILE:LINE: KEY: message" for each
+ * kind of mistake) and daemon/pin.c (pin_read, pin_equal). Each test writes its files into its
+ * own temporary directory, removed afterwards.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "pin.h"
+
+struct tmp {
+	char dir[64];
+	char path[128]; /* the last file written */
+	char err[512];
+};
+
+static int
+tmp_setup(void **state)
+{
+	struct tmp *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return -1;
+	snprintf(t->dir, sizeof(t->dir), "/tmp/p11mux-unit-XXXXXX");
+	if (mkdtemp(t->dir) == NULL) {
+		free(t);
+		return -1;
+	}
+	*state = t;
+	return 0;
+}
+
+static int
+tmp_teardown(void **state)
+{
+	struct tmp *t = *state;
+	static const char *const names[] = {"p11mux.conf", "pin", NULL};
+	char p[192];
+	size_t i;
+
+	for (i = 0; names[i] != NULL; i++) {
+		snprintf(p, sizeof(p), "%s/%s", t->dir, names[i]);
+		unlink(p);
+	}
+	rmdir(t->dir);
+	free(t);
+	return 0;
+}
+
+/* Writes text to DIR/name and remembers the path in t->path. */
+static const char *
+write_file(struct tmp *t, const char *name, const char *text)
+{
+	FILE *f;
+
+	snprintf(t->path, sizeof(t->path), "%s/%s", t->dir, name);
+	f = fopen(t->path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+	return t->path;
+}
+
+/* Loads text as a configuration that must be refused, and checks that the message starts with
+ * "FILE:LINE: KEY: " and contains what. */
+static void
+expect_error(struct tmp *t, const char *text, unsigned line, const char *key, const char *what)
+{
+	char prefix[256];
+	struct config *c;
+
+	write_file(t, "p11mux.conf", text);
+	memset(t->err, 0, sizeof(t->err));
+	c = config_load(t->path, t->err, sizeof(t->err));
+	if (c != NULL) {
+		config_free(c);
+		fail_msg("accepted: %s", text);
+	}
+	snprintf(prefix, sizeof(prefix), "%s:%u: %s: ", t->path, line, key);
+	if (strncmp(t->err, prefix, strlen(prefix)) != 0)
+		fail_msg("message \"%s\" does not start with \"%s\"", t->err, prefix);
+	if (strstr(t->err + strlen(prefix), what) == NULL)
+		fail_msg("message \"%s\" does not say \"%s\"", t->err, what);
+}
+
+/* --- config_load: valid files --- */
+
+static void
+config_full(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+	const char *path = write_file(t, "p11mux.conf",
+	                              "# full configuration\n"                /* 1 */
+	                              "socket = \"/tmp/p11mux-test.sock\";\n" /* 2 */
+	                              "socket_group = \"root\";\n"            /* 3 */
+	                              "allowed_users = [ \"root\" ];\n"       /* 4 */
+	                              "allowed_groups = [ \"root\" ];\n"      /* 5 */
+	                              "log_level = \"debug\";\n"              /* 6 */
+	                              "pools = (\n"                           /* 7 */
+	                              "  {\n"                                 /* 8 */
+	                              "    label = \"Pool A\";\n"             /* 9 */
+	                              "    module = \"/usr/lib/softhsm/libsofthsm2.so\";\n"
+	                              "    members = [ \"m1\", \"m2\", \"m3\" ];\n" /* 11 */
+	                              "    pin_file = \"/etc/p11mux/pin-a\";\n"     /* 12 */
+	                              "    slot_id = 7;\n"                          /* 13 */
+	                              "  },\n"                                      /* 14 */
+	                              "  {\n"                                       /* 15 */
+	                              "    pin_file = \"/etc/p11mux/pin-b\";\n"     /* 16 */
+	                              "  }\n"                                       /* 17 */
+	                              ");\n");
+
+	c = config_load(path, t->err, sizeof(t->err));
+	if (c == NULL)
+		fail_msg("refused: %s", t->err);
+	assert_string_equal(c->path, path);
+	assert_string_equal(c->socket, "/tmp/p11mux-test.sock");
+	assert_string_equal(c->socket_group, "root");
+	assert_int_equal(c->nallowed_uids, 1);
+	assert_int_equal(c->allowed_uids[0], 0);
+	assert_int_equal(c->nallowed_gids, 1);
+	assert_int_equal(c->allowed_gids[0], 0);
+	assert_int_equal(c->log_level, P11MUX_LOG_DEBUG);
+	assert_int_equal(c->npools, 2);
+
+	assert_string_equal(c->pools[0].label, "Pool A");
+	assert_string_equal(c->pools[0].module, "/usr/lib/softhsm/libsofthsm2.so");
+	assert_int_equal(c->pools[0].nmembers, 3);
+	assert_string_equal(c->pools[0].members[0], "m1");
+	assert_string_equal(c->pools[0].members[1], "m2");
+	assert_string_equal(c->pools[0].members[2], "m3");
+	assert_string_equal(c->pools[0].pin_file, "/etc/p11mux/pin-a");
+	assert_int_equal(c->pools[0].slot_id, 7);
+	assert_int_equal(c->pools[0].line, 8);
+
+	/* The second pool takes every default. */
+	assert_null(c->pools[1].label);
+	assert_string_equal(c->pools[1].module, CONFIG_DEFAULT_MODULE);
+	assert_null(c->pools[1].members);
+	assert_int_equal(c->pools[1].nmembers, 0);
+	assert_string_equal(c->pools[1].pin_file, "/etc/p11mux/pin-b");
+	assert_int_equal(c->pools[1].slot_id, 1);
+	assert_int_equal(c->pools[1].line, 15);
+	config_free(c);
+}
+
+static void
+config_defaults(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+	const char *path = write_file(
+	        t, "p11mux.conf", "pools = ( { pin_file = \"/p\"; }, { pin_file = \"/q\"; } );\n");
+
+	c = config_load(path, t->err, sizeof(t->err));
+	if (c == NULL)
+		fail_msg("refused: %s", t->err);
+	assert_string_equal(c->socket, CONFIG_DEFAULT_SOCKET);
+	assert_null(c->socket_group);
+	assert_int_equal(c->nallowed_uids, 0);
+	assert_int_equal(c->nallowed_gids, 0);
+	assert_int_equal(c->log_level, P11MUX_LOG_INFO);
+	assert_int_equal(c->npools, 2);
+	assert_string_equal(c->pools[0].module, CONFIG_DEFAULT_MODULE);
+	assert_string_equal(c->pools[1].module, CONFIG_DEFAULT_MODULE);
+	assert_null(c->pools[0].label);
+	assert_null(c->pools[0].members);
+	/* Slot IDs default to the pool's position. */
+	assert_int_equal(c->pools[0].slot_id, 0);
+	assert_int_equal(c->pools[1].slot_id, 1);
+	assert_string_equal(c->pools[0].pin_file, "/p");
+	assert_string_equal(c->pools[1].pin_file, "/q");
+	config_free(c);
+	config_free(NULL);
+}
+
+/* Each log level name maps to its enum value. */
+static void
+config_log_levels(void **state)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} levels[] = {{"error", P11MUX_LOG_ERROR},
+	              {"warning", P11MUX_LOG_WARN},
+	              {"info", P11MUX_LOG_INFO},
+	              {"debug", P11MUX_LOG_DEBUG}};
+	struct tmp *t = *state;
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		struct config *c;
+
+		snprintf(text, sizeof(text),
+		         "log_level = \"%s\";\npools = ( { pin_file = \"/p\"; } );\n",
+		         levels[i].name);
+		c = config_load(write_file(t, "p11mux.conf", text), t->err, sizeof(t->err));
+		if (c == NULL)
+			fail_msg("refused: %s", t->err);
+		assert_int_equal(c->log_level, levels[i].level);
+		config_free(c);
+	}
+}
+
+/* --- config_load: mistakes, each with FILE:LINE: KEY --- */
+
+static void
+config_err_syntax(void **state)
+{
+	struct tmp *t = *state;
+	char want[192];
+
+	write_file(t, "p11mux.conf",
+	           "socket = \"/run/x.sock\";\n"
+	           "# a comment\n"
+	           "log_level = ;\n"
+	           "pools = ( { pin_file = \"/p\"; } );\n");
+	assert_null(config_load(t->path, t->err, sizeof(t->err)));
+	snprintf(want, sizeof(want), "%s:3: syntax error", t->path);
+	if (strncmp(t->err, want, strlen(want)) != 0)
+		fail_msg("message \"%s\" does not start with \"%s\"", t->err, want);
+}
+
+static void
+config_err_unknown_top_key(void **state)
+{
+	expect_error(*state,
+	             "socket = \"/run/x.sock\";\n"
+	             "sockett = \"/run/y.sock\";\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             2, "sockett", "unknown key");
+}
+
+static void
+config_err_unknown_pool_key(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  {\n"
+	             "    pin_file = \"/p\";\n"
+	             "    foo = 1;\n"
+	             "  }\n"
+	             ");\n",
+	             4, "pools.[0].foo", "unknown key");
+	/* In the second pool, the index says so. */
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\"; },\n"
+	             "  { pin_file = \"/q\";\n"
+	             "    lable = \"typo\"; }\n"
+	             ");\n",
+	             4, "pools.[1].lable", "unknown key");
+}
+
+static void
+config_err_members_wrong_type(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  {\n"
+	             "    pin_file = \"/p\";\n"
+	             "\n"
+	             "    members = \"x\";\n"
+	             "  }\n"
+	             ");\n",
+	             5, "pools.[0].members", "expected a list");
+	/* A list (libconfig's mixed kind) holding a number: the line of the element. */
+	expect_error(*state,
+	             "pools = (\n"
+	             "  {\n"
+	             "    pin_file = \"/p\";\n"
+	             "    members = ( \"a\",\n"
+	             "                2 );\n"
+	             "  }\n"
+	             ");\n",
+	             5, "pools.[0].members", "element 2");
+}
+
+static void
+config_err_missing_pin_file(void **state)
+{
+	/* The message points at the pool that lacks the key. */
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\"; },\n"
+	             "  {\n"
+	             "    label = \"B\";\n"
+	             "  }\n"
+	             ");\n",
+	             3, "pools.[1].pin_file", "missing");
+}
+
+static void
+config_err_label_colon(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  {\n"
+	             "    pin_file = \"/p\";\n"
+	             "    label = \"NSS:cert\";\n"
+	             "  }\n"
+	             ");\n",
+	             4, "pools.[0].label", "must not contain ':'");
+}
+
+static void
+config_err_label_too_long(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  {\n"
+	             "    label = \"123456789012345678901234567890123\";\n"
+	             "    pin_file = \"/p\";\n"
+	             "  }\n"
+	             ");\n",
+	             3, "pools.[0].label", "32 bytes");
+}
+
+static void
+config_err_empty_members(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  {\n"
+	             "    pin_file = \"/p\";\n"
+	             "    members = [ ];\n"
+	             "  }\n"
+	             ");\n",
+	             4, "pools.[0].members", "empty");
+}
+
+/* Pool 0 says slot 1; pool 1 has no slot_id and so defaults to its position, 1. */
+static void
+config_err_duplicate_slot_id_default(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\";\n"
+	             "    slot_id = 1; },\n"
+	             "  { pin_file = \"/q\"; }\n"
+	             ");\n",
+	             4, "pools.[1].slot_id", "already used by pools.[0]");
+}
+
+static void
+config_err_slot_id_values(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\";\n"
+	             "    slot_id = -1; }\n"
+	             ");\n",
+	             3, "pools.[0].slot_id", "between 0 and");
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\";\n"
+	             "    slot_id = 4294967296L; }\n"
+	             ");\n",
+	             3, "pools.[0].slot_id", "between 0 and");
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\";\n"
+	             "    slot_id = \"0\"; }\n"
+	             ");\n",
+	             3, "pools.[0].slot_id", "whole number");
+}
+
+static void
+config_err_bad_log_level(void **state)
+{
+	expect_error(*state,
+	             "socket = \"/run/x.sock\";\n"
+	             "log_level = \"verbose\";\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             2, "log_level", "\"verbose\" is not one of");
+}
+
+static void
+config_err_unknown_user(void **state)
+{
+	expect_error(*state,
+	             "\n"
+	             "allowed_users = [ \"root\", \"p11mux-no-such-user\" ];\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             2, "allowed_users", "no such user \"p11mux-no-such-user\"");
+	expect_error(*state,
+	             "allowed_groups = [ \"p11mux-no-such-group\" ];\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             1, "allowed_groups", "no such group \"p11mux-no-such-group\"");
+	expect_error(*state,
+	             "socket_group = \"p11mux-no-such-group\";\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             1, "socket_group", "no such group");
+}
+
+static void
+config_err_socket_and_pools(void **state)
+{
+	expect_error(*state,
+	             "socket = \"relative.sock\";\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             1, "socket", "absolute path");
+	expect_error(*state, "socket = \"/run/x.sock\";\n", 0, "pools", "missing");
+	expect_error(*state, "\npools = ( );\n", 2, "pools", "expected a list");
+	expect_error(*state, "\n\npools = { pin_file = \"/p\"; };\n", 3, "pools",
+	             "expected a list");
+	expect_error(*state, "pools = ( \"x\" );\n", 1, "pools.[0]", "expected a group");
+	expect_error(*state, "pools = ( { pin_file = 5; } );\n", 1, "pools.[0].pin_file",
+	             "expected a string");
+	expect_error(*state, "pools = ( { pin_file = \"\"; } );\n", 1, "pools.[0].pin_file",
+	             "must not be empty");
+}
+
+static void
+config_err_missing_file(void **state)
+{
+	struct tmp *t = *state;
+	char path[192], want[256];
+
+	snprintf(path, sizeof(path), "%s/does-not-exist.conf", t->dir);
+	assert_null(config_load(path, t->err, sizeof(t->err)));
+	snprintf(want, sizeof(want), "%s: cannot read", path);
+	if (strncmp(t->err, want, strlen(want)) != 0)
+		fail_msg("message \"%s\" does not start with \"%s\"", t->err, want);
+}
+
+/* A short error buffer gets a truncated, terminated message (no overflow). */
+static void
+config_err_small_buffer(void **state)
+{
+	struct tmp *t = *state;
+	char err[16];
+
+	memset(err, 'z', sizeof(err));
+	write_file(t, "p11mux.conf",
+	           "log_level = \"verbose\";\npools = ( { pin_file = \"/p\"; } );\n");
+	assert_null(config_load(t->path, err, sizeof(err)));
+	assert_int_equal(strlen(err), sizeof(err) - 1);
+	assert_memory_equal(err, t->path, sizeof(err) - 1);
+}
+
+/*
+ * KNOWN BUG (run with "known-bugs"): a duplicate slot_id that is written out in the file is
+ * reported at the line where the pool starts ("{"), not at the line of the slot_id setting the
+ * message names: config.c passes config_setting_get_elem(pools, i) to fail() instead of the
+ * pool's "slot_id" member when it exists. Every other message points at the setting it names.
+ */
+static void
+bug_config_duplicate_slot_id_line(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\";\n"
+	             "    slot_id = 3; },\n"
+	             "  {\n"
+	             "    pin_file = \"/q\";\n"
+	             "    slot_id = 3;\n"
+	             "  }\n"
+	             ");\n",
+	             6, "pools.[1].slot_id", "slot 3 is already used by pools.[0]");
+}
+
+/* --- pin_read --- */
+
+/* Reads the pin file text with labels; must succeed with want. */
+static void
+expect_pin(struct tmp *t, const char *text, const char *const *labels, size_t n, const char *want)
+{
+	char *pin = NULL;
+	size_t len = 0;
+
+	write_file(t, "pin", text);
+	if (pin_read(t->path, labels, n, &pin, &len, t->err, sizeof(t->err)) != 0)
+		fail_msg("pin_read failed: %s", t->err);
+	assert_non_null(pin);
+	if (strcmp(pin, want) != 0 || len != strlen(want)) {
+		char got[64];
+
+		snprintf(got, sizeof(got), "%s", pin);
+		free(pin);
+		fail_msg("PIN \"%s\" (%zu bytes), expected \"%s\"", got, len, want);
+	}
+	free(pin);
+}
+
+/* Reads the pin file text with labels; must fail, naming the file, saying what. */
+static void
+expect_pin_error(struct tmp *t, const char *text, const char *const *labels, size_t n,
+                 const char *what)
+{
+	char *pin = (char *)"untouched";
+	size_t len = 99;
+
+	if (text != NULL)
+		write_file(t, "pin", text);
+	else
+		snprintf(t->path, sizeof(t->path), "%s/no-such-pin-file", t->dir);
+	assert_int_equal(pin_read(t->path, labels, n, &pin, &len, t->err, sizeof(t->err)), -1);
+	assert_string_equal(pin, "untouched");
+	assert_int_equal(len, 99);
+	if (strncmp(t->err, t->path, strlen(t->path)) != 0 || t->err[strlen(t->path)] != ':')
+		fail_msg("message \"%s\" does not start with the file \"%s\"", t->err, t->path);
+	if (strstr(t->err, what) == NULL)
+		fail_msg("message \"%s\" does not say \"%s\"", t->err, what);
+}
+
+static void
+pin_mod_nss_lines(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+
+	/* The last matching line wins; the PIN is trimmed of blanks and line ends. */
+	expect_pin(*state,
+	           "# pins\n"
+	           "Pool A:1111\n"
+	           "Other:2222\n"
+	           "\n"
+	           "  Pool A:\t 3333  \r\n",
+	           labels, 1, "3333");
+	expect_pin(*state, "Pool A:1111\nOther:2222\n", labels, 1, "1111");
+	/* A PIN may hold ':' and inner blanks. */
+	expect_pin(*state, "Other:1\nPool A:12:34 56\n", labels, 1, "12:34 56");
+	/* The last line needs no newline. */
+	expect_pin(*state, "Other:1\nPool A:777", labels, 1, "777");
+}
+
+static void
+pin_member_label(void **state)
+{
+	static const char *const labels[] = {"Pool A", "DENK01", "DENK02"};
+
+	expect_pin(*state, "Other:1\nDENK02:5555\n", labels, 3, "5555");
+	/* Lines for different labels of the same pool: still the last one. */
+	expect_pin(*state, "DENK01:1\nPool A:2\nOther:3\n", labels, 3, "2");
+	expect_pin(*state, "Pool A:2\nDENK01:1\n", labels, 3, "1");
+}
+
+/* A label matches only when followed by ':' (no prefix matches). */
+static void
+pin_label_prefix_no_match(void **state)
+{
+	static const char *const labels[] = {"Pool"};
+
+	expect_pin_error(*state, "Pool A:1\nPoolX:2\n", labels, 1, "no PIN for token \"Pool\"");
+	expect_pin(*state, "Pool A:1\nPool:2\nPoolX:3\n", labels, 1, "2");
+}
+
+static void
+pin_bare(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+
+	expect_pin(*state, "  123456  \n", labels, 1, "123456");
+	expect_pin(*state, "123456\r\n", labels, 1, "123456");
+	expect_pin(*state, "654321", labels, 1, "654321");
+	/* Comments and blank lines do not count as lines. */
+	expect_pin(*state, "# the PIN\n\n999\n\n", labels, 1, "999");
+	/* With no labels at all, only a bare PIN can match. */
+	expect_pin(*state, "4242\n", NULL, 0, "4242");
+}
+
+static void
+pin_no_match(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+
+	expect_pin_error(*state, "Other:1234\n", labels, 1, "no PIN for token \"Pool A\"");
+	/* Two bare lines are not "a single line holding the PIN". */
+	expect_pin_error(*state, "1234\n5678\n", labels, 1, "no PIN");
+	expect_pin_error(*state, "# only a comment\n\n", labels, 1, "no PIN");
+	expect_pin_error(*state, "", labels, 1, "no PIN");
+	/* A matching line with an empty PIN. */
+	expect_pin_error(*state, "Pool A:   \n", labels, 1, "empty");
+}
+
+static void
+pin_missing_file(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+
+	expect_pin_error(*state, NULL, labels, 1, "cannot read");
+}
+
+/*
+ * KNOWN BUG (run with "known-bugs"): pin_read() reads with fgets() into a 1024-byte buffer and
+ * treats every chunk as a line, so a line longer than 1023 bytes is split and its tail is parsed
+ * as a line of its own. A commented-out "LABEL:PIN" at the end of a long comment line is then
+ * taken as the PIN (here "0000" instead of "1234"), and a long comment before a bare PIN makes
+ * the file count two lines ("no PIN").
+ */
+static void
+bug_pin_long_comment_line(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+	struct tmp *t = *state;
+	char text[2048];
+	size_t n;
+
+	/* "# " + 1021 bytes fills fgets()'s first chunk; the rest of the comment follows. */
+	n = (size_t)snprintf(text, sizeof(text), "Pool A:1234\n# ");
+	memset(text + n, 'x', 1021);
+	snprintf(text + n + 1021, sizeof(text) - n - 1021, "Pool A:0000\n");
+	expect_pin(t, text, labels, 1, "1234");
+
+	n = (size_t)snprintf(text, sizeof(text), "# ");
+	memset(text + n, 'x', 1500);
+	snprintf(text + n + 1500, sizeof(text) - n - 1500, "\n1234\n");
+	expect_pin(t, text, labels, 1, "1234");
+}
+
+/* --- pin_equal --- */
+
+static void
+pin_equal_cases(void **state)
+{
+	(void)state;
+	assert_true(pin_equal("1234", 4, "1234", 4));
+	assert_true(pin_equal("", 0, "", 0));
+	assert_true(pin_equal("a\0b", 3, "a\0b", 3));
+	/* Same length, different at the first, a middle and the last byte. */
+	assert_false(pin_equal("1234", 4, "x234", 4));
+	assert_false(pin_equal("1234", 4, "12x4", 4));
+	assert_false(pin_equal("1234", 4, "123x", 4));
+	assert_false(pin_equal("a\0b", 3, "a\0c", 3));
+	/* Different lengths, including one a prefix of the other, either way round. */
+	assert_false(pin_equal("123", 3, "1234", 4));
+	assert_false(pin_equal("1234", 4, "123", 3));
+	assert_false(pin_equal("", 0, "1", 1));
+	assert_false(pin_equal("1", 1, "", 0));
+	/* A longer string whose extra bytes are NUL is still different. */
+	assert_false(pin_equal("12", 2, "12\0", 3));
+	/* Bytes with the high bit set compare as bytes. */
+	assert_true(pin_equal("\xff\x80", 2, "\xff\x80", 2));
+	assert_false(pin_equal("\xff\x80", 2, "\xff\x81", 2));
+}
+
+int
+main(int argc, char **argv)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, tmp_setup, tmp_teardown)
+	const struct CMUnitTest tests[] = {
+	        T(config_full),
+	        T(config_defaults),
+	        T(config_log_levels),
+	        T(config_err_syntax),
+	        T(config_err_unknown_top_key),
+	        T(config_err_unknown_pool_key),
+	        T(config_err_members_wrong_type),
+	        T(config_err_missing_pin_file),
+	        T(config_err_label_colon),
+	        T(config_err_label_too_long),
+	        T(config_err_empty_members),
+	        T(config_err_duplicate_slot_id_default),
+	        T(config_err_slot_id_values),
+	        T(config_err_bad_log_level),
+	        T(config_err_unknown_user),
+	        T(config_err_socket_and_pools),
+	        T(config_err_missing_file),
+	        T(config_err_small_buffer),
+	        T(pin_mod_nss_lines),
+	        T(pin_member_label),
+	        T(pin_label_prefix_no_match),
+	        T(pin_bare),
+	        T(pin_no_match),
+	        T(pin_missing_file),
+	        cmocka_unit_test(pin_equal_cases),
+	};
+	const struct CMUnitTest known_bugs[] = {
+	        T(bug_config_duplicate_slot_id_line),
+	        T(bug_pin_long_comment_line),
+	};
+#undef T
+
+	if (argc > 1 && strcmp(argv[1], "known-bugs") == 0)
+		return cmocka_run_group_tests_name("config_known_bugs", known_bugs, NULL, NULL);
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
