@@ -127,6 +127,69 @@ get_strings(struct ctx *x, const config_setting_t *parent, const char *name, con
 	return 0;
 }
 
+/* An unsigned setting within [min, max]; *out keeps its value when absent. */
+static int
+get_uint(struct ctx *x, const config_setting_t *parent, const char *name, const char *key,
+         long long min, long long max, unsigned *out)
+{
+	config_setting_t *s = config_setting_get_member(parent, name);
+	long long v;
+
+	if (s == NULL)
+		return 0;
+	if (config_setting_type(s) == CONFIG_TYPE_INT)
+		v = config_setting_get_int(s);
+	else if (config_setting_type(s) == CONFIG_TYPE_INT64)
+		v = config_setting_get_int64(s);
+	else
+		return fail(x, s, key, "expected a whole number");
+	if (v < min || v > max)
+		return fail(x, s, key, "must be between %lld and %lld", min, max);
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* The scheduling and health keys, at the top level or in a pool (prefix "" or
+ * "pools.[N]."). */
+static int
+load_sched(struct ctx *x, const config_setting_t *g, const char *prefix, struct pool_config *p)
+{
+	config_setting_t *s;
+	char key[96];
+	const char *v;
+
+	snprintf(key, sizeof(key), "%sscheduler", prefix);
+	if ((s = config_setting_get_member(g, "scheduler")) != NULL) {
+		if (config_setting_type(s) != CONFIG_TYPE_STRING)
+			return fail(x, s, key, "expected \"least-loaded\" or \"round-robin\"");
+		v = config_setting_get_string(s);
+		if (strcmp(v, "least-loaded") == 0)
+			p->scheduler = 0;
+		else if (strcmp(v, "round-robin") == 0)
+			p->scheduler = 1;
+		else
+			return fail(x, s, key, "\"%s\" is not \"least-loaded\" or \"round-robin\"", v);
+	}
+	snprintf(key, sizeof(key), "%sop_timeout_ms", prefix);
+	if (get_uint(x, g, "op_timeout_ms", key, 10, 3600000, &p->op_timeout_ms) != 0)
+		return -1;
+	snprintf(key, sizeof(key), "%smax_attempts", prefix);
+	if (get_uint(x, g, "max_attempts", key, 1, 64, &p->max_attempts) != 0)
+		return -1;
+	snprintf(key, sizeof(key), "%sprobe_interval_ms", prefix);
+	if (get_uint(x, g, "probe_interval_ms", key, 10, 3600000, &p->probe_interval_ms) != 0)
+		return -1;
+	snprintf(key, sizeof(key), "%sprobe_max_ms", prefix);
+	if (get_uint(x, g, "probe_max_ms", key, 10, 3600000, &p->probe_max_ms) != 0)
+		return -1;
+	snprintf(key, sizeof(key), "%sworkers_per_member", prefix);
+	if (get_uint(x, g, "workers_per_member", key, 1, 64, &p->workers_per_member) != 0)
+		return -1;
+	if (p->probe_max_ms < p->probe_interval_ms)
+		p->probe_max_ms = p->probe_interval_ms;
+	return 0;
+}
+
 static int
 load_users(struct ctx *x, const config_setting_t *root, struct config *c)
 {
@@ -173,14 +236,20 @@ out:
 }
 
 static int
-load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p)
+load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p,
+          const struct pool_config *defaults)
 {
-	static const char *const known[] = {"label",    "module",  "members",
-	                                    "pin_file", "slot_id", NULL};
+	static const char *const known[] = {"label",         "module",
+	                                    "members",       "pin_file",
+	                                    "slot_id",       "scheduler",
+	                                    "op_timeout_ms", "max_attempts",
+	                                    "probe_interval_ms", "probe_max_ms",
+	                                    "workers_per_member", NULL};
 	const config_setting_t *where, *s;
 	char key[64], prefix[80];
 	long long sid;
 
+	*p = *defaults;
 	p->slot_id = -1;
 	p->line = (int)config_setting_source_line(ps);
 	pool_key(key, sizeof(key), idx, NULL);
@@ -212,6 +281,8 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 	pool_key(key, sizeof(key), idx, "pin_file");
 	if (get_string(x, ps, "pin_file", key, 1, &p->pin_file) != 0)
 		return -1;
+	if (load_sched(x, ps, prefix, p) != 0)
+		return -1;
 	if ((s = config_setting_get_member(ps, "slot_id")) != NULL) {
 		pool_key(key, sizeof(key), idx, "slot_id");
 		if (config_setting_type(s) != CONFIG_TYPE_INT &&
@@ -231,8 +302,17 @@ struct config *
 config_load(const char *path, char *err, size_t errlen)
 {
 	static const char *const known[] = {
-	        "socket", "socket_group", "allowed_users", "allowed_groups", "log_level", "pools",
+	        "socket",        "socket_group",      "allowed_users", "allowed_groups",
+	        "log_level",     "pools",             "scheduler",     "op_timeout_ms",
+	        "max_attempts",  "probe_interval_ms", "probe_max_ms",  "workers_per_member",
 	        NULL};
+	struct pool_config defaults = {
+	        .op_timeout_ms = 10000,
+	        .max_attempts = 3,
+	        .probe_interval_ms = 1000,
+	        .probe_max_ms = 30000,
+	        .workers_per_member = 1,
+	};
 	static const char *const levels[] = {"error", "warning", "info", "debug", NULL};
 	struct ctx x = {path, err, errlen};
 	config_setting_t *root, *pools, *s;
@@ -286,7 +366,7 @@ config_load(const char *path, char *err, size_t errlen)
 		}
 		c->log_level = (int)i;
 	}
-	if (load_users(&x, root, c) != 0)
+	if (load_users(&x, root, c) != 0 || load_sched(&x, root, "", &defaults) != 0)
 		goto out;
 	if ((pools = config_setting_get_member(root, "pools")) == NULL) {
 		fail(&x, root, "pools", "missing: at least one pool is needed");
@@ -301,7 +381,7 @@ config_load(const char *path, char *err, size_t errlen)
 		goto out;
 	for (i = 0; i < c->npools; i++) {
 		s = config_setting_get_elem(pools, (unsigned)i);
-		if (load_pool(&x, s, i, &c->pools[i]) != 0)
+		if (load_pool(&x, s, i, &c->pools[i], &defaults) != 0)
 			goto out;
 	}
 	/* Slot IDs must be unique: applications key their state by them. */

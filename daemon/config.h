@@ -16,6 +16,13 @@ struct pool_config {
 	char *pin_file;
 	long slot_id; /* -1: the pool's position (0, 1, ...) */
 	int line;     /* where the pool starts, for later messages */
+	/* Scheduling and health; set at the top level, overridable per pool. */
+	int scheduler;               /* enum sched_policy */
+	unsigned op_timeout_ms;      /* a member that does not answer in this time goes down */
+	unsigned max_attempts;       /* members tried for one operation */
+	unsigned probe_interval_ms;  /* first probe of a member that went down */
+	unsigned probe_max_ms;       /* back-off cap */
+	unsigned workers_per_member; /* operations a member runs at once (1: a USB HSM) */
 };
 
 struct config {

@@ -144,6 +144,11 @@ main(int argc, char **argv)
 			goto out;
 		}
 	}
+	for (i = 0; i < d.npools; i++)
+		if (pool_start(&d.pools[i]) != 0) {
+			log_error("pool \"%s\": cannot start its workers", d.pools[i].label);
+			goto out;
+		}
 	if (server_listen(&d) != 0)
 		goto out;
 	log_info("ready");

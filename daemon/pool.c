@@ -3,9 +3,11 @@
 #include "log.h"
 #include "pin.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* --- reading a member's objects --- */
 
@@ -533,6 +535,7 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 			holder[k] = 0;
 		}
 		po->cls = all[best]->cls;
+		po->ktype = all[best]->ktype;
 		snprintf(po->desc, sizeof(po->desc), "%s", desc);
 		po->handle = derive_handle(p, all[best]);
 		for (j = 0; j < nall; j++) {
@@ -560,6 +563,9 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 		all[best]->attrs = NULL;
 		all[best]->status = NULL;
 		all[best]->n = 0;
+		po->pub = all[best]->pub;
+		po->publen = all[best]->publen;
+		all[best]->pub = NULL;
 		po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
 		                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
 		if (all[best]->publen == 0 &&
@@ -568,7 +574,8 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 			         "matched by name only",
 			         p->label, desc);
 		for (k = 0; k < p->nmembers; k++)
-			if (po->backend[k] == CK_INVALID_HANDLE && holder[k] == 0)
+			if (po->backend[k] == CK_INVALID_HANDLE && holder[k] == 0 &&
+			    p->members[k].state == MEMBER_UP)
 				log_warn("pool \"%s\": member %s lacks %s: that member is not used "
 				         "for it",
 				         p->label, p->members[k].label, desc);
@@ -579,6 +586,7 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 			free_attrs(po->attrs, po->n);
 			free(po->status);
 			free(po->backend);
+			free(po->pub);
 			free(po);
 			goto nomem;
 		}
@@ -594,15 +602,20 @@ nomem:
 	return -1;
 }
 
-/* The mechanisms every member has, with the capabilities they all share. */
+/* The mechanisms every member that is up has, with the capabilities they all share. */
 static int
 build_mechanisms(struct pool *p)
 {
 	struct p11mux_slot *s = &p->slot;
-	struct member *m0 = &p->members[0];
+	struct member *m0 = NULL;
 	CK_ULONG i, j, n = 0;
 	size_t k;
 
+	for (k = 0; k < p->nmembers && m0 == NULL; k++)
+		if (p->members[k].state == MEMBER_UP)
+			m0 = &p->members[k];
+	if (m0 == NULL)
+		return -1;
 	s->mechs = calloc(m0->nmechs + 1, sizeof(*s->mechs));
 	s->infos = calloc(m0->nmechs + 1, sizeof(*s->infos));
 	if (s->mechs == NULL || s->infos == NULL)
@@ -611,9 +624,11 @@ build_mechanisms(struct pool *p)
 		CK_MECHANISM_INFO info = m0->infos[i];
 		int everywhere = 1;
 
-		for (k = 1; k < p->nmembers && everywhere; k++) {
+		for (k = 0; k < p->nmembers && everywhere; k++) {
 			struct member *m = &p->members[k];
 
+			if (m == m0 || m->state != MEMBER_UP)
+				continue;
 			for (j = 0; j < m->nmechs && m->mechs[j] != m0->mechs[i]; j++)
 				;
 			if (j == m->nmechs) {
@@ -679,6 +694,8 @@ build_slot_info(struct pool *p)
 	for (k = 0; k < p->nmembers; k++) {
 		const CK_TOKEN_INFO *mt = &p->members[k].token;
 
+		if (p->members[k].state != MEMBER_UP)
+			continue;
 		if (!(mt->flags & CKF_RNG))
 			p->has_rng = 0;
 		if (mt->ulMinPinLen > ti->ulMinPinLen)
@@ -701,7 +718,25 @@ build_slot_info(struct pool *p)
 	memset(ti->utcTime, ' ', sizeof(ti->utcTime));
 }
 
-/* Finds the backend slots whose tokens belong to the pool. */
+/* Sets up the member structure (not yet started). */
+static void
+member_init(struct pool *p, struct member *m, const char *label, const char *serial)
+{
+	m->pool = p;
+	m->index = (size_t)(m - p->members);
+	snprintf(m->label, sizeof(m->label), "%s", label);
+	snprintf(m->serial, sizeof(m->serial), "%s", serial);
+	m->anchor = CK_INVALID_HANDLE;
+	m->nworkers = p->cfg->workers_per_member;
+	m->state = MEMBER_DOWN;
+	m->since_ns = now_ns();
+	pthread_mutex_init(&m->lock, NULL);
+	cond_init_monotonic(&m->work);
+	p->nmembers++;
+}
+
+/* Finds the backend slots whose tokens belong to the pool. A configured member that is not
+ * present gets a place too, down, so that it joins when it appears. */
 static int
 find_members(struct pool *p, char *err, size_t errlen)
 {
@@ -711,7 +746,7 @@ find_members(struct pool *p, char *err, size_t errlen)
 	CK_ULONG nslots = 0, i;
 	CK_TOKEN_INFO ti;
 	char label[33], serial[17];
-	size_t k, *seen = NULL;
+	size_t k, *seen = NULL, present = 0;
 	int r = -1, want;
 	CK_RV rv;
 
@@ -721,40 +756,47 @@ find_members(struct pool *p, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: C_GetSlotList: %s", cfg->module, p11mux_rv_name(rv));
 		goto out;
 	}
-	if ((p->members = calloc(nslots + 1, sizeof(*p->members))) == NULL ||
+	if ((p->members = calloc(nslots + cfg->nmembers + 1, sizeof(*p->members))) == NULL ||
 	    (seen = calloc(cfg->nmembers + 1, sizeof(*seen))) == NULL)
 		goto out;
 	for (i = 0; i < nslots; i++) {
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
-		    !(ti.flags & CKF_TOKEN_INITIALIZED))
+		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK || !(ti.flags & CKF_TOKEN_INITIALIZED))
 			continue;
 		backend_field(label, ti.label, sizeof(ti.label));
 		backend_field(serial, ti.serialNumber, sizeof(ti.serialNumber));
 		want = cfg->members == NULL;
 		for (k = 0; k < cfg->nmembers; k++)
-			if (strcmp(cfg->members[k], label) == 0 ||
-			    strcmp(cfg->members[k], serial) == 0) {
+			if (strcmp(cfg->members[k], label) == 0 || strcmp(cfg->members[k], serial) == 0) {
 				want = 1;
 				seen[k]++;
 			}
 		if (!want)
 			continue;
+		if (p->nmembers == P11MUX_POOL_MAX_MEMBERS) {
+			log_warn("pool %zu: more than %d tokens; \"%s\" left out", p->index,
+			         P11MUX_POOL_MAX_MEMBERS, label);
+			continue;
+		}
 		struct member *m = &p->members[p->nmembers];
-		m->pool = p;
-		m->index = p->nmembers++;
+		member_init(p, m, label, serial);
 		m->slot = slots[i];
 		m->token = ti;
-		m->anchor = CK_INVALID_HANDLE;
-		memcpy(m->label, label, sizeof(m->label));
-		memcpy(m->serial, serial, sizeof(m->serial));
-		pthread_mutex_init(&m->lock, NULL);
+		present++;
 	}
 	for (k = 0; k < cfg->nmembers; k++)
-		if (seen[k] == 0)
-			log_warn("pool %zu: member \"%s\" is not present in %s", p->index,
-			         cfg->members[k], cfg->module);
-	if (p->nmembers == 0) {
-		snprintf(err, errlen, "pool %zu (%s line %d): no member token present in %s",
+		if (seen[k] == 0 && p->nmembers < P11MUX_POOL_MAX_MEMBERS) {
+			struct member *m = &p->members[p->nmembers];
+
+			log_warn("pool %zu: member \"%s\" is not present in %s; it joins when it "
+			         "appears",
+			         p->index, cfg->members[k], cfg->module);
+			member_init(p, m, cfg->members[k], "");
+			snprintf(m->reason, sizeof(m->reason), "not present");
+		}
+	if (present == 0) {
+		snprintf(err, errlen,
+		         "pool %zu (%s line %d): no member token present in %s: the pool's objects "
+		         "are read from its members at start-up",
 		         p->index, "config", cfg->line, cfg->module);
 		goto out;
 	}
@@ -763,34 +805,6 @@ out:
 	free(slots);
 	free(seen);
 	return r;
-}
-
-/* Opens the anchor session, logs in and reads the mechanism list of one member. */
-static CK_RV
-member_login(struct member *m)
-{
-	CK_FUNCTION_LIST *f = m->pool->be->f;
-	CK_ULONG n = 0, i;
-	CK_RV rv;
-
-	if ((rv = f->C_OpenSession(m->slot, CKF_SERIAL_SESSION, NULL, NULL, &m->anchor)) != CKR_OK)
-		return rv;
-	rv = f->C_Login(m->anchor, CKU_USER, (CK_UTF8CHAR_PTR)m->pool->pin, m->pool->pinlen);
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
-		return rv;
-	if ((rv = f->C_GetMechanismList(m->slot, NULL, &n)) != CKR_OK)
-		return rv;
-	m->mechs = calloc(n + 1, sizeof(*m->mechs));
-	m->infos = calloc(n + 1, sizeof(*m->infos));
-	if (m->mechs == NULL || m->infos == NULL)
-		return CKR_HOST_MEMORY;
-	if ((rv = f->C_GetMechanismList(m->slot, m->mechs, &n)) != CKR_OK)
-		return rv;
-	m->nmechs = n;
-	for (i = 0; i < n; i++)
-		if (f->C_GetMechanismInfo(m->slot, m->mechs[i], &m->infos[i]) != CKR_OK)
-			memset(&m->infos[i], 0, sizeof(m->infos[i]));
-	return CKR_OK;
 }
 
 /* Orders members so that those whose PIN counter is intact are tried first. */
@@ -814,36 +828,49 @@ login_members(struct pool *p, char *err, size_t errlen)
 		for (k = 0; k < p->nmembers; k++) {
 			struct member *m = &p->members[k];
 
-			if (pin_risky(m) != (int)pass || m->up)
+			if (m->serial[0] == '\0' || pin_risky(m) != (int)pass || m->state == MEMBER_UP ||
+			    m->state == MEMBER_EXCLUDED)
 				continue;
 			if (m->token.flags & CKF_USER_PIN_LOCKED) {
-				log_error("pool \"%s\": member %s: user PIN locked; excluded",
-				          p->label, m->label);
+				m->state = MEMBER_EXCLUDED;
+				snprintf(m->reason, sizeof(m->reason), "user PIN locked");
+				log_error("pool \"%s\": member %s: user PIN locked; excluded", p->label,
+				          m->label);
 				continue;
 			}
 			if (pin_risky(m) && !verified) {
-				log_error(
-				        "pool \"%s\": member %s: PIN retry counter low and the PIN "
-				        "not yet confirmed by another member; excluded",
-				        p->label, m->label);
+				m->state = MEMBER_EXCLUDED;
+				snprintf(m->reason, sizeof(m->reason),
+				         "PIN retry counter low, PIN not confirmed by another member");
+				log_error("pool \"%s\": member %s: PIN retry counter low and the PIN "
+				          "not yet confirmed by another member; excluded",
+				          p->label, m->label);
 				continue;
 			}
 			rv = member_login(m);
 			if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
-				snprintf(
-				        err, errlen,
-				        "pool \"%s\": member %s rejected the PIN from %s (%s); not "
-				        "tried on any other member, to spare their retry counters",
-				        p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
+				snprintf(err, errlen,
+				         "pool \"%s\": member %s rejected the PIN from %s (%s); not "
+				         "tried on any other member, to spare their retry counters",
+				         p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
 				return -1;
 			}
+			if (rv == CKR_PIN_LOCKED) {
+				m->state = MEMBER_EXCLUDED;
+				snprintf(m->reason, sizeof(m->reason), "user PIN locked");
+				log_error("pool \"%s\": member %s: %s; excluded", p->label, m->label,
+				          p11mux_rv_name(rv));
+				continue;
+			}
 			if (rv != CKR_OK) {
-				log_error("pool \"%s\": member %s: login failed: %s; excluded",
+				snprintf(m->reason, sizeof(m->reason), "login: %s", p11mux_rv_name(rv));
+				log_error("pool \"%s\": member %s: login failed: %s; will be probed",
 				          p->label, m->label, p11mux_rv_name(rv));
 				continue;
 			}
 			verified = 1;
-			m->up = 1;
+			m->state = MEMBER_UP;
+			m->reason[0] = '\0';
 			nup++;
 			log_info("pool \"%s\": member %s (serial %s) logged in", p->label, m->label,
 			         m->serial);
@@ -854,31 +881,6 @@ login_members(struct pool *p, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
-}
-
-/* Drops members that are not up from the array, keeping indexes dense. */
-static void
-compact_members(struct pool *p)
-{
-	size_t i, n = 0;
-
-	for (i = 0; i < p->nmembers; i++) {
-		if (!p->members[i].up) {
-			if (p->members[i].anchor != CK_INVALID_HANDLE)
-				p->be->f->C_CloseSession(p->members[i].anchor);
-			free(p->members[i].mechs);
-			free(p->members[i].infos);
-			pthread_mutex_destroy(&p->members[i].lock);
-			continue;
-		}
-		if (n != i) {
-			p->members[n] = p->members[i];
-			pthread_mutex_init(&p->members[n].lock, NULL);
-		}
-		p->members[n].index = n;
-		n++;
-	}
-	p->nmembers = n;
 }
 
 int
@@ -893,6 +895,7 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 	memset(p, 0, sizeof(*p));
 	p->index = index;
 	p->cfg = cfg;
+	p->policy = cfg->scheduler == 1 ? SCHED_ROUND_ROBIN : SCHED_LEAST_LOADED;
 	if ((p->by_handle = p11mux_hmap_new()) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -907,18 +910,17 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 	} else {
 		snprintf(p->label, sizeof(p->label), "%s", p->members[0].label);
 		for (i = 1; i < p->nmembers; i++)
-			if (strcmp(p->members[i].label, p->label) != 0) {
+			if (p->members[i].serial[0] != '\0' &&
+			    strcmp(p->members[i].label, p->label) != 0) {
 				snprintf(err, errlen,
-				         "pool %zu: members have different labels (\"%s\", "
-				         "\"%s\"): set "
+				         "pool %zu: members have different labels (\"%s\", \"%s\"): set "
 				         "label in pools.[%zu]",
 				         index, p->label, p->members[i].label, index);
 				return -1;
 			}
 		if (strchr(p->label, ':') != NULL) {
 			snprintf(err, errlen,
-			         "pool %zu: the members' label \"%s\" contains ':', which NSS "
-			         "cannot "
+			         "pool %zu: the members' label \"%s\" contains ':', which NSS cannot "
 			         "use: set label in pools.[%zu]",
 			         index, p->label, index);
 			return -1;
@@ -934,9 +936,9 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 		goto out;
 	if (login_members(p, err, errlen) != 0)
 		goto out;
-	compact_members(p);
 	for (i = 0; i < p->nmembers; i++)
-		if (member_read_objects(&p->members[i], &all, &nall, err, errlen) != 0)
+		if (p->members[i].state == MEMBER_UP &&
+		    member_read_objects(&p->members[i], &all, &nall, err, errlen) != 0)
 			goto out;
 	for (i = 0; i < nall; i++)
 		if (fingerprint(all[i], all, nall) != 0) {
@@ -946,8 +948,9 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 	build_slot_info(p);
 	if (build_view(p, all, nall, err, errlen) != 0 || build_mechanisms(p) != 0)
 		goto out;
-	log_info("pool \"%s\": slot %lu, %zu members, %zu objects, %lu mechanisms", p->label,
-	         p->slot.id, p->nmembers, p->nobjects, p->slot.nmechs);
+	log_info("pool \"%s\": slot %lu, %zu members, %zu objects, %lu mechanisms, %s scheduling",
+	         p->label, p->slot.id, p->nmembers, p->nobjects, p->slot.nmechs,
+	         p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded");
 	r = 0;
 out:
 	for (i = 0; i < nall; i++)
@@ -957,32 +960,54 @@ out:
 	return r;
 }
 
-void
-pool_close(struct pool *p)
+int
+pool_start(struct pool *p)
 {
-	size_t i, k;
+	size_t i;
 
 	for (i = 0; i < p->nmembers; i++) {
 		struct member *m = &p->members[i];
 
-		if (p->be != NULL) {
-			for (k = 0; k < m->nidle; k++)
-				p->be->f->C_CloseSession(m->idle[k]);
-			if (m->anchor != CK_INVALID_HANDLE) {
-				p->be->f->C_Logout(m->anchor);
-				p->be->f->C_CloseSession(m->anchor);
-			}
+		if (member_start(m) != 0)
+			return -1;
+		if (m->state == MEMBER_DOWN) {
+			/* Not present, or its login failed: probe it. */
+			char reason[sizeof(m->reason)];
+
+			snprintf(reason, sizeof(reason), "%s", m->reason[0] ? m->reason : "not up");
+			m->state = MEMBER_UP; /* so that member_fail() records the change */
+			member_fail(m, MEMBER_DOWN, "%s", reason);
 		}
-		free(m->idle);
-		free(m->mechs);
-		free(m->infos);
-		pthread_mutex_destroy(&m->lock);
+	}
+	return 0;
+}
+
+void
+pool_close(struct pool *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->nmembers; i++) {
+		struct member *m = &p->members[i];
+
+		member_stop(m);
+		if (p->be != NULL && m->anchor != CK_INVALID_HANDLE && !m->stuck) {
+			p->be->f->C_Logout(m->anchor);
+			p->be->f->C_CloseSession(m->anchor);
+		}
+		if (!m->stuck) {
+			free(m->mechs);
+			free(m->infos);
+			pthread_mutex_destroy(&m->lock);
+			pthread_cond_destroy(&m->work);
+		}
 	}
 	free(p->members);
 	for (i = 0; i < p->nobjects; i++) {
 		free_attrs(p->objects[i]->attrs, p->objects[i]->n);
 		free(p->objects[i]->status);
 		free(p->objects[i]->backend);
+		free(p->objects[i]->pub);
 		free(p->objects[i]);
 	}
 	free(p->objects);
@@ -994,6 +1019,57 @@ pool_close(struct pool *p)
 		free(p->pin);
 	}
 	memset(p, 0, sizeof(*p));
+}
+
+CK_RV
+pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen)
+{
+	struct mobject **all = NULL, view;
+	size_t nall = 0, i, j, held = 0;
+	CK_OBJECT_HANDLE h;
+	char err[256];
+	CK_RV rv = CKR_OK;
+
+	if (member_read_objects(m, &all, &nall, err, sizeof(err)) != 0) {
+		snprintf(why, whylen, "%s", err);
+		rv = CKR_DEVICE_ERROR;
+		goto out;
+	}
+	for (i = 0; i < nall; i++)
+		if (fingerprint(all[i], all, nall) != 0) {
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+	for (i = 0; i < p->nobjects; i++) {
+		struct pobject *po = p->objects[i];
+
+		/* The pool object seen as a member object, to compare with the same rules. */
+		memset(&view, 0, sizeof(view));
+		view.cls = po->cls;
+		view.ktype = po->ktype;
+		view.attrs = po->attrs;
+		view.status = po->status;
+		view.n = po->n;
+		view.pub = po->pub;
+		view.publen = po->publen;
+		h = CK_INVALID_HANDLE;
+		for (j = 0; j < nall && h == CK_INVALID_HANDLE; j++)
+			if (same_name(&view, all[j]) && same_material(&view, all[j]))
+				h = all[j]->h;
+		if (h != CK_INVALID_HANDLE)
+			held++;
+		else if (__atomic_load_n(&po->backend[m->index], __ATOMIC_ACQUIRE) != CK_INVALID_HANDLE)
+			log_warn("pool \"%s\": member %s no longer holds %s", p->label, m->label,
+			         po->desc);
+		__atomic_store_n(&po->backend[m->index], h, __ATOMIC_RELEASE);
+	}
+	log_info("pool \"%s\": member %s holds %zu of the pool's %zu objects", p->label, m->label,
+	         held, p->nobjects);
+out:
+	for (i = 0; i < nall; i++)
+		mobject_free(all[i]);
+	free(all);
+	return rv;
 }
 
 const struct pobject *
@@ -1018,181 +1094,62 @@ pool_object_matches(const struct pobject *o, const CK_ATTRIBUTE *tmpl, size_t n)
 	return 1;
 }
 
-/* --- operations on members --- */
+/* --- operations --- */
 
-static CK_SESSION_HANDLE
-session_get(struct member *m, CK_RV *rv)
-{
-	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-
-	pthread_mutex_lock(&m->lock);
-	if (m->nidle > 0)
-		s = m->idle[--m->nidle];
-	pthread_mutex_unlock(&m->lock);
-	if (s != CK_INVALID_HANDLE) {
-		*rv = CKR_OK;
-		return s;
-	}
-	*rv = m->pool->be->f->C_OpenSession(m->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
-	return *rv == CKR_OK ? s : CK_INVALID_HANDLE;
-}
-
-/* Results that say the device (not the request) failed: another member may succeed. */
+/* A snapshot of the members for the scheduler. Members whose service time is not known yet
+ * are taken to be as fast as the average of the others. */
 static int
-device_failure(CK_RV rv)
-{
-	switch (rv) {
-	case CKR_DEVICE_ERROR:
-	case CKR_DEVICE_REMOVED:
-	case CKR_DEVICE_MEMORY:
-	case CKR_TOKEN_NOT_PRESENT:
-	case CKR_TOKEN_NOT_RECOGNIZED:
-	case CKR_SESSION_HANDLE_INVALID:
-	case CKR_SESSION_CLOSED:
-	case CKR_SESSION_COUNT:
-	case CKR_GENERAL_ERROR:
-	case CKR_FUNCTION_FAILED:
-	case CKR_USER_NOT_LOGGED_IN:
-	case CKR_PIN_LOCKED:
-	case CKR_CRYPTOKI_NOT_INITIALIZED:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-static void
-session_put(struct member *m, CK_SESSION_HANDLE s, CK_RV rv)
-{
-	CK_SESSION_HANDLE *n;
-
-	if (!device_failure(rv)) {
-		pthread_mutex_lock(&m->lock);
-		if (m->nidle == m->cap) {
-			n = realloc(m->idle, (m->cap * 2 + 8) * sizeof(*n));
-			if (n != NULL) {
-				m->idle = n;
-				m->cap = m->cap * 2 + 8;
-			}
-		}
-		if (m->nidle < m->cap) {
-			m->idle[m->nidle++] = s;
-			s = CK_INVALID_HANDLE;
-		}
-		pthread_mutex_unlock(&m->lock);
-	}
-	if (s != CK_INVALID_HANDLE)
-		m->pool->be->f->C_CloseSession(s);
-}
-
-/* One attempt of an operation on member m. */
-static CK_RV
-member_crypto(struct member *m, uint32_t call, CK_MECHANISM *mech, CK_OBJECT_HANDLE key,
-              const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
-              size_t *outlen)
-{
-	CK_FUNCTION_LIST *f = m->pool->be->f;
-	CK_SESSION_HANDLE s;
-	CK_ULONG len;
-	uint8_t *buf = NULL, *nb;
-	size_t cap = inlen + 4096;
-	CK_RV rv;
-	int tries;
-
-	if ((s = session_get(m, &rv)) == CK_INVALID_HANDLE)
-		return rv;
-	switch (call) {
-	case P11MUX_CALL_SIGN:
-		rv = f->C_SignInit(s, mech, key);
-		break;
-	case P11MUX_CALL_VERIFY:
-		rv = f->C_VerifyInit(s, mech, key);
-		break;
-	case P11MUX_CALL_ENCRYPT:
-		rv = f->C_EncryptInit(s, mech, key);
-		break;
-	case P11MUX_CALL_DECRYPT:
-		rv = f->C_DecryptInit(s, mech, key);
-		break;
-	case P11MUX_CALL_DIGEST:
-		rv = f->C_DigestInit(s, mech);
-		break;
-	default:
-		rv = CKR_FUNCTION_NOT_SUPPORTED;
-	}
-	if (rv != CKR_OK)
-		goto out;
-	if (call == P11MUX_CALL_VERIFY) {
-		rv = f->C_Verify(s, (CK_BYTE_PTR)in, inlen, (CK_BYTE_PTR)sig, siglen);
-		goto out;
-	}
-	/* The buffer is big enough for any signature or RSA block; when a symmetric
-	 * mechanism needs more, the module says how much and the operation stays active. */
-	for (tries = 0; tries < 2; tries++) {
-		if ((nb = realloc(buf, cap)) == NULL) {
-			rv = CKR_HOST_MEMORY;
-			break;
-		}
-		buf = nb;
-		len = cap;
-		switch (call) {
-		case P11MUX_CALL_SIGN:
-			rv = f->C_Sign(s, (CK_BYTE_PTR)in, inlen, buf, &len);
-			break;
-		case P11MUX_CALL_ENCRYPT:
-			rv = f->C_Encrypt(s, (CK_BYTE_PTR)in, inlen, buf, &len);
-			break;
-		case P11MUX_CALL_DECRYPT:
-			rv = f->C_Decrypt(s, (CK_BYTE_PTR)in, inlen, buf, &len);
-			break;
-		default:
-			rv = f->C_Digest(s, (CK_BYTE_PTR)in, inlen, buf, &len);
-			break;
-		}
-		if (rv != CKR_BUFFER_TOO_SMALL || len <= cap || len > P11MUX_FRAME_MAX)
-			break;
-		cap = len;
-	}
-	if (rv == CKR_BUFFER_TOO_SMALL) {
-		/* The operation is still active: end it by closing the session. */
-		f->C_CloseSession(s);
-		s = CK_INVALID_HANDLE;
-		rv = CKR_DATA_LEN_RANGE;
-	}
-	if (rv == CKR_OK) {
-		*out = buf;
-		*outlen = len;
-		buf = NULL;
-	}
-out:
-	free(buf);
-	if (s != CK_INVALID_HANDLE)
-		session_put(m, s, rv);
-	return rv;
-}
-
-/* The member with the fewest operations in flight among those that may run this one;
- * the scan starts at a rotating position so that ties are spread. NULL if none. */
-static struct member *
 pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 {
-	struct member *best = NULL, *m;
-	unsigned start = atomic_fetch_add(&p->rr, 1), bestload = 0, load;
-	size_t i;
+	struct sched_candidate c[P11MUX_POOL_MAX_MEMBERS];
+	double sum = 0;
+	size_t i, n = p->nmembers < P11MUX_POOL_MAX_MEMBERS ? p->nmembers : P11MUX_POOL_MAX_MEMBERS;
+	unsigned known = 0;
 
-	for (i = 0; i < p->nmembers; i++) {
-		m = &p->members[(start + i) % p->nmembers];
-		if (!m->up || tried[m->index])
-			continue;
-		if (key != NULL && key->backend[m->index] == CK_INVALID_HANDLE)
-			continue;
-		load = atomic_load(&m->inflight);
-		if (best == NULL || load < bestload) {
-			best = m;
-			bestload = load;
+	for (i = 0; i < n; i++) {
+		struct member *m = &p->members[i];
+
+		pthread_mutex_lock(&m->lock);
+		c[i].eligible = m->state == MEMBER_UP && !tried[i] &&
+		                (key == NULL || __atomic_load_n(&key->backend[i], __ATOMIC_ACQUIRE) !=
+		                                        CK_INVALID_HANDLE);
+		c[i].load = m->queued + m->running;
+		c[i].workers = m->nworkers;
+		c[i].service_ms = m->service_ms;
+		pthread_mutex_unlock(&m->lock);
+		if (c[i].service_ms > 0) {
+			sum += c[i].service_ms;
+			known++;
 		}
 	}
-	return best;
+	for (i = 0; i < n; i++)
+		if (c[i].service_ms <= 0)
+			c[i].service_ms = known > 0 ? sum / known : 1.0;
+	return sched_pick(p->policy, c, n, atomic_fetch_add(&p->rr, 1));
+}
+
+/* Waits for a job; gives up when the device it runs on takes longer than op_timeout_ms.
+ * Returns 1 when the job finished, 0 on time-out (the job is then abandoned). */
+static int
+wait_job(struct member *m, struct job *j, unsigned timeout_ms)
+{
+	struct timespec until;
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+	pthread_mutex_lock(&m->lock);
+	while (!j->done) {
+		/* The clock runs from submission: queued work of a member counts too, since a
+		 * member whose queue does not move is as stuck as one that does not answer. */
+		until.tv_sec = (time_t)(deadline / 1000000000u);
+		until.tv_nsec = (long)(deadline % 1000000000u);
+		if (pthread_cond_timedwait(&j->cond, &m->lock, &until) == ETIMEDOUT && !j->done) {
+			j->abandoned = 1;
+			pthread_mutex_unlock(&m->lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return 1;
 }
 
 CK_RV
@@ -1200,28 +1157,45 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
             const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
             size_t *outlen)
 {
-	uint8_t tried[256] = {0};
+	uint8_t tried[P11MUX_POOL_MAX_MEMBERS] = {0};
+	const struct pool_config *cfg = p->cfg;
 	struct member *m;
-	size_t attempts;
-	CK_RV rv = CKR_DEVICE_ERROR;
+	struct job *j;
+	unsigned attempt;
+	CK_RV rv;
+	int idx;
 
 	*out = NULL;
 	*outlen = 0;
-	for (attempts = 0; attempts < p->nmembers && attempts < sizeof(tried); attempts++) {
-		if ((m = pick_member(p, key, tried)) == NULL)
+	for (attempt = 0; attempt < cfg->max_attempts; attempt++) {
+		if ((idx = pick_member(p, key, tried)) < 0)
 			break;
-		tried[m->index] = 1;
-		atomic_fetch_add(&m->inflight, 1);
-		rv = member_crypto(m, call, mech, key != NULL ? key->backend[m->index] : 0, in,
-		                   inlen, sig, siglen, out, outlen);
-		atomic_fetch_sub(&m->inflight, 1);
-		if (!device_failure(rv)) {
-			atomic_fetch_add(&m->done, 1);
-			return rv;
+		m = &p->members[idx];
+		tried[idx] = 1;
+		if ((j = job_new(call, mech, key, in, inlen, sig, siglen)) == NULL)
+			return CKR_HOST_MEMORY;
+		member_submit(m, j);
+		if (!wait_job(m, j, cfg->op_timeout_ms)) {
+			/* The job belongs to the worker now; the member is taken out. */
+			member_fail(m, MEMBER_DOWN, "no answer within %u ms", cfg->op_timeout_ms);
+			pthread_mutex_lock(&m->lock);
+			m->failovers++;
+			pthread_mutex_unlock(&m->lock);
+			continue;
 		}
-		atomic_fetch_add(&m->errors, 1);
-		log_warn("pool \"%s\": member %s failed (%s); trying another member", p->label,
-		         m->label, p11mux_rv_name(rv));
+		rv = j->rv;
+		if (rv == P11MUX_RV_RETRY || member_device_failure(rv)) {
+			job_free(j);
+			pthread_mutex_lock(&m->lock);
+			m->failovers++;
+			pthread_mutex_unlock(&m->lock);
+			continue;
+		}
+		*out = j->out;
+		*outlen = j->outlen;
+		j->out = NULL;
+		job_free(j);
+		return rv;
 	}
 	/* No member could do it: the application sees a device error, never a hang. */
 	return CKR_DEVICE_ERROR;
@@ -1230,26 +1204,23 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 CK_RV
 pool_random(struct pool *p, uint8_t *out, size_t len)
 {
-	uint8_t tried[256] = {0};
-	CK_SESSION_HANDLE s;
-	struct member *m;
-	size_t attempts;
-	CK_RV rv = CKR_RANDOM_NO_RNG;
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	CK_RV rv;
 
 	if (!p->has_rng)
 		return CKR_RANDOM_NO_RNG;
-	for (attempts = 0; attempts < p->nmembers && attempts < sizeof(tried); attempts++) {
-		if ((m = pick_member(p, NULL, tried)) == NULL)
-			break;
-		tried[m->index] = 1;
-		if ((s = session_get(m, &rv)) != CK_INVALID_HANDLE) {
-			rv = p->be->f->C_GenerateRandom(s, out, len);
-			session_put(m, s, rv);
-		}
-		if (!device_failure(rv))
-			return rv;
+	/* RANDOM jobs carry the wanted length as their input size. */
+	rv = pool_crypto(p, P11MUX_CALL_RANDOM, NULL, NULL, NULL, len, NULL, 0, &buf, &got);
+	if (rv == CKR_OK && got == len)
+		memcpy(out, buf, len);
+	else if (rv == CKR_OK)
+		rv = CKR_DEVICE_ERROR;
+	if (buf != NULL) {
+		explicit_bzero(buf, got);
+		free(buf);
 	}
-	return CKR_DEVICE_ERROR;
+	return rv;
 }
 
 void
@@ -1257,8 +1228,14 @@ pool_log_stats(const struct pool *p)
 {
 	size_t i;
 
-	for (i = 0; i < p->nmembers; i++)
-		log_info("pool \"%s\": member %s: %llu operations, %llu device errors", p->label,
-		         p->members[i].label, (unsigned long long)atomic_load(&p->members[i].done),
-		         (unsigned long long)atomic_load(&p->members[i].errors));
+	for (i = 0; i < p->nmembers; i++) {
+		struct member *m = &p->members[i];
+
+		pthread_mutex_lock(&m->lock);
+		log_info("pool \"%s\": member %s: %llu operations, %llu device errors, %llu "
+		         "failovers, %s",
+		         p->label, m->label, (unsigned long long)m->done, (unsigned long long)m->errors,
+		         (unsigned long long)m->failovers, member_state_name(m->state));
+		pthread_mutex_unlock(&m->lock);
+	}
 }

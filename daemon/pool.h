@@ -18,27 +18,15 @@
 #include "hmap.h"
 #include "proto.h"
 
-struct pool;
+#include "member.h"
+#include "scheduler.h"
 
-struct member {
-	struct pool *pool;
-	size_t index;
-	CK_SLOT_ID slot; /* in the backend module */
-	char label[33];
-	char serial[17];
-	CK_TOKEN_INFO token;
-	CK_SESSION_HANDLE anchor; /* always open, so that the login lasts */
-	atomic_int up;
-	pthread_mutex_t lock;    /* protects idle, nidle, cap */
-	CK_SESSION_HANDLE *idle; /* open backend sessions not in use */
-	size_t nidle, cap;
-	atomic_uint inflight; /* operations running now */
-	atomic_ullong done;   /* operations finished with CKR_OK */
-	atomic_ullong errors; /* device-level failures */
-	CK_MECHANISM_TYPE *mechs;
-	CK_MECHANISM_INFO *infos;
-	CK_ULONG nmechs;
-};
+/* Internal result: this member cannot do it (out of service, or lacks the key now); try
+ * another. Never sent to a client. */
+#define P11MUX_RV_RETRY (CKR_VENDOR_DEFINED | 0x5031UL)
+
+/* Members of one pool, at most. */
+#define P11MUX_POOL_MAX_MEMBERS 64
 
 /* An object of the pool, the same on every member that is used for it. */
 struct pobject {
@@ -48,8 +36,13 @@ struct pobject {
 	CK_ATTRIBUTE *attrs; /* as read from the first member holding it */
 	CK_RV *status;       /* CKR_OK, or e.g. CKR_ATTRIBUTE_SENSITIVE */
 	size_t n;
-	CK_OBJECT_HANDLE *backend; /* by member index; CK_INVALID_HANDLE: not used */
-	char desc[96];             /* for the log: class, label, id */
+	/* By member index; CK_INVALID_HANDLE: not used. Read and written with __atomic: a
+	 * probe remaps a member while requests read the array. */
+	CK_OBJECT_HANDLE *backend;
+	CK_KEY_TYPE ktype;
+	uint8_t *pub; /* key material or value that identifies it */
+	size_t publen;
+	char desc[96]; /* for the log: class, label, id */
 };
 
 struct pool {
@@ -58,7 +51,7 @@ struct pool {
 	struct backend *be;
 	char label[33];
 	struct p11mux_slot slot; /* what shims see; mechs/infos owned */
-	struct member *members;
+	struct member *members;            /* every configured member, present or not */
 	size_t nmembers;
 	struct pobject **objects;
 	size_t nobjects;
@@ -66,6 +59,7 @@ struct pool {
 	char *pin; /* the pool's PIN, from pin_file */
 	size_t pinlen;
 	int has_rng;
+	enum sched_policy policy;
 	atomic_uint rr; /* rotates the start of the member scan */
 };
 
@@ -74,15 +68,22 @@ struct pool {
  * must still be given to pool_close(). */
 int pool_open(struct pool *p, size_t index, const struct pool_config *cfg,
               struct backend **backends, char *err, size_t errlen);
-/* Closes backend sessions and frees the pool's memory (not the pool struct itself). */
+/* Starts the members' workers, and probes for the members that are not up. */
+int pool_start(struct pool *p);
+/* Stops the workers, closes backend sessions and frees the pool's memory (not the pool
+ * struct itself). */
 void pool_close(struct pool *p);
+/* Re-reads a member's objects and maps the pool's objects onto them (after the member came
+ * back). CKR_OK, or an error with a reason in why. */
+CK_RV pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen);
 /* The object with virtual handle h, or NULL. */
 const struct pobject *pool_object(const struct pool *p, CK_OBJECT_HANDLE h);
 /* Whether the object has every attribute of the template with the same value. */
 int pool_object_matches(const struct pobject *o, const CK_ATTRIBUTE *tmpl, size_t n);
-/* Runs a SIGN, VERIFY, ENCRYPT, DECRYPT or DIGEST call on a member that holds key (NULL
- * for DIGEST), retrying on other members when a device fails. *out is malloc()ed (NULL for
- * VERIFY). */
+/* Runs a SIGN, VERIFY, ENCRYPT, DECRYPT or DIGEST call on the member that will finish it
+ * soonest among those that hold key (NULL for DIGEST), retrying on other members (up to
+ * max_attempts) when a device fails or does not answer within op_timeout_ms. *out is
+ * malloc()ed (NULL for VERIFY). CKR_DEVICE_ERROR when no member could do it. */
 CK_RV pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
                   const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
                   size_t *outlen);
