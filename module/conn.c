@@ -2,12 +2,16 @@
  * connection so that a daemon restart goes unnoticed by the application. */
 #include "module.h"
 #include "err.h"
+#include "log.h"
 #include "transport.h"
 
 #include <errno.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+static CK_RV roundtrip(struct conn *c, struct p11mux_msg *m, int *broken);
 
 static void
 conn_free(struct conn *c)
@@ -130,53 +134,81 @@ reconcile(struct conn *c)
 	return rv;
 }
 
-/* Opens a connection and shakes hands. */
-static struct conn *
-conn_open(CK_RV *rv)
+/* Connects and shakes hands once. CKR_OK; CKR_DEVICE_ERROR with *retry set when the daemon
+ * is not there (yet) or went away mid-handshake; another CK_RV when it refused us. */
+static CK_RV
+open_once(struct conn *c, const char *path, int *retry)
 {
 	struct p11mux_msg m = {0};
-	struct conn *c = NULL;
 	CK_ULONG version;
 	const uint8_t *name;
 	size_t namelen;
-	char *path;
 	int broken;
+	CK_RV rv;
 
-	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
+	*retry = 0;
+	if ((c->fd = p11mux_unix_connect(path)) < 0) {
+		*retry = errno == ENOENT || errno == ECONNREFUSED;
+		shim_debug("cannot connect to %s: %s", path, strerror(errno));
+		return CKR_DEVICE_ERROR;
+	}
+	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_HELLO);
+	p11mux_msg_put_ulong(&m, P11MUX_PROTO_MAGIC);
+	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
+	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
+	rv = roundtrip(c, &m, &broken);
+	if (rv == CKR_OK && (p11mux_msg_get_ulong(&m, &version) != 0 ||
+	                     p11mux_msg_get_bytes(&m, &name, &namelen) != 0 ||
+	                     p11mux_msg_end(&m) != 0 || version != P11MUX_PROTO_VERSION))
+		rv = CKR_DEVICE_ERROR;
+	p11mux_msg_clear(&m);
+	if (rv != CKR_OK) {
+		/* A connection reset during the handshake: a daemon that was dying when we
+		 * connected. Its successor may be a moment away. */
+		*retry = broken == BROKEN_RESEND;
+		shim_debug("handshake failed: %s", p11mux_rv_name(rv));
+		close(c->fd);
+		c->fd = -1;
+		p11mux_buf_reset(c->buf);
+		return CKR_DEVICE_ERROR;
+	}
+	return CKR_OK;
+}
+
+/* Opens a connection and shakes hands. A daemon that is being restarted has no socket, or
+ * one nobody accepts on, for a moment: wait for it, up to reconnect_ms, rather than fail the
+ * application's call. */
+static struct conn *
+conn_open(CK_RV *rv)
+{
+	struct timespec pause = {0, 50 * 1000 * 1000};
+	struct conn *c = NULL;
+	unsigned waited, limit;
+	char *path;
+	int retry;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
 		*rv = CKR_HOST_MEMORY;
 		goto fail;
 	}
+	c->fd = -1;
 	shim_lock();
 	path = strdup(shim.socket_path);
+	limit = shim.reconnect_ms;
 	shim_unlock();
 	if (path == NULL) {
 		*rv = CKR_HOST_MEMORY;
 		goto fail;
 	}
-	c->fd = p11mux_unix_connect(path);
-	if (c->fd < 0) {
-		shim_debug("cannot connect to %s: %s", path, strerror(errno));
-		free(path);
-		*rv = CKR_DEVICE_ERROR;
-		goto fail;
+	for (waited = 0;; waited += 50) {
+		*rv = open_once(c, path, &retry);
+		if (*rv == CKR_OK || !retry || waited >= limit)
+			break;
+		nanosleep(&pause, NULL);
 	}
 	free(path);
-	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_HELLO);
-	p11mux_msg_put_ulong(&m, P11MUX_PROTO_MAGIC);
-	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
-	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
-	*rv = roundtrip(c, &m, &broken);
-	if (*rv == CKR_OK && (p11mux_msg_get_ulong(&m, &version) != 0 ||
-	                      p11mux_msg_get_bytes(&m, &name, &namelen) != 0 ||
-	                      p11mux_msg_end(&m) != 0 || version != P11MUX_PROTO_VERSION))
-		*rv = CKR_DEVICE_ERROR;
-	p11mux_msg_clear(&m);
-	if (*rv != CKR_OK) {
-		shim_debug("handshake refused: %lu", *rv);
-		*rv = CKR_DEVICE_ERROR;
+	if (*rv != CKR_OK)
 		goto fail;
-	}
 	shim_lock();
 	c->all_next = shim.all;
 	shim.all = c;

@@ -93,18 +93,19 @@ pad(unsigned char *dst, size_t n, const char *s)
 	memcpy(dst, s, len < n ? len : n);
 }
 
-/* The value of socket=PATH in NSS's LibraryParameters (words separated by blanks, ';' or
+/* The value of KEY=VALUE in NSS's LibraryParameters (words separated by blanks, ';' or
  * ','; a value may be "quoted"). A copy, or NULL when absent. */
 static char *
-param_socket(const char *s)
+param_get(const char *s, const char *key)
 {
 	const char *p = s, *v, *end;
+	size_t klen = strlen(key);
 
 	while (p != NULL && *p != '\0') {
 		while (*p == ' ' || *p == '\t' || *p == ';' || *p == ',' || *p == '\n')
 			p++;
-		if (strncmp(p, "socket=", 7) == 0) {
-			v = p + 7;
+		if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			v = p + klen + 1;
 			if (*v == '"') {
 				v++;
 				end = strchr(v, '"');
@@ -118,6 +119,24 @@ param_socket(const char *s)
 		p += strcspn(p, " \t;,\n");
 	}
 	return NULL;
+}
+
+/* reconnect_ms from the parameters, else $P11MUX_RECONNECT_MS, else the default. */
+static unsigned
+reconnect_ms(const char *reserved)
+{
+	char *v = reserved != NULL ? param_get(reserved, "reconnect_ms") : NULL;
+	const char *e = v != NULL ? v : getenv("P11MUX_RECONNECT_MS");
+	unsigned long ms = SHIM_DEFAULT_RECONNECT_MS;
+	char *endp;
+
+	if (e != NULL && *e != '\0') {
+		ms = strtoul(e, &endp, 10);
+		if (*endp != '\0' || ms > 600000)
+			ms = SHIM_DEFAULT_RECONNECT_MS;
+	}
+	free(v);
+	return (unsigned)ms;
 }
 
 static void
@@ -207,7 +226,7 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		shim.initialized = 0;
 	}
 
-	path = reserved != NULL ? param_socket(reserved) : NULL;
+	path = reserved != NULL ? param_get(reserved, "socket") : NULL;
 	if (path == NULL && (env = getenv("P11MUX_SOCKET")) != NULL && *env != '\0')
 		path = strdup(env);
 	if (path == NULL)
@@ -226,6 +245,7 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		shim_unlock();
 		return CKR_HOST_MEMORY;
 	}
+	shim.reconnect_ms = reconnect_ms(reserved);
 	shim.next_session = 1;
 	shim.auth_gen = 1;
 	shim.nslots = 0;

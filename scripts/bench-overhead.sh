@@ -27,6 +27,9 @@ export SOFTHSM2_CONF
 printf '%s\n' "$PIN" > "$W/pin"
 cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
+# SoftHSM computes in parallel, unlike a USB HSM: let the member run as many operations
+# at once as there are cores.
+workers_per_member = $(nproc);
 pools = ( { label = "hsm1"; module = "/usr/lib/softhsm/libsofthsm2.so"; pin_file = "$W/pin"; } );
 CONF
 "$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &

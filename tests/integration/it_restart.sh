@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The daemon is killed (SIGKILL) and started again while a client signs with 4 threads: the
+# client never calls C_Initialize again and sees no failed operation (the shim waits up to
+# reconnect_ms for the daemon, logs its new connections in again with the PIN it kept, and
+# object handles are the same in the new daemon).
+. "$(dirname "$0")/lib.sh"
+it_setup
+start_daemon
+P11MUX_DEBUG=1 "$P11MUX_BUILD/p11mux-bench" --module "$SHIM" --token "$LABEL" --pin "$PIN" --key-label httpdcert \
+	--op sign --mech rsa-pkcs --threads 4 --seconds 5 --name restart > "$WORK/bench.out" 2>&1 &
+BENCH=$!
+sleep 1.5
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+DAEMON_PID=
+echo "--- restart ---" >> "$WORK/daemon.log"
+start_daemon
+wait "$BENCH" || true
+cat "$WORK/bench.out"
+grep -q "errors=0" "$WORK/bench.out" || fail "the client saw failures across the restart"
+stop_daemon
+after=$(sed -n '/--- restart ---/,$p' "$WORK/daemon.log" | grep -o "hsm[0-9]: [0-9]* operations" |
+	awk '{s += $2} END {print s + 0}')
+[ "$after" -gt 0 ] || fail "no operation reached the restarted daemon"
+pass "SIGKILL and restart under load: 0 failed operations, $after operations after the restart"
