@@ -168,7 +168,8 @@ load_sched(struct ctx *x, const config_setting_t *g, const char *prefix, struct 
 		else if (strcmp(v, "round-robin") == 0)
 			p->scheduler = 1;
 		else
-			return fail(x, s, key, "\"%s\" is not \"least-loaded\" or \"round-robin\"", v);
+			return fail(x, s, key, "\"%s\" is not \"least-loaded\" or \"round-robin\"",
+			            v);
 	}
 	snprintf(key, sizeof(key), "%sop_timeout_ms", prefix);
 	if (get_uint(x, g, "op_timeout_ms", key, 10, 3600000, &p->op_timeout_ms) != 0)
@@ -239,12 +240,18 @@ static int
 load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p,
           const struct pool_config *defaults)
 {
-	static const char *const known[] = {"label",         "module",
-	                                    "members",       "pin_file",
-	                                    "slot_id",       "scheduler",
-	                                    "op_timeout_ms", "max_attempts",
-	                                    "probe_interval_ms", "probe_max_ms",
-	                                    "workers_per_member", NULL};
+	static const char *const known[] = {"label",
+	                                    "module",
+	                                    "members",
+	                                    "pin_file",
+	                                    "slot_id",
+	                                    "scheduler",
+	                                    "op_timeout_ms",
+	                                    "max_attempts",
+	                                    "probe_interval_ms",
+	                                    "probe_max_ms",
+	                                    "workers_per_member",
+	                                    NULL};
 	const config_setting_t *where, *s;
 	char key[64], prefix[80];
 	long long sid;
@@ -301,11 +308,19 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 struct config *
 config_load(const char *path, char *err, size_t errlen)
 {
-	static const char *const known[] = {
-	        "socket",        "socket_group",      "allowed_users", "allowed_groups",
-	        "log_level",     "pools",             "scheduler",     "op_timeout_ms",
-	        "max_attempts",  "probe_interval_ms", "probe_max_ms",  "workers_per_member",
-	        NULL};
+	static const char *const known[] = {"socket",
+	                                    "socket_group",
+	                                    "allowed_users",
+	                                    "allowed_groups",
+	                                    "log_level",
+	                                    "pools",
+	                                    "scheduler",
+	                                    "op_timeout_ms",
+	                                    "max_attempts",
+	                                    "probe_interval_ms",
+	                                    "probe_max_ms",
+	                                    "workers_per_member",
+	                                    NULL};
 	struct pool_config defaults = {
 	        .op_timeout_ms = 10000,
 	        .max_attempts = 3,

@@ -50,11 +50,16 @@ const char *
 member_state_name(enum member_state s)
 {
 	switch (s) {
-	case MEMBER_UP: return "up";
-	case MEMBER_DRAINING: return "draining";
-	case MEMBER_DOWN: return "down";
-	case MEMBER_PROBING: return "probing";
-	case MEMBER_EXCLUDED: return "excluded";
+	case MEMBER_UP:
+		return "up";
+	case MEMBER_DRAINING:
+		return "draining";
+	case MEMBER_DOWN:
+		return "down";
+	case MEMBER_PROBING:
+		return "probing";
+	case MEMBER_EXCLUDED:
+		return "excluded";
 	}
 	return "?";
 }
@@ -189,13 +194,26 @@ run_job(struct member *m, CK_SESSION_HANDLE s, struct job *j)
 			return P11MUX_RV_RETRY;
 	}
 	switch (j->call) {
-	case P11MUX_CALL_SIGN: rv = f->C_SignInit(s, &j->mech, key); break;
-	case P11MUX_CALL_VERIFY: rv = f->C_VerifyInit(s, &j->mech, key); break;
-	case P11MUX_CALL_ENCRYPT: rv = f->C_EncryptInit(s, &j->mech, key); break;
-	case P11MUX_CALL_DECRYPT: rv = f->C_DecryptInit(s, &j->mech, key); break;
-	case P11MUX_CALL_DIGEST: rv = f->C_DigestInit(s, &j->mech); break;
-	case P11MUX_CALL_RANDOM: rv = CKR_OK; break;
-	default: return CKR_FUNCTION_NOT_SUPPORTED;
+	case P11MUX_CALL_SIGN:
+		rv = f->C_SignInit(s, &j->mech, key);
+		break;
+	case P11MUX_CALL_VERIFY:
+		rv = f->C_VerifyInit(s, &j->mech, key);
+		break;
+	case P11MUX_CALL_ENCRYPT:
+		rv = f->C_EncryptInit(s, &j->mech, key);
+		break;
+	case P11MUX_CALL_DECRYPT:
+		rv = f->C_DecryptInit(s, &j->mech, key);
+		break;
+	case P11MUX_CALL_DIGEST:
+		rv = f->C_DigestInit(s, &j->mech);
+		break;
+	case P11MUX_CALL_RANDOM:
+		rv = CKR_OK;
+		break;
+	default:
+		return CKR_FUNCTION_NOT_SUPPORTED;
 	}
 	if (rv != CKR_OK)
 		return rv;
@@ -211,11 +229,21 @@ run_job(struct member *m, CK_SESSION_HANDLE s, struct job *j)
 		buf = nb;
 		len = cap;
 		switch (j->call) {
-		case P11MUX_CALL_SIGN: rv = f->C_Sign(s, j->in, j->inlen, buf, &len); break;
-		case P11MUX_CALL_ENCRYPT: rv = f->C_Encrypt(s, j->in, j->inlen, buf, &len); break;
-		case P11MUX_CALL_DECRYPT: rv = f->C_Decrypt(s, j->in, j->inlen, buf, &len); break;
-		case P11MUX_CALL_DIGEST: rv = f->C_Digest(s, j->in, j->inlen, buf, &len); break;
-		default: rv = f->C_GenerateRandom(s, buf, cap); break;
+		case P11MUX_CALL_SIGN:
+			rv = f->C_Sign(s, j->in, j->inlen, buf, &len);
+			break;
+		case P11MUX_CALL_ENCRYPT:
+			rv = f->C_Encrypt(s, j->in, j->inlen, buf, &len);
+			break;
+		case P11MUX_CALL_DECRYPT:
+			rv = f->C_Decrypt(s, j->in, j->inlen, buf, &len);
+			break;
+		case P11MUX_CALL_DIGEST:
+			rv = f->C_Digest(s, j->in, j->inlen, buf, &len);
+			break;
+		default:
+			rv = f->C_GenerateRandom(s, buf, cap);
+			break;
 		}
 		if (rv != CKR_BUFFER_TOO_SMALL || len <= cap || len > P11MUX_FRAME_MAX)
 			break;
@@ -370,7 +398,8 @@ member_fail(struct member *m, enum member_state state, const char *fmt, ...)
 	}
 	unlock(&m->lock);
 	if (state == MEMBER_EXCLUDED)
-		log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label, m->reason);
+		log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label,
+		          m->reason);
 	else
 		log_warn("pool \"%s\": member %s down: %s; operations go to the other members",
 		         m->pool->label, m->label, m->reason);
@@ -506,7 +535,8 @@ reopen(struct member *m, char *why, size_t whylen)
 		backend_field(serial, ti.serialNumber, sizeof(ti.serialNumber));
 		/* Known by serial once seen; a member configured but never seen, by its name. */
 		if ((m->serial[0] != '\0' && strcmp(serial, m->serial) == 0) ||
-		    (m->serial[0] == '\0' && (strcmp(label, m->label) == 0 || strcmp(serial, m->label) == 0))) {
+		    (m->serial[0] == '\0' &&
+		     (strcmp(label, m->label) == 0 || strcmp(serial, m->label) == 0))) {
 			found = slots[i];
 			have = 1;
 		}
@@ -562,7 +592,8 @@ probe_main(void *arg)
 		if (m->running > 0) {
 			/* A worker is still inside a device call (the device hangs): a serial
 			 * device would not answer a probe either. */
-			m->probe_delay_ms = delay * 2 > cfg->probe_max_ms ? cfg->probe_max_ms : delay * 2;
+			m->probe_delay_ms =
+			        delay * 2 > cfg->probe_max_ms ? cfg->probe_max_ms : delay * 2;
 			continue;
 		}
 		m->state = MEMBER_PROBING;
@@ -580,8 +611,8 @@ probe_main(void *arg)
 			m->reason[0] = '\0';
 			m->probe_delay_ms = cfg->probe_interval_ms;
 			unlock(&m->lock);
-			log_info("pool \"%s\": member %s (serial %s) back in service", m->pool->label,
-			         m->label, m->serial);
+			log_info("pool \"%s\": member %s (serial %s) back in service",
+			         m->pool->label, m->label, m->serial);
 			lock(&m->lock);
 			break;
 		}
@@ -591,7 +622,8 @@ probe_main(void *arg)
 			/* Never try a PIN twice on a device that refused it. */
 			m->state = MEMBER_EXCLUDED;
 			unlock(&m->lock);
-			log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label, why);
+			log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label,
+			          why);
 			lock(&m->lock);
 			break;
 		}
@@ -640,8 +672,9 @@ member_stop(struct member *m)
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += 3;
 		if (pthread_timedjoin_np(m->workers[i], NULL, &until) != 0) {
-			log_warn("member %s: a worker is stuck in a device call; not waiting for it",
-			         m->label);
+			log_warn(
+			        "member %s: a worker is stuck in a device call; not waiting for it",
+			        m->label);
 			pthread_detach(m->workers[i]);
 			m->stuck = 1;
 		}

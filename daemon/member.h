@@ -15,29 +15,29 @@ struct pool;
 struct pobject;
 
 enum member_state {
-	MEMBER_UP,        /* takes work */
-	MEMBER_DRAINING,  /* finishes its queue, takes no new work (administrator) */
-	MEMBER_DOWN,      /* failed; probed in the background */
-	MEMBER_PROBING,   /* being reopened, logged in and checked */
-	MEMBER_EXCLUDED,  /* left out until the daemon restarts (PIN locked, PIN refused) */
+	MEMBER_UP,       /* takes work */
+	MEMBER_DRAINING, /* finishes its queue, takes no new work (administrator) */
+	MEMBER_DOWN,     /* failed; probed in the background */
+	MEMBER_PROBING,  /* being reopened, logged in and checked */
+	MEMBER_EXCLUDED, /* left out until the daemon restarts (PIN locked, PIN refused) */
 };
 
 /* One private-key (or public-key, or digest) operation waiting for, or on, a member. */
 struct job {
 	struct job *next;
 	uint32_t call;
-	CK_MECHANISM mech;             /* parameter deep-copied into param */
+	CK_MECHANISM mech; /* parameter deep-copied into param */
 	uint8_t *param;
-	const struct pobject *key;     /* NULL for DIGEST */
-	uint8_t *in, *sig;             /* copies: the requester may give up and leave */
+	const struct pobject *key; /* NULL for DIGEST */
+	uint8_t *in, *sig;         /* copies: the requester may give up and leave */
 	size_t inlen, siglen;
 	CK_RV rv;
 	uint8_t *out;
 	size_t outlen;
-	int done;                      /* result ready */
-	int abandoned;                 /* the requester left; the worker frees the job */
-	pthread_cond_t cond;           /* signalled when done */
-	struct member *m;              /* where it is queued or running */
+	int done;            /* result ready */
+	int abandoned;       /* the requester left; the worker frees the job */
+	pthread_cond_t cond; /* signalled when done */
+	struct member *m;    /* where it is queued or running */
 };
 
 struct member {
@@ -48,22 +48,22 @@ struct member {
 	CK_TOKEN_INFO token;
 	unsigned nworkers;
 
-	pthread_mutex_t lock;          /* protects everything below */
-	pthread_cond_t work;           /* jobs queued, or state changed */
-	CK_SLOT_ID slot;               /* in the backend; may change after re-insertion */
-	CK_SESSION_HANDLE anchor;      /* always open while up, so that the login lasts */
-	uint64_t generation;           /* bumped each time the member (re)joins */
+	pthread_mutex_t lock;     /* protects everything below */
+	pthread_cond_t work;      /* jobs queued, or state changed */
+	CK_SLOT_ID slot;          /* in the backend; may change after re-insertion */
+	CK_SESSION_HANDLE anchor; /* always open while up, so that the login lasts */
+	uint64_t generation;      /* bumped each time the member (re)joins */
 	enum member_state state;
-	char reason[160];              /* why down or excluded */
-	uint64_t since_ns;             /* when the state last changed */
+	char reason[160];  /* why down or excluded */
+	uint64_t since_ns; /* when the state last changed */
 	struct job *head, *tail;
 	unsigned queued, running;
-	double service_ms;             /* moving average of successful operations */
+	double service_ms; /* moving average of successful operations */
 	uint64_t done, errors, failovers;
-	int prober;                    /* a probe thread is running */
-	unsigned probe_delay_ms;       /* next back-off */
-	int stop;                      /* workers exit */
-	int stuck;                     /* a worker could not be joined: keep the memory */
+	int prober;              /* a probe thread is running */
+	unsigned probe_delay_ms; /* next back-off */
+	int stop;                /* workers exit */
+	int stuck;               /* a worker could not be joined: keep the memory */
 	pthread_t *workers;
 	CK_MECHANISM_TYPE *mechs;
 	CK_MECHANISM_INFO *infos;

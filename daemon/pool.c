@@ -760,13 +760,15 @@ find_members(struct pool *p, char *err, size_t errlen)
 	    (seen = calloc(cfg->nmembers + 1, sizeof(*seen))) == NULL)
 		goto out;
 	for (i = 0; i < nslots; i++) {
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK || !(ti.flags & CKF_TOKEN_INITIALIZED))
+		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+		    !(ti.flags & CKF_TOKEN_INITIALIZED))
 			continue;
 		backend_field(label, ti.label, sizeof(ti.label));
 		backend_field(serial, ti.serialNumber, sizeof(ti.serialNumber));
 		want = cfg->members == NULL;
 		for (k = 0; k < cfg->nmembers; k++)
-			if (strcmp(cfg->members[k], label) == 0 || strcmp(cfg->members[k], serial) == 0) {
+			if (strcmp(cfg->members[k], label) == 0 ||
+			    strcmp(cfg->members[k], serial) == 0) {
 				want = 1;
 				seen[k]++;
 			}
@@ -828,44 +830,49 @@ login_members(struct pool *p, char *err, size_t errlen)
 		for (k = 0; k < p->nmembers; k++) {
 			struct member *m = &p->members[k];
 
-			if (m->serial[0] == '\0' || pin_risky(m) != (int)pass || m->state == MEMBER_UP ||
-			    m->state == MEMBER_EXCLUDED)
+			if (m->serial[0] == '\0' || pin_risky(m) != (int)pass ||
+			    m->state == MEMBER_UP || m->state == MEMBER_EXCLUDED)
 				continue;
 			if (m->token.flags & CKF_USER_PIN_LOCKED) {
 				m->state = MEMBER_EXCLUDED;
 				snprintf(m->reason, sizeof(m->reason), "user PIN locked");
-				log_error("pool \"%s\": member %s: user PIN locked; excluded", p->label,
-				          m->label);
+				log_error("pool \"%s\": member %s: user PIN locked; excluded",
+				          p->label, m->label);
 				continue;
 			}
 			if (pin_risky(m) && !verified) {
 				m->state = MEMBER_EXCLUDED;
 				snprintf(m->reason, sizeof(m->reason),
-				         "PIN retry counter low, PIN not confirmed by another member");
-				log_error("pool \"%s\": member %s: PIN retry counter low and the PIN "
-				          "not yet confirmed by another member; excluded",
-				          p->label, m->label);
+				         "PIN retry counter low, PIN not confirmed by another "
+				         "member");
+				log_error(
+				        "pool \"%s\": member %s: PIN retry counter low and the PIN "
+				        "not yet confirmed by another member; excluded",
+				        p->label, m->label);
 				continue;
 			}
 			rv = member_login(m);
 			if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
-				snprintf(err, errlen,
-				         "pool \"%s\": member %s rejected the PIN from %s (%s); not "
-				         "tried on any other member, to spare their retry counters",
-				         p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
+				snprintf(
+				        err, errlen,
+				        "pool \"%s\": member %s rejected the PIN from %s (%s); not "
+				        "tried on any other member, to spare their retry counters",
+				        p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
 				return -1;
 			}
 			if (rv == CKR_PIN_LOCKED) {
 				m->state = MEMBER_EXCLUDED;
 				snprintf(m->reason, sizeof(m->reason), "user PIN locked");
-				log_error("pool \"%s\": member %s: %s; excluded", p->label, m->label,
-				          p11mux_rv_name(rv));
+				log_error("pool \"%s\": member %s: %s; excluded", p->label,
+				          m->label, p11mux_rv_name(rv));
 				continue;
 			}
 			if (rv != CKR_OK) {
-				snprintf(m->reason, sizeof(m->reason), "login: %s", p11mux_rv_name(rv));
-				log_error("pool \"%s\": member %s: login failed: %s; will be probed",
-				          p->label, m->label, p11mux_rv_name(rv));
+				snprintf(m->reason, sizeof(m->reason), "login: %s",
+				         p11mux_rv_name(rv));
+				log_error(
+				        "pool \"%s\": member %s: login failed: %s; will be probed",
+				        p->label, m->label, p11mux_rv_name(rv));
 				continue;
 			}
 			verified = 1;
@@ -913,14 +920,16 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 			if (p->members[i].serial[0] != '\0' &&
 			    strcmp(p->members[i].label, p->label) != 0) {
 				snprintf(err, errlen,
-				         "pool %zu: members have different labels (\"%s\", \"%s\"): set "
+				         "pool %zu: members have different labels (\"%s\", "
+				         "\"%s\"): set "
 				         "label in pools.[%zu]",
 				         index, p->label, p->members[i].label, index);
 				return -1;
 			}
 		if (strchr(p->label, ':') != NULL) {
 			snprintf(err, errlen,
-			         "pool %zu: the members' label \"%s\" contains ':', which NSS cannot "
+			         "pool %zu: the members' label \"%s\" contains ':', which NSS "
+			         "cannot "
 			         "use: set label in pools.[%zu]",
 			         index, p->label, index);
 			return -1;
@@ -1058,7 +1067,8 @@ pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen)
 				h = all[j]->h;
 		if (h != CK_INVALID_HANDLE)
 			held++;
-		else if (__atomic_load_n(&po->backend[m->index], __ATOMIC_ACQUIRE) != CK_INVALID_HANDLE)
+		else if (__atomic_load_n(&po->backend[m->index], __ATOMIC_ACQUIRE) !=
+		         CK_INVALID_HANDLE)
 			log_warn("pool \"%s\": member %s no longer holds %s", p->label, m->label,
 			         po->desc);
 		__atomic_store_n(&po->backend[m->index], h, __ATOMIC_RELEASE);
@@ -1110,9 +1120,10 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 		struct member *m = &p->members[i];
 
 		pthread_mutex_lock(&m->lock);
-		c[i].eligible = m->state == MEMBER_UP && !tried[i] &&
-		                (key == NULL || __atomic_load_n(&key->backend[i], __ATOMIC_ACQUIRE) !=
-		                                        CK_INVALID_HANDLE);
+		c[i].eligible =
+		        m->state == MEMBER_UP && !tried[i] &&
+		        (key == NULL ||
+		         __atomic_load_n(&key->backend[i], __ATOMIC_ACQUIRE) != CK_INVALID_HANDLE);
 		c[i].load = m->queued + m->running;
 		c[i].workers = m->nworkers;
 		c[i].service_ms = m->service_ms;
@@ -1234,8 +1245,9 @@ pool_log_stats(const struct pool *p)
 		pthread_mutex_lock(&m->lock);
 		log_info("pool \"%s\": member %s: %llu operations, %llu device errors, %llu "
 		         "failovers, %s",
-		         p->label, m->label, (unsigned long long)m->done, (unsigned long long)m->errors,
-		         (unsigned long long)m->failovers, member_state_name(m->state));
+		         p->label, m->label, (unsigned long long)m->done,
+		         (unsigned long long)m->errors, (unsigned long long)m->failovers,
+		         member_state_name(m->state));
 		pthread_mutex_unlock(&m->lock);
 	}
 }

@@ -51,7 +51,7 @@ struct pool {
 	struct backend *be;
 	char label[33];
 	struct p11mux_slot slot; /* what shims see; mechs/infos owned */
-	struct member *members;            /* every configured member, present or not */
+	struct member *members;  /* every configured member, present or not */
 	size_t nmembers;
 	struct pobject **objects;
 	size_t nobjects;

@@ -12,10 +12,10 @@ enum sched_policy { SCHED_LEAST_LOADED, SCHED_ROUND_ROBIN };
 #define SCHED_TIE 1.25
 
 struct sched_candidate {
-	int eligible;         /* up, holds the key, not tried yet for this operation */
-	unsigned load;        /* operations queued and running on the member */
-	unsigned workers;     /* operations the member runs at once (1 for a USB HSM) */
-	double service_ms;    /* moving average of the member's service time */
+	int eligible;      /* up, holds the key, not tried yet for this operation */
+	unsigned load;     /* operations queued and running on the member */
+	unsigned workers;  /* operations the member runs at once (1 for a USB HSM) */
+	double service_ms; /* moving average of the member's service time */
 };
 
 /*

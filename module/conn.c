@@ -187,7 +187,8 @@ conn_open(CK_RV *rv)
 	char *path;
 	int retry;
 
-	if ((c = calloc(1, sizeof(*c))) == NULL || (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL) {
 		*rv = CKR_HOST_MEMORY;
 		goto fail;
 	}

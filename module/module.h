@@ -22,10 +22,10 @@
 #include "hmap.h"
 #include "proto.h"
 
-#define SHIM_MAX_SLOTS      16
-#define SHIM_MAX_IDLE       8
-#define SHIM_MAX_PIN        256
-#define SHIM_DEFAULT_SOCKET "/run/p11mux/p11mux.sock"
+#define SHIM_MAX_SLOTS            16
+#define SHIM_MAX_IDLE             8
+#define SHIM_MAX_PIN              256
+#define SHIM_DEFAULT_SOCKET       "/run/p11mux/p11mux.sock"
 #define SHIM_DEFAULT_RECONNECT_MS 2000
 
 /* One connection to the daemon. */
@@ -86,7 +86,7 @@ struct shim {
 	_Atomic int initialized;
 	_Atomic pid_t pid; /* process that called C_Initialize */
 	char *socket_path;
-	unsigned reconnect_ms;     /* how long to wait for a daemon that is (re)starting */
+	unsigned reconnect_ms; /* how long to wait for a daemon that is (re)starting */
 	struct conn *idle;
 	size_t nidle;
 	struct conn *all;
