@@ -1,0 +1,71 @@
+# Shared helpers for the simulator's tests. Each test sources this file and calls sim_setup:
+# it gets its own temp dir with three SoftHSM tokens holding the same keys (hsm1..hsm3), a
+# control directory, and a p11sim configuration at scale 0.05. Paths to the built binaries
+# come from CTest's environment (see CMakeLists.txt).
+set -euo pipefail
+
+: "${SIM_MODULE:?set by CTest}"       # the module the test client and p11muxd load
+: "${SIM_PLAIN_MODULE:?set by CTest}" # the module as shipped (for pkcs11-tool)
+: "${SIM_CLIENT:?set by CTest}"
+: "${P11MUX_BUILD:?set by CTest}"
+: "${P11MUX_SOURCE:?set by CTest}"
+PIN=648219
+DAEMON_PID=
+
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -n "${WORK:-}" ] && [ -f "$WORK/daemon.log" ]; then
+		echo "--- daemon log (last 30 lines) ---" >&2
+		tail -n 30 "$WORK/daemon.log" >&2
+	fi
+	exit 1
+}
+
+pass() {
+	echo "ok: $*"
+}
+
+sim_cleanup() {
+	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+		kill "$DAEMON_PID" 2>/dev/null || true
+		wait "$DAEMON_PID" 2>/dev/null || true
+	fi
+	if [ -n "${WORK:-}" ] && [ -z "${KEEP_WORK:-}" ]; then
+		rm -rf "$WORK"
+	fi
+}
+
+# sim_setup [mktokens options...]
+sim_setup() {
+	WORK=$(mktemp -d /tmp/p11sim-test.XXXXXX)
+	trap sim_cleanup EXIT
+	eval "$("$P11MUX_SOURCE/tests/fixtures/mktokens.sh" "$WORK/hsm" "$@")"
+	export SOFTHSM2_CONF
+	KEYS="$WORK/hsm/keys"
+	CTL="$WORK/ctl"
+	mkdir "$CTL"
+	unset P11SIM_MODULE P11SIM_SCALE P11SIM_PROFILE P11SIM_DEBUG
+	export P11SIM_CONTROL_DIR="$CTL"
+	export P11SIM_CONFIG="$WORK/p11sim.conf"
+	sim_config "scale = 0.05"
+}
+
+# sim_config LINE...: the configuration, one line per argument.
+sim_config() {
+	printf '%s\n' "# written by $(basename "$0")" "$@" > "$P11SIM_CONFIG"
+}
+
+# sim_client COMMAND...: the test client on the module (see sim_client.c).
+sim_client() {
+	"$SIM_CLIENT" "$SIM_MODULE" "$@"
+}
+
+# simtool ARGS...: pkcs11-tool on the module as shipped.
+simtool() {
+	pkcs11-tool --module "$SIM_PLAIN_MODULE" "$@"
+}
+
+# in_range VALUE LOW HIGH: LOW <= VALUE <= HIGH (decimals allowed).
+in_range() {
+	awk -v v="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(v >= lo && v <= hi) }'
+}
