@@ -94,3 +94,32 @@ p11tool() {
 verify_rsa() { # data sig [pubkey]
 	openssl dgst -sha256 -verify "${3:-$KEYS/rsa.pub.pem}" -signature "$2" "$1" >/dev/null 2>&1
 }
+
+# sim_setup SCALE [p11sim config lines...]: serve the tokens through the simulated Nitrokey
+# HSM (p11sim) with a fault directory $FAULTS (one file per token: removed, hang, error R,
+# slow F, pin-locked), and point the daemon's config at it. Extra daemon config lines can be
+# given in DAEMON_EXTRA before calling.
+sim_setup() {
+	local scale=$1
+	shift
+	FAULTS="$WORK/faults"
+	mkdir -p "$FAULTS"
+	export P11SIM_CONFIG="$WORK/p11sim.conf"
+	{
+		echo "profile = nitrokey"
+		echo "scale = $scale"
+		echo "control_dir = $FAULTS"
+		for line in "$@"; do echo "$line"; done
+	} > "$P11SIM_CONFIG"
+	write_config "$P11MUX_BUILD/p11sim-pkcs11.so" "${DAEMON_EXTRA:-}"
+}
+
+# fault TOKEN STATE: e.g. fault hsm2 removed; fault hsm2 "" clears.
+fault() {
+	printf '%s\n' "$2" > "$FAULTS/$1"
+}
+
+# member_ops LABEL: operations the member did, from the daemon's account at shutdown.
+member_ops() {
+	grep -o "member $1: [0-9]* operations" "$WORK/daemon.log" | tail -1 | awk '{print $3}'
+}
