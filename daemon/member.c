@@ -288,6 +288,7 @@ worker_main(void *arg)
 			continue;
 		}
 		m->running++;
+		j->started_ns = now_ns();
 		gen = m->generation;
 		slot = m->slot;
 		usable = m->state == MEMBER_UP || m->state == MEMBER_DRAINING;

@@ -34,6 +34,7 @@ struct job {
 	CK_RV rv;
 	uint8_t *out;
 	size_t outlen;
+	uint64_t started_ns; /* when a worker took it (0: still queued) */
 	int done;            /* result ready */
 	int abandoned;       /* the requester left; the worker frees the job */
 	pthread_cond_t cond; /* signalled when done */

@@ -1139,25 +1139,29 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 	return sched_pick(p->policy, c, n, atomic_fetch_add(&p->rr, 1));
 }
 
-/* Waits for a job; gives up when the device it runs on takes longer than op_timeout_ms.
- * Returns 1 when the job finished, 0 on time-out (the job is then abandoned). */
+/* Waits for a job; gives up when the device call takes longer than op_timeout_ms. The
+ * clock starts when a worker takes the job, not when it is queued: a long queue in front of
+ * a slow but working device is not a failure. A queue behind a device that hangs does not
+ * wait forever either: the requester of the hung call times out, and member_fail() sends
+ * the queue elsewhere. Returns 1 when the job finished, 0 on time-out (the job is then
+ * abandoned to its worker). */
 static int
 wait_job(struct member *m, struct job *j, unsigned timeout_ms)
 {
+	uint64_t limit = (uint64_t)timeout_ms * 1000000u, deadline;
 	struct timespec until;
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
 
 	pthread_mutex_lock(&m->lock);
 	while (!j->done) {
-		/* The clock runs from submission: queued work of a member counts too, since a
-		 * member whose queue does not move is as stuck as one that does not answer. */
-		until.tv_sec = (time_t)(deadline / 1000000000u);
-		until.tv_nsec = (long)(deadline % 1000000000u);
-		if (pthread_cond_timedwait(&j->cond, &m->lock, &until) == ETIMEDOUT && !j->done) {
+		deadline = (j->started_ns != 0 ? j->started_ns : now_ns()) + limit;
+		if (j->started_ns != 0 && now_ns() >= deadline) {
 			j->abandoned = 1;
 			pthread_mutex_unlock(&m->lock);
 			return 0;
 		}
+		until.tv_sec = (time_t)(deadline / 1000000000u);
+		until.tv_nsec = (long)(deadline % 1000000000u);
+		pthread_cond_timedwait(&j->cond, &m->lock, &until);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return 1;
