@@ -191,8 +191,10 @@ load_sched(struct ctx *x, const config_setting_t *g, const char *prefix, struct 
 	return 0;
 }
 
+/* Resolves the user and group names of the keys ukey and gkey. */
 static int
-load_users(struct ctx *x, const config_setting_t *root, struct config *c)
+load_users(struct ctx *x, const config_setting_t *root, const char *ukey, const char *gkey,
+           uid_t **uids, size_t *nuids, gid_t **gids, size_t *ngids)
 {
 	const config_setting_t *where;
 	char **names = NULL;
@@ -201,32 +203,32 @@ load_users(struct ctx *x, const config_setting_t *root, struct config *c)
 	struct group *gr;
 	int r = -1;
 
-	if (get_strings(x, root, "allowed_users", "allowed_users", &names, &n, &where) != 0)
+	if (get_strings(x, root, ukey, ukey, &names, &n, &where) != 0)
 		goto out;
-	if ((c->allowed_uids = calloc(n + 1, sizeof(uid_t))) == NULL)
+	if ((*uids = calloc(n + 1, sizeof(uid_t))) == NULL)
 		goto out;
 	for (i = 0; i < n; i++) {
 		if ((pw = getpwnam(names[i])) == NULL) {
-			fail(x, where, "allowed_users", "no such user \"%s\"", names[i]);
+			fail(x, where, ukey, "no such user \"%s\"", names[i]);
 			goto out;
 		}
-		c->allowed_uids[c->nallowed_uids++] = pw->pw_uid;
+		(*uids)[(*nuids)++] = pw->pw_uid;
 	}
 	for (i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
 	names = NULL;
 	n = 0;
-	if (get_strings(x, root, "allowed_groups", "allowed_groups", &names, &n, &where) != 0)
+	if (get_strings(x, root, gkey, gkey, &names, &n, &where) != 0)
 		goto out;
-	if ((c->allowed_gids = calloc(n + 1, sizeof(gid_t))) == NULL)
+	if ((*gids = calloc(n + 1, sizeof(gid_t))) == NULL)
 		goto out;
 	for (i = 0; i < n; i++) {
 		if ((gr = getgrnam(names[i])) == NULL) {
-			fail(x, where, "allowed_groups", "no such group \"%s\"", names[i]);
+			fail(x, where, gkey, "no such group \"%s\"", names[i]);
 			goto out;
 		}
-		c->allowed_gids[c->nallowed_gids++] = gr->gr_gid;
+		(*gids)[(*ngids)++] = gr->gr_gid;
 	}
 	r = 0;
 out:
@@ -320,6 +322,9 @@ config_load(const char *path, char *err, size_t errlen)
 	                                    "probe_interval_ms",
 	                                    "probe_max_ms",
 	                                    "workers_per_member",
+	                                    "control_socket",
+	                                    "control_allowed_users",
+	                                    "control_allowed_groups",
 	                                    NULL};
 	struct pool_config defaults = {
 	        .op_timeout_ms = 10000,
@@ -381,8 +386,23 @@ config_load(const char *path, char *err, size_t errlen)
 		}
 		c->log_level = (int)i;
 	}
-	if (load_users(&x, root, c) != 0 || load_sched(&x, root, "", &defaults) != 0)
+	if (load_users(&x, root, "allowed_users", "allowed_groups", &c->allowed_uids,
+	               &c->nallowed_uids, &c->allowed_gids, &c->nallowed_gids) != 0 ||
+	    load_users(&x, root, "control_allowed_users", "control_allowed_groups",
+	               &c->control_uids, &c->ncontrol_uids, &c->control_gids,
+	               &c->ncontrol_gids) != 0 ||
+	    load_sched(&x, root, "", &defaults) != 0)
 		goto out;
+	if (get_string(&x, root, "control_socket", "control_socket", 0, &c->control_socket) != 0)
+		goto out;
+	if (c->control_socket == NULL &&
+	    (c->control_socket = strdup(CONFIG_DEFAULT_CONTROL)) == NULL)
+		goto out;
+	if (c->control_socket[0] != '/' || strcmp(c->control_socket, c->socket) == 0) {
+		fail(&x, config_setting_get_member(root, "control_socket"), "control_socket",
+		     "must be an absolute path, other than socket");
+		goto out;
+	}
 	if ((pools = config_setting_get_member(root, "pools")) == NULL) {
 		fail(&x, root, "pools", "missing: at least one pool is needed");
 		goto out;
@@ -445,6 +465,9 @@ config_free(struct config *c)
 	free(c->pools);
 	free(c->allowed_uids);
 	free(c->allowed_gids);
+	free(c->control_uids);
+	free(c->control_gids);
+	free(c->control_socket);
 	free(c->socket);
 	free(c->socket_group);
 	free(c->path);

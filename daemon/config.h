@@ -5,8 +5,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define CONFIG_DEFAULT_SOCKET "/run/p11mux/p11mux.sock"
-#define CONFIG_DEFAULT_MODULE "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+#define CONFIG_DEFAULT_SOCKET  "/run/p11mux/p11mux.sock"
+#define CONFIG_DEFAULT_CONTROL "/run/p11mux/control.sock"
+#define CONFIG_DEFAULT_MODULE  "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 
 struct pool_config {
 	char *label; /* NULL: the members' common label */
@@ -33,6 +34,11 @@ struct config {
 	size_t nallowed_uids;
 	gid_t *allowed_gids;
 	size_t nallowed_gids;
+	char *control_socket;
+	uid_t *control_uids; /* may read status, keys, metrics */
+	size_t ncontrol_uids;
+	gid_t *control_gids;
+	size_t ncontrol_gids;
 	int log_level; /* enum p11mux_log_level */
 	struct pool_config *pools;
 	size_t npools;

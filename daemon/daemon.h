@@ -32,6 +32,7 @@ struct daemon {
 	struct pool *pools;
 	size_t npools;
 	int listen_fd;
+	int control_fd; /* p11muxctl's socket */
 	int stop_pipe[2];
 	pthread_mutex_t lock; /* protects clients and nclients */
 	struct client *clients;
@@ -41,6 +42,8 @@ struct daemon {
 /* The pool whose slot ID is id, or NULL. */
 struct pool *daemon_pool(struct daemon *d, CK_SLOT_ID id);
 
+/* Creates the directory of a socket path when it is missing. 0, or -1 with a message. */
+int server_mkdir_for(const char *path);
 /* Binds the client socket from the configuration (mode 0660). -1 with a message logged. */
 int server_listen(struct daemon *d);
 /* Accepts and serves clients until a byte arrives on stop_pipe; then closes every

@@ -1,4 +1,5 @@
 /* p11muxd: serves a pool of HSMs to PKCS#11 applications through p11mux-pkcs11.so. */
+#include "control.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -101,6 +102,7 @@ main(int argc, char **argv)
 	}
 	memset(&d, 0, sizeof(d));
 	d.listen_fd = -1;
+	d.control_fd = -1;
 	d.stop_pipe[0] = d.stop_pipe[1] = -1;
 	pthread_mutex_init(&d.lock, NULL);
 	if ((d.cfg = config_load(path, err, sizeof(err))) == NULL) {
@@ -149,7 +151,7 @@ main(int argc, char **argv)
 			log_error("pool \"%s\": cannot start its workers", d.pools[i].label);
 			goto out;
 		}
-	if (server_listen(&d) != 0)
+	if (server_listen(&d) != 0 || control_listen(&d) != 0)
 		goto out;
 	log_info("ready");
 	server_run(&d);
@@ -165,6 +167,10 @@ out:
 	if (d.listen_fd >= 0) {
 		close(d.listen_fd);
 		unlink(d.cfg->socket);
+	}
+	if (d.control_fd >= 0) {
+		close(d.control_fd);
+		unlink(d.cfg->control_socket);
 	}
 	if (d.stop_pipe[0] >= 0) {
 		close(d.stop_pipe[0]);

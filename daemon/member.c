@@ -34,6 +34,61 @@ unlock(pthread_mutex_t *mu)
 		abort();
 }
 
+const double lat_bounds_ms[LAT_NBUCKETS - 1] = {0.5, 1,   2.5,  5,    10,   25,    50,   100,
+                                                250, 500, 1000, 2500, 5000, 10000, 30000};
+
+/* Counts a finished operation in the latency histograms. Lock held. */
+static void
+record_latency_locked(struct member *m, uint64_t lat_ns)
+{
+	uint64_t sec = now_ns() / 1000000000u;
+	double ms = (double)lat_ns / 1e6;
+	unsigned b = 0, slot = (unsigned)(sec % 60);
+
+	while (b < LAT_NBUCKETS - 1 && ms > lat_bounds_ms[b])
+		b++;
+	if (m->window.second[slot] != sec) {
+		memset(m->window.count[slot], 0, sizeof(m->window.count[slot]));
+		m->window.second[slot] = sec;
+	}
+	m->window.count[slot][b]++;
+	m->lat_total[b]++;
+	m->lat_sum_s += ms / 1000;
+}
+
+double
+member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count)
+{
+	uint64_t sec = now_ns() / 1000000000u, sum[LAT_NBUCKETS] = {0}, n = 0, recent = 0, acc = 0;
+	unsigned i, b;
+
+	for (i = 0; i < 60; i++) {
+		uint64_t s = m->window.second[i];
+
+		if (s == 0 || s + 60 <= sec || s > sec)
+			continue;
+		for (b = 0; b < LAT_NBUCKETS; b++) {
+			sum[b] += m->window.count[i][b];
+			n += m->window.count[i][b];
+			/* The current second is still filling: "the last N seconds" are the N
+			 * complete ones before it. */
+			if (s < sec && s + seconds >= sec)
+				recent += m->window.count[i][b];
+		}
+	}
+	if (count != NULL)
+		*count = recent;
+	if (n == 0)
+		return -1;
+	for (b = 0; b < LAT_NBUCKETS; b++) {
+		acc += sum[b];
+		if ((double)acc >= q * (double)n)
+			return b < LAT_NBUCKETS - 1 ? lat_bounds_ms[b]
+			                            : lat_bounds_ms[LAT_NBUCKETS - 2];
+	}
+	return lat_bounds_ms[LAT_NBUCKETS - 2];
+}
+
 void
 cond_init_monotonic(pthread_cond_t *c)
 {
@@ -323,8 +378,11 @@ worker_main(void *arg)
 		if (rv == CKR_OK) {
 			m->done++;
 			m->service_ms = sched_ewma(m->service_ms, (double)(now_ns() - t0) / 1e6);
+			record_latency_locked(m, now_ns() - j->submitted_ns);
 		} else if (member_device_failure(rv)) {
 			m->errors++;
+			snprintf(m->last_error, sizeof(m->last_error), "%s", p11mux_rv_name(rv));
+			m->last_error_ns = now_ns();
 			if (gen == m->generation &&
 			    (m->state == MEMBER_UP || m->state == MEMBER_DRAINING)) {
 				unlock(&m->lock);
@@ -347,6 +405,7 @@ member_submit(struct member *m, struct job *j)
 	lock(&m->lock);
 	j->m = m;
 	j->next = NULL;
+	j->submitted_ns = now_ns();
 	if (m->state != MEMBER_UP) {
 		/* Went out of service since it was chosen: the requester tries another. */
 		j->rv = P11MUX_RV_RETRY;
@@ -385,6 +444,9 @@ member_fail(struct member *m, enum member_state state, const char *fmt, ...)
 	va_end(ap);
 	m->state = state;
 	m->since_ns = now_ns();
+	snprintf(m->last_error, sizeof(m->last_error), "%.*s", (int)sizeof(m->last_error) - 1,
+	         m->reason);
+	m->last_error_ns = m->since_ns;
 	/* Jobs still waiting here go elsewhere at once, instead of waiting for a device that
 	 * may never answer. */
 	for (j = m->head; j != NULL; j = next) {

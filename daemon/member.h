@@ -34,11 +34,24 @@ struct job {
 	CK_RV rv;
 	uint8_t *out;
 	size_t outlen;
-	uint64_t started_ns; /* when a worker took it (0: still queued) */
-	int done;            /* result ready */
-	int abandoned;       /* the requester left; the worker frees the job */
-	pthread_cond_t cond; /* signalled when done */
-	struct member *m;    /* where it is queued or running */
+	uint64_t submitted_ns; /* when it was queued */
+	uint64_t started_ns;   /* when a worker took it (0: still queued) */
+	int done;              /* result ready */
+	int abandoned;         /* the requester left; the worker frees the job */
+	pthread_cond_t cond;   /* signalled when done */
+	struct member *m;      /* where it is queued or running */
+};
+
+/* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one
+ * is +Inf. Shared by `p11muxctl status` (percentiles over the last minute) and the
+ * Prometheus histogram. */
+#define LAT_NBUCKETS 16
+extern const double lat_bounds_ms[LAT_NBUCKETS - 1];
+
+/* Operations finished in each of the last 60 seconds, by latency bucket. */
+struct lat_window {
+	uint64_t second[60]; /* which second (monotonic) a slot holds */
+	uint32_t count[60][LAT_NBUCKETS];
 };
 
 struct member {
@@ -61,6 +74,11 @@ struct member {
 	unsigned queued, running;
 	double service_ms; /* moving average of successful operations */
 	uint64_t done, errors, failovers;
+	uint64_t lat_total[LAT_NBUCKETS]; /* since start, for the Prometheus histogram */
+	double lat_sum_s;
+	struct lat_window window;
+	char last_error[64]; /* the last device error, and when */
+	uint64_t last_error_ns;
 	int prober;              /* a probe thread is running */
 	unsigned probe_delay_ms; /* next back-off */
 	int stop;                /* workers exit */
@@ -86,6 +104,10 @@ int member_drain(struct member *m);
 int member_resume(struct member *m);
 /* Opens the anchor session, logs in, reads the mechanisms. Lock not held. */
 CK_RV member_login(struct member *m);
+/* Latency percentile q (0..1) over the last minute, in ms (the upper bound of the bucket
+ * it falls in); -1 when nothing finished in that minute. *count gets the operations of the
+ * last `seconds` seconds. Lock held. */
+double member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count);
 /* The state's name: "up", "draining", "down", "probing", "excluded". */
 const char *member_state_name(enum member_state s);
 

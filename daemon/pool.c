@@ -526,7 +526,10 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 		}
 		describe(all[best], desc, sizeof(desc));
 		if ((po = calloc(1, sizeof(*po))) == NULL ||
-		    (po->backend = calloc(p->nmembers, sizeof(*po->backend))) == NULL) {
+		    (po->backend = calloc(p->nmembers, sizeof(*po->backend))) == NULL ||
+		    (po->holding = calloc(p->nmembers, 1)) == NULL) {
+			if (po != NULL)
+				free(po->backend);
 			free(po);
 			goto nomem;
 		}
@@ -556,6 +559,10 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 		}
 		po->backend[all[best]->member] = all[best]->h;
 		all[best]->used = 1;
+		for (k = 0; k < p->nmembers; k++)
+			po->holding[k] = po->backend[k] != CK_INVALID_HANDLE ? HOLD_SAME
+			                 : holder[k]                         ? HOLD_DIFFERENT
+			                                                     : HOLD_LACKS;
 		/* The pool object takes the winner's attributes. */
 		po->attrs = all[best]->attrs;
 		po->status = all[best]->status;
@@ -586,6 +593,7 @@ build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t 
 			free_attrs(po->attrs, po->n);
 			free(po->status);
 			free(po->backend);
+			free(po->holding);
 			free(po->pub);
 			free(po);
 			goto nomem;
@@ -1016,6 +1024,7 @@ pool_close(struct pool *p)
 		free_attrs(p->objects[i]->attrs, p->objects[i]->n);
 		free(p->objects[i]->status);
 		free(p->objects[i]->backend);
+		free(p->objects[i]->holding);
 		free(p->objects[i]->pub);
 		free(p->objects[i]);
 	}
@@ -1035,6 +1044,7 @@ pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen)
 {
 	struct mobject **all = NULL, view;
 	size_t nall = 0, i, j, held = 0;
+	uint8_t hold;
 	CK_OBJECT_HANDLE h;
 	char err[256];
 	CK_RV rv = CKR_OK;
@@ -1062,9 +1072,17 @@ pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen)
 		view.pub = po->pub;
 		view.publen = po->publen;
 		h = CK_INVALID_HANDLE;
-		for (j = 0; j < nall && h == CK_INVALID_HANDLE; j++)
-			if (same_name(&view, all[j]) && same_material(&view, all[j]))
+		hold = HOLD_LACKS;
+		for (j = 0; j < nall && h == CK_INVALID_HANDLE; j++) {
+			if (!same_name(&view, all[j]))
+				continue;
+			if (same_material(&view, all[j]))
 				h = all[j]->h;
+			else
+				hold = HOLD_DIFFERENT;
+		}
+		__atomic_store_n(&po->holding[m->index], h != CK_INVALID_HANDLE ? HOLD_SAME : hold,
+		                 __ATOMIC_RELEASE);
 		if (h != CK_INVALID_HANDLE)
 			held++;
 		else if (__atomic_load_n(&po->backend[m->index], __ATOMIC_ACQUIRE) !=

@@ -25,6 +25,11 @@
  * another. Never sent to a client. */
 #define P11MUX_RV_RETRY (CKR_VENDOR_DEFINED | 0x5031UL)
 
+/* What a member holds of a pool object. */
+#define HOLD_LACKS     0
+#define HOLD_SAME      1
+#define HOLD_DIFFERENT 2 /* same class, ID and label, other key material */
+
 /* Members of one pool, at most. */
 #define P11MUX_POOL_MAX_MEMBERS 64
 
@@ -39,6 +44,9 @@ struct pobject {
 	/* By member index; CK_INVALID_HANDLE: not used. Read and written with __atomic: a
 	 * probe remaps a member while requests read the array. */
 	CK_OBJECT_HANDLE *backend;
+	/* By member index: HOLD_*; for `p11muxctl keys`. Written at start-up and by a probe
+	 * of that member. */
+	uint8_t *holding;
 	CK_KEY_TYPE ktype;
 	uint8_t *pub; /* key material or value that identifies it */
 	size_t publen;

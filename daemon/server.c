@@ -1,4 +1,5 @@
 /* The client socket: who may connect, and one thread per connection. */
+#include "control.h"
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
@@ -29,19 +30,10 @@ daemon_pool(struct daemon *d, CK_SLOT_ID id)
 }
 
 int
-server_listen(struct daemon *d)
+server_mkdir_for(const char *path)
 {
-	const char *path = d->cfg->socket;
-	struct sockaddr_un sa;
-	struct group *gr;
-	char dir[sizeof(sa.sun_path)], *slash;
-	mode_t old;
-	int fd, probe;
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], *slash;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		log_error("%s: socket: path too long for a Unix socket", d->cfg->path);
-		return -1;
-	}
 	/* Make the socket's directory if it is missing (e.g. /run/p11mux after a reboot). */
 	snprintf(dir, sizeof(dir), "%s", path);
 	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
@@ -51,6 +43,24 @@ server_listen(struct daemon *d)
 			return -1;
 		}
 	}
+	return 0;
+}
+
+int
+server_listen(struct daemon *d)
+{
+	const char *path = d->cfg->socket;
+	struct sockaddr_un sa;
+	struct group *gr;
+	mode_t old;
+	int fd, probe;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		log_error("%s: socket: path too long for a Unix socket", d->cfg->path);
+		return -1;
+	}
+	if (server_mkdir_for(path) != 0)
+		return -1;
 	/* A socket left by a daemon that died is replaced; one with a live daemon is not. */
 	if ((probe = p11mux_unix_connect(path)) >= 0) {
 		close(probe);
@@ -250,15 +260,17 @@ accept_one(struct daemon *d)
 void
 server_run(struct daemon *d)
 {
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	struct client *c;
 
 	pfd[0].fd = d->listen_fd;
 	pfd[0].events = POLLIN;
 	pfd[1].fd = d->stop_pipe[0];
 	pfd[1].events = POLLIN;
+	pfd[2].fd = d->control_fd;
+	pfd[2].events = POLLIN;
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
+		if (poll(pfd, d->control_fd >= 0 ? 3 : 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_error("poll: %s", strerror(errno));
@@ -268,6 +280,13 @@ server_run(struct daemon *d)
 			break;
 		if (pfd[0].revents & POLLIN)
 			accept_one(d);
+		if (d->control_fd >= 0 && (pfd[2].revents & POLLIN))
+			control_serve(d);
+	}
+	if (d->control_fd >= 0) {
+		close(d->control_fd);
+		d->control_fd = -1;
+		unlink(d->cfg->control_socket);
 	}
 	close(d->listen_fd);
 	d->listen_fd = -1;

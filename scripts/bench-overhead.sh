@@ -27,6 +27,7 @@ export SOFTHSM2_CONF
 printf '%s\n' "$PIN" > "$W/pin"
 cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
+control_socket = "$W/control.sock";
 # SoftHSM computes in parallel, unlike a USB HSM: let the member run as many operations
 # at once as there are cores.
 workers_per_member = $(nproc);

@@ -40,6 +40,7 @@ printf '%s:%s\n' "$LABEL" "$PIN" > "$W/pin"
 chmod 600 "$W/pin"
 cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
+control_socket = "$W/control.sock";
 op_timeout_ms = 2000;
 probe_interval_ms = 200;
 pools = ( {

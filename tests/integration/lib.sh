@@ -43,6 +43,7 @@ it_setup() {
 	export SOFTHSM2_CONF
 	SOCK="$WORK/p11mux.sock"
 	export P11MUX_SOCKET="$SOCK"
+	export P11MUX_CONTROL="$WORK/control.sock"
 	KEYS="$WORK/hsm/keys"
 	printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"
 	chmod 600 "$WORK/pin"
@@ -54,6 +55,7 @@ it_setup() {
 write_config() {
 	cat > "$WORK/p11mux.conf" <<CONF
 socket = "$SOCK";
+control_socket = "$WORK/control.sock";
 log_level = "info";
 ${2:-}
 pools = ( {

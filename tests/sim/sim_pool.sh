@@ -17,6 +17,7 @@ printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"
 chmod 600 "$WORK/pin"
 cat > "$WORK/p11mux.conf" <<CONF
 socket = "$SOCK";
+control_socket = "$WORK/control.sock";
 pools = ( {
   label = "$LABEL";
   module = "$SIM_MODULE";

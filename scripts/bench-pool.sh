@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Pool throughput, scheduling and failover on simulated Nitrokey HSMs (p11sim, profile
+# "nitrokey": 0.75 s per RSA-2048 signature, run SCALE times as long). Usage:
+#   scripts/bench-pool.sh [SCALE, default 0.05] [SECONDS per run, default 8]
+# Everything is measured in this one invocation; ratios are against runs of the same
+# invocation. Prints Markdown tables (the figures in docs/benchmarks.md come from here).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+SCALE=${1:-0.05}
+SECS=${2:-8}
+"$top/scripts/deps.sh"
+"$top/scripts/build.sh"
+B="$top/build"
+PIN=648219
+W=$(mktemp -d /tmp/p11mux-poolbench.XXXXXX)
+DPID=
+cleanup() {
+	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+	rm -rf "$W"
+}
+trap cleanup EXIT
+eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 8 --pin "$PIN")"
+export SOFTHSM2_CONF
+mkdir "$W/faults"
+printf 'pool:%s\n' "$PIN" > "$W/pin"
+export P11MUX_SOCKET="$W/p11mux.sock"
+
+# start_pool "hsm1 hsm2 ..." SCHEDULER [p11sim lines...]
+start_pool() {
+	local members=$1 sched=$2 list=""
+	shift 2
+	for m in $members; do list="$list\"$m\", "; done
+	export P11SIM_CONFIG="$W/p11sim.conf"
+	{ echo "profile = nitrokey"; echo "scale = $SCALE"; echo "control_dir = $W/faults"
+	  for l in "$@"; do echo "$l"; done; } > "$P11SIM_CONFIG"
+	cat > "$W/p11mux.conf" <<CONF
+socket = "$W/p11mux.sock";
+control_socket = "$W/control.sock";
+scheduler = "$sched";
+op_timeout_ms = 2000;
+probe_interval_ms = 200;
+pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
+CONF
+	for f in "$W"/faults/*; do [ -e "$f" ] && : > "$f"; done
+	"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
+	DPID=$!
+	for _ in $(seq 1 100); do grep -q ready "$W/daemon.log" && return 0; sleep 0.1; done
+	echo "p11muxd did not start" >&2; cat "$W/daemon.log" >&2; exit 1
+}
+stop_pool() { kill "$DPID"; wait "$DPID" || true; DPID=; }
+# bench THREADS SECONDS -> "ops_per_s p99_ms errors ops"
+bench() {
+	local j
+	j=$("$B/p11mux-bench" --module "$B/p11mux-pkcs11.so" --token pool --pin "$PIN" \
+		--key-label httpdcert --op sign --mech rsa-pkcs --threads "$1" --seconds "$2" --json || true)
+	echo "$(echo "$j" | sed -n 's/.*"ops_per_s":\([0-9]*\).*/\1/p') \
+$(( $(echo "$j" | sed -n 's/.*"p99_us":\([0-9]*\).*/\1/p') / 1000 )) \
+$(echo "$j" | sed -n 's/.*"errors":\([0-9]*\).*/\1/p') \
+$(echo "$j" | sed -n 's/.*"ops":\([0-9]*\).*/\1/p')"
+}
+members() { local n=$1 s=""; for i in $(seq 1 "$n"); do s="$s hsm$i"; done; echo "$s"; }
+
+echo "p11sim nitrokey profile at scale $SCALE (RSA-2048 sign = $(awk "BEGIN{print 750*$SCALE}") ms), $SECS s per run, $(nproc) cores"
+
+echo
+echo "### Scaling (RSA-2048 sign, least-loaded, 4 client threads per member)"
+echo
+echo "| members | threads | ops/s | p99 | errors | efficiency |"
+echo "|---|---|---|---|---|---|"
+one=0
+for n in 1 2 4 8; do
+	start_pool "$(members $n)" least-loaded
+	read -r ops p99 err _ <<<"$(bench $((4 * n)) "$SECS")"
+	stop_pool
+	[ "$n" -eq 1 ] && one=$ops
+	echo "| $n | $((4 * n)) | $ops | ${p99} ms | $err | $(( 100 * ops / (n * one) ))% |"
+done
+
+echo
+echo "### Mixed pool: hsm1, hsm2 fast; hsm3, hsm4 three times slower (24 threads)"
+echo
+start_pool "hsm3" least-loaded "token hsm3 slow 3"
+read -r slow _ _ _ <<<"$(bench 8 "$SECS")"
+stop_pool
+cap=$(( 2 * one + 2 * slow ))
+echo "Capacities measured alone: fast member $one ops/s, slow member $slow ops/s; sum $cap ops/s."
+echo
+echo "| scheduler | ops/s | of the sum of capacities | p99 | hsm1 | hsm2 | hsm3 (slow) | hsm4 (slow) |"
+echo "|---|---|---|---|---|---|---|---|"
+for sched in least-loaded round-robin; do
+	start_pool "hsm1 hsm2 hsm3 hsm4" "$sched" "token hsm3 slow 3" "token hsm4 slow 3"
+	read -r ops p99 err _ <<<"$(bench 24 "$SECS")"
+	stop_pool
+	counts=""
+	for m in hsm1 hsm2 hsm3 hsm4; do
+		counts="$counts $(grep -o "member $m: [0-9]* operations" "$W/daemon.log" | awk '{print $3}') |"
+	done
+	echo "| $sched | $ops | $(( 100 * ops / cap ))% | ${p99} ms |$counts"
+done
+
+echo
+echo "### Failover under load (4 members, 16 threads, 3 s runs; the fault spans 0.3 s to the end)"
+echo
+echo "| run | ops/s | failed operations | p99 |"
+echo "|---|---|---|---|"
+for fault in none removed hang "error 0.3"; do
+	start_pool "$(members 4)" least-loaded
+	FP=
+	if [ "$fault" != none ]; then ( sleep 0.3; echo "$fault" > "$W/faults/hsm2" ) & FP=$!; fi
+	read -r ops p99 err _ <<<"$(bench 16 3)"
+	[ -z "$FP" ] || wait "$FP"
+	: > "$W/faults/hsm2"
+	stop_pool
+	echo "| hsm2: $fault | $ops | $err | ${p99} ms |"
+done
+
+echo
+echo "### The seed's siege shape: concurrent clients against 1 and 4 members (RSA-2048 sign)"
+echo
+echo "| clients | 1 member ops/s | availability | p99 | 4 members ops/s | availability | p99 | ratio |"
+echo "|---|---|---|---|---|---|---|---|"
+for c in 5 10 20 60; do
+	start_pool "hsm1" least-loaded
+	read -r o1 p1 e1 n1 <<<"$(bench "$c" "$SECS")"
+	stop_pool
+	start_pool "$(members 4)" least-loaded
+	read -r o4 p4 e4 n4 <<<"$(bench "$c" "$SECS")"
+	stop_pool
+	a1=$(( 100 * n1 / (n1 + e1) )); a4=$(( 100 * n4 / (n4 + e4) ))
+	echo "| $c | $o1 | ${a1}% | ${p1} ms | $o4 | ${a4}% | ${p4} ms | $(awk "BEGIN{printf \"%.2f\", $o4/$o1}") |"
+done
