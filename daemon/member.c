@@ -377,7 +377,12 @@ worker_main(void *arg)
 		m->running--;
 		if (rv == CKR_OK) {
 			m->done++;
-			m->service_ms = sched_ewma(m->service_ms, (double)(now_ns() - t0) / 1e6);
+			double ms = (double)(now_ns() - t0) / 1e6;
+			size_t k = j->key != NULL ? j->key->index : m->nsvc - 1;
+
+			m->service_ms = sched_ewma(m->service_ms, ms);
+			if (m->svc != NULL && k < m->nsvc)
+				m->svc[k] = sched_ewma(m->svc[k], ms);
 			record_latency_locked(m, now_ns() - j->submitted_ns);
 		} else if (member_device_failure(rv)) {
 			m->errors++;

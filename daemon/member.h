@@ -73,6 +73,8 @@ struct member {
 	struct job *head, *tail;
 	unsigned queued, running;
 	double service_ms; /* moving average of successful operations */
+	double *svc;       /* the same, by pool object index of the key (last: no key) */
+	size_t nsvc;
 	uint64_t done, errors, failovers;
 	uint64_t lat_total[LAT_NBUCKETS]; /* since start, for the Prometheus histogram */
 	double lat_sum_s;

@@ -36,6 +36,7 @@
 /* An object of the pool, the same on every member that is used for it. */
 struct pobject {
 	CK_OBJECT_HANDLE handle; /* virtual, derived from the object's identity */
+	size_t index;            /* position in pool.objects */
 	CK_OBJECT_CLASS cls;
 	int private;         /* CKA_PRIVATE: visible only when logged in */
 	CK_ATTRIBUTE *attrs; /* as read from the first member holding it */
