@@ -321,6 +321,11 @@ conn_transact(struct conn **cp, struct p11mux_msg *m)
 	 * is still in the buffer (the failure came before any reply byte), send it once more
 	 * on a new connection: every call is safe to repeat. */
 	*cp = NULL;
+	/* The idle connections came from the same daemon, gone too: close them all, so that
+	 * the retry gets a new connection rather than another dead one. */
+	shim_lock();
+	conn_close_idle_locked();
+	shim_unlock();
 	if (broken != BROKEN_RESEND || (fresh = conn_get(&rv)) == NULL) {
 		conn_drop(c);
 		return CKR_DEVICE_ERROR;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# NSS's own TLS server (selfserv: the engine under mod_nss) serves with the pool's keys, set up
+# the mod_nss way (modutil -add with -string, a "label:pin" pin file, nicknames "label:cert"),
+# over three simulated members:
+#   TLS 1.3 (RSA-PSS), TLS 1.2 ECDHE-RSA with PKCS#1 v1.5 and with PSS, TLS 1.2 RSA key
+#   exchange (C_Decrypt), an EC P-256 server key (ECDSA), 200 full handshakes with
+#   strsclnt -N, all of them successful, and the server keeps serving across a daemon restart.
+. "$(dirname "$0")/lib.sh"
+it_setup
+DAEMON_EXTRA='probe_interval_ms = 100;'
+sim_setup 0.01
+start_daemon
+DB="$WORK/nssdb"
+mkdir "$DB"
+certutil -N -d "sql:$DB" --empty-password
+echo | modutil -dbdir "sql:$DB" -add pool -libfile "$SHIM" -string "socket=$SOCK" -force >/dev/null
+certutil -d "sql:$DB" -L -h all -f "$WORK/nsspin" | grep -q "^$LABEL:httpdcert " || fail "nickname"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SERVERS=()
+serve() { # nickname -> sets PORT
+	PORT=$(free_port)
+	P11MUX_DEBUG=1 selfserv -d "sql:$DB" -n "$1" -p "$PORT" -f "$WORK/nsspin" -V tls1.2:tls1.3 > "$WORK/selfserv.$PORT.log" 2>&1 &
+	SERVERS+=($!)
+	for _ in $(seq 1 50); do
+		(echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "selfserv did not start: $(cat "$WORK/selfserv.$PORT.log")"
+}
+trap 'kill "${SERVERS[@]}" 2>/dev/null; it_cleanup' EXIT
+s_client() { timeout 20 openssl s_client -connect "127.0.0.1:$PORT" "$@" < /dev/null 2>&1; }
+tst() { echo | timeout 20 tstclnt -h 127.0.0.1 -p "$PORT" -d "sql:$DB" -o -Q "$@" > "$WORK/tst.out" 2>&1; }
+
+serve "$LABEL:httpdcert"
+tst -V tls1.3:tls1.3 || fail "tstclnt TLS 1.3: $(cat "$WORK/tst.out")"
+out=$(s_client -tls1_3)
+echo "$out" | grep -q "New, TLSv1.3" && echo "$out" | grep -q "Peer signature type: RSA-PSS" ||
+	fail "TLS 1.3 with RSA-PSS: $out"
+pass "TLS 1.3, RSA-PSS signature by the pool (tstclnt and openssl s_client)"
+out=$(s_client -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 -sigalgs RSA+SHA256)
+echo "$out" | grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" && echo "$out" | grep -q "Peer signature type: RSA$" ||
+	fail "TLS 1.2 ECDHE-RSA PKCS#1: $out"
+out=$(s_client -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 -sigalgs RSA-PSS+SHA256)
+echo "$out" | grep -q "Peer signature type: RSA-PSS" || fail "TLS 1.2 ECDHE-RSA PSS: $out"
+pass "TLS 1.2 ECDHE-RSA with PKCS#1 v1.5 and with PSS signatures"
+tst -V tls1.2:tls1.2 -c :009C || fail "tstclnt RSA key exchange: $(cat "$WORK/tst.out")"
+out=$(s_client -tls1_2 -cipher AES128-GCM-SHA256)
+echo "$out" | grep -q "Cipher is AES128-GCM-SHA256" || fail "TLS 1.2 RSA key exchange: $out"
+pass "TLS 1.2 RSA key exchange (C_Decrypt through the pool)"
+
+strsclnt -p "$PORT" -d "sql:$DB" -o -N -c 200 -t 8 -V tls1.2:tls1.2 127.0.0.1 > "$WORK/strsclnt.out" 2>&1 ||
+	fail "strsclnt: $(cat "$WORK/strsclnt.out")"
+grep -q "NoReuse - 200 server certificates tested" "$WORK/strsclnt.out" || fail "strsclnt: $(cat "$WORK/strsclnt.out")"
+pass "strsclnt -N: 200 full handshakes, 8 at a time, every one successful"
+
+# The daemon restarts; the same selfserv process keeps serving.
+stop_daemon
+start_daemon
+tst -V tls1.3:tls1.3 || fail "selfserv after a daemon restart: $(cat "$WORK/tst.out")"
+pass "selfserv kept serving across a daemon restart"
+
+serve "$LABEL:eccert"
+tst -V tls1.3:tls1.3 || fail "tstclnt with the EC key: $(cat "$WORK/tst.out")"
+out=$(s_client -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256)
+echo "$out" | grep -q "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" && echo "$out" | grep -q "Peer signature type: ECDSA" ||
+	fail "ECDSA server: $out"
+pass "EC P-256 server key: ECDSA handshakes (TLS 1.3 and 1.2)"
+stop_daemon
+grep "operations," "$WORK/daemon.log"
