@@ -98,48 +98,9 @@ out_prom_str(struct out *o, const char *s)
 int
 control_listen(struct daemon *d)
 {
-	const char *path = d->cfg->control_socket;
-	struct sockaddr_un sa;
-	struct group *gr;
-	mode_t old;
-	int fd, probe;
-
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		log_error("%s: control_socket: path too long", d->cfg->path);
+	if ((d->control_fd = server_bind(d->cfg->control_socket, d->cfg->socket_group, 16)) < 0)
 		return -1;
-	}
-	if (server_mkdir_for(path) != 0)
-		return -1;
-	if ((probe = p11mux_unix_connect(path)) >= 0) {
-		close(probe);
-		log_error("another p11muxd is already listening on %s", path);
-		return -1;
-	}
-	if (errno == ECONNREFUSED)
-		unlink(path);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return -1;
-	old = umask(0117);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		umask(old);
-		log_error("cannot bind %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	umask(old);
-	chmod(path, 0660);
-	if (d->cfg->socket_group != NULL && (gr = getgrnam(d->cfg->socket_group)) != NULL &&
-	    chown(path, (uid_t)-1, gr->gr_gid) != 0)
-		log_warn("chown %s: %s", path, strerror(errno));
-	if (listen(fd, 16) != 0) {
-		close(fd);
-		return -1;
-	}
-	d->control_fd = fd;
-	log_info("control socket %s", path);
+	log_info("control socket %s", d->cfg->control_socket);
 	return 0;
 }
 

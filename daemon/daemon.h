@@ -44,6 +44,9 @@ struct pool *daemon_pool(struct daemon *d, CK_SLOT_ID id);
 
 /* Creates the directory of a socket path when it is missing. 0, or -1 with a message. */
 int server_mkdir_for(const char *path);
+/* Binds and listens on a Unix socket at path, mode 0660, owned by group when given; a
+ * stale socket is replaced, a live daemon's is not. The descriptor, or -1 after a message. */
+int server_bind(const char *path, const char *group, int backlog);
 /* Binds the client socket from the configuration (mode 0660). -1 with a message logged. */
 int server_listen(struct daemon *d);
 /* Accepts and serves clients until a byte arrives on stop_pipe; then closes every

@@ -47,16 +47,15 @@ server_mkdir_for(const char *path)
 }
 
 int
-server_listen(struct daemon *d)
+server_bind(const char *path, const char *group, int backlog)
 {
-	const char *path = d->cfg->socket;
 	struct sockaddr_un sa;
 	struct group *gr;
 	mode_t old;
 	int fd, probe;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		log_error("%s: socket: path too long for a Unix socket", d->cfg->path);
+		log_error("%s: path too long for a Unix socket", path);
 		return -1;
 	}
 	if (server_mkdir_for(path) != 0)
@@ -86,16 +85,23 @@ server_listen(struct daemon *d)
 	umask(old);
 	if (chmod(path, 0660) != 0)
 		log_warn("chmod %s: %s", path, strerror(errno));
-	if (d->cfg->socket_group != NULL && (gr = getgrnam(d->cfg->socket_group)) != NULL &&
+	if (group != NULL && (gr = getgrnam(group)) != NULL &&
 	    chown(path, (uid_t)-1, gr->gr_gid) != 0)
-		log_warn("chown %s to group %s: %s", path, d->cfg->socket_group, strerror(errno));
-	if (listen(fd, 128) != 0) {
+		log_warn("chown %s to group %s: %s", path, group, strerror(errno));
+	if (listen(fd, backlog) != 0) {
 		log_error("listen %s: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
-	d->listen_fd = fd;
-	log_info("listening on %s", path);
+	return fd;
+}
+
+int
+server_listen(struct daemon *d)
+{
+	if ((d->listen_fd = server_bind(d->cfg->socket, d->cfg->socket_group, 128)) < 0)
+		return -1;
+	log_info("listening on %s", d->cfg->socket);
 	return 0;
 }
 
