@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Full TLS handshakes per second through NSS's TLS server (selfserv, the engine under mod_nss)
+# with the pool's key, driven by strsclnt -N (no session reuse: every connection is a full
+# handshake with one private-key operation), at the seed's siege concurrencies (5, 10, 20,
+# 60 clients), on 1 and on 4 simulated Nitrokey HSMs (p11sim "nitrokey" profile at SCALE),
+# RSA-2048 and EC P-256. Usage: scripts/bench-tls.sh [SCALE, default 0.05] [HANDSHAKES per
+# client, default 4]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+SCALE=${1:-0.05}
+PER=${2:-4}
+"$top/scripts/deps.sh"
+"$top/scripts/build.sh"
+B="$top/build"
+PIN=648219
+W=$(mktemp -d /tmp/p11mux-tlsbench.XXXXXX)
+DPID=
+SPID=
+cleanup() {
+	[ -n "$SPID" ] && kill "$SPID" 2>/dev/null
+	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+	rm -rf "$W"
+}
+trap cleanup EXIT
+eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
+export SOFTHSM2_CONF
+mkdir "$W/faults"
+export P11SIM_CONFIG="$W/p11sim.conf"
+printf 'profile = nitrokey\nscale = %s\ncontrol_dir = %s\n' "$SCALE" "$W/faults" > "$P11SIM_CONFIG"
+printf 'pool:%s\n' "$PIN" > "$W/pin"
+mkdir "$W/db"
+certutil -N -d "sql:$W/db" --empty-password
+echo | modutil -dbdir "sql:$W/db" -add pool -libfile "$B/p11mux-pkcs11.so" -string "socket=$W/p11mux.sock" -force >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+start_pool() { # members...
+	local list=""
+	for m in "$@"; do list="$list\"$m\", "; done
+	cat > "$W/p11mux.conf" <<CONF
+socket = "$W/p11mux.sock";
+control_socket = "$W/control.sock";
+pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
+CONF
+	"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
+	DPID=$!
+	for _ in $(seq 1 100); do grep -q ready "$W/daemon.log" && return 0; sleep 0.1; done
+	cat "$W/daemon.log" >&2; exit 1
+}
+stop_pool() { kill "$DPID"; wait "$DPID" || true; DPID=; }
+start_server() { # nickname
+	selfserv -d "sql:$W/db" -n "pool:$1" -p "$PORT" -f "$W/pin" -V tls1.2:tls1.3 -t 64 > "$W/selfserv.log" 2>&1 &
+	SPID=$!
+	for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
+	cat "$W/selfserv.log" >&2; exit 1
+}
+stop_server() { kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=; }
+# run CLIENTS -> "handshakes/s availability%"
+run() {
+	local n=$(( $1 * PER )) t0 t1 ok
+	t0=$(date +%s%N)
+	strsclnt -p "$PORT" -d "sql:$W/db" -o -N -c "$n" -t "$1" -V tls1.2:tls1.2 127.0.0.1 > "$W/st.out" 2>&1 || true
+	t1=$(date +%s%N)
+	ok=$(sed -n 's/.*NoReuse - \([0-9]*\) server certificates tested.*/\1/p' "$W/st.out")
+	ok=${ok:-0}
+	echo "$(awk "BEGIN{printf \"%.1f\", $ok / (($t1 - $t0) / 1e9)}") $(( 100 * ok / n ))"
+}
+
+echo "p11sim nitrokey profile at scale $SCALE (RSA-2048 $(awk "BEGIN{print 750*$SCALE}") ms, EC P-256 $(awk "BEGIN{print 250*$SCALE}") ms per signature); $PER full handshakes per client; TLS 1.2 ECDHE"
+declare -A R
+for members in 1 4; do
+	start_pool $(for i in $(seq 1 "$members"); do echo "hsm$i"; done)
+	for key in httpdcert eccert; do
+		start_server "$key"
+		for c in 5 10 20 60; do
+			R[$members,$key,$c]=$(run "$c")
+		done
+		stop_server
+	done
+	stop_pool
+done
+for key in httpdcert eccert; do
+	[ $key = httpdcert ] && echo && echo "RSA-2048:" || { echo; echo "EC P-256:"; }
+	echo
+	echo "| clients | 1 member handshakes/s | availability | 4 members handshakes/s | availability | 4 / 1 |"
+	echo "|---|---|---|---|---|---|"
+	for c in 5 10 20 60; do
+		read -r h1 a1 <<<"${R[1,$key,$c]}"
+		read -r h4 a4 <<<"${R[4,$key,$c]}"
+		echo "| $c | $h1 | $a1% | $h4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $h4 / $h1}") |"
+	done
+done
