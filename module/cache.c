@@ -243,3 +243,31 @@ cache_clear_objects_locked(void)
 	p11mux_hmap_free(shim.objects);
 	shim.objects = fresh;
 }
+
+CK_RV
+cache_with_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h,
+                  CK_RV (*fn)(const struct object *o, void *arg), void *arg)
+{
+	struct object *o, *fetched = NULL;
+	CK_RV rv;
+
+	/* Fetched at most once per process and handle; afterwards the cached copy is used in
+	 * place, under the lock, without copying it (this is on every signature's path). */
+	for (int tries = 0; tries < 2; tries++) {
+		shim_lock();
+		o = p11mux_hmap_get(shim.objects, h);
+		if (o != NULL) {
+			rv = o->slot == slot ? fn(o, arg) : CKR_OBJECT_HANDLE_INVALID;
+			shim_unlock();
+			object_free(fetched);
+			return rv;
+		}
+		shim_unlock();
+		if (tries == 0 && (rv = cache_get_object(slot, h, &fetched)) != CKR_OK)
+			return rv;
+	}
+	/* Dropped from the cache in between (a logout): use the copy just fetched. */
+	rv = fetched != NULL ? fn(fetched, arg) : CKR_OBJECT_HANDLE_INVALID;
+	object_free(fetched);
+	return rv;
+}

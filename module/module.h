@@ -140,6 +140,10 @@ int cache_slot_index_locked(CK_SLOT_ID id);
 /* The object for handle, fetched from the daemon if it is not cached. On success *out is
  * a copy the caller frees with object_free(). */
 CK_RV cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out);
+/* Runs fn on the cached object for handle (fetched first if needed), with the lock held:
+ * fn must not call back into the shim. Returns fn's result, or why the object is not there. */
+CK_RV cache_with_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h,
+                        CK_RV (*fn)(const struct object *o, void *arg), void *arg);
 /* Drops every cached object (after logout, finalize). Lock held. */
 void cache_clear_objects_locked(void);
 /* Finds attribute type in an object: its index or -1. */

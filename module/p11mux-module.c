@@ -834,33 +834,24 @@ mux_GetObjectSize(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pu
 	return CKR_OK;
 }
 
-static CK_RV
-mux_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
-                      CK_ULONG ulCount)
+struct template
 {
-	struct object *o = NULL;
-	struct session *s;
-	CK_SLOT_ID slot;
+	CK_ATTRIBUTE_PTR t;
+	CK_ULONG n;
+};
+
+/* Fills a template from a cached object, as PKCS#11 says: every attribute is processed and
+ * the last problem found is returned. */
+static CK_RV
+fill_template(const struct object *o, void *arg)
+{
+	const struct template *tp = arg;
+	CK_RV ret = CKR_OK;
 	CK_ULONG i;
-	CK_RV rv, ret = CKR_OK;
 	int k;
 
-	ENTER();
-	if (pTemplate == NULL && ulCount > 0)
-		return CKR_ARGUMENTS_BAD;
-	shim_lock();
-	if ((s = session_get_locked(h)) == NULL) {
-		shim_unlock();
-		return CKR_SESSION_HANDLE_INVALID;
-	}
-	slot = s->slot;
-	shim_unlock();
-	if ((rv = cache_get_object(slot, hObject, &o)) != CKR_OK)
-		return rv;
-	/* Every attribute is processed; the last problem found is returned (PKCS#11 2.40,
-	 * C_GetAttributeValue). */
-	for (i = 0; i < ulCount; i++) {
-		CK_ATTRIBUTE *t = &pTemplate[i];
+	for (i = 0; i < tp->n; i++) {
+		CK_ATTRIBUTE *t = &tp->t[i];
 
 		if ((k = object_find(o, t->type)) < 0) {
 			t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
@@ -879,8 +870,28 @@ mux_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUT
 			t->ulValueLen = o->attrs[k].ulValueLen;
 		}
 	}
-	object_free(o);
 	return ret;
+}
+
+static CK_RV
+mux_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
+                      CK_ULONG ulCount)
+{
+	struct template tp = {pTemplate, ulCount};
+	struct session *s;
+	CK_SLOT_ID slot;
+
+	ENTER();
+	if (pTemplate == NULL && ulCount > 0)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((s = session_get_locked(h)) == NULL) {
+		shim_unlock();
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	slot = s->slot;
+	shim_unlock();
+	return cache_with_object(slot, hObject, fill_template, &tp);
 }
 
 static CK_RV
@@ -1038,10 +1049,22 @@ check_key(enum op_kind kind, const struct object *o, int logged_in)
 	return CKR_OK;
 }
 
+struct key_check {
+	enum op_kind kind;
+	int logged_in;
+};
+
+static CK_RV
+check_key_cb(const struct object *o, void *arg)
+{
+	const struct key_check *kc = arg;
+
+	return check_key(kc->kind, o, kc->logged_in);
+}
+
 static CK_RV
 op_init(CK_SESSION_HANDLE h, enum op_kind kind, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
 {
-	struct object *o = NULL;
 	struct session *s;
 	CK_SLOT_ID slot;
 	int idx, m, logged_in;
@@ -1068,13 +1091,11 @@ op_init(CK_SESSION_HANDLE h, enum op_kind kind, CK_MECHANISM_PTR mech, CK_OBJECT
 	if ((rv = p11mux_mech_param_ok(mech)) != CKR_OK)
 		return rv;
 	if (kind != OP_DIGEST) {
-		rv = cache_get_object(slot, key, &o);
+		struct key_check kc = {kind, logged_in};
+
+		rv = cache_with_object(slot, key, check_key_cb, &kc);
 		if (rv == CKR_OBJECT_HANDLE_INVALID)
 			return CKR_KEY_HANDLE_INVALID;
-		if (rv != CKR_OK)
-			return rv;
-		rv = check_key(kind, o, logged_in);
-		object_free(o);
 		if (rv != CKR_OK)
 			return rv;
 	}
