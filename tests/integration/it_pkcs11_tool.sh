@@ -12,8 +12,13 @@ echo "$pooled"
 for section in "C_GenerateRandom" "Digests:" "Verify (currently only for RSA)" "Decryption (currently only for RSA)"; do
 	echo "$pooled" | grep -qF "$section" || fail "section '$section' not reached"
 done
-[ "$(echo "$pooled" | grep -c ': OK')" -ge "$(echo "$direct" | grep -c ': OK')" ] ||
-	fail "fewer passing checks through the pool than on SoftHSM directly"
+# pkcs11-tool tests every mechanism on the first RSA key it finds and one on the others, and
+# the order of keys differs from run to run (on SoftHSM directly too): count a floor, not an
+# exact figure. Digests (3), verification (at least 1), decryption (at least 1).
+[ "$(echo "$pooled" | grep -c ': OK')" -ge 5 ] || fail "fewer than 5 checks passed through the pool"
+for check in "MD5: OK" "SHA-1: OK" "SHA256: OK" "RSA-X-509: OK" "RSA-PKCS: OK"; do
+	echo "$pooled" | grep -qF "$check" || fail "'$check' missing through the pool"
+done
 echo "$pooled" | grep -qiE "failed|ERR" && ! echo "$pooled" | grep -q "CKR_ARGUMENTS_BAD" &&
 	fail "a check failed through the pool"
 if echo "$direct" | grep -q "CKR_ARGUMENTS_BAD"; then
