@@ -71,7 +71,7 @@ main(int argc, char **argv)
 	struct sigaction sa;
 	const char *path = NULL;
 	char err[1024];
-	int opt, foreground = 0, debug = 0, check = 0, status = 1;
+	int opt, foreground = 0, debug = 0, check = 0, status = 1, stuck = 0;
 	size_t i;
 
 	while ((opt = getopt(argc, argv, "c:fdth")) != -1) {
@@ -161,9 +161,11 @@ main(int argc, char **argv)
 	status = 0;
 out:
 	for (i = 0; i < d.npools; i++)
-		pool_close(&d.pools[i]);
-	free(d.pools);
-	backend_free_all(&d.backends);
+		stuck |= pool_close(&d.pools[i]);
+	if (!stuck) {
+		free(d.pools);
+		backend_free_all(&d.backends);
+	}
 	if (d.listen_fd >= 0) {
 		close(d.listen_fd);
 		unlink(d.cfg->socket);
@@ -176,7 +178,10 @@ out:
 		close(d.stop_pipe[0]);
 		close(d.stop_pipe[1]);
 	}
-	config_free(d.cfg);
+	if (!stuck) {
+		/* A stuck thread still reads the configuration. */
+		config_free(d.cfg);
+	}
 	pthread_mutex_destroy(&d.lock);
 	return status;
 }

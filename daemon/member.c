@@ -757,6 +757,14 @@ member_stop(struct member *m)
 			break;
 		nanosleep(&pause, NULL);
 	}
-	free(m->workers);
-	m->workers = NULL;
+	if (probing) {
+		/* The probe is inside a device call that hangs: its member must stay allocated. */
+		log_warn("member %s: a probe is stuck in a device call; not waiting for it",
+		         m->label);
+		m->stuck = 1;
+	}
+	if (!m->stuck) {
+		free(m->workers);
+		m->workers = NULL;
+	}
 }

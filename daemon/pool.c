@@ -1002,15 +1002,17 @@ pool_start(struct pool *p)
 	return 0;
 }
 
-void
+int
 pool_close(struct pool *p)
 {
 	size_t i;
+	int stuck = 0;
 
 	for (i = 0; i < p->nmembers; i++) {
 		struct member *m = &p->members[i];
 
 		member_stop(m);
+		stuck |= m->stuck;
 		if (p->be != NULL && m->anchor != CK_INVALID_HANDLE && !m->stuck) {
 			p->be->f->C_Logout(m->anchor);
 			p->be->f->C_CloseSession(m->anchor);
@@ -1022,6 +1024,11 @@ pool_close(struct pool *p)
 			pthread_mutex_destroy(&m->lock);
 			pthread_cond_destroy(&m->work);
 		}
+	}
+	if (stuck) {
+		/* A thread left inside a hung device call still points at the pool, its members
+		 * and objects: the process is exiting, let them be. */
+		return 1;
 	}
 	free(p->members);
 	for (i = 0; i < p->nobjects; i++) {
@@ -1041,6 +1048,7 @@ pool_close(struct pool *p)
 		free(p->pin);
 	}
 	memset(p, 0, sizeof(*p));
+	return 0;
 }
 
 CK_RV

@@ -80,8 +80,9 @@ int pool_open(struct pool *p, size_t index, const struct pool_config *cfg,
 /* Starts the members' workers, and probes for the members that are not up. */
 int pool_start(struct pool *p);
 /* Stops the workers, closes backend sessions and frees the pool's memory (not the pool
- * struct itself). */
-void pool_close(struct pool *p);
+ * struct itself). Returns 1 when a thread stuck in a hung device call keeps the memory (and
+ * the backend module) in use, else 0. */
+int pool_close(struct pool *p);
 /* Re-reads a member's objects and maps the pool's objects onto them (after the member came
  * back). CKR_OK, or an error with a reason in why. */
 CK_RV pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen);
