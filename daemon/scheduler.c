@@ -29,12 +29,13 @@ sched_pick(enum sched_policy policy, const struct sched_candidate *c, size_t n, 
 	}
 	if (best < 0)
 		return -1;
-	/* Costs within a quarter of the best count as equal and are taken in turn, so that
-	 * an idle pool spreads its work and a moving average skewed by a mix of fast and slow
-	 * mechanisms does not pin everything on one member. */
+	/* Costs within a quarter (or a millisecond) of the best count as equal and are taken in
+	 * turn, so that an idle pool spreads its work, and neither timing noise nor a moving
+	 * average skewed by a mix of fast and slow mechanisms pins everything on one member. */
 	for (k = 0; k < n; k++) {
 		i = (rr + k) % n;
-		if (c[i].eligible && cost(&c[i]) <= best * SCHED_TIE)
+		if (c[i].eligible &&
+		    (cost(&c[i]) <= best * SCHED_TIE || cost(&c[i]) <= best + SCHED_TIE_MS))
 			return (int)i;
 	}
 	return -1;

@@ -9,7 +9,8 @@
 
 enum sched_policy { SCHED_LEAST_LOADED, SCHED_ROUND_ROBIN };
 
-#define SCHED_TIE 1.25
+#define SCHED_TIE    1.25
+#define SCHED_TIE_MS 1.0 /* noise in sub-millisecond operations is no reason to prefer */
 
 struct sched_candidate {
 	int eligible;      /* up, holds the key, not tried yet for this operation */
@@ -21,8 +22,8 @@ struct sched_candidate {
 /*
  * Index of the member to use, or -1 when none is eligible.
  * SCHED_LEAST_LOADED: the least expected completion time, (load + 1) / workers rounded up,
- * times the service time; candidates within SCHED_TIE of the least are ties, and ties go
- * to the first candidate at or after position rr.
+ * times the service time; candidates within SCHED_TIE times or SCHED_TIE_MS of the least are
+ * ties, and ties go to the first candidate at or after position rr.
  * SCHED_ROUND_ROBIN: the first eligible candidate at or after position rr.
  */
 int sched_pick(enum sched_policy policy, const struct sched_candidate *c, size_t n, unsigned rr);
