@@ -6,7 +6,7 @@ PACKAGES=(
 	build-essential cmake pkg-config clang-format
 	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev
 	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux
-	libengine-pkcs11-openssl gnutls-bin
+	libengine-pkcs11-openssl gnutls-bin nginx siege curl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

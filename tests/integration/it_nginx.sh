@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# nginx, as Debian ships it, serves TLS with the pool's key through OpenSSL's PKCS#11 engine
+# (ssl_engine pkcs11; ssl_certificate_key "engine:pkcs11:pkcs11:..."), from its normal forked
+# worker processes running as www-data, under siege load: every request succeeds. (Straight on
+# SoftHSM those workers fail every handshake, "Object handle invalid": the pool's handles are
+# the same in every process.)
+. "$(dirname "$0")/lib.sh"
+command -v nginx >/dev/null && command -v siege >/dev/null || fail "nginx and siege are needed (scripts/deps.sh)"
+it_setup
+# The workers run as www-data: the socket must let them in (mode 0660, group www-data).
+DAEMON_EXTRA='allowed_users = [ "www-data" ]; socket_group = "www-data";'
+sim_setup 0.01
+chmod 0755 "$WORK"
+start_daemon
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$WORK/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+MODULE_PATH = $SHIM
+PIN = $PIN
+init = 0
+CNF
+N="$WORK/nginx"
+mkdir -p "$N/logs"
+cat > "$N/nginx.conf" <<CONF
+user www-data;
+daemon off;
+master_process on;
+worker_processes 2;
+pid $N/nginx.pid;
+error_log $N/error.log;
+ssl_engine pkcs11;
+env OPENSSL_CONF;
+env P11MUX_SOCKET;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $N/t1; proxy_temp_path $N/t2; fastcgi_temp_path $N/t3;
+  uwsgi_temp_path $N/t4; scgi_temp_path $N/t5;
+  server {
+    listen 127.0.0.1:$PORT ssl;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    ssl_certificate $KEYS/rsa.crt.pem;
+    ssl_certificate_key "engine:pkcs11:pkcs11:token=p11mux%20pool;object=httpdcert;type=private";
+    location / { return 200 "served by a pool\n"; }
+  }
+}
+CONF
+OPENSSL_CONF="$WORK/openssl.cnf" nginx -p "$N" -c "$N/nginx.conf" > "$N/out.log" 2>&1 &
+NGINX=$!
+trap 'kill $NGINX 2>/dev/null || true; it_cleanup' EXIT
+for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+body=$(timeout 10 curl -sk "https://127.0.0.1:$PORT/") || fail "no answer: $(cat "$N/error.log")"
+[ "$body" = "served by a pool" ] || fail "unexpected answer '$body'"
+HOME="$WORK" timeout 60 siege -c 20 -t 5S -b "https://127.0.0.1:$PORT/" > "$WORK/siege.out" 2>&1 || true
+cat "$WORK/siege.out" | grep -E '"(transactions|availability|failed_transactions|transaction_rate)"'
+tx=$(sed -n 's/.*"transactions":[[:space:]]*\([0-9]*\).*/\1/p' "$WORK/siege.out")
+failed=$(sed -n 's/.*"failed_transactions":[[:space:]]*\([0-9]*\).*/\1/p' "$WORK/siege.out")
+avail=$(sed -n 's/.*"availability":[[:space:]]*\([0-9.]*\).*/\1/p' "$WORK/siege.out")
+[ -n "$tx" ] && [ "$tx" -gt 50 ] || fail "siege made only '$tx' transactions"
+[ "$failed" = 0 ] && [ "$avail" = "100.00" ] || fail "siege: $failed failed, availability $avail"
+kill "$NGINX"
+wait "$NGINX" 2>/dev/null || true
+stop_daemon
+grep "operations," "$WORK/daemon.log"
+pass "nginx workers served $tx requests under siege -c 20, 100% available, through the pool"
