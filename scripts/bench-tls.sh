@@ -3,12 +3,14 @@
 # with the pool's key, driven by strsclnt -N (no session reuse: every connection is a full
 # handshake with one private-key operation), at the seed's siege concurrencies (5, 10, 20,
 # 60 clients), on 1 and on 4 simulated Nitrokey HSMs (p11sim "nitrokey" profile at SCALE),
-# RSA-2048 and EC P-256. Usage: scripts/bench-tls.sh [SCALE, default 0.05] [HANDSHAKES per
-# client, default 4]
+# RSA-2048 and EC P-256; then nginx (OpenSSL's PKCS#11 engine, forked workers) under siege at
+# the same concurrencies, RSA-2048. Usage:
+#   scripts/bench-tls.sh [SCALE, default 0.05] [HANDSHAKES per client, default 4] [SIEGE seconds, default 10]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 SCALE=${1:-0.05}
 PER=${2:-4}
+SIEGE_SECS=${3:-10}
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
 B="$top/build"
@@ -18,6 +20,7 @@ DPID=
 SPID=
 cleanup() {
 	[ -n "$SPID" ] && kill "$SPID" 2>/dev/null
+	[ -n "${NPID:-}" ] && kill "$NPID" 2>/dev/null
 	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
 	rm -rf "$W"
 }
@@ -39,6 +42,8 @@ start_pool() { # members...
 	cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
 control_socket = "$W/control.sock";
+allowed_users = [ "www-data" ];
+socket_group = "www-data";
 pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
 CONF
 	"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
@@ -88,4 +93,69 @@ for key in httpdcert eccert; do
 		read -r h4 a4 <<<"${R[4,$key,$c]}"
 		echo "| $c | $h1 | $a1% | $h4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $h4 / $h1}") |"
 	done
+done
+
+# nginx with OpenSSL's engine, workers as www-data (the socket admits them), under siege.
+chmod 0755 "$W"
+cat > "$W/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+MODULE_PATH = $B/p11mux-pkcs11.so
+PIN = $PIN
+init = 0
+CNF
+mkdir -p "$W/nginx/logs"
+cat > "$W/nginx/nginx.conf" <<CONF
+user www-data;
+daemon off;
+worker_processes $(nproc);
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+ssl_engine pkcs11;
+env OPENSSL_CONF;
+env P11MUX_SOCKET;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/t1; proxy_temp_path $W/nginx/t2; fastcgi_temp_path $W/nginx/t3;
+  uwsgi_temp_path $W/nginx/t4; scgi_temp_path $W/nginx/t5;
+  server {
+    listen 127.0.0.1:$PORT ssl;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    ssl_certificate $W/hsm/keys/rsa.crt.pem;
+    ssl_certificate_key "engine:pkcs11:pkcs11:token=pool;object=httpdcert;type=private";
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
+export P11MUX_SOCKET="$W/p11mux.sock"
+declare -A N
+for members in 1 4; do
+	start_pool $(for i in $(seq 1 "$members"); do echo "hsm$i"; done)
+	OPENSSL_CONF="$W/openssl.cnf" nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" > "$W/nginx/out.log" 2>&1 &
+	NPID=$!
+	for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+	for c in 5 10 20 60; do
+		HOME="$W" siege -c "$c" -t "${SIEGE_SECS}S" -b -H "Connection: close" "https://127.0.0.1:$PORT/" > "$W/siege.out" 2>&1 || true
+		N[$members,$c]="$(sed -n 's/.*"transaction_rate":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out") $(sed -n 's/.*"availability":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out")"
+	done
+	kill "$NPID"; wait "$NPID" 2>/dev/null || true; NPID=
+	stop_pool
+done
+echo
+echo "nginx + siege (RSA-2048, a new TLS connection per request: ssl_session_cache off, $SIEGE_SECS s per run):"
+echo
+echo "| clients | 1 member requests/s | availability | 4 members requests/s | availability | 4 / 1 |"
+echo "|---|---|---|---|---|---|"
+for c in 5 10 20 60; do
+	read -r r1 a1 <<<"${N[1,$c]}"
+	read -r r4 a4 <<<"${N[4,$c]}"
+	echo "| $c | $r1 | $a1% | $r4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $r4 / $r1}") |"
 done
