@@ -113,7 +113,9 @@ mkdir -p "$W/nginx/logs"
 cat > "$W/nginx/nginx.conf" <<CONF
 user www-data;
 daemon off;
-worker_processes $(nproc);
+# Each worker blocks in the engine during a private-key operation, so the number of
+# workers bounds how many operations run at once: more workers than members.
+worker_processes 16;
 pid $W/nginx/nginx.pid;
 error_log $W/nginx/error.log;
 ssl_engine pkcs11;
