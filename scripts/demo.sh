@@ -97,7 +97,10 @@ wait "$FPID"
 sleep 1
 grep -E "down|back in service" "$W/daemon.log" | sed 's/^[^ ]* /   /'
 
-step "7. how the work was spread (p11muxd's account at shutdown)"
+step "7. p11muxctl status"
+"$B/p11muxctl" -s "$W/control.sock" status | sed 's/^/   /'
+
+step "8. how the work was spread (p11muxd's account at shutdown)"
 kill "$DPID"
 wait "$DPID" || true
 DPID=
