@@ -458,6 +458,22 @@ session_slot_locked(CK_SESSION_HANDLE h, struct session **out)
 	return cache_slot_index_locked(s->slot);
 }
 
+/* The slot of a session: CKR_OK, or CKR_SESSION_HANDLE_INVALID. */
+static CK_RV
+session_slot(CK_SESSION_HANDLE h, CK_SLOT_ID *slot)
+{
+	struct session *s;
+	CK_RV rv = CKR_SESSION_HANDLE_INVALID;
+
+	shim_lock();
+	if ((s = session_get_locked(h)) != NULL) {
+		*slot = s->slot;
+		rv = CKR_OK;
+	}
+	shim_unlock();
+	return rv;
+}
+
 /* Checks a session handle, for the calls that the pool refuses anyway. */
 static CK_RV
 check_session(CK_SESSION_HANDLE h)
@@ -811,20 +827,14 @@ mux_GetObjectSize(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pu
 	struct object *o = NULL;
 	CK_SLOT_ID slot;
 	CK_ULONG size = 0;
-	struct session *s;
 	size_t i;
 	CK_RV rv;
 
 	ENTER();
 	if (pulSize == NULL)
 		return CKR_ARGUMENTS_BAD;
-	shim_lock();
-	if ((s = session_get_locked(h)) == NULL) {
-		shim_unlock();
-		return CKR_SESSION_HANDLE_INVALID;
-	}
-	slot = s->slot;
-	shim_unlock();
+	if ((rv = session_slot(h, &slot)) != CKR_OK)
+		return rv;
 	if ((rv = cache_get_object(slot, hObject, &o)) != CKR_OK)
 		return rv;
 	for (i = 0; i < o->n; i++)
@@ -878,19 +888,14 @@ mux_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUT
                       CK_ULONG ulCount)
 {
 	struct template tp = {pTemplate, ulCount};
-	struct session *s;
+	CK_RV rv;
 	CK_SLOT_ID slot;
 
 	ENTER();
 	if (pTemplate == NULL && ulCount > 0)
 		return CKR_ARGUMENTS_BAD;
-	shim_lock();
-	if ((s = session_get_locked(h)) == NULL) {
-		shim_unlock();
-		return CKR_SESSION_HANDLE_INVALID;
-	}
-	slot = s->slot;
-	shim_unlock();
+	if ((rv = session_slot(h, &slot)) != CKR_OK)
+		return rv;
 	return cache_with_object(slot, hObject, fill_template, &tp);
 }
 
@@ -1599,7 +1604,6 @@ static CK_RV
 mux_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pRandom, CK_ULONG ulRandomLen)
 {
 	struct p11mux_msg m = {0};
-	struct session *s;
 	struct conn *c;
 	CK_SLOT_ID slot;
 	const uint8_t *p;
@@ -1609,13 +1613,8 @@ mux_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pRandom, CK_ULONG ulRandomLe
 	ENTER();
 	if (pRandom == NULL && ulRandomLen > 0)
 		return CKR_ARGUMENTS_BAD;
-	shim_lock();
-	if ((s = session_get_locked(h)) == NULL) {
-		shim_unlock();
-		return CKR_SESSION_HANDLE_INVALID;
-	}
-	slot = s->slot;
-	shim_unlock();
+	if ((rv = session_slot(h, &slot)) != CKR_OK)
+		return rv;
 	if (ulRandomLen == 0)
 		return CKR_OK;
 	if ((c = conn_get(&rv)) == NULL)

@@ -13,18 +13,7 @@ sim_setup 0.01
 chmod 0755 "$WORK"
 start_daemon
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$WORK/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-MODULE_PATH = $SHIM
-PIN = $PIN
-init = 0
-CNF
+write_engine_conf "$WORK/openssl.cnf"
 N="$WORK/nginx"
 mkdir -p "$N/logs"
 cat > "$N/nginx.conf" <<CONF

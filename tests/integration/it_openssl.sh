@@ -9,21 +9,8 @@ ENGINE=$(find /usr/lib -name pkcs11.so -path "*engines*" 2>/dev/null | head -1)
 [ -n "$ENGINE" ] || fail "libengine-pkcs11-openssl is not installed"
 it_setup
 start_daemon
-cat > "$WORK/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-MODULE_PATH = $SHIM
-PIN = $PIN
-init = 0
-[req]
-distinguished_name = dn
-[dn]
-CNF
+write_engine_conf "$WORK/openssl.cnf"
+printf '[req]\ndistinguished_name = dn\n[dn]\n' >> "$WORK/openssl.cnf"
 URI="pkcs11:token=p11mux%20pool;object=httpdcert;type=private"
 OPENSSL_CONF="$WORK/openssl.cnf" openssl req -new -x509 -days 30 -engine pkcs11 -keyform engine \
 	-key "$URI" -subj "/CN=made by the pool" -out "$WORK/cert.pem" 2> "$WORK/req.err" ||

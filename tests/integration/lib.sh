@@ -125,3 +125,20 @@ fault() {
 member_ops() {
 	grep -o "member $1: [0-9]* operations" "$WORK/daemon.log" | tail -1 | awk '{print $3}'
 }
+
+# write_engine_conf FILE: an OPENSSL_CONF that loads Debian's PKCS#11 engine (libp11) with
+# the shim as its module and the pool's PIN.
+write_engine_conf() {
+	cat > "$1" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+MODULE_PATH = $SHIM
+PIN = $PIN
+init = 0
+CNF
+}
