@@ -138,6 +138,8 @@ http {
 }
 CONF
 export P11MUX_SOCKET="$W/p11mux.sock"
+# siege writes its configuration on its first run (and has been seen to deadlock doing so).
+HOME="$W" timeout -k 2 20 siege -C > /dev/null 2>&1 || true
 declare -A N
 for members in 1 4; do
 	start_pool $(for i in $(seq 1 "$members"); do echo "hsm$i"; done)
@@ -145,7 +147,7 @@ for members in 1 4; do
 	NPID=$!
 	for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 	for c in 5 10 20 60; do
-		HOME="$W" siege -c "$c" -t "${SIEGE_SECS}S" -b -H "Connection: close" "https://127.0.0.1:$PORT/" > "$W/siege.out" 2>&1 || true
+		HOME="$W" timeout -k 5 $((SIEGE_SECS + 60)) siege -c "$c" -t "${SIEGE_SECS}S" -b -H "Connection: close" "https://127.0.0.1:$PORT/" > "$W/siege.out" 2>&1 || true
 		N[$members,$c]="$(sed -n 's/.*"transaction_rate":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out") $(sed -n 's/.*"availability":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out")"
 	done
 	kill "$NPID"; wait "$NPID" 2>/dev/null || true; NPID=
