@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# NSS in processes as Apache's prefork MPM runs mod_nss: a parent initialises NSS, logs in with
+# a mod_nss pin file and finds the key by nickname, then forks 4 workers; each re-initialises
+# the modules, logs in, signs with the key its parent found and with one it finds itself, and
+# serves TLS from the shared socket (tests/integration/nss_prefork.c). Every worker must serve,
+# every handshake must pass (tstclnt, openssl s_client, strsclnt -N with 200 full TLS 1.2
+# handshakes; strsclnt -N counts TLS 1.3 handshakes as failures since they miss no cache),
+# and the workers must keep serving across a daemon restart.
+. "$(dirname "$0")/lib.sh"
+it_setup
+DAEMON_EXTRA='probe_interval_ms = 100;'
+sim_setup 0.01
+start_daemon
+DB="$WORK/nssdb"
+mkdir "$DB"
+certutil -N -d "sql:$DB" --empty-password
+echo | modutil -dbdir "sql:$DB" -add pool -libfile "$SHIM" -string "socket=$SOCK" -force >/dev/null
+WORKERS=4
+
+SERVER=
+trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; it_cleanup' EXIT
+"$P11MUX_BUILD/tests/nss_prefork" "sql:$DB" "$LABEL:httpdcert" "$WORK/nsspin" $WORKERS \
+	> "$WORK/prefork.out" 2> "$WORK/prefork.err" &
+SERVER=$!
+for _ in $(seq 1 100); do
+	[ "$(grep -c '^ready ' "$WORK/prefork.out" 2>/dev/null)" -eq $WORKERS ] && break
+	kill -0 "$SERVER" 2>/dev/null || fail "nss_prefork exited: $(cat "$WORK/prefork.err")"
+	sleep 0.1
+done
+[ "$(grep -c '^ready ' "$WORK/prefork.out")" -eq $WORKERS ] ||
+	fail "not every worker became ready: $(cat "$WORK/prefork.out" "$WORK/prefork.err")"
+PORT=$(awk '/^port /{print $2}' "$WORK/prefork.out")
+pass "$WORKERS forked workers re-initialised NSS, logged in and signed with the parent's key and their own"
+
+tst() { echo "GET / HTTP/1.0" | timeout 20 tstclnt -h 127.0.0.1 -p "$PORT" -d "sql:$DB" -o -Q "$@" > "$WORK/tst.out" 2>&1; }
+tst -V tls1.3:tls1.3 || fail "tstclnt TLS 1.3: $(cat "$WORK/tst.out")"
+out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -cipher AES128-GCM-SHA256 \
+	-ign_eof < <(printf 'GET / HTTP/1.0\r\n\r\n') 2>&1)
+echo "$out" | grep -q "Cipher is AES128-GCM-SHA256" && echo "$out" | grep -q "^served by [0-9]*" ||
+	fail "openssl s_client, RSA key exchange: $out"
+pass "a worker served TLS 1.3 (tstclnt) and TLS 1.2 with RSA key exchange (openssl s_client)"
+
+strsclnt -p "$PORT" -d "sql:$DB" -o -N -c 200 -t 8 -V tls1.2:tls1.2 127.0.0.1 > "$WORK/strsclnt.out" 2>&1 ||
+	fail "strsclnt: $(cat "$WORK/strsclnt.out")"
+grep -q "NoReuse - 200 server certificates tested" "$WORK/strsclnt.out" || fail "strsclnt: $(cat "$WORK/strsclnt.out")"
+pass "strsclnt -N: 200 full handshakes, 8 at a time, every one successful"
+
+# The daemon restarts under the workers; they keep serving.
+stop_daemon
+start_daemon
+strsclnt -p "$PORT" -d "sql:$DB" -o -N -c 40 -t 4 -V tls1.2:tls1.2 127.0.0.1 > "$WORK/strsclnt2.out" 2>&1 ||
+	fail "strsclnt after a daemon restart: $(cat "$WORK/strsclnt2.out")"
+grep -q "NoReuse - 40 server certificates tested" "$WORK/strsclnt2.out" ||
+	fail "strsclnt after a daemon restart: $(cat "$WORK/strsclnt2.out")"
+pass "the workers kept serving across a daemon restart (40 more full handshakes)"
+
+kill -TERM "$SERVER"
+rc=0
+wait "$SERVER" || rc=$?
+SERVER=
+[ "$rc" -eq 0 ] || fail "nss_prefork exited $rc: $(cat "$WORK/prefork.out" "$WORK/prefork.err")"
+cat "$WORK/prefork.out"
+total=$(awk '/handshakes,/{n += $2} END {print n + 0}' "$WORK/prefork.out")
+busy=$(awk '/handshakes,/ && $2 > 0 {n++} END {print n + 0}' "$WORK/prefork.out")
+failed=$(awk '/handshakes,/{n += $4} END {print n + 0}' "$WORK/prefork.out")
+[ "$failed" -eq 0 ] || fail "$failed handshakes failed in the workers"
+[ "$total" -eq 242 ] || fail "the workers counted $total handshakes, the clients made 242"
+[ "$busy" -eq $WORKERS ] || fail "only $busy of $WORKERS workers served"
+pass "all $WORKERS workers served; $total handshakes, none failed"
+stop_daemon
