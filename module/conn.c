@@ -177,7 +177,9 @@ open_once(struct conn *c, const char *path, int *retry)
 
 /* Opens a connection and shakes hands. A daemon that is being restarted has no socket, or
  * one nobody accepts on, for a moment: wait for it, up to reconnect_ms, rather than fail the
- * application's call. */
+ * application's call. A process that has never reached the daemon does not wait: the module
+ * may be registered with p11-kit, and every GnuTLS program on the machine would otherwise
+ * stall for reconnect_ms while p11muxd is stopped. */
 static struct conn *
 conn_open(CK_RV *rv)
 {
@@ -195,7 +197,7 @@ conn_open(CK_RV *rv)
 	c->fd = -1;
 	shim_lock();
 	path = strdup(shim.socket_path);
-	limit = shim.reconnect_ms;
+	limit = shim.reached ? shim.reconnect_ms : 0;
 	shim_unlock();
 	if (path == NULL) {
 		*rv = CKR_HOST_MEMORY;
@@ -211,6 +213,7 @@ conn_open(CK_RV *rv)
 	if (*rv != CKR_OK)
 		goto fail;
 	shim_lock();
+	shim.reached = 1;
 	c->all_next = shim.all;
 	shim.all = c;
 	shim_unlock();

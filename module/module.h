@@ -87,6 +87,7 @@ struct shim {
 	_Atomic pid_t pid; /* process that called C_Initialize */
 	char *socket_path;
 	unsigned reconnect_ms; /* how long to wait for a daemon that is (re)starting */
+	int reached;           /* this process (or its parent) has talked to the daemon */
 	struct conn *idle;
 	size_t nidle;
 	struct conn *all;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # OpenSSL through Debian's PKCS#11 engine (libp11) with MODULE_PATH = p11mux-pkcs11.so: a
 # self-signed certificate made by `openssl req -engine pkcs11` is signed by the pool's key;
-# GnuTLS's p11tool, given the module with --provider, lists the pool's token and key; and
-# gnutls-serv serves TLS with the pool's key.
+# and GnuTLS's p11tool, given the module with --provider, lists the pool's token and key.
+# (GnuTLS through p11-kit's module registry, and gnutls-serv, are in it_p11kit.)
 # (lib.sh has a shell function named p11tool for pkcs11-tool: "command p11tool" is GnuTLS.s.)
 . "$(dirname "$0")/lib.sh"
 ENGINE=$(find /usr/lib -name pkcs11.so -path "*engines*" 2>/dev/null | head -1)
@@ -26,18 +26,4 @@ out=$(command p11tool --provider "$SHIM" --login --set-pin="$PIN" --list-privkey
 echo "$out" | grep -q "object=httpdcert" || fail "p11tool --list-privkeys: $out"
 pass "p11tool (GnuTLS) lists the pool's token and private keys"
 
-# gnutls-serv serves TLS with the pool's key (PIN from GNUTLS_PIN).
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-GNUTLS_PIN=$PIN gnutls-serv --provider="$SHIM" --x509keyfile "$URI" --x509certfile "$KEYS/rsa.crt.pem" \
-	-p "$PORT" > "$WORK/gnutls-serv.log" 2>&1 &
-GS=$!
-trap 'kill $GS 2>/dev/null || true; it_cleanup' EXIT
-for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_3 < /dev/null 2>&1 || true)
-echo "$out" | grep -q "New, TLSv1.3" && echo "$out" | grep -q "Peer signature type: RSA-PSS" ||
-	fail "gnutls-serv TLS 1.3: $out $(cat "$WORK/gnutls-serv.log")"
-out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 < /dev/null 2>&1 || true)
-echo "$out" | grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" || fail "gnutls-serv TLS 1.2: $out"
-kill $GS
-pass "gnutls-serv serves TLS 1.3 and 1.2 with the pool's key"
 stop_daemon

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GnuTLS through p11-kit's module registry, without being told the module's path: the
+# p11mux.module file that `cmake --install` writes is registered in p11-kit's modules directory
+# (under a name of this test's own, removed at the end); then `p11-kit list-modules` and
+# `p11tool --list-tokens` show the pool's token, p11tool lists its keys, and gnutls-serv serves
+# TLS 1.3 and 1.2 with `--x509keyfile "pkcs11:…"`. With the daemon stopped, GnuTLS programs
+# that never reached it do not wait for it and still see the other tokens.
+# (lib.sh has a shell function named p11tool for pkcs11-tool: "command p11tool" is GnuTLS's.)
+. "$(dirname "$0")/lib.sh"
+MODDIR=$(pkg-config p11-kit-1 --variable p11_module_configs)
+if [ ! -w "$MODDIR" ]; then
+	echo "skip: $MODDIR is not writable (run as root to register a module with p11-kit)"
+	exit 77
+fi
+it_setup
+REG=
+GS=
+trap '[ -z "$GS" ] || kill "$GS" 2>/dev/null || true; [ -z "$REG" ] || rm -f "$REG"; it_cleanup' EXIT
+
+# Install as a package would (DESTDIR), check the registration names the installed module,
+# then register it pointing at that staged copy.
+DESTDIR="$WORK/dest" cmake --install "$P11MUX_BUILD" > "$WORK/install.log" || fail "cmake --install"
+installed="$WORK/dest$MODDIR/p11mux.module"
+[ -f "$installed" ] || fail "cmake --install did not write $MODDIR/p11mux.module: $(cat "$WORK/install.log")"
+modpath=$(awk '$1 == "module:" {print $2}' "$installed")
+[ -f "$WORK/dest$modpath" ] || fail "p11mux.module names $modpath, which was not installed"
+REG="$MODDIR/p11mux-it-${WORK##*.}.module"
+sed "s|^module: .*|module: $WORK/dest$modpath|" "$installed" > "$REG"
+pass "cmake --install writes $MODDIR/p11mux.module naming the installed $modpath"
+
+start_daemon
+out=$(p11-kit list-modules 2>&1 || true)
+echo "$out" | grep -q "^p11mux-it-.*: $WORK/dest$modpath" && echo "$out" | grep -q "token: $LABEL" ||
+	fail "p11-kit list-modules: $out"
+out=$(command p11tool --list-tokens 2>&1 || true)
+echo "$out" | grep -q "Label: $LABEL" || fail "p11tool --list-tokens: $out"
+TOKEN="pkcs11:token=p11mux%20pool"
+out=$(command p11tool --login --set-pin="$PIN" --list-privkeys "$TOKEN" 2>&1 || true)
+echo "$out" | grep -q "object=httpdcert" || fail "p11tool --list-privkeys: $out"
+pass "p11-kit list-modules and p11tool --list-tokens find the pool; p11tool lists its private keys"
+
+# gnutls-serv serves TLS with the pool's key, found by URI alone (PIN from GNUTLS_PIN).
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+GNUTLS_PIN=$PIN gnutls-serv --x509keyfile "$TOKEN;object=httpdcert;type=private" \
+	--x509certfile "$KEYS/rsa.crt.pem" -p "$PORT" > "$WORK/gnutls-serv.log" 2>&1 &
+GS=$!
+for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_3 < /dev/null 2>&1 || true)
+echo "$out" | grep -q "New, TLSv1.3" && echo "$out" | grep -q "Peer signature type: RSA-PSS" ||
+	fail "gnutls-serv TLS 1.3: $out $(cat "$WORK/gnutls-serv.log")"
+out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 < /dev/null 2>&1 || true)
+echo "$out" | grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" || fail "gnutls-serv TLS 1.2: $out"
+kill "$GS"
+GS=
+pass "gnutls-serv serves TLS 1.3 and 1.2 with the pool's key, named by a pkcs11: URI only"
+
+# With the daemon stopped, a GnuTLS program that never reached it does not wait out
+# reconnect_ms (set to 60 s here) and still lists the other tokens.
+stop_daemon
+out=$(P11MUX_RECONNECT_MS=60000 timeout 30 p11tool --list-tokens 2>&1) ||
+	fail "p11tool --list-tokens with the daemon stopped (status $?): $out"
+echo "$out" | grep -q "Label: $LABEL" && fail "the pool's token listed with the daemon stopped: $out"
+echo "$out" | grep -q "System Trust" || fail "p11tool lost the other tokens: $out"
+pass "with the daemon stopped, p11tool answers at once and lists the other tokens"
