@@ -11,9 +11,7 @@ DAEMON_EXTRA='probe_interval_ms = 100;'
 sim_setup 0.01
 start_daemon
 DB="$WORK/nssdb"
-mkdir "$DB"
-certutil -N -d "sql:$DB" --empty-password
-echo | modutil -dbdir "sql:$DB" -add pool -libfile "$SHIM" -string "socket=$SOCK" -force >/dev/null
+nss_pool_db "$DB"
 certutil -d "sql:$DB" -L -h all -f "$WORK/nsspin" | grep -q "^$LABEL:httpdcert " || fail "nickname"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -49,9 +47,7 @@ out=$(s_client -tls1_2 -cipher AES128-GCM-SHA256)
 echo "$out" | grep -q "Cipher is AES128-GCM-SHA256" || fail "TLS 1.2 RSA key exchange: $out"
 pass "TLS 1.2 RSA key exchange (C_Decrypt through the pool)"
 
-strsclnt -p "$PORT" -d "sql:$DB" -o -N -c 200 -t 8 -V tls1.2:tls1.2 127.0.0.1 > "$WORK/strsclnt.out" 2>&1 ||
-	fail "strsclnt: $(cat "$WORK/strsclnt.out")"
-grep -q "NoReuse - 200 server certificates tested" "$WORK/strsclnt.out" || fail "strsclnt: $(cat "$WORK/strsclnt.out")"
+strsclnt_full "$DB" "$PORT" 200 8
 pass "strsclnt -N: 200 full handshakes, 8 at a time, every one successful"
 
 # The daemon restarts; the same selfserv process keeps serving.

@@ -142,3 +142,21 @@ PIN = $PIN
 init = 0
 CNF
 }
+
+# nss_pool_db DIR: a fresh NSS database with the shim added the mod_nss way (modutil -add,
+# the daemon's socket given with -string).
+nss_pool_db() {
+	mkdir "$1"
+	certutil -N -d "sql:$1" --empty-password
+	echo | modutil -dbdir "sql:$1" -add pool -libfile "$SHIM" -string "socket=$SOCK" -force >/dev/null
+}
+
+# strsclnt_full DB PORT N THREADS: N full TLS 1.2 handshakes (strsclnt -N), THREADS at a
+# time, every one successful. (strsclnt -N counts TLS 1.3 handshakes as failures: they miss
+# no session cache.)
+strsclnt_full() {
+	local out="$WORK/strsclnt.$2.$3.out"
+	strsclnt -p "$2" -d "sql:$1" -o -N -c "$3" -t "$4" -V tls1.2:tls1.2 127.0.0.1 > "$out" 2>&1 ||
+		fail "strsclnt: $(cat "$out")"
+	grep -q "NoReuse - $3 server certificates tested" "$out" || fail "strsclnt: $(cat "$out")"
+}

@@ -86,6 +86,27 @@ report(const char *what)
 	        PR_ErrorToName(err) != NULL ? PR_ErrorToName(err) : "?", (int)err);
 }
 
+/* The certificate by nickname, a login to its token (with the pin file), and its key. */
+static int
+find_cert_and_key(const char *nickname, CERTCertificate **cert, SECKEYPrivateKey **key)
+{
+	*cert = PK11_FindCertFromNickname(nickname, NULL);
+	if (*cert == NULL) {
+		report("PK11_FindCertFromNickname");
+		return -1;
+	}
+	if (PK11_Authenticate((*cert)->slot, PR_TRUE, NULL) != SECSuccess) {
+		report("PK11_Authenticate");
+		return -1;
+	}
+	*key = PK11_FindKeyByAnyCert(*cert, NULL);
+	if (*key == NULL) {
+		report("PK11_FindKeyByAnyCert");
+		return -1;
+	}
+	return 0;
+}
+
 /* Signs a digest with key and verifies it with the certificate's public key. */
 static int
 sign_and_verify(SECKEYPrivateKey *key, CERTCertificate *cert)
@@ -182,20 +203,8 @@ child(int lfd, const char *nickname, CERTCertificate *parent_cert, SECKEYPrivate
 		report("SECMOD_RestartModules");
 		return 1;
 	}
-	cert = PK11_FindCertFromNickname(nickname, NULL);
-	if (cert == NULL) {
-		report("PK11_FindCertFromNickname in the child");
+	if (find_cert_and_key(nickname, &cert, &key) != 0)
 		return 1;
-	}
-	if (PK11_Authenticate(cert->slot, PR_TRUE, NULL) != SECSuccess) {
-		report("PK11_Authenticate in the child");
-		return 1;
-	}
-	key = PK11_FindKeyByAnyCert(cert, NULL);
-	if (key == NULL) {
-		report("PK11_FindKeyByAnyCert in the child");
-		return 1;
-	}
 	if (sign_and_verify(key, cert) != 0) {
 		fprintf(stderr, "nss_prefork[%d]: the key found in the child does not sign\n",
 		        (int)getpid());
@@ -268,20 +277,8 @@ main(int argc, char **argv)
 		report("SSL set-up");
 		return 1;
 	}
-	cert = PK11_FindCertFromNickname(argv[2], NULL);
-	if (cert == NULL) {
-		report("PK11_FindCertFromNickname");
+	if (find_cert_and_key(argv[2], &cert, &key) != 0)
 		return 1;
-	}
-	if (PK11_Authenticate(cert->slot, PR_TRUE, NULL) != SECSuccess) {
-		report("PK11_Authenticate");
-		return 1;
-	}
-	key = PK11_FindKeyByAnyCert(cert, NULL);
-	if (key == NULL) {
-		report("PK11_FindKeyByAnyCert");
-		return 1;
-	}
 
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
