@@ -5,12 +5,18 @@
 # 60 clients), on 1 and on 4 simulated Nitrokey HSMs (p11sim "nitrokey" profile at SCALE),
 # RSA-2048 and EC P-256; then nginx (OpenSSL's PKCS#11 engine, forked workers) under siege at
 # the same concurrencies, RSA-2048. Usage:
-#   scripts/bench-tls.sh [SCALE, default 0.05] [HANDSHAKES per client, default 4] [SIEGE seconds, default 10]
+#   scripts/bench-tls.sh [SCALE, default 0.05] [HANDSHAKES per client, default 4]
+#                        [SIEGE seconds, default 10] [EC_SCALE, default SCALE]
+# EC_SCALE runs the EC P-256 part at another time scale: at 0.05 a simulated member signs in
+# 12.5 ms, and four of them outrun what a 2-core machine's own TLS work allows, so the
+# machine, not the pool, is what gets measured; a slower scale keeps the devices the limit,
+# as real ones (250 ms per signature) are.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 SCALE=${1:-0.05}
 PER=${2:-4}
 SIEGE_SECS=${3:-10}
+EC_SCALE=${4:-$SCALE}
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
 B="$top/build"
@@ -29,7 +35,8 @@ eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
 export SOFTHSM2_CONF
 mkdir "$W/faults"
 export P11SIM_CONFIG="$W/p11sim.conf"
-printf 'profile = nitrokey\nscale = %s\ncontrol_dir = %s\n' "$SCALE" "$W/faults" > "$P11SIM_CONFIG"
+sim_scale() { printf 'profile = nitrokey\nscale = %s\ncontrol_dir = %s\n' "$1" "$W/faults" > "$P11SIM_CONFIG"; }
+sim_scale "$SCALE"
 printf 'pool:%s\n' "$PIN" > "$W/pin"
 mkdir "$W/db"
 certutil -N -d "sql:$W/db" --empty-password
@@ -70,21 +77,23 @@ run() {
 	echo "$(awk "BEGIN{printf \"%.1f\", $ok / (($t1 - $t0) / 1e9)}") $(( 100 * ok / n ))"
 }
 
-echo "p11sim nitrokey profile at scale $SCALE (RSA-2048 $(awk "BEGIN{print 750*$SCALE}") ms, EC P-256 $(awk "BEGIN{print 250*$SCALE}") ms per signature); $PER full handshakes per client; TLS 1.2 ECDHE"
+echo "p11sim nitrokey profile: RSA-2048 at scale $SCALE ($(awk "BEGIN{print 750*$SCALE}") ms per signature), EC P-256 at scale $EC_SCALE ($(awk "BEGIN{print 250*$EC_SCALE}") ms); $PER full handshakes per client; TLS 1.2 ECDHE"
 declare -A R
-for members in 1 4; do
-	start_pool $(for i in $(seq 1 "$members"); do echo "hsm$i"; done)
-	for key in httpdcert eccert; do
+for key in httpdcert eccert; do
+	[ $key = httpdcert ] && sim_scale "$SCALE" || sim_scale "$EC_SCALE"
+	for members in 1 4; do
+		start_pool $(for i in $(seq 1 "$members"); do echo "hsm$i"; done)
 		start_server "$key"
 		for c in 5 10 20 60; do
 			R[$members,$key,$c]=$(run "$c")
 		done
 		stop_server
+		stop_pool
 	done
-	stop_pool
 done
+sim_scale "$SCALE"
 for key in httpdcert eccert; do
-	[ $key = httpdcert ] && echo && echo "RSA-2048:" || { echo; echo "EC P-256:"; }
+	[ $key = httpdcert ] && echo && echo "RSA-2048 (scale $SCALE):" || { echo; echo "EC P-256 (scale $EC_SCALE):"; }
 	echo
 	echo "| clients | 1 member handshakes/s | availability | 4 members handshakes/s | availability | 4 / 1 |"
 	echo "|---|---|---|---|---|---|"
