@@ -6,9 +6,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* Written by the signal handler; read by server_run(). */
@@ -36,16 +39,35 @@ usage(FILE *f)
 	           "  -t       check the configuration file and exit\n");
 }
 
+/*
+ * Detaches. The process that was started stays until the daemon is ready (exit 0) or has
+ * failed (exit 1; the reason is in syslog), so "p11muxd -c FILE && start the web server"
+ * never starts the web server before the socket accepts. Returns the pipe's write end, which
+ * the daemon passes to announce_ready(), or -1.
+ */
 static int
 daemonize(void)
 {
 	pid_t pid;
-	int fd;
+	int fd, ready[2];
+	ssize_t n;
+	char c;
 
+	if (pipe2(ready, O_CLOEXEC) != 0)
+		return -1;
 	if ((pid = fork()) < 0)
 		return -1;
-	if (pid > 0)
-		_exit(0);
+	if (pid > 0) {
+		close(ready[1]);
+		do
+			n = read(ready[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1 && c == 'r')
+			_exit(0);
+		fprintf(stderr, "p11muxd: failed to start; see the system log\n");
+		_exit(1);
+	}
+	close(ready[0]);
 	if (setsid() < 0)
 		return -1;
 	if ((pid = fork()) < 0)
@@ -61,7 +83,40 @@ daemonize(void)
 		if (fd > 2)
 			close(fd);
 	}
-	return 0;
+	return ready[1];
+}
+
+/*
+ * Tells whoever waits that the sockets accept: the process that started a detaching daemon
+ * (through ready_fd), and systemd with Type=notify (READY=1 to $NOTIFY_SOCKET), so that
+ * units ordered After= this one start only then.
+ */
+static void
+announce_ready(int ready_fd)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	static const char msg[] = "READY=1";
+	socklen_t len;
+	int fd;
+
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "r", 1) != 1)
+			log_error("cannot tell the starting process that the daemon is ready");
+		close(ready_fd);
+	}
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sun.sun_path))
+		return;
+	memcpy(sun.sun_path, path, strlen(path));
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0'; /* an abstract socket */
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return;
+	if (sendto(fd, msg, sizeof(msg) - 1, 0, (struct sockaddr *)&sun, len) < 0)
+		log_error("cannot notify systemd at %s: %s", path, strerror(errno));
+	close(fd);
 }
 
 int
@@ -71,7 +126,7 @@ main(int argc, char **argv)
 	struct sigaction sa;
 	const char *path = NULL;
 	char err[1024];
-	int opt, foreground = 0, debug = 0, check = 0, status = 1, stuck = 0;
+	int opt, foreground = 0, debug = 0, check = 0, status = 1, stuck = 0, ready_fd = -1;
 	size_t i;
 
 	while ((opt = getopt(argc, argv, "c:fdth")) != -1) {
@@ -116,7 +171,7 @@ main(int argc, char **argv)
 	}
 	p11mux_log_set_level(debug ? P11MUX_LOG_DEBUG : d.cfg->log_level);
 	if (!foreground) {
-		if (daemonize() != 0) {
+		if ((ready_fd = daemonize()) < 0) {
 			fprintf(stderr, "p11muxd: cannot detach: %s\n", strerror(errno));
 			goto out;
 		}
@@ -154,6 +209,8 @@ main(int argc, char **argv)
 	if (server_listen(&d) != 0 || control_listen(&d) != 0)
 		goto out;
 	log_info("ready");
+	announce_ready(ready_fd);
+	ready_fd = -1;
 	server_run(&d);
 	log_info("stopping");
 	for (i = 0; i < d.npools; i++)
@@ -183,5 +240,7 @@ out:
 		config_free(d.cfg);
 	}
 	pthread_mutex_destroy(&d.lock);
+	if (ready_fd >= 0)
+		close(ready_fd); /* never ready: the starting process exits 1 */
 	return status;
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Start-up as init systems see it: a detaching p11muxd returns only once its socket accepts
+# (exit 0), or with exit 1 when it could not start (a wrong PIN here); in the foreground under
+# systemd's Type=notify it sends READY=1 to $NOTIFY_SOCKET once ready.
+. "$(dirname "$0")/lib.sh"
+it_setup
+
+# Detached: when the command returns 0 the pool is already serving.
+"$DAEMON" -c "$WORK/p11mux.conf" || fail "p11muxd (detaching) exited $?"
+pid=$(pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" || true)
+[ -n "$pid" ] || fail "no detached p11muxd is running"
+DAEMON_PID=$pid # it_cleanup stops it if the test fails
+out=$(p11tool -L 2>&1) || fail "the pool did not answer right after p11muxd returned: $out"
+echo "$out" | grep -q "token label *: $LABEL" || fail "pkcs11-tool -L: $out"
+kill -TERM "$pid"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && fail "the detached p11muxd did not stop on SIGTERM"
+DAEMON_PID=
+[ ! -e "$SOCK" ] || fail "the socket was left behind"
+pass "a detaching p11muxd returns 0 once its socket accepts, and stops on SIGTERM"
+
+# Detached with a wrong PIN: the command itself fails.
+cp "$WORK/pin" "$WORK/pin.good"
+printf '%s:%s\n' "$LABEL" 999999 > "$WORK/pin"
+rc=0
+out=$("$DAEMON" -c "$WORK/p11mux.conf" 2>&1) || rc=$?
+[ "$rc" -eq 1 ] || fail "p11muxd with a wrong PIN: exit $rc, expected 1: $out"
+echo "$out" | grep -q "failed to start" || fail "no message from the failed start: $out"
+pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null && fail "a p11muxd is left running"
+cp "$WORK/pin.good" "$WORK/pin"
+pass "a detaching p11muxd that cannot start exits 1"
+
+# systemd Type=notify: READY=1 arrives once the socket accepts.
+python3 - "$WORK/notify.sock" "$DAEMON" "$WORK/p11mux.conf" "$SOCK" <<'PY' || fail "sd_notify"
+import os, socket, subprocess, sys
+path, daemon, conf, sock = sys.argv[1:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+s.settimeout(30)
+env = dict(os.environ, NOTIFY_SOCKET=path)
+p = subprocess.Popen([daemon, "-c", conf, "-f"], env=env, stderr=subprocess.DEVNULL)
+try:
+    msg = s.recv(256).decode()
+    assert msg == "READY=1", msg
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(sock)  # the socket accepts when READY=1 arrives
+    c.close()
+finally:
+    p.terminate()
+    assert p.wait(30) == 0, "p11muxd exited %d" % p.returncode
+PY
+pass "with NOTIFY_SOCKET set, p11muxd -f sends READY=1 once its socket accepts"
