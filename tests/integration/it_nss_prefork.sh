@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# NSS in processes as Apache's prefork MPM runs mod_nss: a parent initialises NSS, logs in with
-# a mod_nss pin file and finds the key by nickname, then forks 4 workers; each re-initialises
-# the modules, logs in, signs with the key its parent found and with one it finds itself, and
-# serves TLS from the shared socket (tests/integration/nss_prefork.c). Every worker must serve,
+# NSS in processes as Apache's prefork MPM runs mod_nss: a parent (root) initialises NSS, logs
+# in with a mod_nss pin file and finds the key by nickname, then forks 4 workers; each becomes
+# www-data, re-initialises the modules, logs in, signs with the key its parent found and with
+# one it finds itself, and serves TLS from the shared socket (tests/integration/nss_prefork.c). Every worker must serve,
 # every handshake must pass (tstclnt, openssl s_client, strsclnt -N with 200 full handshakes),
 # and the workers must keep serving across a daemon restart.
 . "$(dirname "$0")/lib.sh"
 it_setup
-DAEMON_EXTRA='probe_interval_ms = 100;'
+# The workers run as www-data, as Apache's children do: the daemon must let them in, and they
+# must reach the socket and read the NSS database.
+DAEMON_EXTRA='probe_interval_ms = 100; allowed_users = [ "www-data" ]; socket_group = "www-data";'
 sim_setup 0.01
+chmod 0755 "$WORK"
 start_daemon
 DB="$WORK/nssdb"
 nss_pool_db "$DB"
+chmod -R a+rX "$DB"
 WORKERS=4
 
 SERVER=
 trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; it_cleanup' EXIT
-"$P11MUX_BUILD/tests/nss_prefork" "sql:$DB" "$LABEL:httpdcert" "$WORK/nsspin" $WORKERS \
+AS=()
+[ "$(id -u)" -ne 0 ] || AS=(www-data) # only root can become www-data
+"$P11MUX_BUILD/tests/nss_prefork" "sql:$DB" "$LABEL:httpdcert" "$WORK/nsspin" $WORKERS "${AS[@]}" \
 	> "$WORK/prefork.out" 2> "$WORK/prefork.err" &
 SERVER=$!
 for _ in $(seq 1 100); do
@@ -27,7 +33,7 @@ done
 [ "$(grep -c '^ready ' "$WORK/prefork.out")" -eq $WORKERS ] ||
 	fail "not every worker became ready: $(cat "$WORK/prefork.out" "$WORK/prefork.err")"
 PORT=$(awk '/^port /{print $2}' "$WORK/prefork.out")
-pass "$WORKERS forked workers re-initialised NSS, logged in and signed with the parent's key and their own"
+pass "$WORKERS forked workers became ${AS:-no other user}, re-initialised NSS, logged in and signed with the parent's key and their own"
 
 tst() { echo "GET / HTTP/1.0" | timeout 20 tstclnt -h 127.0.0.1 -p "$PORT" -d "sql:$DB" -o -Q "$@" > "$WORK/tst.out" 2>&1; }
 tst -V tls1.3:tls1.3 || fail "tstclnt TLS 1.3: $(cat "$WORK/tst.out")"

@@ -1,9 +1,11 @@
 /*
  * A TLS server built the way Apache's prefork MPM runs mod_nss, for the integration tests:
- *   nss_prefork DBDIR NICKNAME PINFILE WORKERS
- * The parent initialises NSS, logs in with a mod_nss pin file ("token label:PIN" lines), finds
- * the server's certificate and key by nickname, opens the listening socket and forks WORKERS
- * children. Each child re-initialises the PKCS#11 modules (SECMOD_RestartModules, which is
+ *   nss_prefork DBDIR NICKNAME PINFILE WORKERS [USER]
+ * The parent initialises NSS, logs in with a mod_nss pin file ("token label:PIN" lines, read
+ * once, as mod_nss keeps the PINs in memory for its children), finds the server's certificate
+ * and key by nickname, opens the listening socket and forks WORKERS children. Each child
+ * becomes USER when one is given (Apache drops privileges before mod_nss's child init), then
+ * re-initialises the PKCS#11 modules (SECMOD_RestartModules, which is
  * what NSS_InitContext does in a forked process), logs in again, signs once with the key its
  * parent found and once with a key it finds itself (each signature verified with the
  * certificate's public key), prints "ready PID", then accepts TLS connections on the shared
@@ -12,7 +14,9 @@
  * failed". The exit status is 0 when every child started, passed its checks and exited 0.
  */
 #include <errno.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +38,7 @@
 
 #define MAX_WORKERS 16
 
-static const char *pin_file;
+static char pin_lines[4096]; /* the pin file, read by the parent */
 static volatile sig_atomic_t stopping;
 
 static void
@@ -52,13 +56,14 @@ static char *
 get_pin(PK11SlotInfo *slot, PRBool retry, void *arg)
 {
 	const char *label = PK11_GetTokenName(slot);
-	char line[512], *pin = NULL;
-	FILE *fp;
+	char lines[sizeof(pin_lines)], *line, *save = NULL, *pin = NULL;
 
 	(void)arg;
-	if (retry || (fp = fopen(pin_file, "r")) == NULL)
+	if (retry)
 		return NULL;
-	while (fgets(line, sizeof(line), fp) != NULL) {
+	memcpy(lines, pin_lines, sizeof(lines));
+	for (line = strtok_r(lines, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
 		char *colon = strchr(line, ':'), *end;
 
 		if (colon == NULL || strncmp(line, label, strlen(label)) != 0)
@@ -67,14 +72,48 @@ get_pin(PK11SlotInfo *slot, PRBool retry, void *arg)
 		while (*colon == ' ' || *colon == '\t')
 			colon++;
 		end = colon + strlen(colon);
-		while (end > colon && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+		while (end > colon && (end[-1] == '\r' || end[-1] == ' '))
 			*--end = '\0';
 		if (pin != NULL)
 			PORT_Free(pin);
 		pin = PORT_Strdup(colon);
 	}
-	fclose(fp);
+	explicit_bzero(lines, sizeof(lines));
 	return pin;
+}
+
+static int
+read_pin_file(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	size_t n;
+
+	if (fp == NULL) {
+		perror(path);
+		return -1;
+	}
+	n = fread(pin_lines, 1, sizeof(pin_lines) - 1, fp);
+	pin_lines[n] = '\0';
+	fclose(fp);
+	return 0;
+}
+
+/* Becomes user, as Apache's children do before its modules' child init. */
+static int
+become(const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (pw == NULL) {
+		fprintf(stderr, "nss_prefork: no user %s\n", user);
+		return -1;
+	}
+	if (setgid(pw->pw_gid) != 0 || initgroups(user, pw->pw_gid) != 0 ||
+	    setuid(pw->pw_uid) != 0) {
+		perror("nss_prefork: dropping privileges");
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -190,7 +229,8 @@ serve_one(PRFileDesc *model, int fd)
 }
 
 static int
-child(int lfd, const char *nickname, CERTCertificate *parent_cert, SECKEYPrivateKey *parent_key)
+child(int lfd, const char *nickname, const char *user, CERTCertificate *parent_cert,
+      SECKEYPrivateKey *parent_key)
 {
 	CERTCertificate *cert;
 	SECKEYPrivateKey *key;
@@ -198,6 +238,8 @@ child(int lfd, const char *nickname, CERTCertificate *parent_cert, SECKEYPrivate
 	unsigned long served = 0, failed = 0;
 	struct sigaction sa;
 
+	if (user != NULL && become(user) != 0)
+		return 1;
 	/* The modules the parent initialised must be initialised again in this process. */
 	if (SECMOD_RestartModules(PR_FALSE) != SECSuccess) {
 		report("SECMOD_RestartModules");
@@ -258,12 +300,13 @@ main(int argc, char **argv)
 	struct sigaction sa;
 	int workers, lfd, i, rc = 0;
 
-	if (argc != 5 || (workers = atoi(argv[4])) < 1 || workers > MAX_WORKERS) {
-		fprintf(stderr, "usage: nss_prefork DBDIR NICKNAME PINFILE WORKERS(1-%d)\n",
+	if ((argc != 5 && argc != 6) || (workers = atoi(argv[4])) < 1 || workers > MAX_WORKERS) {
+		fprintf(stderr, "usage: nss_prefork DBDIR NICKNAME PINFILE WORKERS(1-%d) [USER]\n",
 		        MAX_WORKERS);
 		return 2;
 	}
-	pin_file = argv[3];
+	if (read_pin_file(argv[3]) != 0)
+		return 1;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	/* The parent: what mod_nss does in Apache's post-config hook. */
@@ -295,7 +338,7 @@ main(int argc, char **argv)
 			return 1;
 		}
 		if (pids[i] == 0)
-			_exit(child(lfd, argv[2], cert, key));
+			_exit(child(lfd, argv[2], argc == 6 ? argv[5] : NULL, cert, key));
 	}
 	close(lfd);
 
