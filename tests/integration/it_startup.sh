@@ -26,6 +26,11 @@ rc=0
 out=$("$DAEMON" -c "$WORK/p11mux.conf" 2>&1) || rc=$?
 [ "$rc" -eq 1 ] || fail "p11muxd with a wrong PIN: exit $rc, expected 1: $out"
 echo "$out" | grep -q "failed to start" || fail "no message from the failed start: $out"
+# The failed daemon may still be exiting (LeakSanitizer runs at exit) when the command returns.
+for _ in $(seq 1 100); do
+	pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null || break
+	sleep 0.1
+done
 pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null && fail "a p11muxd is left running"
 cp "$WORK/pin.good" "$WORK/pin"
 pass "a detaching p11muxd that cannot start exits 1"
