@@ -19,7 +19,7 @@ chmod -R a+rX "$DB"
 WORKERS=4
 
 SERVER=
-trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; it_cleanup' EXIT
+trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; test_cleanup' EXIT
 AS=()
 [ "$(id -u)" -ne 0 ] || AS=(www-data) # only root can become www-data
 "$P11MUX_BUILD/tests/nss_prefork" "sql:$DB" "$LABEL:httpdcert" "$WORK/nsspin" $WORKERS "${AS[@]}" \

@@ -21,7 +21,7 @@ done
 it_setup
 REG=
 GS=
-trap '[ -z "$GS" ] || kill "$GS" 2>/dev/null || true; [ -z "$REG" ] || rm -f "$REG"; it_cleanup' EXIT
+trap '[ -z "$GS" ] || kill "$GS" 2>/dev/null || true; [ -z "$REG" ] || rm -f "$REG"; test_cleanup' EXIT
 
 # Install as a package would (DESTDIR), check the registration names the installed module,
 # then register it pointing at that staged copy.

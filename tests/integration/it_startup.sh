@@ -9,7 +9,7 @@ it_setup
 "$DAEMON" -c "$WORK/p11mux.conf" || fail "p11muxd (detaching) exited $?"
 pid=$(pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" || true)
 [ -n "$pid" ] || fail "no detached p11muxd is running"
-DAEMON_PID=$pid # it_cleanup stops it if the test fails
+DAEMON_PID=$pid # test_cleanup stops it if the test fails
 out=$(p11tool -L 2>&1) || fail "the pool did not answer right after p11muxd returned: $out"
 echo "$out" | grep -q "token label *: $LABEL" || fail "pkcs11-tool -L: $out"
 kill -TERM "$pid"

@@ -26,7 +26,7 @@ serve() { # nickname -> sets PORT
 	done
 	fail "selfserv did not start: $(cat "$WORK/selfserv.$PORT.log")"
 }
-trap 'kill "${SERVERS[@]}" 2>/dev/null || true; it_cleanup' EXIT
+trap 'kill "${SERVERS[@]}" 2>/dev/null || true; test_cleanup' EXIT
 s_client() { timeout 20 openssl s_client -connect "127.0.0.1:$PORT" "$@" < /dev/null 2>&1; }
 tst() { echo | timeout 20 tstclnt -h 127.0.0.1 -p "$PORT" -d "sql:$DB" -o -Q "$@" > "$WORK/tst.out" 2>&1; }
 

@@ -10,41 +10,14 @@ DAEMON="$P11MUX_BUILD/p11muxd"
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 PIN=648219
 LABEL="p11mux pool"
-DAEMON_PID=
-
-fail() {
-	echo "FAIL: $*" >&2
-	if [ -n "${WORK:-}" ] && [ -f "$WORK/daemon.log" ]; then
-		echo "--- daemon log (last 30 lines) ---" >&2
-		tail -n 30 "$WORK/daemon.log" >&2
-	fi
-	exit 1
-}
-
-pass() {
-	echo "ok: $*"
-}
-
-it_cleanup() {
-	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-		kill "$DAEMON_PID" 2>/dev/null || true
-		wait "$DAEMON_PID" 2>/dev/null || true
-	fi
-	if [ -n "${WORK:-}" ] && [ -z "${KEEP_WORK:-}" ]; then
-		rm -rf "$WORK"
-	fi
-}
+. "$P11MUX_SOURCE/tests/fixtures/testlib.sh"
 
 # it_setup [mktokens options...]: tokens in $WORK/hsm, pin file, config, NSS pin file.
 it_setup() {
-	WORK=$(mktemp -d /tmp/p11mux-it.XXXXXX)
-	trap it_cleanup EXIT
-	eval "$("$P11MUX_SOURCE/tests/fixtures/mktokens.sh" "$WORK/hsm" "$@")"
-	export SOFTHSM2_CONF
+	test_workdir p11mux-it "$@"
 	SOCK="$WORK/p11mux.sock"
 	export P11MUX_SOCKET="$SOCK"
 	export P11MUX_CONTROL="$WORK/control.sock"
-	KEYS="$WORK/hsm/keys"
 	printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"
 	chmod 600 "$WORK/pin"
 	cp "$WORK/pin" "$WORK/nsspin"

@@ -10,38 +10,11 @@ set -euo pipefail
 : "${P11MUX_BUILD:?set by CTest}"
 : "${P11MUX_SOURCE:?set by CTest}"
 PIN=648219
-DAEMON_PID=
-
-fail() {
-	echo "FAIL: $*" >&2
-	if [ -n "${WORK:-}" ] && [ -f "$WORK/daemon.log" ]; then
-		echo "--- daemon log (last 30 lines) ---" >&2
-		tail -n 30 "$WORK/daemon.log" >&2
-	fi
-	exit 1
-}
-
-pass() {
-	echo "ok: $*"
-}
-
-sim_cleanup() {
-	if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-		kill "$DAEMON_PID" 2>/dev/null || true
-		wait "$DAEMON_PID" 2>/dev/null || true
-	fi
-	if [ -n "${WORK:-}" ] && [ -z "${KEEP_WORK:-}" ]; then
-		rm -rf "$WORK"
-	fi
-}
+. "$P11MUX_SOURCE/tests/fixtures/testlib.sh"
 
 # sim_setup [mktokens options...]
 sim_setup() {
-	WORK=$(mktemp -d /tmp/p11sim-test.XXXXXX)
-	trap sim_cleanup EXIT
-	eval "$("$P11MUX_SOURCE/tests/fixtures/mktokens.sh" "$WORK/hsm" "$@")"
-	export SOFTHSM2_CONF
-	KEYS="$WORK/hsm/keys"
+	test_workdir p11sim-test "$@"
 	CTL="$WORK/ctl"
 	mkdir "$CTL"
 	unset P11SIM_MODULE P11SIM_SCALE P11SIM_PROFILE P11SIM_DEBUG
