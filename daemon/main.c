@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -39,11 +40,29 @@ usage(FILE *f)
 	           "  -t       check the configuration file and exit\n");
 }
 
+/* How long a detaching daemon's command waits for it to be ready. */
+#define READY_WAIT_S 120
+
+/* Moves *fd to a number above 2 (close-on-exec). */
+static int
+above_stdio(int *fd)
+{
+	int nfd;
+
+	if (*fd > 2)
+		return 0;
+	if ((nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3)) < 0)
+		return -1;
+	close(*fd);
+	*fd = nfd;
+	return 0;
+}
+
 /*
  * Detaches. The process that was started stays until the daemon is ready (exit 0) or has
  * failed (exit 1; the reason is in syslog), so "p11muxd -c FILE && start the web server"
- * never starts the web server before the socket accepts. Returns the pipe's write end, which
- * the daemon passes to announce_ready(), or -1.
+ * never starts the web server before the socket accepts; it waits READY_WAIT_S at most.
+ * Returns the pipe's write end, which the daemon passes to announce_ready(), or -1.
  */
 static int
 daemonize(void)
@@ -53,12 +72,29 @@ daemonize(void)
 	ssize_t n;
 	char c;
 
-	if (pipe2(ready, O_CLOEXEC) != 0)
+	/* Started with 0, 1 or 2 closed, the pipe could get one of them, and the daemon's
+	 * /dev/null would replace it: keep the ends above 2. */
+	if (pipe2(ready, O_CLOEXEC) != 0 || above_stdio(&ready[0]) != 0 ||
+	    above_stdio(&ready[1]) != 0)
 		return -1;
 	if ((pid = fork()) < 0)
 		return -1;
 	if (pid > 0) {
+		struct pollfd pfd = {.fd = ready[0], .events = POLLIN};
+
 		close(ready[1]);
+		/* A member whose module hangs in C_Initialize or C_Login would hold the command
+		 * forever: give up waiting after READY_WAIT_S, and say so. */
+		do
+			n = poll(&pfd, 1, READY_WAIT_S * 1000);
+		while (n < 0 && errno == EINTR);
+		if (n == 0) {
+			fprintf(stderr,
+			        "p11muxd: not ready after %d s; still starting in the background "
+			        "(see the system log)\n",
+			        READY_WAIT_S);
+			_exit(1);
+		}
 		do
 			n = read(ready[0], &c, 1);
 		while (n < 0 && errno == EINTR);

@@ -39,7 +39,7 @@ export XDG_RUNTIME_DIR="$W/run"
 mkdir -m 700 "$XDG_RUNTIME_DIR"
 eval "$(p11-kit server --provider /usr/lib/softhsm/libsofthsm2.so -s "pkcs11:token=hsm1")"
 SPID=$P11_KIT_SERVER_PID
-for _ in $(seq 1 50); do grep -q ready "$W/daemon.log" && break; sleep 0.1; done
+for _ in $(seq 1 50); do grep -q ': ready$' "$W/daemon.log" && break; sleep 0.1; done
 
 run() { # name module threads
 	local env=()

@@ -55,7 +55,7 @@ pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%,
 CONF
 	"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
 	DPID=$!
-	for _ in $(seq 1 100); do grep -q ready "$W/daemon.log" && return 0; sleep 0.1; done
+	for _ in $(seq 1 100); do grep -q ': ready$' "$W/daemon.log" && return 0; sleep 0.1; done
 	cat "$W/daemon.log" >&2; exit 1
 }
 stop_pool() { kill "$DPID"; wait "$DPID" || true; DPID=; }

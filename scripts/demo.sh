@@ -56,7 +56,7 @@ step "2. p11muxd -c $W/p11mux.conf -f"
 "$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
 DPID=$!
 for _ in $(seq 1 100); do
-	grep -q ready "$W/daemon.log" && break
+	grep -q ': ready$' "$W/daemon.log" && break
 	kill -0 "$DPID" 2>/dev/null || { cat "$W/daemon.log"; exit 1; }
 	sleep 0.1
 done

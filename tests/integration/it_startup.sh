@@ -5,19 +5,29 @@
 . "$(dirname "$0")/lib.sh"
 it_setup
 
-# Detached: when the command returns 0 the pool is already serving.
+# Detached: when the command returns 0 the pool is already serving; also when the command
+# was started with its standard descriptors closed.
+detached_start_stop() { # how
+	local pid out
+	pid=$(pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" || true)
+	[ -n "$pid" ] || fail "no detached p11muxd is running ($1)"
+	DAEMON_PID=$pid # test_cleanup stops it if the test fails
+	out=$(p11tool -L 2>&1) || fail "the pool did not answer right after p11muxd returned ($1): $out"
+	echo "$out" | grep -q "token label *: $LABEL" || fail "pkcs11-tool -L ($1): $out"
+	kill -TERM "$pid"
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "$pid" 2>/dev/null && fail "the detached p11muxd did not stop on SIGTERM ($1)"
+	DAEMON_PID=
+	[ ! -e "$SOCK" ] || fail "the socket was left behind ($1)"
+}
 "$DAEMON" -c "$WORK/p11mux.conf" || fail "p11muxd (detaching) exited $?"
-pid=$(pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" || true)
-[ -n "$pid" ] || fail "no detached p11muxd is running"
-DAEMON_PID=$pid # test_cleanup stops it if the test fails
-out=$(p11tool -L 2>&1) || fail "the pool did not answer right after p11muxd returned: $out"
-echo "$out" | grep -q "token label *: $LABEL" || fail "pkcs11-tool -L: $out"
-kill -TERM "$pid"
-for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && fail "the detached p11muxd did not stop on SIGTERM"
-DAEMON_PID=
-[ ! -e "$SOCK" ] || fail "the socket was left behind"
-pass "a detaching p11muxd returns 0 once its socket accepts, and stops on SIGTERM"
+detached_start_stop "detaching"
+rc=0
+"$DAEMON" -c "$WORK/p11mux.conf" <&- >&- 2>&- || rc=$?
+DAEMON_PID=$(pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" || true)
+[ "$rc" -eq 0 ] || fail "p11muxd (detaching, descriptors 0-2 closed) exited $rc"
+detached_start_stop "descriptors 0-2 closed"
+pass "a detaching p11muxd returns 0 once its socket accepts (also with descriptors 0-2 closed), and stops on SIGTERM"
 
 # Detached with a wrong PIN: the command itself fails.
 cp "$WORK/pin" "$WORK/pin.good"

@@ -42,10 +42,13 @@ CONF
 
 # start_daemon: starts p11muxd in the foreground (as a child), waits for its socket.
 start_daemon() {
+	# The log is appended to across restarts: wait for one more "ready" line than it has.
+	local before
+	before=$(grep -c ': ready$' "$WORK/daemon.log" 2>/dev/null || true)
 	"$DAEMON" -c "$WORK/p11mux.conf" -f >> "$WORK/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	for _ in $(seq 1 100); do
-		[ -S "$SOCK" ] && grep -q "ready" "$WORK/daemon.log" && return 0
+		[ "$(grep -c ': ready$' "$WORK/daemon.log")" -gt "${before:-0}" ] && return 0
 		kill -0 "$DAEMON_PID" 2>/dev/null || fail "p11muxd exited during start-up"
 		sleep 0.1
 	done

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -262,17 +263,25 @@ child(int lfd, const char *nickname, const char *user, CERTCertificate *parent_c
 		return 1;
 
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_term; /* no SA_RESTART: accept() returns on SIGTERM */
+	sa.sa_handler = on_term;
 	sigaction(SIGTERM, &sa, NULL);
 	printf("ready %d\n", (int)getpid());
 	fflush(stdout);
 	while (!stopping) {
-		int fd = accept(lfd, NULL, NULL);
+		/* A SIGTERM between the test of stopping and accept() would leave accept()
+		 * waiting: wait in short steps instead. */
+		struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+		int fd;
 
-		if (fd < 0) {
-			if (errno == EINTR)
+		if (poll(&pfd, 1, 200) <= 0)
+			continue;
+		/* The listening socket does not block: another worker may have taken the
+		 * connection. The accepted one blocks, as NSPR expects here. */
+		if ((fd = accept4(lfd, NULL, NULL, 0)) < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
 				continue;
 			perror("accept");
+			failed++;
 			break;
 		}
 		if (serve_one(model, fd) == 0)
@@ -323,7 +332,7 @@ main(int argc, char **argv)
 	if (find_cert_and_key(argv[2], &cert, &key) != 0)
 		return 1;
 
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
 	    listen(lfd, 128) != 0 || getsockname(lfd, (struct sockaddr *)&addr, &alen) != 0) {
 		perror("listen");
