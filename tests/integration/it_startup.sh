@@ -45,14 +45,16 @@ pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null && fail "a p11muxd is lef
 cp "$WORK/pin.good" "$WORK/pin"
 pass "a detaching p11muxd that cannot start exits 1"
 
-# systemd Type=notify: READY=1 arrives once the socket accepts.
-python3 - "$WORK/notify.sock" "$DAEMON" "$WORK/p11mux.conf" "$SOCK" <<'PY' || fail "sd_notify"
+# systemd Type=notify: READY=1 arrives once the socket accepts, on a socket path and on an
+# abstract socket ("@name", what systemd usually hands out).
+for where in "$WORK/notify.sock" "@p11mux-it-notify-$$"; do
+	python3 - "$where" "$DAEMON" "$WORK/p11mux.conf" "$SOCK" <<'PY' || fail "sd_notify at $where"
 import os, socket, subprocess, sys
-path, daemon, conf, sock = sys.argv[1:]
+where, daemon, conf, sock = sys.argv[1:]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(path)
+s.bind("\0" + where[1:] if where.startswith("@") else where)
 s.settimeout(30)
-env = dict(os.environ, NOTIFY_SOCKET=path)
+env = dict(os.environ, NOTIFY_SOCKET=where)
 p = subprocess.Popen([daemon, "-c", conf, "-f"], env=env, stderr=subprocess.DEVNULL)
 try:
     msg = s.recv(256).decode()
@@ -64,4 +66,5 @@ finally:
     p.terminate()
     assert p.wait(30) == 0, "p11muxd exited %d" % p.returncode
 PY
-pass "with NOTIFY_SOCKET set, p11muxd -f sends READY=1 once its socket accepts"
+done
+pass "with NOTIFY_SOCKET set (a path, or an abstract socket), p11muxd -f sends READY=1 once its socket accepts"
