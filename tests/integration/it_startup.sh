@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start-up as init systems see it: a detaching p11muxd returns only once its socket accepts
 # (exit 0), or with exit 1 when it could not start (a wrong PIN here); in the foreground under
-# systemd's Type=notify it sends READY=1 to $NOTIFY_SOCKET once ready.
+# systemd's Type=notify it sends READY=1 to $NOTIFY_SOCKET once ready; and the systemd unit
+# that `cmake --install` writes passes `systemd-analyze verify` and starts the installed daemon.
 . "$(dirname "$0")/lib.sh"
 it_setup
 
@@ -68,3 +69,19 @@ finally:
 PY
 done
 pass "with NOTIFY_SOCKET set (a path, or an abstract socket), p11muxd -f sends READY=1 once its socket accepts"
+
+# The installed unit: Type=notify, starts the daemon the same install put in place, and
+# systemd finds nothing wrong with it (checked on a copy naming the staged daemon).
+DESTDIR="$WORK/dest" cmake --install "$P11MUX_BUILD" > "$WORK/install.log" || fail "cmake --install"
+unit=$(find "$WORK/dest" -path "*/lib/systemd/system/p11mux.service")
+[ -n "$unit" ] || fail "cmake --install wrote no lib/systemd/system/p11mux.service"
+grep -q "^Type=notify$" "$unit" || fail "the unit is not Type=notify: $(cat "$unit")"
+exec_path=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$unit")
+[ -x "$WORK/dest$exec_path" ] || fail "the unit starts $exec_path, which the install did not put there"
+mkdir "$WORK/unit"
+sed "s|^ExecStart=$exec_path|ExecStart=$WORK/dest$exec_path|" "$unit" > "$WORK/unit/p11mux.service"
+# verify exits 0 on an unknown key, with a warning: any output is a failure too.
+out=$(cd "$WORK/unit" && systemd-analyze verify "$WORK/unit/p11mux.service" 2>&1) ||
+	fail "systemd-analyze verify: $out"
+[ -z "$out" ] || fail "systemd-analyze verify: $out"
+pass "the installed systemd unit (Type=notify) passes systemd-analyze verify and names the installed $exec_path"
