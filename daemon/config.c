@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,19 @@ get_uint(struct ctx *x, const config_setting_t *parent, const char *name, const 
 	return 0;
 }
 
+/* The whole-number scheduling and health keys, and their ranges. */
+static const struct {
+	const char *name;
+	long long min, max;
+	size_t offset;
+} uint_keys[] = {
+        {"op_timeout_ms", 10, 3600000, offsetof(struct pool_config, op_timeout_ms)},
+        {"max_attempts", 1, 64, offsetof(struct pool_config, max_attempts)},
+        {"probe_interval_ms", 10, 3600000, offsetof(struct pool_config, probe_interval_ms)},
+        {"probe_max_ms", 10, 3600000, offsetof(struct pool_config, probe_max_ms)},
+        {"workers_per_member", 1, 64, offsetof(struct pool_config, workers_per_member)},
+};
+
 /* The scheduling and health keys, at the top level or in a pool (prefix "" or
  * "pools.[N]."). */
 static int
@@ -157,6 +171,7 @@ load_sched(struct ctx *x, const config_setting_t *g, const char *prefix, struct 
 	config_setting_t *s;
 	char key[96];
 	const char *v;
+	size_t i;
 
 	snprintf(key, sizeof(key), "%sscheduler", prefix);
 	if ((s = config_setting_get_member(g, "scheduler")) != NULL) {
@@ -171,21 +186,12 @@ load_sched(struct ctx *x, const config_setting_t *g, const char *prefix, struct 
 			return fail(x, s, key, "\"%s\" is not \"least-loaded\" or \"round-robin\"",
 			            v);
 	}
-	snprintf(key, sizeof(key), "%sop_timeout_ms", prefix);
-	if (get_uint(x, g, "op_timeout_ms", key, 10, 3600000, &p->op_timeout_ms) != 0)
-		return -1;
-	snprintf(key, sizeof(key), "%smax_attempts", prefix);
-	if (get_uint(x, g, "max_attempts", key, 1, 64, &p->max_attempts) != 0)
-		return -1;
-	snprintf(key, sizeof(key), "%sprobe_interval_ms", prefix);
-	if (get_uint(x, g, "probe_interval_ms", key, 10, 3600000, &p->probe_interval_ms) != 0)
-		return -1;
-	snprintf(key, sizeof(key), "%sprobe_max_ms", prefix);
-	if (get_uint(x, g, "probe_max_ms", key, 10, 3600000, &p->probe_max_ms) != 0)
-		return -1;
-	snprintf(key, sizeof(key), "%sworkers_per_member", prefix);
-	if (get_uint(x, g, "workers_per_member", key, 1, 64, &p->workers_per_member) != 0)
-		return -1;
+	for (i = 0; i < sizeof(uint_keys) / sizeof(uint_keys[0]); i++) {
+		snprintf(key, sizeof(key), "%s%s", prefix, uint_keys[i].name);
+		if (get_uint(x, g, uint_keys[i].name, key, uint_keys[i].min, uint_keys[i].max,
+		             (unsigned *)((char *)p + uint_keys[i].offset)) != 0)
+			return -1;
+	}
 	if (p->probe_max_ms < p->probe_interval_ms)
 		p->probe_max_ms = p->probe_interval_ms;
 	return 0;

@@ -377,6 +377,78 @@ config_err_slot_id_values(void **state)
 	             3, "pools.[0].slot_id", "whole number");
 }
 
+/* The scheduling and health keys: set at the top level they apply to every pool, set in a pool
+ * they apply to it alone; probe_max_ms is raised to probe_interval_ms. */
+static void
+config_sched_keys(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+	const char *path =
+	        write_file(t, "p11mux.conf",
+	                   "op_timeout_ms = 1500;\n"
+	                   "max_attempts = 5;\n"
+	                   "probe_interval_ms = 300;\n"
+	                   "probe_max_ms = 9000;\n"
+	                   "workers_per_member = 2;\n"
+	                   "scheduler = \"round-robin\";\n"
+	                   "pools = (\n"
+	                   "  { pin_file = \"/p\"; },\n"
+	                   "  { pin_file = \"/q\"; op_timeout_ms = 20; max_attempts = 1;\n"
+	                   "    probe_interval_ms = 5000; probe_max_ms = 10;\n"
+	                   "    workers_per_member = 64; scheduler = \"least-loaded\"; }\n"
+	                   ");\n");
+
+	c = config_load(path, t->err, sizeof(t->err));
+	if (c == NULL)
+		fail_msg("refused: %s", t->err);
+	assert_int_equal(c->npools, 2);
+	assert_int_equal(c->pools[0].op_timeout_ms, 1500);
+	assert_int_equal(c->pools[0].max_attempts, 5);
+	assert_int_equal(c->pools[0].probe_interval_ms, 300);
+	assert_int_equal(c->pools[0].probe_max_ms, 9000);
+	assert_int_equal(c->pools[0].workers_per_member, 2);
+	assert_int_equal(c->pools[0].scheduler, 1);
+	assert_int_equal(c->pools[1].op_timeout_ms, 20);
+	assert_int_equal(c->pools[1].max_attempts, 1);
+	assert_int_equal(c->pools[1].probe_interval_ms, 5000);
+	assert_int_equal(c->pools[1].probe_max_ms, 5000);
+	assert_int_equal(c->pools[1].workers_per_member, 64);
+	assert_int_equal(c->pools[1].scheduler, 0);
+	config_free(c);
+}
+
+static void
+config_err_sched_ranges(void **state)
+{
+	static const struct {
+		const char *text, *key, *what;
+	} cases[] = {
+	        {"op_timeout_ms = 9;\n", "op_timeout_ms", "between 10 and 3600000"},
+	        {"op_timeout_ms = 3600001;\n", "op_timeout_ms", "between 10 and 3600000"},
+	        {"max_attempts = 0;\n", "max_attempts", "between 1 and 64"},
+	        {"max_attempts = 65;\n", "max_attempts", "between 1 and 64"},
+	        {"probe_interval_ms = 1;\n", "probe_interval_ms", "between 10 and 3600000"},
+	        {"probe_max_ms = -1;\n", "probe_max_ms", "between 10 and 3600000"},
+	        {"workers_per_member = 0;\n", "workers_per_member", "between 1 and 64"},
+	        {"workers_per_member = \"2\";\n", "workers_per_member", "whole number"},
+	};
+	char text[256], key[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* At the top level (line 1)... */
+		snprintf(text, sizeof(text), "%spools = ( { pin_file = \"/p\"; } );\n",
+		         cases[i].text);
+		expect_error(*state, text, 1, cases[i].key, cases[i].what);
+		/* ... and in a pool (line 2), named with the pool's path. */
+		snprintf(text, sizeof(text), "pools = ( { pin_file = \"/p\";\n%s } );\n",
+		         cases[i].text);
+		snprintf(key, sizeof(key), "pools.[0].%s", cases[i].key);
+		expect_error(*state, text, 2, key, cases[i].what);
+	}
+}
+
 static void
 config_err_bad_log_level(void **state)
 {
@@ -664,6 +736,8 @@ main(int argc, char **argv)
 	        T(config_err_empty_members),
 	        T(config_err_duplicate_slot_id_default),
 	        T(config_err_slot_id_values),
+	        T(config_sched_keys),
+	        T(config_err_sched_ranges),
 	        T(config_err_bad_log_level),
 	        T(config_err_unknown_user),
 	        T(config_err_socket_and_pools),
