@@ -6,9 +6,7 @@
 it_setup
 start_daemon
 DB="$WORK/nssdb"
-mkdir "$DB"
-certutil -N -d "sql:$DB" --empty-password
-echo | modutil -dbdir "sql:$DB" -add pool -libfile "$SHIM" -string "socket=$SOCK" -force >/dev/null
+nss_pool_db "$DB"
 # The -string parameter must be what finds the daemon: hide the environment variable.
 unset P11MUX_SOCKET
 list=$(certutil -d "sql:$DB" -L -h all -f "$WORK/nsspin")

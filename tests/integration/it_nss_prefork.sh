@@ -6,6 +6,9 @@
 # every handshake must pass (tstclnt, openssl s_client, strsclnt -N with 200 full handshakes),
 # and the workers must keep serving across a daemon restart.
 . "$(dirname "$0")/lib.sh"
+# The seed's label, so the nickname and the pin file line are the ones its users have:
+# "SmartCard-HSM (UserPIN):httpdcert" and "SmartCard-HSM (UserPIN):648219".
+LABEL="SmartCard-HSM (UserPIN)"
 it_setup
 # The workers run as www-data, as Apache's children do: the daemon must let them in, and they
 # must reach the socket and read the NSS database.
