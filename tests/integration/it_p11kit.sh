@@ -2,9 +2,10 @@
 # GnuTLS through p11-kit's module registry, without being told the module's path: the
 # p11mux.module file that `cmake --install` writes is registered in p11-kit's modules directory
 # (under a name of this test's own, removed at the end); then `p11-kit list-modules` and
-# `p11tool --list-tokens` show the pool's token, p11tool lists its keys, and gnutls-serv serves
-# TLS 1.3 and 1.2 with `--x509keyfile "pkcs11:…"`. With the daemon stopped, GnuTLS programs
-# that never reached it do not wait for it and still see the other tokens.
+# `p11tool --list-tokens` show the pool's token, p11tool lists its keys, p11-kit-proxy.so shows
+# the token and signs, and gnutls-serv serves TLS 1.3 and 1.2 with `--x509keyfile "pkcs11:…"`.
+# With the daemon stopped, GnuTLS programs that never reached it do not wait for it and still
+# see the other tokens.
 # (lib.sh has a shell function named p11tool for pkcs11-tool: "command p11tool" is GnuTLS's.)
 . "$(dirname "$0")/lib.sh"
 MODDIR=$(pkg-config p11-kit-1 --variable p11_module_configs)
@@ -41,6 +42,19 @@ TOKEN="pkcs11:token=p11mux%20pool"
 out=$(command p11tool --login --set-pin="$PIN" --list-privkeys "$TOKEN" 2>&1 || true)
 echo "$out" | grep -q "object=httpdcert" || fail "p11tool --list-privkeys: $out"
 pass "p11-kit list-modules and p11tool --list-tokens find the pool; p11tool lists its private keys"
+
+# p11-kit-proxy.so, the one module that stands for every registered one (what an NSS
+# application such as Firefox can load): the pool's token is there, and it signs.
+PROXY=$(find /usr/lib -name p11-kit-proxy.so 2>/dev/null | head -1)
+[ -n "$PROXY" ] || fail "p11-kit-proxy.so is not installed"
+out=$(pkcs11-tool --module "$PROXY" -L 2>&1) || fail "pkcs11-tool on p11-kit-proxy.so: $out"
+echo "$out" | grep -q "token label *: $LABEL" || fail "p11-kit-proxy.so does not show the pool: $out"
+echo "signed through the proxy" > "$WORK/data"
+pkcs11-tool --module "$PROXY" --token-label "$LABEL" --login --pin "$PIN" --sign -m SHA256-RSA-PKCS \
+	--id 01 -i "$WORK/data" -o "$WORK/sig" > "$WORK/proxy-sign.log" 2>&1 ||
+	fail "signing through p11-kit-proxy.so: $(cat "$WORK/proxy-sign.log")"
+verify_rsa "$WORK/data" "$WORK/sig" || fail "the signature made through p11-kit-proxy.so does not verify"
+pass "p11-kit-proxy.so shows the pool's token and signs with its key"
 
 # gnutls-serv serves TLS with the pool's key, found by URI alone (PIN from GNUTLS_PIN).
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
