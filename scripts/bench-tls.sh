@@ -92,17 +92,26 @@ for key in httpdcert eccert; do
 	done
 done
 sim_scale "$SCALE"
-for key in httpdcert eccert; do
-	[ $key = httpdcert ] && echo && echo "RSA-2048 (scale $SCALE):" || { echo; echo "EC P-256 (scale $EC_SCALE):"; }
+# table UNIT ARRAY KEY: a Markdown table of ARRAY[MEMBERS,KEYc] ("rate availability") for
+# 1 and 4 members at each client count, with the ratio of the rates.
+table() {
+	local -n res=$2
+	local c r1 a1 r4 a4
 	echo
-	echo "| clients | 1 member handshakes/s | availability | 4 members handshakes/s | availability | 4 / 1 |"
+	echo "| clients | 1 member $1 | availability | 4 members $1 | availability | 4 / 1 |"
 	echo "|---|---|---|---|---|---|"
 	for c in 5 10 20 60; do
-		read -r h1 a1 <<<"${R[1,$key,$c]}"
-		read -r h4 a4 <<<"${R[4,$key,$c]}"
-		echo "| $c | $h1 | $a1% | $h4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $h4 / $h1}") |"
+		read -r r1 a1 <<<"${res[1,$3$c]}"
+		read -r r4 a4 <<<"${res[4,$3$c]}"
+		echo "| $c | $r1 | $a1% | $r4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $r4 / $r1}") |"
 	done
-done
+}
+echo
+echo "RSA-2048 (scale $SCALE):"
+table handshakes/s R httpdcert,
+echo
+echo "EC P-256 (scale $EC_SCALE):"
+table handshakes/s R eccert,
 
 # nginx with OpenSSL's engine, workers as www-data (the socket admits them), under siege.
 chmod 0755 "$W"
@@ -164,11 +173,4 @@ for members in 1 4; do
 done
 echo
 echo "nginx + siege (RSA-2048, a new TLS connection per request: ssl_session_cache off, $SIEGE_SECS s per run):"
-echo
-echo "| clients | 1 member requests/s | availability | 4 members requests/s | availability | 4 / 1 |"
-echo "|---|---|---|---|---|---|"
-for c in 5 10 20 60; do
-	read -r r1 a1 <<<"${N[1,$c]}"
-	read -r r4 a4 <<<"${N[4,$c]}"
-	echo "| $c | $r1 | $a1% | $r4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $r4 / $r1}") |"
-done
+table requests/s N ""
