@@ -1,97 +1,192 @@
 #!/usr/bin/env bash
 # What the pool's indirection costs: RSA-2048 private-key operations straight on SoftHSM,
 # through p11-kit remote (p11-kit server + p11-kit-client.so) and through p11mux (p11muxd +
-# p11mux-pkcs11.so), all on the same SoftHSM token, in one run, rounds interleaved so that
-# machine noise hits all three alike. Two clients: p11mux-bench (signatures, NSS's call
-# sequence) and NSS's own rsaperf -s (C_Decrypt with CKM_RSA_X_509). Usage:
-#   scripts/bench-overhead.sh [SECONDS per run, default 5] [ROUNDS, default 3]
+# p11mux-pkcs11.so), with two clients: p11mux-bench (NSS's call sequence, C_OpenSession,
+# C_SignInit, C_Sign, C_CloseSession) and NSS's own rsaperf -s (C_Decrypt, CKM_RSA_X_509).
+#
+#   scripts/bench-overhead.sh [--base REV] [--rounds N] [--seconds S] [--no-p11kit]
+#
+#   --base REV    also build git revision REV (a commit, a branch, "main") in a temporary
+#                 worktree and run its p11mux beside this tree's: "no worse than before"
+#                 within the noise of one invocation
+#   --rounds N    rounds per thread count (default 10)
+#   --seconds S   length of one run (default 1)
+#   --no-p11kit   leave p11-kit remote out
+#
+# How it stays honest on a noisy machine (docs/benchmarks.md, "The overhead harness"):
+#   - every path has its own copy of the token, so no process shares a token with another;
+#   - runs are short and interleaved: each round runs every path once, in an order that
+#     rotates from round to round, so a slow phase of the machine (they last seconds) hits
+#     neighbouring runs of all paths alike;
+#   - each round's figures are compared with the direct run of the same round, and the
+#     median over the rounds is reported, with the range of the single runs;
+#   - the overhead is given as a ratio and as microseconds added per operation:
+#     threads x (1e6 / ops_per_s(path) - 1e6 / ops_per_s(direct)).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-SECS=${1:-5}
-ROUNDS=${2:-3}
+BASE=
+ROUNDS=10
+SECS=1
+P11KIT=1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--base) BASE=$2; shift 2 ;;
+	--rounds) ROUNDS=$2; shift 2 ;;
+	--seconds) SECS=$2; shift 2 ;;
+	--no-p11kit) P11KIT=; shift ;;
+	-h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+	*) echo "bench-overhead.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+	esac
+done
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
 B="$top/build"
 PIN=648219
-W=$(mktemp -d /tmp/p11mux-bench.XXXXXX)
-DPID=
-SPID=
+W=$(mktemp -d /tmp/p11mux-overhead.XXXXXX)
+PIDS=()
 cleanup() {
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	[ -n "$SPID" ] && kill "$SPID" 2>/dev/null
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	if [ -d "$W/base-src" ]; then git -C "$top" worktree remove --force "$W/base-src" || true; fi
 	rm -rf "$W"
 }
 trap cleanup EXIT
+
+# The builds of p11mux to measure: this tree ("work"), and --base.
+NAMES=(work)
+declare -A BUILD=([work]="$B")
+if [ -n "$BASE" ]; then
+	rev=$(git -C "$top" rev-parse --short "$BASE")
+	git -C "$top" worktree add --detach "$W/base-src" "$rev" >/dev/null 2>&1
+	BUILD_DIR="$W/base-build" "$W/base-src/scripts/build.sh"
+	NAMES+=("base")
+	BUILD[base]="$W/base-build"
+	echo "base: $BASE ($rev); work: the working tree of $(git -C "$top" rev-parse --short HEAD)" >&2
+fi
+
+# One token, copied for each path.
 eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 1 --pin "$PIN")"
-export SOFTHSM2_CONF
+copy_token() { # NAME -> SOFTHSM2_CONF of a private copy
+	cp -a "$W/hsm/tokens" "$W/tokens-$1"
+	sed "s#^directories.tokendir = .*#directories.tokendir = $W/tokens-$1#" \
+		"$W/hsm/softhsm2.conf" > "$W/softhsm2-$1.conf"
+	echo "$W/softhsm2-$1.conf"
+}
 printf '%s\n' "$PIN" > "$W/pin"
-cat > "$W/p11mux.conf" <<CONF
-socket = "$W/p11mux.sock";
-control_socket = "$W/control.sock";
-# SoftHSM computes in parallel, unlike a USB HSM: let the member run as many operations
-# at once as there are cores.
+chmod 600 "$W/pin"
+printf 'hsm1:%s\n' "$PIN" > "$W/nsspin"
+
+# PATHS: direct, p11-kit, and one p11mux per build.
+PATHS=(direct)
+declare -A MODULE CONF INIT
+MODULE[direct]=/usr/lib/softhsm/libsofthsm2.so
+CONF[direct]=$(copy_token direct)
+if [ -n "$P11KIT" ]; then
+	PATHS+=(p11-kit)
+	MODULE[p11-kit]=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+	CONF[p11-kit]=$(copy_token p11-kit)
+	export XDG_RUNTIME_DIR="$W/run"
+	mkdir -m 700 "$XDG_RUNTIME_DIR"
+	eval "$(SOFTHSM2_CONF=${CONF[p11-kit]} p11-kit server \
+		--provider /usr/lib/softhsm/libsofthsm2.so -s "pkcs11:token=hsm1")"
+	PIDS+=("$P11_KIT_SERVER_PID")
+fi
+for n in "${NAMES[@]}"; do
+	p="p11mux-$n"
+	PATHS+=("$p")
+	MODULE[$p]="${BUILD[$n]}/p11mux-pkcs11.so"
+	CONF[$p]=$(copy_token "$p")
+	INIT[$p]="socket=$W/$p.sock"
+	cat > "$W/$p.conf" <<CONF
+socket = "$W/$p.sock";
+control_socket = "$W/$p.control";
+# SoftHSM computes in parallel, unlike a USB HSM: as many operations at once as cores.
 workers_per_member = $(nproc);
 pools = ( { label = "hsm1"; module = "/usr/lib/softhsm/libsofthsm2.so"; pin_file = "$W/pin"; } );
 CONF
-"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
-DPID=$!
-export XDG_RUNTIME_DIR="$W/run"
-mkdir -m 700 "$XDG_RUNTIME_DIR"
-eval "$(p11-kit server --provider /usr/lib/softhsm/libsofthsm2.so -s "pkcs11:token=hsm1")"
-SPID=$P11_KIT_SERVER_PID
-for _ in $(seq 1 50); do grep -q ': ready$' "$W/daemon.log" && break; sleep 0.1; done
-
-run() { # name module threads
-	local env=()
-	[ "$1" = p11mux ] && env=(P11MUX_SOCKET="$W/p11mux.sock")
-	env "${env[@]}" "$B/p11mux-bench" --module "$2" --token hsm1 --pin "$PIN" --key-label httpdcert \
-		--op sign --mech rsa-pkcs --threads "$3" --seconds "$SECS" --name "$1" --json
-}
-module_of() {
-	case $1 in
-	softhsm) echo /usr/lib/softhsm/libsofthsm2.so ;;
-	p11-kit) echo /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so ;;
-	p11mux) echo "$B/p11mux-pkcs11.so" ;;
-	esac
-}
-# One NSS database per module (each shows a token named hsm1).
-for name in softhsm p11-kit p11mux; do
-	mkdir "$W/db-$name"
-	certutil -N -d "sql:$W/db-$name" --empty-password
-	str=()
-	[ "$name" = p11mux ] && str=(-string "socket=$W/p11mux.sock")
-	echo | modutil -dbdir "sql:$W/db-$name" -add "$name" -libfile "$(module_of "$name")" "${str[@]}" -force >/dev/null
+	SOFTHSM2_CONF=${CONF[$p]} "${BUILD[$n]}/p11muxd" -c "$W/$p.conf" -f > "$W/$p.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 1 100); do grep -q ': ready$' "$W/$p.log" && break; sleep 0.1; done
+	grep -q ': ready$' "$W/$p.log" || { cat "$W/$p.log" >&2; exit 1; }
 done
-printf 'hsm1:%s\n' "$PIN" > "$W/nsspin"
-rsaperf_run() { # name threads
-	rsaperf -d "sql:$W/db-$1" -n "hsm1:httpdcert" -f "$W/nsspin" -s -p "$SECS" -t "$2" 2>&1 |
-		sed -n 's/^\([0-9.]*\) operations\/s.*/\1/p' | cut -d. -f1
+
+# One NSS database per path, the module added with modutil as an admin would.
+for p in "${PATHS[@]}"; do
+	mkdir "$W/db-$p"
+	certutil -N -d "sql:$W/db-$p" --empty-password
+	str=()
+	[ -n "${INIT[$p]:-}" ] && str=(-string "${INIT[$p]}")
+	echo | modutil -dbdir "sql:$W/db-$p" -add "$p" -libfile "${MODULE[$p]}" "${str[@]}" \
+		-force >/dev/null
+done
+
+bench_run() { # PATH THREADS -> ops/s
+	local init=()
+	[ -n "${INIT[$1]:-}" ] && init=(--init-args "${INIT[$1]}")
+	SOFTHSM2_CONF=${CONF[$1]} "$B/p11mux-bench" --module "${MODULE[$1]}" "${init[@]}" \
+		--token hsm1 --pin "$PIN" --key-label httpdcert --op sign --mech rsa-pkcs \
+		--threads "$2" --seconds "$SECS" --json | sed -n 's/.*"ops_per_s":\([0-9]*\).*/\1/p'
+}
+rsaperf_run() { # PATH THREADS -> ops/s
+	SOFTHSM2_CONF=${CONF[$1]} rsaperf -d "sql:$W/db-$1" -n "hsm1:httpdcert" -f "$W/nsspin" \
+		-s -p "$SECS" -t "$2" 2>&1 | sed -n 's/^\([0-9.]*\) operations\/s.*/\1/p' | cut -d. -f1
 }
 
-declare -A sum
-echo "RSA-2048, $SECS s per run, $ROUNDS rounds, $(nproc) cores" >&2
+declare -A R # R[tool,path,threads,round] = ops/s
+np=${#PATHS[@]}
+echo "RSA-2048, $SECS s per run, $ROUNDS rounds, $(nproc) cores; paths: ${PATHS[*]}" >&2
 for t in 1 2; do
 	for r in $(seq 1 "$ROUNDS"); do
-		for name in softhsm p11-kit p11mux; do
-			j=$(run "$name" "$(module_of "$name")" "$t")
-			ops=$(echo "$j" | sed -n 's/.*"ops_per_s":\([0-9]*\).*/\1/p')
-			p99=$(echo "$j" | sed -n 's/.*"p99_us":\([0-9]*\).*/\1/p')
-			nss=$(rsaperf_run "$name" "$t")
-			echo "  threads=$t round=$r $name: p11mux-bench sign $ops ops/s (p99 $p99 us), rsaperf -s $nss ops/s" >&2
-			sum[bench,$name,$t]=$(( ${sum[bench,$name,$t]:-0} + ops ))
-			sum[nss,$name,$t]=$(( ${sum[nss,$name,$t]:-0} + nss ))
+		line="  threads=$t round=$r:"
+		for k in $(seq 0 $((np - 1))); do
+			p=${PATHS[$(( (k + r) % np ))]}
+			R[bench,$p,$t,$r]=$(bench_run "$p" "$t")
+			R[nss,$p,$t,$r]=$(rsaperf_run "$p" "$t")
+			line="$line $p ${R[bench,$p,$t,$r]}/${R[nss,$p,$t,$r]}"
 		done
+		echo "$line" >&2
 	done
 done
-for tool in bench nss; do
-	[ $tool = bench ] && printf '\np11mux-bench, RSA-2048 PKCS#1 v1.5 sign (mean of %s rounds):\n' "$ROUNDS"
-	[ $tool = nss ] && printf '\nrsaperf -s, RSA-2048 raw decrypt through NSS (mean of %s rounds):\n' "$ROUNDS"
-	printf '\n| threads | SoftHSM direct | p11-kit remote | p11mux | p11-kit / direct | p11mux / direct |\n'
+
+# median of the numbers on stdin
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%d-%d", lo, hi}'; }
+
+table() { # TOOL TITLE
+	printf '\n%s (median of %s rounds; range of the single runs):\n\n' "$2" "$ROUNDS"
+	printf '| threads | path | ops/s | range | of direct | µs added per operation |\n'
 	printf '|---|---|---|---|---|---|\n'
 	for t in 1 2; do
-		d=$(( ${sum[$tool,softhsm,$t]} / ROUNDS )); k=$(( ${sum[$tool,p11-kit,$t]} / ROUNDS ))
-		m=$(( ${sum[$tool,p11mux,$t]} / ROUNDS ))
-		printf '| %s | %s ops/s | %s ops/s | %s ops/s | %s%% | %s%% |\n' "$t" "$d" "$k" "$m" \
-			$(( 100 * k / d )) $(( 100 * m / d ))
+		for p in "${PATHS[@]}"; do
+			ops=$(for r in $(seq 1 "$ROUNDS"); do echo "${R[$1,$p,$t,$r]}"; done | median)
+			rng=$(for r in $(seq 1 "$ROUNDS"); do echo "${R[$1,$p,$t,$r]}"; done | range)
+			if [ "$p" = direct ]; then
+				printf '| %s | %s | %.0f | %s | 100%% | 0 |\n' "$t" "$p" "$ops" "$rng"
+				continue
+			fi
+			ratio=$(for r in $(seq 1 "$ROUNDS"); do
+				awk -v a="${R[$1,$p,$t,$r]}" -v d="${R[$1,direct,$t,$r]}" 'BEGIN{print 100*a/d}'
+			done | median)
+			us=$(for r in $(seq 1 "$ROUNDS"); do
+				awk -v a="${R[$1,$p,$t,$r]}" -v d="${R[$1,direct,$t,$r]}" -v t="$t" \
+					'BEGIN{print t*(1e6/a - 1e6/d)}'
+			done | median)
+			printf '| %s | %s | %.0f | %s | %.0f%% | %.0f |\n' "$t" "$p" "$ops" "$rng" "$ratio" "$us"
+		done
 	done
-done
+	if [ -n "$BASE" ]; then
+		printf '\nthis tree against %s, the same rounds:\n\n' "$BASE"
+		printf '| threads | work / base | µs per operation, work - base |\n|---|---|---|\n'
+		for t in 1 2; do
+			ratio=$(for r in $(seq 1 "$ROUNDS"); do
+				awk -v a="${R[$1,p11mux-work,$t,$r]}" -v b="${R[$1,p11mux-base,$t,$r]}" 'BEGIN{print 100*a/b}'
+			done | median)
+			us=$(for r in $(seq 1 "$ROUNDS"); do
+				awk -v a="${R[$1,p11mux-work,$t,$r]}" -v b="${R[$1,p11mux-base,$t,$r]}" -v t="$t" \
+					'BEGIN{print t*(1e6/a - 1e6/b)}'
+			done | median)
+			printf '| %s | %.1f%% | %+.0f |\n' "$t" "$ratio" "$us"
+		done
+	fi
+}
+table bench "p11mux-bench, RSA-2048 PKCS#1 v1.5 sign, NSS's call sequence"
+table nss "rsaperf -s, RSA-2048 raw decrypt through NSS"

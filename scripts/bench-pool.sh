@@ -2,12 +2,19 @@
 # Pool throughput, scheduling and failover on simulated Nitrokey HSMs (p11sim, profile
 # "nitrokey": 0.75 s per RSA-2048 signature, run SCALE times as long). Usage:
 #   scripts/bench-pool.sh [SCALE, default 0.05] [SECONDS per run, default 8]
+# Environment:
+#   MODULE_LOCK=yes|no  p11sim's module_lock (default yes, as the nitrokey profile and OpenSC:
+#                       one lock for the whole module, held through every call)
+#   SECTIONS="scaling mixed failover siege"  the tables to print (default: all)
 # Everything is measured in this one invocation; ratios are against runs of the same
 # invocation. Prints Markdown tables (the figures in docs/benchmarks.md come from here).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 SCALE=${1:-0.05}
 SECS=${2:-8}
+MODULE_LOCK=${MODULE_LOCK:-yes}
+SECTIONS=${SECTIONS:-scaling mixed failover siege}
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
 B="$top/build"
@@ -32,6 +39,7 @@ start_pool() {
 	for m in $members; do list="$list\"$m\", "; done
 	export P11SIM_CONFIG="$W/p11sim.conf"
 	{ echo "profile = nitrokey"; echo "scale = $SCALE"; echo "control_dir = $W/faults"
+	  echo "module_lock = $MODULE_LOCK"
 	  for l in "$@"; do echo "$l"; done; } > "$P11SIM_CONFIG"
 	cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
@@ -47,8 +55,25 @@ CONF
 	for _ in $(seq 1 100); do grep -q ': ready$' "$W/daemon.log" && return 0; sleep 0.1; done
 	echo "p11muxd did not start" >&2; cat "$W/daemon.log" >&2; exit 1
 }
-stop_pool() { kill "$DPID"; wait "$DPID" || true; DPID=; }
-# bench THREADS SECONDS -> "ops_per_s p99_ms errors ops"
+# Stops the daemon; one that died (a crashing member module takes it along) is noted.
+# A daemon wedged by a hung module does not stop on SIGTERM: after 10 s it is killed.
+stop_pool() {
+	local rc=0
+	kill "$DPID" 2>/dev/null || true
+	for _ in $(seq 1 100); do
+		grep -qs '^[0-9]* ([^)]*) [^Z]' "/proc/$DPID/stat" || break
+		sleep 0.1
+	done
+	if grep -qs '^[0-9]* ([^)]*) [^Z]' "/proc/$DPID/stat"; then
+		kill -9 "$DPID"
+		WEDGED=1
+	fi
+	wait "$DPID" || rc=$?
+	[ "$rc" -eq 0 ] || [ -n "$WEDGED" ] || DIED=$rc
+	DPID=
+}
+# bench THREADS SECONDS -> "ops_per_s p99_ms errors ops stuck"; an operation still in flight
+# 10 s after the end is stuck (and counted among the errors).
 bench() {
 	local j
 	j=$("$B/p11mux-bench" --module "$B/p11mux-pkcs11.so" --token pool --pin "$PIN" \
@@ -56,26 +81,29 @@ bench() {
 	echo "$(echo "$j" | sed -n 's/.*"ops_per_s":\([0-9]*\).*/\1/p') \
 $(( $(echo "$j" | sed -n 's/.*"p99_us":\([0-9]*\).*/\1/p') / 1000 )) \
 $(echo "$j" | sed -n 's/.*"errors":\([0-9]*\).*/\1/p') \
-$(echo "$j" | sed -n 's/.*"ops":\([0-9]*\).*/\1/p')"
+$(echo "$j" | sed -n 's/.*"ops":\([0-9]*\).*/\1/p') \
+$(echo "$j" | sed -n 's/.*"stuck":\([0-9]*\).*/\1/p')"
 }
 members() { local n=$1 s=""; for i in $(seq 1 "$n"); do s="$s hsm$i"; done; echo "$s"; }
 
-echo "p11sim nitrokey profile at scale $SCALE (RSA-2048 sign = $(awk "BEGIN{print 750*$SCALE}") ms), $SECS s per run, $(nproc) cores"
+echo "p11sim nitrokey profile at scale $SCALE (RSA-2048 sign = $(awk "BEGIN{print 750*$SCALE}") ms), module_lock = $MODULE_LOCK, $SECS s per run, $(nproc) cores"
 
-echo
-echo "### Scaling (RSA-2048 sign, least-loaded, 4 client threads per member)"
-echo
-echo "| members | threads | ops/s | p99 | errors | efficiency |"
-echo "|---|---|---|---|---|---|"
 one=0
-for n in 1 2 4 8; do
-	start_pool "$(members $n)" least-loaded
-	read -r ops p99 err _ <<<"$(bench $((4 * n)) "$SECS")"
-	stop_pool
-	[ "$n" -eq 1 ] && one=$ops
-	echo "| $n | $((4 * n)) | $ops | ${p99} ms | $err | $(( 100 * ops / (n * one) ))% |"
-done
+if want scaling || want mixed; then
+	want scaling && printf '\n### Scaling (RSA-2048 sign, least-loaded, 4 client threads per member)\n\n'
+	want scaling && echo "| members | threads | ops/s | p99 | errors | efficiency |"
+	want scaling && echo "|---|---|---|---|---|---|"
+	for n in 1 2 4 8; do
+		[ "$n" -gt 1 ] && ! want scaling && break
+		start_pool "$(members $n)" least-loaded
+		read -r ops p99 err _ <<<"$(bench $((4 * n)) "$SECS")"
+		stop_pool
+		[ "$n" -eq 1 ] && one=$ops
+		want scaling && echo "| $n | $((4 * n)) | $ops | ${p99} ms | $err | $(( 100 * ops / (n * one) ))% |"
+	done
+fi
 
+if want mixed; then
 echo
 echo "### Mixed pool: hsm1, hsm2 fast; hsm3, hsm4 three times slower (24 threads)"
 echo
@@ -97,23 +125,40 @@ for sched in least-loaded round-robin; do
 	done
 	echo "| $sched | $ops | $(( 100 * ops / cap ))% | ${p99} ms |$counts"
 done
+fi
 
+if want failover; then
+if [ "$one" -eq 0 ]; then
+	start_pool hsm1 least-loaded
+	read -r one _ _ _ <<<"$(bench 4 "$SECS")"
+	stop_pool
+fi
 echo
-echo "### Failover under load (4 members, 16 threads, 3 s runs; the fault spans 0.3 s to the end)"
+echo "### Failover under load (4 members, 16 threads, 6 s runs; the fault spans 0.5 s to the end)"
 echo
-echo "| run | ops/s | failed operations | p99 |"
-echo "|---|---|---|---|"
-for fault in none removed hang "error 0.3"; do
+echo "The healthy members' capacity is three times one member's alone ($one ops/s, measured in this run)."
+echo
+echo "| run | ops/s | failed operations | p99 | of the healthy members' capacity | daemon |"
+echo "|---|---|---|---|---|---|"
+for fault in none removed hang "error 0.3" crash; do
 	start_pool "$(members 4)" least-loaded
 	FP=
-	if [ "$fault" != none ]; then ( sleep 0.3; echo "$fault" > "$W/faults/hsm2" ) & FP=$!; fi
-	read -r ops p99 err _ <<<"$(bench 16 3)"
+	DIED=
+	WEDGED=
+	if [ "$fault" != none ]; then ( sleep 0.5; echo "$fault" > "$W/faults/hsm2" ) & FP=$!; fi
+	read -r ops p99 err _ stuck <<<"$(bench 16 6)"
 	[ -z "$FP" ] || wait "$FP"
 	: > "$W/faults/hsm2"
 	stop_pool
-	echo "| hsm2: $fault | $ops | $err | ${p99} ms |"
+	state=up
+	[ "${stuck:-0}" -gt 0 ] && err="$err ($stuck stuck)"
+	[ -n "$WEDGED" ] && state="wedged (no exit on SIGTERM)"
+	[ -n "$DIED" ] && state="died (status $DIED)"
+	echo "| hsm2: $fault | $ops | $err | ${p99} ms | $(( 100 * ops / (3 * (one > 0 ? one : 1)) ))% | $state |"
 done
+fi
 
+want siege || exit 0
 echo
 echo "### The seed's siege shape: concurrent clients against 1 and 4 members (RSA-2048 sign)"
 echo

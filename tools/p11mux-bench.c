@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -189,9 +190,11 @@ struct options {
 	bool have_mech;
 	long threads;
 	double seconds;
+	double grace; /* how long past the end to wait for operations still in flight */
 	const char *name;
 	bool json;
 	bool verbose;
+	bool keep_session; /* one session per thread instead of one per operation */
 };
 
 struct bench {
@@ -201,6 +204,7 @@ struct bench {
 	enum op_kind op;
 	CK_MECHANISM_TYPE mech_type;
 	bool use_pss;
+	bool keep_session;
 
 	/* input: data to sign, or ciphertext to decrypt */
 	unsigned char *input;
@@ -226,6 +230,7 @@ struct worker {
 	uint64_t errors;
 	bool have_err;
 	bool first_mismatch; /* first error was a plaintext mismatch */
+	bool stuck;          /* still inside an operation when the benchmark gave up */
 	CK_RV first_rv;
 	uint64_t first_err_ns;
 	bool oom;
@@ -256,11 +261,11 @@ wipe(void *p, size_t n)
  * returned the wrong plaintext.  in/out are per-thread buffers.
  */
 static CK_RV
-do_one_op(const struct bench *b, unsigned char *in, size_t in_len, unsigned char *out,
-          bool *mismatch)
+do_one_op(const struct bench *b, CK_SESSION_HANDLE kept, unsigned char *in, size_t in_len,
+          unsigned char *out, bool *mismatch)
 {
 	CK_FUNCTION_LIST_PTR f = b->f;
-	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_SESSION_HANDLE s = kept;
 	CK_RSA_PKCS_PSS_PARAMS pss = {
 	        .hashAlg = CKM_SHA256,
 	        .mgf = CKG_MGF1_SHA256,
@@ -276,8 +281,8 @@ do_one_op(const struct bench *b, unsigned char *in, size_t in_len, unsigned char
 		mech.ulParameterLen = sizeof(pss);
 	}
 
-	rv = f->C_OpenSession(b->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
-	if (rv != CKR_OK)
+	if (kept == CK_INVALID_HANDLE &&
+	    (rv = f->C_OpenSession(b->slot, CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
 		return rv;
 
 	if (b->op == OP_SIGN) {
@@ -293,6 +298,8 @@ do_one_op(const struct bench *b, unsigned char *in, size_t in_len, unsigned char
 			*mismatch = true;
 	}
 
+	if (kept != CK_INVALID_HANDLE)
+		return rv;
 	rv2 = f->C_CloseSession(s);
 	if (rv == CKR_OK)
 		rv = rv2;
@@ -318,6 +325,7 @@ worker_main(void *arg)
 	struct bench *b = w->b;
 	unsigned char out[OUT_BUF_LEN];
 	unsigned char *in;
+	CK_SESSION_HANDLE kept = CK_INVALID_HANDLE;
 	uint64_t deadline;
 	int gate;
 
@@ -345,7 +353,16 @@ worker_main(void *arg)
 		if (t0 >= deadline)
 			break;
 		bool mismatch = false;
-		CK_RV rv = do_one_op(b, in, b->input_len, out, &mismatch);
+		CK_RV rv;
+
+		if (kept == CK_INVALID_HANDLE && b->keep_session &&
+		    (rv = b->f->C_OpenSession(b->slot, CKF_SERIAL_SESSION, NULL, NULL, &kept)) !=
+		            CKR_OK) {
+			kept = CK_INVALID_HANDLE;
+			worker_note_error(w, rv, false, now_ns());
+			continue;
+		}
+		rv = do_one_op(b, kept, in, b->input_len, out, &mismatch);
 		uint64_t t1 = now_ns();
 
 		if (rv != CKR_OK || mismatch) {
@@ -365,6 +382,8 @@ worker_main(void *arg)
 		w->lat[w->n++] = t1 - t0;
 	}
 
+	if (kept != CK_INVALID_HANDLE)
+		b->f->C_CloseSession(kept);
 	free(in);
 	return NULL;
 }
@@ -382,8 +401,8 @@ usage(FILE *fp)
 	        "                    (--pin PIN | --pin-file FILE)\n"
 	        "                    (--key-label LABEL | --key-id HEX)\n"
 	        "                    --op sign|decrypt --mech rsa-pkcs|rsa-pss|ecdsa|rsa-x509\n"
-	        "                    [--threads N] [--seconds T] [--name NAME] [--json]\n"
-	        "                    [--verbose]\n"
+	        "                    [--threads N] [--seconds T] [--grace T] [--name NAME]\n"
+	        "                    [--keep-session] [--json] [--verbose]\n"
 	        "\n"
 	        "Benchmark private-key operations of a PKCS#11 module.  Each operation is\n"
 	        "C_OpenSession, C_SignInit/C_DecryptInit, C_Sign/C_Decrypt, C_CloseSession\n"
@@ -410,6 +429,13 @@ usage(FILE *fp)
 	        "                              rsa-x509 (CKM_RSA_X_509, modulus-sized input)\n"
 	        "  --threads N        worker threads (default 1)\n"
 	        "  --seconds T        run time in seconds, fractions allowed (default 10)\n"
+	        "  --grace T          seconds to wait past the end for operations still in\n"
+	        "                     flight (default 10); those that do not return by then\n"
+	        "                     are reported as stuck, counted as errors, and the\n"
+	        "                     module is left without C_Finalize\n"
+	        "  --keep-session     one session per thread, kept for the whole run, instead\n"
+	        "                     of NSS's session per operation: the module's own cost\n"
+	        "                     of opening and closing sessions is left out\n"
 	        "  --name NAME        result label (default: module file basename)\n"
 	        "  --json             print one JSON object instead of the text line\n"
 	        "  --verbose          print setup details to stderr\n"
@@ -524,9 +550,11 @@ parse_options(int argc, char **argv, struct options *o)
 		O_MECH,
 		O_THREADS,
 		O_SECONDS,
+		O_GRACE,
 		O_NAME,
 		O_JSON,
 		O_VERBOSE,
+		O_KEEP_SESSION,
 		O_HELP,
 	};
 	static const struct option longopts[] = {
@@ -542,9 +570,11 @@ parse_options(int argc, char **argv, struct options *o)
 	        {"mech", required_argument, NULL, O_MECH},
 	        {"threads", required_argument, NULL, O_THREADS},
 	        {"seconds", required_argument, NULL, O_SECONDS},
+	        {"grace", required_argument, NULL, O_GRACE},
 	        {"name", required_argument, NULL, O_NAME},
 	        {"json", no_argument, NULL, O_JSON},
 	        {"verbose", no_argument, NULL, O_VERBOSE},
+	        {"keep-session", no_argument, NULL, O_KEEP_SESSION},
 	        {"help", no_argument, NULL, O_HELP},
 	        {NULL, 0, NULL, 0},
 	};
@@ -553,6 +583,7 @@ parse_options(int argc, char **argv, struct options *o)
 
 	o->threads = 1;
 	o->seconds = 10.0;
+	o->grace = 10.0;
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -645,6 +676,16 @@ parse_options(int argc, char **argv, struct options *o)
 				return EXIT_SETUP;
 			}
 			break;
+		case O_GRACE:
+			errno = 0;
+			o->grace = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(o->grace >= 0.0) ||
+			    o->grace > MAX_SECONDS) {
+				fprintf(stderr, PROG ": invalid --grace '%s' (0 <= T <= %.0f)\n",
+				        optarg, MAX_SECONDS);
+				return EXIT_SETUP;
+			}
+			break;
 		case O_NAME:
 			o->name = optarg;
 			break;
@@ -653,6 +694,9 @@ parse_options(int argc, char **argv, struct options *o)
 			break;
 		case O_VERBOSE:
 			o->verbose = true;
+			break;
+		case O_KEEP_SESSION:
+			o->keep_session = true;
 			break;
 		case 'h':
 		case O_HELP:
@@ -967,7 +1011,7 @@ main(int argc, char **argv)
 	CK_ULONG modulus_len = 0, key_id_len = 0;
 	unsigned char msg[MSG_LEN];
 	uint64_t *all = NULL;
-	long created = 0;
+	long created = 0, stuck = 0;
 	int ret = EXIT_SETUP;
 	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE;
 	bool need_pub;
@@ -1174,6 +1218,7 @@ main(int argc, char **argv)
 	/* --- mechanism + input --- */
 	b.f = f;
 	b.op = o.op;
+	b.keep_session = o.keep_session;
 	switch (o.mech) {
 	case MECH_RSA_PKCS:
 		b.mech_type = CKM_RSA_PKCS;
@@ -1271,7 +1316,7 @@ main(int argc, char **argv)
 			goto out;
 		}
 		memcpy(in, b.input, b.input_len);
-		rv = do_one_op(&b, in, b.input_len, out, &mismatch);
+		rv = do_one_op(&b, CK_INVALID_HANDLE, in, b.input_len, out, &mismatch);
 		free(in);
 		if (rv != CKR_OK) {
 			char what[96];
@@ -1319,10 +1364,28 @@ main(int argc, char **argv)
 	pthread_cond_broadcast(&b.gate_cv);
 	pthread_mutex_unlock(&b.gate_mu);
 
-	for (long i = 0; i < created; i++)
-		pthread_join(workers[i].tid, NULL);
-	if (created != o.threads)
+	if (created != o.threads) {
+		for (long i = 0; i < created; i++)
+			pthread_join(workers[i].tid, NULL);
 		goto out;
+	}
+	/* A wedged module (or pool) must not wedge the benchmark: operations still in flight
+	 * grace seconds after the end are reported as stuck. */
+	{
+		struct timespec until;
+		uint64_t limit = b.deadline_ns + (uint64_t)llround(o.grace * 1e9), rt;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		rt = (uint64_t)until.tv_sec * 1000000000ull + (uint64_t)until.tv_nsec +
+		     (limit > now_ns() ? limit - now_ns() : 0);
+		until.tv_sec = (time_t)(rt / 1000000000ull);
+		until.tv_nsec = (long)(rt % 1000000000ull);
+		for (long i = 0; i < created; i++)
+			if (pthread_timedjoin_np(workers[i].tid, NULL, &until) != 0) {
+				workers[i].stuck = true;
+				stuck++;
+			}
+	}
 
 	end_ns = now_ns();
 	elapsed = (double)(end_ns - b.start_ns) / 1e9;
@@ -1332,7 +1395,7 @@ main(int argc, char **argv)
 	for (long i = 0; i < o.threads; i++) {
 		const struct worker *w = &workers[i];
 		total += w->n;
-		errors += w->errors;
+		errors += w->errors + (w->stuck ? 1 : 0);
 		oom = oom || w->oom;
 		if (w->have_err && (first == NULL || w->first_err_ns < first->first_err_ns))
 			first = w;
@@ -1373,11 +1436,11 @@ main(int argc, char **argv)
 		printf(",\"op\":\"%s\",\"mech\":\"%s\",\"threads\":%ld,"
 		       "\"seconds\":%.3f,\"ops\":%zu,\"ops_per_s\":%" PRIu64 ","
 		       "\"p50_us\":%" PRIu64 ",\"p95_us\":%" PRIu64 ","
-		       "\"p99_us\":%" PRIu64 ",\"errors\":%" PRIu64 ","
+		       "\"p99_us\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"stuck\":%ld,"
 		       "\"first_error\":",
 		       o.op == OP_SIGN ? "sign" : "decrypt", mech_arg_names[o.mech], o.threads,
 		       elapsed, total, ops_s, (p50 + 500) / 1000, (p95 + 500) / 1000,
-		       (p99 + 500) / 1000, errors);
+		       (p99 + 500) / 1000, errors, stuck);
 		if (first) {
 			json_string(stdout, first->first_mismatch ? "plaintext mismatch"
 			                                          : rv_to_name(first->first_rv));
@@ -1396,9 +1459,19 @@ main(int argc, char **argv)
 		       (double)p95 / 1e6, (double)p99 / 1e6, errors);
 		if (first)
 			printf(" (first: %s)", first_buf);
+		if (stuck > 0)
+			printf(" stuck=%ld", stuck);
 		printf("\n");
 	}
 	fflush(stdout);
+	if (stuck > 0) {
+		/* Threads are still inside the module: neither C_Finalize nor freeing what they
+		 * use is safe. */
+		fprintf(stderr, PROG ": %ld operations still in flight %.0f s after the end\n",
+		        stuck, o.grace);
+		fflush(NULL);
+		_exit(EXIT_RUN_ERRORS);
+	}
 
 	if (errors > 0 || oom)
 		ret = EXIT_RUN_ERRORS;

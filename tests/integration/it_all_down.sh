@@ -12,21 +12,20 @@ echo "all members down" > "$D"
 sign() { p11tool --login --pin "$PIN" --sign -m SHA256-RSA-PKCS --id 01 -i "$D" -o "$WORK/sig" 2>&1; }
 sign >/dev/null || fail "signing with every member up"
 for t in hsm1 hsm2 hsm3; do fault "$t" removed; done
-sleep 0.3
+# The devices notice within 100 ms, the pool at its next operation on each.
+refused() { { sign || true; } | grep -q CKR_DEVICE_ERROR; }
+wait_until 30 refused || fail "expected CKR_DEVICE_ERROR with every member out: $(sign || true)"
+# Now every member is out: the answer comes without waiting for a device. (The bound only
+# tells a hang from an answer; it is far above what any machine takes.)
 t0=$(date +%s%N)
 out=$(sign || true)
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 echo "$out" | grep -q "CKR_DEVICE_ERROR" || fail "expected CKR_DEVICE_ERROR with every member out: $out"
-[ "$ms" -lt 4000 ] || fail "the client waited $ms ms (op_timeout_ms is 2000)"
+[ "$ms" -lt 15000 ] || fail "the client waited $ms ms with every member out: a hang"
 pass "every member out: CKR_DEVICE_ERROR after $ms ms"
 fault hsm3 ""
-for i in $(seq 1 60); do
-	if sign >/dev/null; then
-		verify_rsa "$D" "$WORK/sig" || fail "signature after recovery does not verify"
-		stop_daemon
-		pass "hsm3 back: signing works again after $((i * 100)) ms, no restart"
-		exit 0
-	fi
-	sleep 0.1
-done
-fail "no member came back within 6 s"
+signs() { sign >/dev/null; }
+wait_until 30 signs || fail "no member came back within 30 s"
+verify_rsa "$D" "$WORK/sig" || fail "signature after recovery does not verify"
+stop_daemon
+pass "hsm3 back: signing works again, no restart"

@@ -20,7 +20,7 @@ P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" threads 30 60 "$KEYS/
 	fail "operations failed or signatures did not verify while hsm2 was '$STATE'"
 wait "$FPID"
 grep -q "member hsm2 down" "$WORK/daemon.log" || fail "hsm2 was never taken out of service"
-for _ in $(seq 1 50); do
+for _ in $(seq 1 300); do
 	grep -q "member hsm2 (serial [0-9a-f]*) back in service" "$WORK/daemon.log" && break
 	sleep 0.1
 done

@@ -45,7 +45,7 @@ CONF
 OPENSSL_CONF="$WORK/openssl.cnf" nginx -p "$N" -c "$N/nginx.conf" > "$N/out.log" 2>&1 &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null || true; test_cleanup' EXIT
-for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 body=$(timeout 10 curl -sk "https://127.0.0.1:$PORT/") || fail "no answer: $(cat "$N/error.log")"
 [ "$body" = "served by a pool" ] || fail "unexpected answer '$body'"
 # siege writes its configuration on its first run, and has been seen to deadlock in that

@@ -28,7 +28,7 @@ AS=()
 "$P11MUX_BUILD/tests/nss_prefork" "sql:$DB" "$LABEL:httpdcert" "$WORK/nsspin" $WORKERS "${AS[@]}" \
 	> "$WORK/prefork.out" 2> "$WORK/prefork.err" &
 SERVER=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
 	[ "$(grep -c '^ready ' "$WORK/prefork.out" 2>/dev/null)" -eq $WORKERS ] && break
 	kill -0 "$SERVER" 2>/dev/null || fail "nss_prefork exited: $(cat "$WORK/prefork.err")"
 	sleep 0.1

@@ -61,7 +61,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 GNUTLS_PIN=$PIN gnutls-serv --x509keyfile "$TOKEN;object=httpdcert;type=private" \
 	--x509certfile "$KEYS/rsa.crt.pem" -p "$PORT" > "$WORK/gnutls-serv.log" 2>&1 &
 GS=$!
-for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_3 < /dev/null 2>&1 || true)
 echo "$out" | grep -q "New, TLSv1.3" && echo "$out" | grep -q "Peer signature type: RSA-PSS" ||
 	fail "gnutls-serv TLS 1.3: $out $(cat "$WORK/gnutls-serv.log")"

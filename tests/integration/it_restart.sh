@@ -9,7 +9,11 @@ start_daemon
 P11MUX_DEBUG=1 "$P11MUX_BUILD/p11mux-bench" --module "$SHIM" --token "$LABEL" --pin "$PIN" --key-label httpdcert \
 	--op sign --mech rsa-pkcs --threads 4 --seconds 5 --name restart > "$WORK/bench.out" 2>&1 &
 BENCH=$!
-sleep 1.5
+# Kill it once the client is signing.
+signing() { "$P11MUX_BUILD/p11muxctl" status --json | python3 -c '
+import json, sys
+assert sum(m["done"] for m in json.load(sys.stdin)["pools"][0]["members"]) >= 20' 2>/dev/null; }
+wait_until 30 signing || fail "the client did not start signing"
 kill -KILL "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null || true
 DAEMON_PID=

@@ -16,7 +16,7 @@ detached_start_stop() { # how
 	out=$(p11tool -L 2>&1) || fail "the pool did not answer right after p11muxd returned ($1): $out"
 	echo "$out" | grep -q "token label *: $LABEL" || fail "pkcs11-tool -L ($1): $out"
 	kill -TERM "$pid"
-	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	kill -0 "$pid" 2>/dev/null && fail "the detached p11muxd did not stop on SIGTERM ($1)"
 	DAEMON_PID=
 	[ ! -e "$SOCK" ] || fail "the socket was left behind ($1)"
@@ -38,7 +38,7 @@ out=$("$DAEMON" -c "$WORK/p11mux.conf" 2>&1) || rc=$?
 [ "$rc" -eq 1 ] || fail "p11muxd with a wrong PIN: exit $rc, expected 1: $out"
 echo "$out" | grep -q "failed to start" || fail "no message from the failed start: $out"
 # The failed daemon may still be exiting (LeakSanitizer runs at exit) when the command returns.
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
 	pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null || break
 	sleep 0.1
 done

@@ -20,7 +20,7 @@ serve() { # nickname -> sets PORT
 	PORT=$(free_port)
 	P11MUX_DEBUG=1 selfserv -d "sql:$DB" -n "$1" -p "$PORT" -f "$WORK/nsspin" -V tls1.2:tls1.3 > "$WORK/selfserv.$PORT.log" 2>&1 &
 	SERVERS+=($!)
-	for _ in $(seq 1 50); do
+	for _ in $(seq 1 300); do
 		(echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
 		sleep 0.1
 	done

@@ -10,6 +10,10 @@
  *   sim_client MODULE retries file|memory  wrong PINs count down and lock the token
  *   sim_client MODULE signtime LABEL N [PARAMS]  prints the median RSA-2048 C_Sign time in ms
  *   sim_client MODULE init [PARAMS]      prints what C_Initialize returns (0x...)
+ *   sim_client MODULE modlock            module_lock = yes: one call at a time across tokens, a
+ *                                        hung token stops the others; no: tokens in parallel
+ *   sim_client MODULE crash              the crash fault aborts a process mid-C_Sign; crash-on
+ *                                        only for its input
  * PARAMS is the string passed in C_Initialize's pReserved. The tokens are those of
  * tests/fixtures/mktokens.sh (hsm1..hsm3, PIN 648219); the control directory comes from
  * $P11SIM_CONTROL_DIR, as for the module. Prints "ok: ..." per check, "FAIL: ..." on a
@@ -24,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -477,8 +483,9 @@ cmd_serial(void)
 	double one, same = 1e9, diff = 1e9, v[3], d;
 	int i, try;
 
-	/* Scale 0.2: an RSA-2048 signature takes 150 ms. */
-	MUST(init("scale=0.2"));
+	/* Scale 0.2: an RSA-2048 signature takes 150 ms. The tokens' own queues are measured,
+	 * without the module-wide lock (see cmd_modlock). */
+	MUST(init("scale=0.2;module_lock=no"));
 	for (i = 0; i < 4; i++)
 		s1[i] = open_login(slot_of("hsm1"));
 	s2 = open_login(slot_of("hsm2"));
@@ -665,7 +672,9 @@ cmd_hang(void)
 	double one, t0, t;
 	CK_RV rv;
 
-	MUST(init("scale=0.05"));
+	/* One token's hang, as its own device shows it; with the module-wide lock every token
+	 * would stop (cmd_modlock). */
+	MUST(init("scale=0.05;module_lock=no"));
 	s1 = open_login(slot_of("hsm1"));
 	s2 = open_login(slot_of("hsm2"));
 	k1 = find_key(s1, CKO_PRIVATE_KEY, 1);
@@ -909,6 +918,185 @@ cmd_retries(int file)
 	return failures != 0;
 }
 
+/* ---------------------------------------------------------------- module lock */
+
+struct bg_info {
+	CK_SLOT_ID slot;
+	CK_RV rv;
+	double done; /* now_ms() when done */
+};
+
+static void *
+bg_info_run(void *arg)
+{
+	struct bg_info *b = arg;
+	CK_TOKEN_INFO ti;
+
+	b->rv = f->C_GetTokenInfo(b->slot, &ti);
+	b->done = now_ms();
+	return NULL;
+}
+
+/* Two signatures on two tokens, from two threads, n times each: the time for all, in ms. */
+static double
+two_tokens(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE ka, CK_SESSION_HANDLE b, CK_OBJECT_HANDLE kb,
+           int n)
+{
+	struct job jobs[2];
+	double total = 0;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		memset(jobs, 0, sizeof(jobs));
+		jobs[0].s = a;
+		jobs[0].key = ka;
+		jobs[1].s = b;
+		jobs[1].key = kb;
+		total += run_jobs(jobs, 2);
+	}
+	return total;
+}
+
+/* OpenSC holds one mutex for the whole module through every call (sc_pkcs11_lock() in
+ * src/pkcs11/pkcs11-object.c); module_lock = yes does the same. */
+static int
+cmd_modlock(void)
+{
+	CK_SESSION_HANDLE s1, s2;
+	CK_OBJECT_HANDLE k1, k2;
+	CK_SLOT_ID slot2;
+	struct bg_sign bg;
+	struct bg_info bi;
+	pthread_t th, ti;
+	double one, both, t0;
+	const int n = 4;
+	int lock;
+
+	for (lock = 1; lock >= 0; lock--) {
+		/* Scale 0.2: an RSA-2048 signature takes 150 ms. */
+		MUST(init(lock ? "scale=0.2;module_lock=yes" : "scale=0.2;module_lock=no"));
+		s1 = open_login(slot_of("hsm1"));
+		slot2 = slot_of("hsm2");
+		s2 = open_login(slot2);
+		k1 = find_key(s1, CKO_PRIVATE_KEY, 1);
+		k2 = find_key(s2, CKO_PRIVATE_KEY, 1);
+		one = sign_median(s1, k1, 0, 3, NULL, NULL);
+		both = two_tokens(s1, k1, s2, k2, n) / n;
+		printf("measure: module_lock=%s: one signature %.1f ms, two on two tokens at once "
+		       "%.1f ms (%.2f x one)\n",
+		       lock ? "yes" : "no", one, both, both / one);
+		if (lock)
+			expect(both / one >= 1.7 && both / one <= 2.6,
+			       "module_lock=yes: two tokens take turns, %.2f x one signature",
+			       both / one);
+		else
+			expect(both / one >= 0.8 && both / one <= 1.4,
+			       "module_lock=no: two tokens sign in parallel, %.2f x one signature",
+			       both / one);
+		if (lock) {
+			/* A hung token holds the lock: a call for another token waits as long. */
+			ctl_write("hsm1", "hang\n");
+			sleep_ms(120);
+			bg.s = s1;
+			bg.key = k1;
+			pthread_create(&th, NULL, bg_sign_run, &bg);
+			sleep_ms(100);
+			t0 = now_ms();
+			bi.slot = slot2;
+			pthread_create(&ti, NULL, bg_info_run, &bi);
+			sleep_ms(400);
+			ctl_clear("hsm1");
+			pthread_join(ti, NULL);
+			pthread_join(th, NULL);
+			expect(bi.rv == CKR_OK && bi.done - t0 >= 350,
+			       "module_lock=yes: C_GetTokenInfo on hsm2 waited %.0f ms behind hung "
+			       "hsm1 (0x%lx)",
+			       bi.done - t0, bi.rv);
+			expect(bg.rv == CKR_OK,
+			       "the hung signature finished once hsm1 answered "
+			       "(0x%lx)",
+			       bg.rv);
+		}
+		MUST(f->C_Finalize(NULL));
+	}
+	return failures != 0;
+}
+
+/* ---------------------------------------------------------------- crash */
+
+/* In a child process: initialise, log in to `label`, sign `data` (or only ask the length of
+ * the signature). Returns the child's wait status. */
+static int
+sign_in_child(const char *label, const CK_BYTE *data, CK_ULONG len, int query, double *ms)
+{
+	CK_MECHANISM mech = {CKM_RSA_PKCS, NULL, 0};
+	CK_BYTE sig[512];
+	CK_ULONG siglen = sizeof(sig);
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE k;
+	double t0 = now_ms();
+	pid_t pid;
+	int status = -1;
+
+	fflush(NULL);
+	if ((pid = fork()) < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		CK_RV rv;
+
+		if (init("scale=0.2") != CKR_OK)
+			_exit(3);
+		s = open_login(slot_of(label));
+		k = find_key(s, CKO_PRIVATE_KEY, 1);
+		if (f->C_SignInit(s, &mech, k) != CKR_OK)
+			_exit(4);
+		rv = f->C_Sign(s, (CK_BYTE_PTR)data, len, query ? NULL : sig, &siglen);
+		f->C_Finalize(NULL);
+		_exit(rv == CKR_OK ? 0 : 5);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		die("waitpid: %s", strerror(errno));
+	*ms = now_ms() - t0;
+	return status;
+}
+
+static int
+cmd_crash(void)
+{
+	CK_BYTE plain[51], marked[51];
+	double ms;
+	int st;
+
+	memset(plain, 0x5a, sizeof(plain));
+	memset(marked, 0x5a, sizeof(marked));
+	marked[0] = 0xde;
+	marked[1] = 0xad;
+
+	ctl_write("hsm1", "crash\n");
+	st = sign_in_child("hsm1", plain, sizeof(plain), 0, &ms);
+	expect(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+	       "crash: the process signing on hsm1 was killed by SIGABRT (status 0x%x)", st);
+	st = sign_in_child("hsm1", plain, sizeof(plain), 1, &ms);
+	expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "crash: a length query is answered without the device (status 0x%x)", st);
+	st = sign_in_child("hsm2", plain, sizeof(plain), 0, &ms);
+	expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "crash on hsm1: a process signing on hsm2 is unaffected (status 0x%x)", st);
+
+	ctl_write("hsm1", "crash-on dead\n");
+	st = sign_in_child("hsm1", plain, sizeof(plain), 0, &ms);
+	expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "crash-on dead: other input signs (status 0x%x)", st);
+	st = sign_in_child("hsm1", marked, sizeof(marked), 0, &ms);
+	expect(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+	       "crash-on dead: input starting with de ad aborts the process (status 0x%x)", st);
+	ctl_clear("hsm1");
+	st = sign_in_child("hsm1", marked, sizeof(marked), 0, &ms);
+	expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "cleared: the same input signs (status 0x%x)",
+	       st);
+	return failures != 0;
+}
+
 static int
 cmd_signtime(const char *label, int n, const char *params)
 {
@@ -956,6 +1144,8 @@ main(int argc, char **argv)
 		return cmd_timing();
 	if (strcmp(argv[2], "serial") == 0)
 		return cmd_serial();
+	if (strcmp(argv[2], "modlock") == 0 && ctl_dir != NULL)
+		return cmd_modlock();
 	if (strcmp(argv[2], "retries") == 0 && argc == 4 && strcmp(argv[3], "memory") == 0)
 		return cmd_retries(0);
 	if (ctl_dir == NULL) {
@@ -972,6 +1162,8 @@ main(int argc, char **argv)
 		return cmd_slow();
 	if (strcmp(argv[2], "pinlocked") == 0)
 		return cmd_pinlocked();
+	if (strcmp(argv[2], "crash") == 0)
+		return cmd_crash();
 	if (strcmp(argv[2], "retries") == 0 && argc == 4 && strcmp(argv[3], "file") == 0)
 		return cmd_retries(1);
 	fprintf(stderr, "unknown command %s\n", argv[2]);

@@ -27,8 +27,8 @@ static const char *const param_names[P_NPARAMS] = {
 };
 
 /* The service times a profile gives, in ms at scale 1 (P_RSA1024_MS .. P_OTHER_MS). The
- * nitrokey numbers are the device-level times of docs/../shared/FACTS.md: the fastest
- * single handshakes measured on one Nitrokey HSM behind mod_nss. */
+ * nitrokey numbers are the fastest single TLS handshakes measured on one Nitrokey HSM behind
+ * mod_nss (raymii.org, "Nitrokey HSM web cluster"; docs/simulator.md). */
 static const double profile_ms[2][P_OTHER_MS + 1] = {
         [PROFILE_NITROKEY] = {230, 750, 250, 100, 20, 5, 1},
         [PROFILE_NONE] = {0, 0, 0, 0, 0, 0, 0},
@@ -194,6 +194,17 @@ set_global(struct sim_config *cfg, const char *key, const char *val, const char 
 		}
 		return 0;
 	}
+	if (strcmp(key, "module_lock") == 0) {
+		if (strcmp(val, "yes") == 0 || strcmp(val, "1") == 0)
+			cfg->module_lock = 1;
+		else if (strcmp(val, "no") == 0 || strcmp(val, "0") == 0)
+			cfg->module_lock = 0;
+		else {
+			config_error(src, line, "module_lock: '%s' is not yes or no", val);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "debug") == 0) {
 		if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0) {
 			config_error(src, line, "debug: '%s' is not 0 or 1", val);
@@ -318,6 +329,12 @@ config_line(struct sim_config *cfg, char *text, const char *src, int line)
 		}
 		if ((t = token_cfg(cfg, label, 1)) == NULL)
 			return -1;
+		if (strcmp(key, "module_lock") == 0) {
+			config_error(src, line,
+			             "module_lock is set for the whole module, not per token: one "
+			             "module-wide lock is what OpenSC has");
+			return -1;
+		}
 		if ((r = set_override(&t->o, key, val, src, line)) == 1)
 			config_error(src, line, "unknown key '%s' for token '%s'", key, label);
 		return r == 0 ? 0 : -1;
@@ -381,7 +398,7 @@ config_env(struct sim_config *cfg)
 	} vars[] = {
 	        {"P11SIM_MODULE", "module"},   {"P11SIM_SCALE", "scale"},
 	        {"P11SIM_PROFILE", "profile"}, {"P11SIM_CONTROL_DIR", "control_dir"},
-	        {"P11SIM_DEBUG", "debug"},
+	        {"P11SIM_DEBUG", "debug"},     {"P11SIM_MODULE_LOCK", "module_lock"},
 	};
 	const char *v;
 	size_t i;
@@ -403,6 +420,7 @@ config_load(struct sim_config *cfg, const char *reserved)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->scale = 1;
 	cfg->seed = 1;
+	cfg->module_lock = -1;
 	if (set_string(&cfg->module, SIM_DEFAULT_MODULE) != 0)
 		return -1;
 	if ((path = getenv("P11SIM_CONFIG")) != NULL && *path != '\0' &&
@@ -426,6 +444,14 @@ config_free(struct sim_config *cfg)
 	free(cfg->module);
 	free(cfg->control_dir);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+int
+config_module_lock(const struct sim_config *cfg)
+{
+	if (cfg->module_lock >= 0)
+		return cfg->module_lock;
+	return !cfg->global.profile_set || cfg->global.profile == PROFILE_NITROKEY;
 }
 
 static const struct sim_overrides *

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 /* Not in every pkcs11.h (p11-kit 0.24 lacks it); the value is PKCS#11 3.0's. */
 #ifndef CKK_EC_MONTGOMERY
@@ -167,6 +168,7 @@ token_new(CK_SLOT_ID slot, const char *label, const char *serial, const char *na
 	/* Each token has its own sequence, the same in every run with the same seed. */
 	t->err_rng = sim.cfg.seed ^ fnv1a(t->name);
 	t->jit_rng = t->err_rng ^ 0x6a09e667f3bcc909ULL;
+	t->crash_rng = t->err_rng ^ 0xbb67ae8584caa73bULL;
 	return t;
 fail:
 	free(t->ctl_path);
@@ -587,6 +589,35 @@ call_slot_begin(struct sim_call *c, CK_SLOT_ID slot, enum sim_cost cost, enum si
 		return CKR_SLOT_ID_INVALID;
 	}
 	return call_begin(c);
+}
+
+void
+call_crash_point(struct sim_call *c, const void *in, size_t inlen)
+{
+	struct sim_token *t = c->tok;
+	struct timespec when;
+	double ms;
+	int crash;
+
+	if (c->cost != COST_SIGN && c->cost != COST_DECRYPT)
+		return; /* length queries are answered by the driver */
+	tok_lock(t);
+	crash = t->fault.crash_rate > 0 &&
+	        (t->fault.crash_on_len == 0 ||
+	         (in != NULL && inlen >= t->fault.crash_on_len &&
+	          memcmp(in, t->fault.crash_on, t->fault.crash_on_len) == 0)) &&
+	        (t->fault.crash_rate >= 1 || rng_uniform(&t->crash_rng) < t->fault.crash_rate);
+	ms = c->cost_ms * t->p.v[P_SLOW] * t->fault.slow * sim.cfg.scale / 2;
+	tok_unlock(t);
+	if (!crash)
+		return;
+	sim_log("%s: crash fault: aborting the process in the middle of a private-key operation",
+	        t->name);
+	when = ts_add_ms(now(), ms);
+	sleep_until(&when);
+	/* No core file: a test provokes this on purpose, many times. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	abort();
 }
 
 CK_RV

@@ -1,11 +1,13 @@
 /*
  * The control directory: one file per token label that says what is wrong with the device
- * ("removed", "hang", "error RATE", "slow FACTOR", "pin-locked"; empty or absent: healthy),
+ * ("removed", "hang", "error RATE", "slow FACTOR", "pin-locked", "crash [RATE]", "crash-on HEX";
+ * empty or absent: healthy),
  * and one file per token with its PIN retry counter. A shell script or a test changes them
  * while the module runs; the module looks at them with a stat() at most every SIM_POLL_MS.
  */
 #include "p11sim.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -24,6 +26,26 @@ same_file(const struct sim_file_id *id, const struct stat *st)
 	       id->size == st->st_size && id->mtime.tv_sec == st->st_mtim.tv_sec &&
 	       id->mtime.tv_nsec == st->st_mtim.tv_nsec && id->ctime.tv_sec == st->st_ctim.tv_sec &&
 	       id->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+/* "crash-on HEX": the input prefix whose operations crash. 0, or -1 when HEX is not an even
+ * number of hex digits that fits. */
+static int
+parse_hex(const char *hex, unsigned char *out, size_t max, size_t *len)
+{
+	size_t n = hex != NULL ? strlen(hex) : 0, i;
+	unsigned v;
+
+	if (n == 0 || n % 2 != 0 || n / 2 > max)
+		return -1;
+	for (i = 0; i < n / 2; i++) {
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1 || !isxdigit((unsigned char)hex[2 * i]) ||
+		    !isxdigit((unsigned char)hex[2 * i + 1]))
+			return -1;
+		out[i] = (unsigned char)v;
+	}
+	*len = n / 2;
+	return 0;
 }
 
 /* Parses the words of a control file into *f; unknown ones are reported and ignored. */
@@ -62,10 +84,14 @@ fault_parse(const char *path, char *text, struct sim_fault *f)
 			f->error_rate = d;
 		else if (strcmp(word, "slow") == 0 && d > 0)
 			f->slow = d;
+		else if (strcmp(word, "crash") == 0 && (arg == NULL || (d >= 0 && d <= 1)))
+			f->crash_rate = arg == NULL ? 1 : d;
+		else if (strcmp(word, "crash-on") == 0 &&
+		         parse_hex(arg, f->crash_on, sizeof(f->crash_on), &f->crash_on_len) == 0)
+			f->crash_rate = 1;
 		else
 			sim_log("%s: '%s%s%s' is not a fault (removed, hang, error RATE, slow "
-			        "FACTOR, "
-			        "pin-locked), ignored",
+			        "FACTOR, pin-locked, crash [RATE], crash-on HEX), ignored",
 			        path, word, arg != NULL ? " " : "", arg != NULL ? arg : "");
 	}
 }

@@ -21,7 +21,9 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-struct sim sim = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
+struct sim sim = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                  .idle = PTHREAD_COND_INITIALIZER,
+                  .module_lock = PTHREAD_MUTEX_INITIALIZER};
 
 static CK_FUNCTION_LIST sim_functions;
 
@@ -92,19 +94,28 @@ CK_RV
 sim_enter(void)
 {
 	CK_RV rv = CKR_OK;
+	int locking = 0;
 
 	sim_lock();
 	if (!sim.initialized || sim.pid != getpid() || sim.finalizing)
 		rv = CKR_CRYPTOKI_NOT_INITIALIZED;
 	else
 		sim.active++;
+	locking = rv == CKR_OK && sim.module_locking;
 	sim_unlock();
+	/* OpenSC's sc_pkcs11_lock(): one mutex for the whole module, taken at the start of every
+	 * function and held through the card exchange (src/pkcs11/pkcs11-object.c). */
+	if (locking)
+		sim_mutex_lock(&sim.module_lock);
 	return rv;
 }
 
 void
 sim_leave(void)
 {
+	/* Fixed while a call is active: C_Finalize waits for every call before it changes. */
+	if (sim.module_locking)
+		sim_mutex_unlock(&sim.module_lock);
 	sim_lock();
 	if (--sim.active == 0)
 		pthread_cond_broadcast(&sim.idle);
@@ -340,6 +351,8 @@ sim_C_Initialize(CK_VOID_PTR init_args)
 		sim.initializing = 0;
 		sim.active = 0;
 		sim.finalizing = 0;
+		/* Another thread of the parent may have held it at fork time. */
+		pthread_mutex_init(&sim.module_lock, NULL);
 	}
 	if (config_load(&sim.cfg, reserved) != 0) {
 		rv = CKR_GENERAL_ERROR;
@@ -368,6 +381,7 @@ sim_C_Initialize(CK_VOID_PTR init_args)
 	}
 	sim.pid = getpid();
 	sim.initializing = 1;
+	sim.module_locking = config_module_lock(&sim.cfg);
 	sim_unlock();
 
 	/* The tokens the module has now; calls cannot come in yet (not initialized). */
@@ -383,8 +397,10 @@ sim_C_Initialize(CK_VOID_PTR init_args)
 	sim.initialized = 1;
 	sim.initializing = 0;
 	sim_unlock();
-	sim_debug("wrapping %s, scale %g, %zu slots, control dir %s", sim.cfg.module, sim.cfg.scale,
-	          sim.ntokens, sim.cfg.control_dir != NULL ? sim.cfg.control_dir : "(none)");
+	sim_debug("wrapping %s, scale %g, %zu slots, control dir %s, module lock %s",
+	          sim.cfg.module, sim.cfg.scale, sim.ntokens,
+	          sim.cfg.control_dir != NULL ? sim.cfg.control_dir : "(none)",
+	          sim.module_locking ? "yes" : "no");
 	return CKR_OK;
 fail:
 	sim_free_locked();
@@ -1025,6 +1041,7 @@ sim_C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR o
 
 	if ((rv = call_session_begin(&c, h, OUT_COST(out, COST_DECRYPT), OUT_ERR(out))) != CKR_OK)
 		return rv;
+	call_crash_point(&c, in, inlen);
 	return call_end(&c, sim.f->C_Decrypt(c.inner, in, inlen, out, outlen));
 }
 
@@ -1048,6 +1065,7 @@ sim_C_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 
 	if ((rv = call_session_begin(&c, h, OUT_COST(out, COST_DECRYPT), OUT_ERR(out))) != CKR_OK)
 		return rv;
+	call_crash_point(&c, NULL, 0);
 	return call_end(&c, sim.f->C_DecryptFinal(c.inner, out, outlen));
 }
 
@@ -1122,6 +1140,7 @@ sim_C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
 
 	if ((rv = call_session_begin(&c, h, OUT_COST(sig, COST_SIGN), OUT_ERR(sig))) != CKR_OK)
 		return rv;
+	call_crash_point(&c, in, inlen);
 	return call_end(&c, sim.f->C_Sign(c.inner, in, inlen, sig, siglen));
 }
 
@@ -1144,6 +1163,7 @@ sim_C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG_PTR siglen)
 
 	if ((rv = call_session_begin(&c, h, OUT_COST(sig, COST_SIGN), OUT_ERR(sig))) != CKR_OK)
 		return rv;
+	call_crash_point(&c, NULL, 0);
 	return call_end(&c, sim.f->C_SignFinal(c.inner, sig, siglen));
 }
 
@@ -1162,6 +1182,7 @@ sim_C_SignRecover(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_P
 
 	if ((rv = call_session_begin(&c, h, OUT_COST(sig, COST_SIGN), OUT_ERR(sig))) != CKR_OK)
 		return rv;
+	call_crash_point(&c, in, inlen);
 	return call_end(&c, sim.f->C_SignRecover(c.inner, in, inlen, sig, siglen));
 }
 

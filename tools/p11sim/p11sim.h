@@ -61,6 +61,7 @@ struct sim_config {
 	double scale;      /* multiplies every service time */
 	uint64_t seed;     /* of the per-token generators (errors, jitter) */
 	int debug;         /* log state changes on stderr */
+	int module_lock;   /* -1: as the global profile says (nitrokey: 1, none: 0) */
 	struct sim_overrides global;
 	struct sim_token_cfg *tokens; /* per-token overrides, by label */
 };
@@ -79,6 +80,10 @@ int config_load(struct sim_config *cfg, const char *reserved);
 /* Frees what config_load() allocated; cfg itself belongs to the caller. Accepts a zeroed cfg. */
 void config_free(struct sim_config *cfg);
 
+/* Whether every call holds one module-wide lock for its whole duration, as OpenSC does:
+ * `module_lock` when set, else 1 for the nitrokey profile and 0 for none. */
+int config_module_lock(const struct sim_config *cfg);
+
 /* Fills *p with the settings of the token labelled `label` with serial number `serial`
  * ("token X ..." lines name either). */
 void config_params(const struct sim_config *cfg, const char *label, const char *serial,
@@ -93,6 +98,10 @@ struct sim_fault {
 	int pin_locked;
 	double error_rate; /* 0..1 */
 	double slow;       /* service time factor, 1 when healthy */
+	double crash_rate; /* share of private-key operations that abort the process midway */
+	/* "crash-on HEX": only operations whose input starts with these bytes crash. */
+	unsigned char crash_on[64];
+	size_t crash_on_len;
 };
 
 /* Where a control file was last seen, so that it is re-read only when it changed. */
@@ -152,7 +161,7 @@ struct sim_token {
 	int present;    /* not removed, as far as the module's users know */
 	int closing;    /* removed, wrapped sessions not yet closed */
 	uint64_t epoch; /* counts removals; a session opened in an older epoch is gone */
-	uint64_t err_rng, jit_rng;
+	uint64_t err_rng, jit_rng, crash_rng;
 	unsigned retries; /* PIN tries left when there is no control dir */
 	struct sim_keycache keys[SIM_KEYCACHE];
 	size_t nkeys;
@@ -250,6 +259,11 @@ void call_forget_key(struct sim_call *c, CK_OBJECT_HANDLE key);
  * what the application gets. */
 CK_RV call_end(struct sim_call *c, CK_RV rv);
 
+/* The "crash" fault: when the token's control file asks for it and the input matches, lets
+ * half of the call's service time pass and aborts the whole process, as a vendor module that
+ * crashes inside C_Sign does. Called by the private-key operations after call_*_begin(). */
+void call_crash_point(struct sim_call *c, const void *in, size_t inlen);
+
 /* Service time in ms, in profile `p`, of an operation with key `ki` (before scale, slow
  * factors and jitter): the profile's time for a private key of its type and size, "other"
  * for any other key. */
@@ -295,8 +309,12 @@ struct sim {
 	unsigned active; /* calls in progress, which C_Finalize waits for */
 	struct sim_config cfg;
 	void *dl;
-	CK_FUNCTION_LIST *f;       /* the wrapped module */
-	int own_init;              /* we initialised the wrapped module, so we finalize it */
+	CK_FUNCTION_LIST *f; /* the wrapped module */
+	int own_init;        /* we initialised the wrapped module, so we finalize it */
+	/* With module_lock, held by every call from sim_enter() to sim_leave(), the device's time
+	 * included: one call at a time across all tokens, as in OpenSC. */
+	pthread_mutex_t module_lock;
+	int module_locking;        /* module_lock applies (fixed from C_Initialize to C_Finalize) */
 	struct sim_token **tokens; /* grows, never shrinks before C_Finalize */
 	size_t ntokens;
 	struct sim_session *sessions[SIM_SESSION_BUCKETS]; /* our session handles (session.c) */
