@@ -107,6 +107,18 @@ median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+static double
+least(const double *v, int n)
+{
+	double m = v[0];
+	int i;
+
+	for (i = 1; i < n; i++)
+		if (v[i] < m)
+			m = v[i];
+	return m;
+}
+
 static int
 within(double got, double want, double tolerance)
 {
@@ -321,7 +333,7 @@ token_flags(CK_SLOT_ID slot)
 static void
 report(const char *what, double got, double want, double tolerance)
 {
-	printf("measure: %-34s %8.2f ms (profile %.2f ms)\n", what, got, want);
+	printf("measure: %-46s %8.2f ms (profile %.2f ms)\n", what, got, want);
 	expect(within(got, want, tolerance), "%s: %.2f ms, profile %.2f ms (+-%.0f%%)", what, got,
 	       want, tolerance * 100);
 }
@@ -345,16 +357,19 @@ cmd_timing(void)
 	rsa = find_key(s, CKO_PRIVATE_KEY, 1);
 	ec = find_key(s, CKO_PRIVATE_KEY, 2);
 	small = rsa1024_key(s);
+	/* The service time is the least a command takes: a busy machine only adds to it (a
+	 * thread waits for a core after its sleep), and jitter takes at most 5% off. So the
+	 * fastest of several is compared with the profile. */
 	m = sign_median(s, rsa, 0, 10, &lo, &hi);
-	report("RSA-2048 C_Sign, scale 0.05", m, 750 * 0.05, 0.2);
-	/* The sleep ends at start + service time: noise only adds, jitter may take 5% off. */
+	report("RSA-2048 C_Sign, scale 0.05 (fastest of 10)", lo, 750 * 0.05, 0.2);
 	expect(lo >= 750 * 0.05 * 0.94,
-	       "no RSA-2048 signature under the jittered profile (min %.2f ms, max %.2f ms)", lo,
-	       hi);
-	m = sign_median(s, small, 0, 10, NULL, NULL);
-	report("RSA-1024 C_Sign, scale 0.05", m, 230 * 0.05, 0.2);
-	m = sign_median(s, ec, 1, 10, NULL, NULL);
-	report("EC P-256 C_Sign, scale 0.05", m, 250 * 0.05, 0.2);
+	       "no RSA-2048 signature under the jittered profile (min %.2f ms, median %.2f ms, "
+	       "max %.2f ms)",
+	       lo, m, hi);
+	sign_median(s, small, 0, 10, &lo, NULL);
+	report("RSA-1024 C_Sign, scale 0.05 (fastest of 10)", lo, 230 * 0.05, 0.2);
+	sign_median(s, ec, 1, 10, &lo, NULL);
+	report("EC P-256 C_Sign, scale 0.05 (fastest of 10)", lo, 250 * 0.05, 0.2);
 	MUST(f->C_Finalize(NULL));
 
 	/* The short commands, at scale 1 where 20% is still more than timer noise. */
@@ -367,7 +382,7 @@ cmd_timing(void)
 		MUST(f->C_GetAttributeValue(s, cert, &a, 1));
 		v[i] = now_ms() - t0;
 	}
-	report("C_GetAttributeValue, scale 1", median(v, 10), 5, 0.2);
+	report("C_GetAttributeValue, scale 1 (fastest of 10)", least(v, 10), 5, 0.2);
 	for (i = 0; i < 5; i++) {
 		MUST(f->C_FindObjectsInit(s, &t, 1));
 		t0 = now_ms();
@@ -375,7 +390,7 @@ cmd_timing(void)
 		v[i] = now_ms() - t0;
 		MUST(f->C_FindObjectsFinal(s));
 	}
-	report("C_FindObjects, scale 1", median(v, 5), 20, 0.2);
+	report("C_FindObjects, scale 1 (fastest of 5)", least(v, 5), 20, 0.2);
 	MUST(f->C_Logout(s));
 	for (i = 0; i < 4; i++) {
 		t0 = now_ms();
@@ -383,7 +398,7 @@ cmd_timing(void)
 		v[i] = now_ms() - t0;
 		MUST(f->C_Logout(s));
 	}
-	report("C_Login, scale 1", median(v, 4), 100, 0.2);
+	report("C_Login, scale 1 (fastest of 4)", least(v, 4), 100, 0.2);
 	MUST(f->C_Finalize(NULL));
 
 	/* Profile none: serialisation only, SoftHSM's own time. */
