@@ -1,4 +1,10 @@
-/* Error codes shared by the buffer, codec and transport (negative, 0 is success). */
+/*
+ * The project's error conventions, three in all:
+ *   - CK_RV for anything PKCS#11-shaped (requests, device calls, the shim's entry points);
+ *   - the codec's codes below (negative, 0 is success), sticky in a buffer or a message;
+ *   - struct p11mux_err for configuration, start-up and members: a message for a person,
+ *     written on every failure by the function that fails.
+ */
 #ifndef P11MUX_ERR_H
 #define P11MUX_ERR_H
 
@@ -13,5 +19,15 @@
 
 /* Returns a static English description of an error code above. */
 const char *p11mux_strerror(int err);
+
+/* Why something failed, for a log line or an administrator's terminal. */
+struct p11mux_err {
+	char msg[256];
+};
+
+/* Writes the message (printf format) into e and returns -1, so that a failing function can
+ * say `return p11mux_err_set(e, ...);`. e may be NULL. */
+int p11mux_err_set(struct p11mux_err *e, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 
 #endif

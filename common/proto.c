@@ -32,37 +32,20 @@ const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT] = {
                                 "slot, length -> random bytes"},
 };
 
-const char *
-p11mux_strerror(int err)
+const struct p11mux_proto p11mux_client_proto = {"client", p11mux_calls, P11MUX_CALL_COUNT, 0};
+
+const struct p11mux_call_desc *
+p11mux_proto_call(const struct p11mux_proto *p, uint32_t code)
 {
-	switch (err) {
-	case P11MUX_OK:
-		return "success";
-	case P11MUX_ERR_NOMEM:
-		return "out of memory";
-	case P11MUX_ERR_TOO_BIG:
-		return "message larger than the limit";
-	case P11MUX_ERR_SHORT:
-		return "message truncated";
-	case P11MUX_ERR_INVALID:
-		return "malformed message";
-	case P11MUX_ERR_IO:
-		return "socket error";
-	case P11MUX_ERR_CLOSED:
-		return "connection closed by peer";
-	case P11MUX_ERR_VERSION:
-		return "no common protocol version";
-	default:
-		return "unknown error";
-	}
+	if (code == 0 || code >= p->ncalls)
+		return NULL;
+	return &p->calls[code];
 }
 
 const struct p11mux_call_desc *
 p11mux_call_find(uint32_t code)
 {
-	if (code == 0 || code >= P11MUX_CALL_COUNT)
-		return NULL;
-	return &p11mux_calls[code];
+	return p11mux_proto_call(&p11mux_client_proto, code);
 }
 
 /* Arena: allocations that live as long as the decoded message. */
@@ -97,7 +80,25 @@ p11mux_msg_clear(struct p11mux_msg *m)
 	m->arena = NULL;
 	m->sig = NULL;
 	m->call = NULL;
+	m->proto = NULL;
+	m->tag = 0;
 	m->reading = 0;
+	m->err = 0;
+}
+
+/* Records the first error of the message; returns r. */
+static int
+sticky(struct p11mux_msg *m, int r)
+{
+	if (r != 0 && m->err == 0)
+		m->err = r;
+	return r;
+}
+
+int
+p11mux_msg_error(const struct p11mux_msg *m)
+{
+	return m->err != 0 ? m->err : (m->buf != NULL ? p11mux_buf_error(m->buf) : 0);
 }
 
 /* Consumes the next signature letter, which must be want. */
@@ -111,74 +112,125 @@ expect(struct p11mux_msg *m, char want)
 }
 
 int
-p11mux_msg_begin_request(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call)
-{
-	const struct p11mux_call_desc *d;
-
-	p11mux_msg_clear(m);
-	m->buf = buf;
-	if ((d = p11mux_call_find(call)) == NULL)
-		return P11MUX_ERR_INVALID;
-	m->call = d;
-	m->sig = d->request;
-	p11mux_buf_reset(buf);
-	return p11mux_buf_put_u32(buf, call);
-}
-
-int
-p11mux_msg_begin_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call, CK_RV rv)
+p11mux_msg_request(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p,
+                   uint32_t call, uint64_t tag)
 {
 	const struct p11mux_call_desc *d;
 	int r;
 
 	p11mux_msg_clear(m);
 	m->buf = buf;
-	if ((d = p11mux_call_find(call)) == NULL)
-		return P11MUX_ERR_INVALID;
+	m->proto = p;
+	if ((d = p11mux_proto_call(p, call)) == NULL)
+		return sticky(m, P11MUX_ERR_INVALID);
 	m->call = d;
-	m->sig = rv == CKR_OK ? d->reply : "";
+	m->sig = d->request;
+	m->tag = tag;
 	p11mux_buf_reset(buf);
-	if ((r = p11mux_buf_put_u32(buf, call)) != 0 || (r = p11mux_buf_put_u64(buf, rv)) != 0)
-		return r;
+	if ((r = p11mux_buf_put_u32(buf, call)) != 0 ||
+	    (p->tagged && (r = p11mux_buf_put_u64(buf, tag)) != 0))
+		return sticky(m, r);
 	return 0;
 }
 
 int
-p11mux_msg_read_request(struct p11mux_msg *m, struct p11mux_buf *buf)
+p11mux_msg_reply(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p,
+                 uint32_t call, uint64_t tag, CK_RV rv)
 {
 	const struct p11mux_call_desc *d;
+	int r;
+
+	p11mux_msg_clear(m);
+	m->buf = buf;
+	m->proto = p;
+	if ((d = p11mux_proto_call(p, call)) == NULL)
+		return sticky(m, P11MUX_ERR_INVALID);
+	m->call = d;
+	m->sig = rv == CKR_OK ? d->reply : "";
+	m->tag = tag;
+	p11mux_buf_reset(buf);
+	if ((r = p11mux_buf_put_u32(buf, call)) != 0 ||
+	    (p->tagged && (r = p11mux_buf_put_u64(buf, tag)) != 0) ||
+	    (r = p11mux_buf_put_u64(buf, rv)) != 0)
+		return sticky(m, r);
+	return 0;
+}
+
+/* Reads the call code (and tag) that begin a received message. */
+static int
+read_header(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p)
+{
 	uint32_t call;
 	int r;
 
 	p11mux_msg_clear(m);
 	m->buf = buf;
-	if ((r = p11mux_buf_get_u32(buf, &call)) != 0)
-		return r;
-	if ((d = p11mux_call_find(call)) == NULL)
-		return P11MUX_ERR_INVALID;
-	m->call = d;
-	m->sig = d->request;
+	m->proto = p;
 	m->reading = 1;
+	if ((r = p11mux_buf_get_u32(buf, &call)) != 0 ||
+	    (p->tagged && (r = p11mux_buf_get_u64(buf, &m->tag)) != 0))
+		return sticky(m, r);
+	if ((m->call = p11mux_proto_call(p, call)) == NULL)
+		return sticky(m, P11MUX_ERR_INVALID);
 	return 0;
+}
+
+int
+p11mux_msg_read(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p)
+{
+	int r;
+
+	if ((r = read_header(m, buf, p)) != 0)
+		return r;
+	m->sig = m->call->request;
+	return 0;
+}
+
+int
+p11mux_msg_read_any_reply(struct p11mux_msg *m, struct p11mux_buf *buf,
+                          const struct p11mux_proto *p, CK_RV *rv)
+{
+	uint64_t v;
+	int r;
+
+	if ((r = read_header(m, buf, p)) != 0)
+		return r;
+	if ((r = p11mux_buf_get_u64(buf, &v)) != 0)
+		return sticky(m, r);
+	m->sig = v == CKR_OK ? m->call->reply : "";
+	*rv = (CK_RV)v;
+	return 0;
+}
+
+int
+p11mux_msg_begin_request(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call)
+{
+	return p11mux_msg_request(m, buf, &p11mux_client_proto, call, 0);
+}
+
+int
+p11mux_msg_begin_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call, CK_RV rv)
+{
+	return p11mux_msg_reply(m, buf, &p11mux_client_proto, call, 0, rv);
+}
+
+int
+p11mux_msg_read_request(struct p11mux_msg *m, struct p11mux_buf *buf)
+{
+	return p11mux_msg_read(m, buf, &p11mux_client_proto);
 }
 
 int
 p11mux_msg_read_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call, CK_RV *rv)
 {
-	uint32_t got;
-	uint64_t v;
+	CK_RV got;
 	int r;
 
-	p11mux_msg_clear(m);
-	m->buf = buf;
-	if ((r = p11mux_buf_get_u32(buf, &got)) != 0 || (r = p11mux_buf_get_u64(buf, &v)) != 0)
+	if ((r = p11mux_msg_read_any_reply(m, buf, &p11mux_client_proto, &got)) != 0)
 		return r;
-	if (got != call || p11mux_call_find(call) == NULL)
-		return P11MUX_ERR_INVALID;
-	m->call = p11mux_call_find(call);
-	m->sig = v == CKR_OK ? m->call->reply : "";
-	*rv = (CK_RV)v;
-	m->reading = 1;
+	if (m->call->code != call)
+		return sticky(m, P11MUX_ERR_INVALID);
+	*rv = got;
 	return 0;
 }
 
@@ -187,20 +239,20 @@ p11mux_msg_end(struct p11mux_msg *m)
 {
 	int r;
 
-	if ((r = p11mux_buf_error(m->buf)) != 0)
+	if ((r = p11mux_msg_error(m)) != 0)
 		return r;
 	if (m->sig == NULL || *m->sig != '\0')
-		return P11MUX_ERR_INVALID;
+		return sticky(m, P11MUX_ERR_INVALID);
 	/* A decoded message must have been consumed exactly. */
 	if (m->reading && p11mux_buf_remaining(m->buf) != 0)
-		return P11MUX_ERR_INVALID;
+		return sticky(m, P11MUX_ERR_INVALID);
 	return 0;
 }
 
 /* --- putters --- */
 
-int
-p11mux_msg_put_ulong(struct p11mux_msg *m, CK_ULONG v)
+static int
+msg_put_ulong(struct p11mux_msg *m, CK_ULONG v)
 {
 	int r;
 
@@ -209,8 +261,8 @@ p11mux_msg_put_ulong(struct p11mux_msg *m, CK_ULONG v)
 	return p11mux_buf_put_u64(m->buf, v);
 }
 
-int
-p11mux_msg_put_bytes(struct p11mux_msg *m, const void *p, size_t len)
+static int
+msg_put_bytes(struct p11mux_msg *m, const void *p, size_t len)
 {
 	int r;
 
@@ -219,8 +271,8 @@ p11mux_msg_put_bytes(struct p11mux_msg *m, const void *p, size_t len)
 	return p11mux_buf_put_bytes(m->buf, p, len);
 }
 
-int
-p11mux_msg_put_ulongs(struct p11mux_msg *m, const CK_ULONG *v, size_t n)
+static int
+msg_put_ulongs(struct p11mux_msg *m, const CK_ULONG *v, size_t n)
 {
 	size_t i;
 	int r;
@@ -266,8 +318,8 @@ p11mux_attr_is_ulong(CK_ATTRIBUTE_TYPE type)
 	}
 }
 
-int
-p11mux_msg_put_attrs(struct p11mux_msg *m, const CK_ATTRIBUTE *a, const CK_RV *status, size_t n)
+static int
+msg_put_attrs(struct p11mux_msg *m, const CK_ATTRIBUTE *a, const CK_RV *status, size_t n)
 {
 	CK_ULONG ul;
 	size_t i;
@@ -362,8 +414,8 @@ p11mux_mech_param_ok(const CK_MECHANISM *mech)
 	return mech_param_kind(mech) < 0 ? CKR_MECHANISM_PARAM_INVALID : CKR_OK;
 }
 
-int
-p11mux_msg_put_mech(struct p11mux_msg *m, const CK_MECHANISM *mech)
+static int
+msg_put_mech(struct p11mux_msg *m, const CK_MECHANISM *mech)
 {
 	const CK_RSA_PKCS_PSS_PARAMS *pss;
 	const CK_RSA_PKCS_OAEP_PARAMS *oaep;
@@ -416,8 +468,8 @@ put_version(struct p11mux_buf *b, CK_VERSION v)
 	return p11mux_buf_put_u8(b, v.minor);
 }
 
-int
-p11mux_msg_put_slots(struct p11mux_msg *m, const struct p11mux_slot *s, size_t n)
+static int
+msg_put_slots(struct p11mux_msg *m, const struct p11mux_slot *s, size_t n)
 {
 	struct p11mux_buf *b = m->buf;
 	size_t i, j;
@@ -500,8 +552,8 @@ get_count(struct p11mux_buf *b, size_t min_each, size_t *n)
 	return 0;
 }
 
-int
-p11mux_msg_get_ulong(struct p11mux_msg *m, CK_ULONG *v)
+static int
+msg_get_ulong(struct p11mux_msg *m, CK_ULONG *v)
 {
 	int r;
 
@@ -510,8 +562,8 @@ p11mux_msg_get_ulong(struct p11mux_msg *m, CK_ULONG *v)
 	return get_ulong(m->buf, v);
 }
 
-int
-p11mux_msg_get_bytes(struct p11mux_msg *m, const uint8_t **p, size_t *len)
+static int
+msg_get_bytes(struct p11mux_msg *m, const uint8_t **p, size_t *len)
 {
 	int r;
 
@@ -520,8 +572,8 @@ p11mux_msg_get_bytes(struct p11mux_msg *m, const uint8_t **p, size_t *len)
 	return p11mux_buf_get_bytes(m->buf, p, len);
 }
 
-int
-p11mux_msg_get_ulongs(struct p11mux_msg *m, CK_ULONG **v, size_t *n)
+static int
+msg_get_ulongs(struct p11mux_msg *m, CK_ULONG **v, size_t *n)
 {
 	CK_ULONG *arr;
 	size_t i, c;
@@ -539,8 +591,8 @@ p11mux_msg_get_ulongs(struct p11mux_msg *m, CK_ULONG **v, size_t *n)
 	return 0;
 }
 
-int
-p11mux_msg_get_attrs(struct p11mux_msg *m, struct p11mux_attrs *out)
+static int
+msg_get_attrs(struct p11mux_msg *m, struct p11mux_attrs *out)
 {
 	CK_ATTRIBUTE *a;
 	CK_RV *st;
@@ -599,8 +651,8 @@ struct mech_storage {
 	} u;
 };
 
-int
-p11mux_msg_get_mech(struct p11mux_msg *m, CK_MECHANISM **out)
+static int
+msg_get_mech(struct p11mux_msg *m, CK_MECHANISM **out)
 {
 	struct p11mux_buf *b = m->buf;
 	struct mech_storage *ms;
@@ -686,8 +738,8 @@ get_version(struct p11mux_buf *b, CK_VERSION *v)
 /* Smallest encoded size of one slot descriptor, for the count check. */
 #define SLOT_MIN_WIRE (8 + 64 + 32 + 8 + 4 + 32 + 32 + 16 + 16 + 8 + 80 + 4 + 16 + 4)
 
-int
-p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nout)
+static int
+msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nout)
 {
 	struct p11mux_buf *b = m->buf;
 	struct p11mux_slot *s;
@@ -744,4 +796,81 @@ p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nou
 	*out = s;
 	*nout = c;
 	return 0;
+}
+
+/* --- the public puts and gets: each one checks and records the sticky error --- */
+
+/* A failed message stays failed: expr is not evaluated once an error is recorded. */
+#define STICKY(m, expr) ((m)->err != 0 ? (m)->err : sticky((m), (expr)))
+
+int
+p11mux_msg_put_ulong(struct p11mux_msg *m, CK_ULONG v)
+{
+	return STICKY(m, msg_put_ulong(m, v));
+}
+
+int
+p11mux_msg_put_bytes(struct p11mux_msg *m, const void *p, size_t len)
+{
+	return STICKY(m, msg_put_bytes(m, p, len));
+}
+
+int
+p11mux_msg_put_ulongs(struct p11mux_msg *m, const CK_ULONG *v, size_t n)
+{
+	return STICKY(m, msg_put_ulongs(m, v, n));
+}
+
+int
+p11mux_msg_put_attrs(struct p11mux_msg *m, const CK_ATTRIBUTE *a, const CK_RV *status, size_t n)
+{
+	return STICKY(m, msg_put_attrs(m, a, status, n));
+}
+
+int
+p11mux_msg_put_mech(struct p11mux_msg *m, const CK_MECHANISM *mech)
+{
+	return STICKY(m, msg_put_mech(m, mech));
+}
+
+int
+p11mux_msg_put_slots(struct p11mux_msg *m, const struct p11mux_slot *s, size_t n)
+{
+	return STICKY(m, msg_put_slots(m, s, n));
+}
+
+int
+p11mux_msg_get_ulong(struct p11mux_msg *m, CK_ULONG *v)
+{
+	return STICKY(m, msg_get_ulong(m, v));
+}
+
+int
+p11mux_msg_get_bytes(struct p11mux_msg *m, const uint8_t **p, size_t *len)
+{
+	return STICKY(m, msg_get_bytes(m, p, len));
+}
+
+int
+p11mux_msg_get_ulongs(struct p11mux_msg *m, CK_ULONG **v, size_t *n)
+{
+	return STICKY(m, msg_get_ulongs(m, v, n));
+}
+
+int
+p11mux_msg_get_attrs(struct p11mux_msg *m, struct p11mux_attrs *out)
+{
+	return STICKY(m, msg_get_attrs(m, out));
+}
+
+int
+p11mux_msg_get_mech(struct p11mux_msg *m, CK_MECHANISM **out)
+{
+	return STICKY(m, msg_get_mech(m, out));
+}
+
+int
+p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nout)
+{
+	return STICKY(m, msg_get_slots(m, out, nout));
 }

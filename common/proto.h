@@ -53,9 +53,23 @@ struct p11mux_call_desc {
 	const char *doc;     /* one line: what the call does */
 };
 
-/* The call table, indexed by code (entry 0 unused). */
+/* A protocol: its call table, and whether its messages carry a tag. */
+struct p11mux_proto {
+	const char *name;
+	const struct p11mux_call_desc *calls; /* indexed by code; entry 0 unused */
+	uint32_t ncalls;                      /* one past the last code */
+	/* Tagged messages carry a u64 after the call code, which a reply repeats: several
+	 * requests can be in flight on one connection (the daemon and its member helpers). */
+	int tagged;
+};
+
+/* The client protocol: the shim and the daemon. Untagged. */
+extern const struct p11mux_proto p11mux_client_proto;
+/* The client protocol's call table, indexed by code (entry 0 unused). */
 extern const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT];
-/* The description of a call code, or NULL when the code is unknown. */
+/* The description of a call code of the protocol, or NULL when it is unknown. */
+const struct p11mux_call_desc *p11mux_proto_call(const struct p11mux_proto *p, uint32_t code);
+/* The same for the client protocol. */
 const struct p11mux_call_desc *p11mux_call_find(uint32_t code);
 
 /* A slot as the daemon describes it to shims. */
@@ -79,15 +93,40 @@ struct p11mux_attrs {
 struct p11mux_alloc;
 
 /* A message being built or read. Decoded arrays live in the message's arena and in its
- * buffer; both stay valid until p11mux_msg_clear(). */
+ * buffer; both stay valid until p11mux_msg_clear().
+ *
+ * Errors are sticky, as in p11-kit's buffer and OpenSSH's sshbuf: the first put or get that
+ * fails marks the message failed, every later one returns the same error without touching
+ * the buffer, and p11mux_msg_end() reports it. So a caller may put (or get) every field and
+ * check once, at the end: a message that lost a field is never sent or acted on. */
 struct p11mux_msg {
 	struct p11mux_buf *buf;
+	const struct p11mux_proto *proto;
 	const struct p11mux_call_desc *call;
+	uint64_t tag;    /* tagged protocols: the message's tag */
 	const char *sig; /* fields still to come */
 	int reading;     /* decoding a received message */
+	int err;         /* the first error, sticky (0: none) */
 	struct p11mux_alloc *arena;
 };
 
+/* Starts a request of protocol p for call into buf (which is reset); tag is written when the
+ * protocol is tagged. */
+int p11mux_msg_request(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p,
+                       uint32_t call, uint64_t tag);
+/* Starts a reply to call with rv (and the request's tag); the reply fields follow only when
+ * rv is CKR_OK. */
+int p11mux_msg_reply(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p,
+                     uint32_t call, uint64_t tag, CK_RV rv);
+/* Reads the header of a received request of protocol p: call (m->call) and tag (m->tag).
+ * P11MUX_ERR_INVALID for an unknown call. */
+int p11mux_msg_read(struct p11mux_msg *m, struct p11mux_buf *buf, const struct p11mux_proto *p);
+/* Reads the header of a received reply of protocol p, whatever call it answers: m->call,
+ * m->tag, and *rv. */
+int p11mux_msg_read_any_reply(struct p11mux_msg *m, struct p11mux_buf *buf,
+                              const struct p11mux_proto *p, CK_RV *rv);
+
+/* The client protocol's four: */
 /* Starts a request for call into buf (which is reset). */
 int p11mux_msg_begin_request(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call);
 /* Starts a reply to call with rv; the reply fields follow only when rv is CKR_OK. */
@@ -96,12 +135,15 @@ int p11mux_msg_begin_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_
 int p11mux_msg_read_request(struct p11mux_msg *m, struct p11mux_buf *buf);
 /* Reads a received reply's header; it must answer call. *rv gets the CK_RV. */
 int p11mux_msg_read_reply(struct p11mux_msg *m, struct p11mux_buf *buf, uint32_t call, CK_RV *rv);
-/* Checks that every field of the signature was written or read, and, when reading, that
- * no bytes are left over. */
+/* The message's sticky error, or the buffer's; then checks that every field of the
+ * signature was written or read and, when reading, that no bytes are left over. */
 int p11mux_msg_end(struct p11mux_msg *m);
+/* The sticky error so far (0: none), without the end-of-message checks. */
+int p11mux_msg_error(const struct p11mux_msg *m);
 /* Frees the arena; the message may then be begun again. */
 void p11mux_msg_clear(struct p11mux_msg *m);
 
+/* Every put and get returns 0 or the message's (sticky) error. */
 int p11mux_msg_put_ulong(struct p11mux_msg *m, CK_ULONG v);
 int p11mux_msg_put_bytes(struct p11mux_msg *m, const void *p, size_t len);
 int p11mux_msg_put_ulongs(struct p11mux_msg *m, const CK_ULONG *v, size_t n);

@@ -7,7 +7,7 @@
 #include <string.h>
 
 struct backend *
-backend_get(struct backend **list, const char *path, char *err, size_t errlen)
+backend_get(struct backend **list, const char *path, struct p11mux_err *e)
 {
 	CK_C_INITIALIZE_ARGS args;
 	CK_C_GetFunctionList getfl;
@@ -18,26 +18,26 @@ backend_get(struct backend **list, const char *path, char *err, size_t errlen)
 		if (strcmp(b->path, path) == 0)
 			return b;
 	if ((b = calloc(1, sizeof(*b))) == NULL || (b->path = strdup(path)) == NULL) {
-		snprintf(err, errlen, "out of memory");
+		p11mux_err_set(e, "out of memory");
 		goto fail;
 	}
 	if ((b->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
-		snprintf(err, errlen, "cannot load backend module %s: %s", path, dlerror());
+		p11mux_err_set(e, "cannot load backend module %s: %s", path, dlerror());
 		goto fail;
 	}
 	if ((getfl = (CK_C_GetFunctionList)dlsym(b->dl, "C_GetFunctionList")) == NULL) {
-		snprintf(err, errlen, "%s is not a PKCS#11 module (no C_GetFunctionList)", path);
+		p11mux_err_set(e, "%s is not a PKCS#11 module (no C_GetFunctionList)", path);
 		goto fail;
 	}
 	if ((rv = getfl(&b->f)) != CKR_OK) {
-		snprintf(err, errlen, "%s: C_GetFunctionList: %s", path, p11mux_rv_name(rv));
+		p11mux_err_set(e, "%s: C_GetFunctionList: %s", path, p11mux_rv_name(rv));
 		goto fail;
 	}
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
 	rv = b->f->C_Initialize(&args);
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		snprintf(err, errlen, "%s: C_Initialize: %s", path, p11mux_rv_name(rv));
+		p11mux_err_set(e, "%s: C_Initialize: %s", path, p11mux_rv_name(rv));
 		goto fail;
 	}
 	b->next = *list;

@@ -6,6 +6,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "err.h"
+
 struct backend {
 	struct backend *next;
 	char *path;
@@ -14,8 +16,8 @@ struct backend {
 };
 
 /* The module at path from *list, loading and initialising it (OS locking) when it is not
- * there yet. NULL with a message in err on failure. The list owns the backends. */
-struct backend *backend_get(struct backend **list, const char *path, char *err, size_t errlen);
+ * there yet. NULL with a message in e on failure. The list owns the backends. */
+struct backend *backend_get(struct backend **list, const char *path, struct p11mux_err *e);
 /* Finalises and unloads every module of the list. */
 void backend_free_all(struct backend **list);
 /* A PKCS#11 blank-padded field as a C string (trailing blanks dropped). */

@@ -12,11 +12,10 @@
 
 #include <libconfig.h>
 
-/* Context for messages: the file, and the error buffer. */
+/* Context for messages: the file, and where the message goes. */
 struct ctx {
 	const char *path;
-	char *err;
-	size_t errlen;
+	struct p11mux_err *e;
 };
 
 static int fail(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt, ...)
@@ -36,8 +35,7 @@ fail(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(x->err, x->errlen, "%s:%u: %s: %s", file, line, key, msg);
-	return -1;
+	return p11mux_err_set(x->e, "%s:%u: %s: %s", file, line, key, msg);
 }
 
 /* The full key name of a setting inside a pool, e.g. "pools.[1].members". */
@@ -211,8 +209,10 @@ load_users(struct ctx *x, const config_setting_t *root, const char *ukey, const 
 
 	if (get_strings(x, root, ukey, ukey, &names, &n, &where) != 0)
 		goto out;
-	if ((*uids = calloc(n + 1, sizeof(uid_t))) == NULL)
+	if ((*uids = calloc(n + 1, sizeof(uid_t))) == NULL) {
+		fail(x, root, ukey, "out of memory");
 		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		if ((pw = getpwnam(names[i])) == NULL) {
 			fail(x, where, ukey, "no such user \"%s\"", names[i]);
@@ -227,8 +227,10 @@ load_users(struct ctx *x, const config_setting_t *root, const char *ukey, const 
 	n = 0;
 	if (get_strings(x, root, gkey, gkey, &names, &n, &where) != 0)
 		goto out;
-	if ((*gids = calloc(n + 1, sizeof(gid_t))) == NULL)
+	if ((*gids = calloc(n + 1, sizeof(gid_t))) == NULL) {
+		fail(x, root, gkey, "out of memory");
 		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		if ((gr = getgrnam(names[i])) == NULL) {
 			fail(x, where, gkey, "no such group \"%s\"", names[i]);
@@ -313,25 +315,90 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 	return 0;
 }
 
-struct config *
-config_load(const char *path, char *err, size_t errlen)
+static const char *const top_known[] = {"socket",
+                                        "socket_group",
+                                        "allowed_users",
+                                        "allowed_groups",
+                                        "log_level",
+                                        "pools",
+                                        "scheduler",
+                                        "op_timeout_ms",
+                                        "max_attempts",
+                                        "probe_interval_ms",
+                                        "probe_max_ms",
+                                        "workers_per_member",
+                                        "control_socket",
+                                        "control_allowed_users",
+                                        "control_allowed_groups",
+                                        NULL};
+
+/* A path setting: absolute, dflt when absent. */
+static int
+get_path(struct ctx *x, const config_setting_t *root, const char *name, const char *dflt,
+         char **out)
 {
-	static const char *const known[] = {"socket",
-	                                    "socket_group",
-	                                    "allowed_users",
-	                                    "allowed_groups",
-	                                    "log_level",
-	                                    "pools",
-	                                    "scheduler",
-	                                    "op_timeout_ms",
-	                                    "max_attempts",
-	                                    "probe_interval_ms",
-	                                    "probe_max_ms",
-	                                    "workers_per_member",
-	                                    "control_socket",
-	                                    "control_allowed_users",
-	                                    "control_allowed_groups",
-	                                    NULL};
+	if (get_string(x, root, name, name, 0, out) != 0)
+		return -1;
+	if (*out == NULL && (*out = strdup(dflt)) == NULL)
+		return fail(x, root, name, "out of memory");
+	if ((*out)[0] != '/')
+		return fail(x, config_setting_get_member(root, name), name,
+		            "must be an absolute path");
+	return 0;
+}
+
+static int
+load_log_level(struct ctx *x, const config_setting_t *root, struct config *c)
+{
+	static const char *const levels[] = {"error", "warning", "info", "debug", NULL};
+	char *level = NULL;
+	size_t i;
+	int r = 0;
+
+	c->log_level = P11MUX_LOG_INFO;
+	if (get_string(x, root, "log_level", "log_level", 0, &level) != 0)
+		return -1;
+	if (level != NULL) {
+		for (i = 0; levels[i] != NULL && strcmp(levels[i], level) != 0; i++)
+			;
+		if (levels[i] == NULL)
+			r = fail(x, config_setting_get_member(root, "log_level"), "log_level",
+			         "\"%s\" is not one of error, warning, info, debug", level);
+		else
+			c->log_level = (int)i;
+	}
+	free(level);
+	return r;
+}
+
+/* The daemon-wide keys: sockets, who may use them, the log level. */
+static int
+load_top(struct ctx *x, const config_setting_t *root, struct config *c)
+{
+	if (check_known(x, root, top_known, "") != 0 ||
+	    get_path(x, root, "socket", CONFIG_DEFAULT_SOCKET, &c->socket) != 0 ||
+	    get_string(x, root, "socket_group", "socket_group", 0, &c->socket_group) != 0 ||
+	    load_log_level(x, root, c) != 0)
+		return -1;
+	if (c->socket_group != NULL && getgrnam(c->socket_group) == NULL)
+		return fail(x, config_setting_get_member(root, "socket_group"), "socket_group",
+		            "no such group \"%s\"", c->socket_group);
+	if (load_users(x, root, "allowed_users", "allowed_groups", &c->allowed_uids,
+	               &c->nallowed_uids, &c->allowed_gids, &c->nallowed_gids) != 0 ||
+	    load_users(x, root, "control_allowed_users", "control_allowed_groups", &c->control_uids,
+	               &c->ncontrol_uids, &c->control_gids, &c->ncontrol_gids) != 0 ||
+	    get_path(x, root, "control_socket", CONFIG_DEFAULT_CONTROL, &c->control_socket) != 0)
+		return -1;
+	if (strcmp(c->control_socket, c->socket) == 0)
+		return fail(x, config_setting_get_member(root, "control_socket"), "control_socket",
+		            "must be another path than socket");
+	return 0;
+}
+
+/* The pools, with the scheduling keys of the top level as their defaults. */
+static int
+load_pools(struct ctx *x, const config_setting_t *root, struct config *c)
+{
 	struct pool_config defaults = {
 	        .op_timeout_ms = 10000,
 	        .max_attempts = 3,
@@ -339,110 +406,69 @@ config_load(const char *path, char *err, size_t errlen)
 	        .probe_max_ms = 30000,
 	        .workers_per_member = 1,
 	};
-	static const char *const levels[] = {"error", "warning", "info", "debug", NULL};
-	struct ctx x = {path, err, errlen};
-	config_setting_t *root, *pools, *s;
+	config_setting_t *pools, *s;
+	char key[64];
+	size_t i, j;
+
+	if (load_sched(x, root, "", &defaults) != 0)
+		return -1;
+	if ((pools = config_setting_get_member(root, "pools")) == NULL)
+		return fail(x, root, "pools", "missing: at least one pool is needed");
+	if (!config_setting_is_list(pools) || config_setting_length(pools) == 0)
+		return fail(x, pools, "pools", "expected a list of pool groups: ( { ... } )");
+	c->npools = (size_t)config_setting_length(pools);
+	if ((c->pools = calloc(c->npools, sizeof(*c->pools))) == NULL)
+		return fail(x, pools, "pools", "out of memory");
+	for (i = 0; i < c->npools; i++)
+		if (load_pool(x, config_setting_get_elem(pools, (unsigned)i), i, &c->pools[i],
+		              &defaults) != 0)
+			return -1;
+	/* Slot IDs must be unique: applications key their state by them. */
+	for (i = 0; i < c->npools; i++) {
+		if (c->pools[i].slot_id < 0)
+			c->pools[i].slot_id = (long)i;
+		for (j = 0; j < i; j++) {
+			if (c->pools[j].slot_id != c->pools[i].slot_id)
+				continue;
+			s = config_setting_get_elem(pools, (unsigned)i);
+			if (config_setting_get_member(s, "slot_id") != NULL)
+				s = config_setting_get_member(s, "slot_id");
+			pool_key(key, sizeof(key), i, "slot_id");
+			return fail(x, s, key, "slot %ld is already used by pools.[%zu]",
+			            c->pools[i].slot_id, j);
+		}
+	}
+	return 0;
+}
+
+struct config *
+config_load(const char *path, struct p11mux_err *e)
+{
+	struct ctx x = {path, e};
+	const config_setting_t *root;
 	struct config *c = NULL;
 	config_t cf;
-	char *level = NULL, key[64];
-	size_t i, j;
 	int ok = 0;
 
 	config_init(&cf);
 	if (config_read_file(&cf, path) != CONFIG_TRUE) {
 		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
-			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			p11mux_err_set(e, "%s: cannot read: %s", path, strerror(errno));
 		else
-			snprintf(err, errlen, "%s:%d: syntax error: %s",
-			         config_error_file(&cf) ? config_error_file(&cf) : path,
-			         config_error_line(&cf), config_error_text(&cf));
+			p11mux_err_set(e, "%s:%d: syntax error: %s",
+			               config_error_file(&cf) ? config_error_file(&cf) : path,
+			               config_error_line(&cf), config_error_text(&cf));
 		goto out;
 	}
 	root = config_root_setting(&cf);
 	if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(path)) == NULL) {
-		snprintf(err, errlen, "%s: out of memory", path);
+		p11mux_err_set(e, "%s: out of memory", path);
 		goto out;
 	}
-	if (check_known(&x, root, known, "") != 0)
+	if (load_top(&x, root, c) != 0 || load_pools(&x, root, c) != 0)
 		goto out;
-	if (get_string(&x, root, "socket", "socket", 0, &c->socket) != 0 ||
-	    get_string(&x, root, "socket_group", "socket_group", 0, &c->socket_group) != 0 ||
-	    get_string(&x, root, "log_level", "log_level", 0, &level) != 0)
-		goto out;
-	if (c->socket == NULL && (c->socket = strdup(CONFIG_DEFAULT_SOCKET)) == NULL)
-		goto out;
-	if (c->socket[0] != '/') {
-		fail(&x, config_setting_get_member(root, "socket"), "socket",
-		     "must be an absolute path");
-		goto out;
-	}
-	if (c->socket_group != NULL && getgrnam(c->socket_group) == NULL) {
-		fail(&x, config_setting_get_member(root, "socket_group"), "socket_group",
-		     "no such group \"%s\"", c->socket_group);
-		goto out;
-	}
-	c->log_level = P11MUX_LOG_INFO;
-	if (level != NULL) {
-		for (i = 0; levels[i] != NULL && strcmp(levels[i], level) != 0; i++)
-			;
-		if (levels[i] == NULL) {
-			fail(&x, config_setting_get_member(root, "log_level"), "log_level",
-			     "\"%s\" is not one of error, warning, info, debug", level);
-			goto out;
-		}
-		c->log_level = (int)i;
-	}
-	if (load_users(&x, root, "allowed_users", "allowed_groups", &c->allowed_uids,
-	               &c->nallowed_uids, &c->allowed_gids, &c->nallowed_gids) != 0 ||
-	    load_users(&x, root, "control_allowed_users", "control_allowed_groups",
-	               &c->control_uids, &c->ncontrol_uids, &c->control_gids,
-	               &c->ncontrol_gids) != 0 ||
-	    load_sched(&x, root, "", &defaults) != 0)
-		goto out;
-	if (get_string(&x, root, "control_socket", "control_socket", 0, &c->control_socket) != 0)
-		goto out;
-	if (c->control_socket == NULL &&
-	    (c->control_socket = strdup(CONFIG_DEFAULT_CONTROL)) == NULL)
-		goto out;
-	if (c->control_socket[0] != '/' || strcmp(c->control_socket, c->socket) == 0) {
-		fail(&x, config_setting_get_member(root, "control_socket"), "control_socket",
-		     "must be an absolute path, other than socket");
-		goto out;
-	}
-	if ((pools = config_setting_get_member(root, "pools")) == NULL) {
-		fail(&x, root, "pools", "missing: at least one pool is needed");
-		goto out;
-	}
-	if (!config_setting_is_list(pools) || config_setting_length(pools) == 0) {
-		fail(&x, pools, "pools", "expected a list of pool groups: ( { ... } )");
-		goto out;
-	}
-	c->npools = (size_t)config_setting_length(pools);
-	if ((c->pools = calloc(c->npools, sizeof(*c->pools))) == NULL)
-		goto out;
-	for (i = 0; i < c->npools; i++) {
-		s = config_setting_get_elem(pools, (unsigned)i);
-		if (load_pool(&x, s, i, &c->pools[i], &defaults) != 0)
-			goto out;
-	}
-	/* Slot IDs must be unique: applications key their state by them. */
-	for (i = 0; i < c->npools; i++) {
-		if (c->pools[i].slot_id < 0)
-			c->pools[i].slot_id = (long)i;
-		for (j = 0; j < i; j++)
-			if (c->pools[j].slot_id == c->pools[i].slot_id) {
-				s = config_setting_get_elem(pools, (unsigned)i);
-				if (config_setting_get_member(s, "slot_id") != NULL)
-					s = config_setting_get_member(s, "slot_id");
-				pool_key(key, sizeof(key), i, "slot_id");
-				fail(&x, s, key, "slot %ld is already used by pools.[%zu]",
-				     c->pools[i].slot_id, j);
-				goto out;
-			}
-	}
 	ok = 1;
 out:
-	free(level);
 	config_destroy(&cf);
 	if (!ok) {
 		config_free(c);

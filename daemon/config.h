@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "err.h"
+
 #define CONFIG_DEFAULT_SOCKET  "/run/p11mux/p11mux.sock"
 #define CONFIG_DEFAULT_CONTROL "/run/p11mux/control.sock"
 #define CONFIG_DEFAULT_MODULE  "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
@@ -44,9 +46,9 @@ struct config {
 	size_t npools;
 };
 
-/* Reads and checks path. On failure returns NULL and writes one line to err:
+/* Reads and checks path. On failure returns NULL with one line in e:
  * "FILE:LINE: KEY: what is wrong". The result is freed with config_free(). */
-struct config *config_load(const char *path, char *err, size_t errlen);
+struct config *config_load(const char *path, struct p11mux_err *e);
 void config_free(struct config *c);
 
 #endif

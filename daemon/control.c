@@ -8,12 +8,14 @@
  */
 #include "control.h"
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <grp.h>
 #include <openssl/sha.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,37 +106,10 @@ control_listen(struct daemon *d)
 	return 0;
 }
 
-/* Whether uid (primary group gid) is among the users and groups given. */
-static int
-listed(uid_t uid, gid_t gid, const uid_t *uids, size_t nuids, const gid_t *gids, size_t ngids)
-{
-	struct passwd pw, *res = NULL;
-	gid_t groups[256];
-	int ngroups = 256, i;
-	char buf[4096];
-	size_t k;
-
-	for (k = 0; k < nuids; k++)
-		if (uids[k] == uid)
-			return 1;
-	for (k = 0; k < ngids; k++)
-		if (gids[k] == gid)
-			return 1;
-	if (ngids == 0 || getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
-		return 0;
-	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ngroups) < 0)
-		ngroups = 256;
-	for (i = 0; i < ngroups; i++)
-		for (k = 0; k < ngids; k++)
-			if (gids[k] == groups[i])
-				return 1;
-	return 0;
-}
-
 static double
 seconds_since(uint64_t ns)
 {
-	return ns == 0 ? 0 : (double)(now_ns() - ns) / 1e9;
+	return ns == 0 ? 0 : (double)(p11mux_now_ns() - ns) / 1e9;
 }
 
 /* Connections logged in to the pool. */
@@ -144,11 +119,11 @@ pool_clients(struct daemon *d, const struct pool *p)
 	struct client *c;
 	unsigned n = 0;
 
-	pthread_mutex_lock(&d->lock);
+	p11mux_lock(&d->lock);
 	for (c = d->clients; c != NULL; c = c->next)
 		if (!c->finished && __atomic_load_n(&c->logged_in[p->index], __ATOMIC_RELAXED))
 			n++;
-	pthread_mutex_unlock(&d->lock);
+	p11mux_unlock(&d->lock);
 	return n;
 }
 
@@ -166,7 +141,7 @@ struct msnap {
 static void
 snapshot(struct member *m, struct msnap *s)
 {
-	pthread_mutex_lock(&m->lock);
+	p11mux_lock(&m->lock);
 	memcpy(s->label, m->label, sizeof(s->label));
 	memcpy(s->serial, m->serial, sizeof(s->serial));
 	memcpy(s->reason, m->reason, sizeof(s->reason));
@@ -184,7 +159,7 @@ snapshot(struct member *m, struct msnap *s)
 	s->last_error_s = m->last_error[0] ? seconds_since(m->last_error_ns) : -1;
 	memcpy(s->lat_total, m->lat_total, sizeof(s->lat_total));
 	s->lat_sum_s = m->lat_sum_s;
-	pthread_mutex_unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 }
 
 static void
@@ -535,114 +510,139 @@ keys_out(struct daemon *d, struct out *o, int json)
 	return inconsistent;
 }
 
+/* --- metrics: the Prometheus text exposition format --- */
+
+/* One per-member metric: its name, type and help, and how to write its samples from a
+ * snapshot of the member (labels: the pool and member labels, already formatted). */
+struct metric {
+	const char *name, *type, *help;
+	void (*emit)(struct out *o, const struct metric *m, const char *labels,
+	             const struct msnap *s);
+	size_t field; /* for emit_u64 and emit_unsigned: the value's offset in struct msnap */
+};
+
+static void
+emit_u64(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	uint64_t v;
+
+	memcpy(&v, (const char *)s + m->field, sizeof(v));
+	out_printf(o, "%s{%s} %llu\n", m->name, labels, (unsigned long long)v);
+}
+
+static void
+emit_unsigned(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	unsigned v;
+
+	memcpy(&v, (const char *)s + m->field, sizeof(v));
+	out_printf(o, "%s{%s} %u\n", m->name, labels, v);
+}
+
+static void
+emit_up(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	out_printf(o, "%s{%s} %d\n", m->name, labels, s->state == MEMBER_UP);
+}
+
+static void
+emit_state(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	static const enum member_state states[] = {MEMBER_UP, MEMBER_DRAINING, MEMBER_DOWN,
+	                                           MEMBER_PROBING, MEMBER_EXCLUDED};
+	size_t i;
+
+	for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		out_printf(o, "%s{%s,state=\"%s\"} %d\n", m->name, labels,
+		           member_state_name(states[i]), s->state == states[i]);
+}
+
+static void
+emit_service(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	out_printf(o, "%s{%s} %.6f\n", m->name, labels, s->service_ms / 1000);
+}
+
+static void
+emit_latency(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	uint64_t cum = 0;
+	size_t b;
+
+	for (b = 0; b < LAT_NBUCKETS; b++) {
+		cum += s->lat_total[b];
+		if (b < LAT_NBUCKETS - 1)
+			out_printf(o, "%s_bucket{%s,le=\"%g\"} %llu\n", m->name, labels,
+			           lat_bounds_ms[b] / 1000, (unsigned long long)cum);
+		else
+			out_printf(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", m->name, labels,
+			           (unsigned long long)cum);
+	}
+	out_printf(o, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", m->name, labels, s->lat_sum_s,
+	           m->name, labels, (unsigned long long)cum);
+}
+
+#define FIELD(f) offsetof(struct msnap, f)
+
+static const struct metric member_metrics[] = {
+        {"p11mux_member_up", "gauge", "1 when the member takes work (state up), else 0.", emit_up,
+         0},
+        {"p11mux_member_state", "gauge", "1 for the member's current state.", emit_state, 0},
+        {"p11mux_member_operations_total", "counter", "Operations the member finished.", emit_u64,
+         FIELD(done)},
+        {"p11mux_member_errors_total", "counter", "Device errors the member returned.", emit_u64,
+         FIELD(errors)},
+        {"p11mux_member_failovers_total", "counter",
+         "Operations moved from this member to another.", emit_u64, FIELD(failovers)},
+        {"p11mux_member_in_flight", "gauge", "Operations running on the member now.", emit_unsigned,
+         FIELD(running)},
+        {"p11mux_member_queued", "gauge", "Operations waiting for the member.", emit_unsigned,
+         FIELD(queued)},
+        {"p11mux_member_service_seconds", "gauge", "Moving average of the member's service time.",
+         emit_service, 0},
+        {"p11mux_member_latency_seconds", "histogram",
+         "Time from queueing to result, operations that succeeded.", emit_latency, 0},
+};
+
+/* The labels of a member's samples: pool="...",member="...", escaped. */
+static void
+member_labels(const struct pool *p, const struct msnap *s, char *dst, size_t n)
+{
+	struct out lo = {0};
+
+	out_printf(&lo, "pool=\"");
+	out_prom_str(&lo, p->label);
+	out_printf(&lo, "\",member=\"");
+	out_prom_str(&lo, s->label);
+	out_printf(&lo, "\"");
+	snprintf(dst, n, "%s", lo.s != NULL ? lo.s : "");
+	free(lo.s);
+}
+
 static void
 metrics(struct daemon *d, struct out *o)
 {
-	static const struct {
-		const char *name, *type, *help;
-	} m[] = {
-	        {"p11mux_member_up", "gauge", "1 when the member takes work (state up), else 0."},
-	        {"p11mux_member_state", "gauge", "1 for the member's current state."},
-	        {"p11mux_member_operations_total", "counter", "Operations the member finished."},
-	        {"p11mux_member_errors_total", "counter", "Device errors the member returned."},
-	        {"p11mux_member_failovers_total", "counter",
-	         "Operations moved from this member to another."},
-	        {"p11mux_member_in_flight", "gauge", "Operations running on the member now."},
-	        {"p11mux_member_queued", "gauge", "Operations waiting for the member."},
-	        {"p11mux_member_service_seconds", "gauge",
-	         "Moving average of the member's service time."},
-	        {"p11mux_member_latency_seconds", "histogram",
-	         "Time from queueing to result, operations that succeeded."},
-	        {"p11mux_pool_clients", "gauge", "Client connections logged in to the pool."},
-	};
-	static const enum member_state states[] = {MEMBER_UP, MEMBER_DRAINING, MEMBER_DOWN,
-	                                           MEMBER_PROBING, MEMBER_EXCLUDED};
+	static const char clients[] = "p11mux_pool_clients";
+	const struct metric *m;
 	struct msnap s;
-	size_t mi, i, k, b, st;
-	uint64_t cum;
+	char labels[256];
+	size_t i, k;
 
-	for (mi = 0; mi < sizeof(m) / sizeof(m[0]); mi++) {
-		out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", m[mi].name, m[mi].help, m[mi].name,
-		           m[mi].type);
-		for (i = 0; i < d->npools; i++) {
-			struct pool *p = &d->pools[i];
-
-			if (mi == 9) {
-				out_printf(o, "%s{pool=\"", m[mi].name);
-				out_prom_str(o, p->label);
-				out_printf(o, "\"} %u\n", pool_clients(d, p));
-				continue;
+	for (m = member_metrics; m < member_metrics + sizeof(member_metrics) / sizeof(*m); m++) {
+		out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
+		for (i = 0; i < d->npools; i++)
+			for (k = 0; k < d->pools[i].nmembers; k++) {
+				snapshot(&d->pools[i].members[k], &s);
+				member_labels(&d->pools[i], &s, labels, sizeof(labels));
+				m->emit(o, m, labels, &s);
 			}
-			for (k = 0; k < p->nmembers; k++) {
-				char lbl[256];
-				struct out lo = {0};
-
-				snapshot(&p->members[k], &s);
-				out_printf(&lo, "pool=\"");
-				out_prom_str(&lo, p->label);
-				out_printf(&lo, "\",member=\"");
-				out_prom_str(&lo, s.label);
-				out_printf(&lo, "\"");
-				snprintf(lbl, sizeof(lbl), "%s", lo.s != NULL ? lo.s : "");
-				free(lo.s);
-				switch (mi) {
-				case 0:
-					out_printf(o, "%s{%s} %d\n", m[mi].name, lbl,
-					           s.state == MEMBER_UP);
-					break;
-				case 1:
-					for (st = 0; st < 5; st++)
-						out_printf(o, "%s{%s,state=\"%s\"} %d\n",
-						           m[mi].name, lbl,
-						           member_state_name(states[st]),
-						           s.state == states[st]);
-					break;
-				case 2:
-					out_printf(o, "%s{%s} %llu\n", m[mi].name, lbl,
-					           (unsigned long long)s.done);
-					break;
-				case 3:
-					out_printf(o, "%s{%s} %llu\n", m[mi].name, lbl,
-					           (unsigned long long)s.errors);
-					break;
-				case 4:
-					out_printf(o, "%s{%s} %llu\n", m[mi].name, lbl,
-					           (unsigned long long)s.failovers);
-					break;
-				case 5:
-					out_printf(o, "%s{%s} %u\n", m[mi].name, lbl, s.running);
-					break;
-				case 6:
-					out_printf(o, "%s{%s} %u\n", m[mi].name, lbl, s.queued);
-					break;
-				case 7:
-					out_printf(o, "%s{%s} %.6f\n", m[mi].name, lbl,
-					           s.service_ms / 1000);
-					break;
-				case 8:
-					cum = 0;
-					for (b = 0; b < LAT_NBUCKETS; b++) {
-						cum += s.lat_total[b];
-						if (b < LAT_NBUCKETS - 1)
-							out_printf(o,
-							           "%s_bucket{%s,le=\"%g\"} %llu\n",
-							           m[mi].name, lbl,
-							           lat_bounds_ms[b] / 1000,
-							           (unsigned long long)cum);
-						else
-							out_printf(
-							        o,
-							        "%s_bucket{%s,le=\"+Inf\"} %llu\n",
-							        m[mi].name, lbl,
-							        (unsigned long long)cum);
-					}
-					out_printf(o, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n",
-					           m[mi].name, lbl, s.lat_sum_s, m[mi].name, lbl,
-					           (unsigned long long)cum);
-					break;
-				}
-			}
-		}
+	}
+	out_printf(o, "# HELP %s Client connections logged in to the pool.\n# TYPE %s gauge\n",
+	           clients, clients);
+	for (i = 0; i < d->npools; i++) {
+		out_printf(o, "%s{pool=\"", clients);
+		out_prom_str(o, d->pools[i].label);
+		out_printf(o, "\"} %u\n", pool_clients(d, &d->pools[i]));
 	}
 }
 
@@ -680,19 +680,197 @@ find_member(struct daemon *d, const char *name, struct out *err)
 	return NULL;
 }
 
+/* Who asks, and what they may do. */
+struct asker {
+	char who[64];
+	int admin;  /* root or the daemon's user: may drain and resume */
+	int reader; /* may read status, keys, metrics */
+};
+
+static void
+cmd_status(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	(void)arg;
+	(void)a;
+	out_printf(o, "ok\n");
+	status_text(d, o);
+}
+
+static void
+cmd_status_json(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	(void)arg;
+	(void)a;
+	out_printf(o, "ok\n");
+	status_json(d, o);
+}
+
+static void
+cmd_keys(struct daemon *d, const char *arg, const struct asker *a, struct out *o, int json)
+{
+	struct out body = {0};
+	int bad = keys_out(d, &body, json);
+
+	(void)arg;
+	(void)a;
+	out_printf(o, "%s\n%s", bad ? "inconsistent" : "ok", body.s != NULL ? body.s : "");
+	free(body.s);
+}
+
+static void
+cmd_keys_text(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	cmd_keys(d, arg, a, o, 0);
+}
+
+static void
+cmd_keys_json(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	cmd_keys(d, arg, a, o, 1);
+}
+
+static void
+cmd_metrics(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	(void)arg;
+	(void)a;
+	out_printf(o, "ok\n");
+	metrics(d, o);
+}
+
+/* drain MEMBER, resume MEMBER. */
+static void
+member_command(struct daemon *d, const char *name, const struct asker *a, struct out *o, int drain)
+{
+	struct member *m;
+
+	if ((m = find_member(d, name, o)) == NULL)
+		return;
+	if ((drain ? member_drain(m) : member_resume(m)) == 0) {
+		out_printf(o, "ok\nmember %s %s\n", m->label,
+		           drain ? "draining: it finishes its queue and takes no new work"
+		                 : "back in service");
+		log_info("control: %s %s %s", a->who, drain ? "drained" : "resumed", m->label);
+		return;
+	}
+	p11mux_lock(&m->lock);
+	out_printf(o, "error: member %s is %s; only %s members can be %s\n", m->label,
+	           member_state_name(m->state), drain ? "up" : "draining",
+	           drain ? "drained" : "resumed");
+	p11mux_unlock(&m->lock);
+}
+
+static void
+cmd_drain(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	member_command(d, arg, a, o, 1);
+}
+
+static void
+cmd_resume(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	member_command(d, arg, a, o, 0);
+}
+
+static const struct command {
+	const char *name; /* the whole line, or with takes_arg its first word */
+	int takes_arg;
+	int admin_only;
+	void (*run)(struct daemon *d, const char *arg, const struct asker *a, struct out *o);
+} commands[] = {
+        {"status", 0, 0, cmd_status},   {"status json", 0, 0, cmd_status_json},
+        {"keys", 0, 0, cmd_keys_text},  {"keys json", 0, 0, cmd_keys_json},
+        {"metrics", 0, 0, cmd_metrics}, {"drain", 1, 1, cmd_drain},
+        {"resume", 1, 1, cmd_resume},
+};
+
+/* The command a line names, and its argument. NULL when there is none. */
+static const struct command *
+find_command(const char *line, const char **arg)
+{
+	size_t i, n;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		n = strlen(commands[i].name);
+		if (!commands[i].takes_arg && strcmp(line, commands[i].name) == 0) {
+			*arg = "";
+			return &commands[i];
+		}
+		if (commands[i].takes_arg && strncmp(line, commands[i].name, n) == 0 &&
+		    line[n] == ' ' && line[n + 1] != '\0') {
+			*arg = line + n + 1;
+			return &commands[i];
+		}
+	}
+	return NULL;
+}
+
+/* Answers one command line from a. */
+static void
+run_command(struct daemon *d, const char *line, const struct asker *a, struct out *o)
+{
+	const struct command *c;
+	const char *arg;
+
+	if (!a->reader) {
+		out_printf(o,
+		           "error: user %s may not use the control socket (control_allowed_users, "
+		           "control_allowed_groups in %s)\n",
+		           a->who, d->cfg->path);
+		log_warn("control: refused %s", a->who);
+	} else if ((c = find_command(line, &arg)) == NULL) {
+		out_printf(o,
+		           "error: unknown command \"%s\" (status, status json, keys, keys json, "
+		           "metrics, drain MEMBER, resume MEMBER)\n",
+		           line);
+	} else if (c->admin_only && !a->admin) {
+		out_printf(o,
+		           "error: user %s may not %s members (root or the daemon's user only)\n",
+		           a->who, c->name);
+		log_warn("control: %s may not %s %s", a->who, c->name, arg);
+	} else {
+		c->run(d, arg, a, o);
+	}
+}
+
+/* Reads one line (at most n - 1 bytes) from fd; the line ends at the first CR or LF. */
+static void
+read_line(int fd, char *line, size_t n)
+{
+	size_t len = 0;
+	ssize_t got;
+
+	while (len < n - 1 && (got = read(fd, line + len, n - 1 - len)) > 0) {
+		len += (size_t)got;
+		if (memchr(line, '\n', len) != NULL)
+			break;
+	}
+	line[len] = '\0';
+	line[strcspn(line, "\r\n")] = '\0';
+}
+
+static void
+send_all(int fd, const char *s, size_t len)
+{
+	size_t done = 0;
+	ssize_t got;
+
+	while (done < len && (got = send(fd, s + done, len - done, MSG_NOSIGNAL)) > 0)
+		done += (size_t)got;
+}
+
 void
 control_serve(struct daemon *d)
 {
+	static const char nomem[] = "error: out of memory\n";
 	struct timeval tv = {2, 0};
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 	struct out o = {0};
-	char line[256], who[64];
+	struct asker a;
 	struct passwd *pw;
-	struct member *m;
-	ssize_t got;
-	size_t len = 0, done;
-	int fd, reader, admin;
+	char line[256];
+	int fd;
 
 	if ((fd = accept4(d->control_fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
 		return;
@@ -703,82 +881,18 @@ control_serve(struct daemon *d)
 		return;
 	}
 	pw = getpwuid(cred.uid);
-	snprintf(who, sizeof(who), "%s (uid %lu)", pw != NULL ? pw->pw_name : "?",
+	snprintf(a.who, sizeof(a.who), "%s (uid %lu)", pw != NULL ? pw->pw_name : "?",
 	         (unsigned long)cred.uid);
-	admin = cred.uid == 0 || cred.uid == geteuid();
-	reader = admin || listed(cred.uid, cred.gid, d->cfg->control_uids, d->cfg->ncontrol_uids,
-	                         d->cfg->control_gids, d->cfg->ncontrol_gids);
-	while (len < sizeof(line) - 1 && (got = read(fd, line + len, sizeof(line) - 1 - len)) > 0) {
-		len += (size_t)got;
-		if (memchr(line, '\n', len) != NULL)
-			break;
-	}
-	line[len] = '\0';
-	line[strcspn(line, "\r\n")] = '\0';
-
-	if (!reader) {
-		out_printf(&o,
-		           "error: user %s may not use the control socket (control_allowed_users, "
-		           "control_allowed_groups in %s)\n",
-		           who, d->cfg->path);
-		log_warn("control: refused %s", who);
-	} else if (strcmp(line, "status") == 0) {
-		out_printf(&o, "ok\n");
-		status_text(d, &o);
-	} else if (strcmp(line, "status json") == 0) {
-		out_printf(&o, "ok\n");
-		status_json(d, &o);
-	} else if (strcmp(line, "keys") == 0 || strcmp(line, "keys json") == 0) {
-		struct out body = {0};
-		int bad = keys_out(d, &body, line[4] != '\0');
-
-		out_printf(&o, "%s\n%s", bad ? "inconsistent" : "ok", body.s != NULL ? body.s : "");
-		free(body.s);
-	} else if (strcmp(line, "metrics") == 0) {
-		out_printf(&o, "ok\n");
-		metrics(d, &o);
-	} else if (strncmp(line, "drain ", 6) == 0 || strncmp(line, "resume ", 7) == 0) {
-		int drain = line[0] == 'd';
-		const char *name = line + (drain ? 6 : 7);
-
-		if (!admin) {
-			out_printf(&o,
-			           "error: user %s may not %s members (root or the daemon's user "
-			           "only)\n",
-			           who, drain ? "drain" : "resume");
-			log_warn("control: %s may not %s %s", who, drain ? "drain" : "resume",
-			         name);
-		} else if ((m = find_member(d, name, &o)) != NULL) {
-			if ((drain ? member_drain(m) : member_resume(m)) == 0) {
-				out_printf(&o, "ok\nmember %s %s\n", m->label,
-				           drain ? "draining: it finishes its queue and takes no "
-				                   "new work"
-				                 : "back in service");
-				log_info("control: %s %s %s", who, drain ? "drained" : "resumed",
-				         m->label);
-			} else {
-				pthread_mutex_lock(&m->lock);
-				out_printf(
-				        &o, "error: member %s is %s; only %s members can be %s\n",
-				        m->label, member_state_name(m->state),
-				        drain ? "up" : "draining", drain ? "drained" : "resumed");
-				pthread_mutex_unlock(&m->lock);
-			}
-		}
-	} else {
-		out_printf(&o,
-		           "error: unknown command \"%s\" (status, status json, keys, keys json, "
-		           "metrics, drain MEMBER, resume MEMBER)\n",
-		           line);
-	}
+	a.admin = cred.uid == 0 || cred.uid == geteuid();
+	a.reader = a.admin ||
+	           peer_listed(cred.uid, cred.gid, d->cfg->control_uids, d->cfg->ncontrol_uids,
+	                       d->cfg->control_gids, d->cfg->ncontrol_gids);
+	read_line(fd, line, sizeof(line));
+	run_command(d, line, &a, &o);
 	if (o.failed)
-		out_printf(&o, "error: out of memory\n");
-	for (done = 0; o.s != NULL && done < o.len;) {
-		got = send(fd, o.s + done, o.len - done, MSG_NOSIGNAL);
-		if (got <= 0)
-			break;
-		done += (size_t)got;
-	}
+		send_all(fd, nomem, sizeof(nomem) - 1);
+	else if (o.s != NULL)
+		send_all(fd, o.s, o.len);
 	free(o.s);
 	close(fd);
 }

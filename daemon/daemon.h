@@ -47,14 +47,18 @@ int server_mkdir_for(const char *path);
 /* Binds and listens on a Unix socket at path, mode 0660, owned by group when given; a
  * stale socket is replaced, a live daemon's is not. The descriptor, or -1 after a message. */
 int server_bind(const char *path, const char *group, int backlog);
+/* Whether uid (primary group gid) is one of uids, or in one of gids (supplementary groups
+ * count). Both sockets' access checks use it. */
+int peer_listed(uid_t uid, gid_t gid, const uid_t *uids, size_t nuids, const gid_t *gids,
+                size_t ngids);
 /* Binds the client socket from the configuration (mode 0660). -1 with a message logged. */
 int server_listen(struct daemon *d);
 /* Accepts and serves clients until a byte arrives on stop_pipe; then closes every
  * connection and joins the client threads. */
 void server_run(struct daemon *d);
 
-/* Handles the request in buf and leaves the reply there. Returns 0, or -1 when the
+/* Handles the request in `in` and writes the reply to `out`. Returns 0, or -1 when the
  * connection must be closed (malformed request, failed handshake). */
-int rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *buf);
+int rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *in, struct p11mux_buf *out);
 
 #endif

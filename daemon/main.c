@@ -2,6 +2,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -155,29 +156,32 @@ announce_ready(int ready_fd)
 	close(fd);
 }
 
-int
-main(int argc, char **argv)
-{
-	struct daemon d;
-	struct sigaction sa;
-	const char *path = NULL;
-	char err[1024];
-	int opt, foreground = 0, debug = 0, check = 0, status = 1, stuck = 0, ready_fd = -1;
-	size_t i;
+/* What the command line asks for. */
+struct opts {
+	const char *path;
+	int foreground, debug, check;
+};
 
+/* Parses the command line. -1 to go on, else the exit status. */
+static int
+parse_args(int argc, char **argv, struct opts *o)
+{
+	int opt;
+
+	memset(o, 0, sizeof(*o));
 	while ((opt = getopt(argc, argv, "c:fdth")) != -1) {
 		switch (opt) {
 		case 'c':
-			path = optarg;
+			o->path = optarg;
 			break;
 		case 'f':
-			foreground = 1;
+			o->foreground = 1;
 			break;
 		case 'd':
-			debug = 1;
+			o->debug = 1;
 			break;
 		case 't':
-			check = 1;
+			o->check = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -187,38 +191,24 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL || optind != argc) {
+	if (o->path == NULL || optind != argc) {
 		usage(stderr);
 		return 2;
 	}
-	memset(&d, 0, sizeof(d));
-	d.listen_fd = -1;
-	d.control_fd = -1;
-	d.stop_pipe[0] = d.stop_pipe[1] = -1;
-	pthread_mutex_init(&d.lock, NULL);
-	if ((d.cfg = config_load(path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "p11muxd: %s\n", err);
-		return 2;
-	}
-	if (check) {
-		printf("%s: configuration OK (%zu pools)\n", path, d.cfg->npools);
-		config_free(d.cfg);
-		return 0;
-	}
-	p11mux_log_set_level(debug ? P11MUX_LOG_DEBUG : d.cfg->log_level);
-	if (!foreground) {
-		if ((ready_fd = daemonize()) < 0) {
-			fprintf(stderr, "p11muxd: cannot detach: %s\n", strerror(errno));
-			goto out;
-		}
-		p11mux_log_syslog("p11muxd");
-	}
+	return -1;
+}
 
-	if (pipe2(d.stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+/* SIGTERM and SIGINT stop the daemon through its stop pipe; SIGPIPE is ignored. */
+static int
+catch_signals(struct daemon *d)
+{
+	struct sigaction sa;
+
+	if (pipe2(d->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
 		log_error("pipe: %s", strerror(errno));
-		goto out;
+		return -1;
 	}
-	stop_fd = d.stop_pipe[1];
+	stop_fd = d->stop_pipe[1];
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -226,23 +216,102 @@ main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
+	return 0;
+}
 
-	if ((d.pools = calloc(d.cfg->npools, sizeof(*d.pools))) == NULL)
-		goto out;
-	for (i = 0; i < d.cfg->npools; i++) {
-		d.npools = i + 1;
-		if (pool_open(&d.pools[i], i, &d.cfg->pools[i], &d.backends, err, sizeof(err)) !=
-		    0) {
-			log_error("%s", err);
-			goto out;
+/* Opens and starts every pool of the configuration. 0, or -1 after logging why. */
+static int
+open_pools(struct daemon *d)
+{
+	struct p11mux_err e = {""};
+	size_t i;
+
+	if ((d->pools = calloc(d->cfg->npools, sizeof(*d->pools))) == NULL) {
+		log_error("out of memory");
+		return -1;
+	}
+	for (i = 0; i < d->cfg->npools; i++) {
+		d->npools = i + 1;
+		if (pool_open(&d->pools[i], i, &d->cfg->pools[i], &d->backends, &e) != 0) {
+			log_error("%s", e.msg);
+			return -1;
 		}
 	}
-	for (i = 0; i < d.npools; i++)
-		if (pool_start(&d.pools[i]) != 0) {
-			log_error("pool \"%s\": cannot start its workers", d.pools[i].label);
+	for (i = 0; i < d->npools; i++)
+		if (pool_start(&d->pools[i]) != 0) {
+			log_error("pool \"%s\": cannot start its workers", d->pools[i].label);
+			return -1;
+		}
+	return 0;
+}
+
+/* Closes the pools, the sockets and the stop pipe. What a thread stuck in a hung device
+ * call still uses (the pools, the backends, the configuration) is left allocated. */
+static void
+close_daemon(struct daemon *d)
+{
+	size_t i;
+	int stuck = 0;
+
+	for (i = 0; i < d->npools; i++)
+		stuck |= pool_close(&d->pools[i]);
+	if (!stuck) {
+		free(d->pools);
+		backend_free_all(&d->backends);
+	}
+	if (d->listen_fd >= 0) {
+		close(d->listen_fd);
+		unlink(d->cfg->socket);
+	}
+	if (d->control_fd >= 0) {
+		close(d->control_fd);
+		unlink(d->cfg->control_socket);
+	}
+	if (d->stop_pipe[0] >= 0) {
+		close(d->stop_pipe[0]);
+		close(d->stop_pipe[1]);
+	}
+	if (!stuck)
+		config_free(d->cfg);
+	pthread_mutex_destroy(&d->lock);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d;
+	struct opts o;
+	struct p11mux_err err = {""};
+	int status = 1, ready_fd = -1;
+	size_t i;
+
+	if ((status = parse_args(argc, argv, &o)) >= 0)
+		return status;
+	status = 1;
+	memset(&d, 0, sizeof(d));
+	d.listen_fd = -1;
+	d.control_fd = -1;
+	d.stop_pipe[0] = d.stop_pipe[1] = -1;
+	pthread_mutex_init(&d.lock, NULL);
+	if ((d.cfg = config_load(o.path, &err)) == NULL) {
+		fprintf(stderr, "p11muxd: %s\n", err.msg);
+		return 2;
+	}
+	if (o.check) {
+		printf("%s: configuration OK (%zu pools)\n", o.path, d.cfg->npools);
+		config_free(d.cfg);
+		return 0;
+	}
+	p11mux_log_set_level(o.debug ? P11MUX_LOG_DEBUG : d.cfg->log_level);
+	if (!o.foreground) {
+		if ((ready_fd = daemonize()) < 0) {
+			fprintf(stderr, "p11muxd: cannot detach: %s\n", strerror(errno));
 			goto out;
 		}
-	if (server_listen(&d) != 0 || control_listen(&d) != 0)
+		p11mux_log_syslog("p11muxd");
+	}
+	if (catch_signals(&d) != 0 || open_pools(&d) != 0 || server_listen(&d) != 0 ||
+	    control_listen(&d) != 0)
 		goto out;
 	log_info("ready");
 	announce_ready(ready_fd);
@@ -253,29 +322,7 @@ main(int argc, char **argv)
 		pool_log_stats(&d.pools[i]);
 	status = 0;
 out:
-	for (i = 0; i < d.npools; i++)
-		stuck |= pool_close(&d.pools[i]);
-	if (!stuck) {
-		free(d.pools);
-		backend_free_all(&d.backends);
-	}
-	if (d.listen_fd >= 0) {
-		close(d.listen_fd);
-		unlink(d.cfg->socket);
-	}
-	if (d.control_fd >= 0) {
-		close(d.control_fd);
-		unlink(d.cfg->control_socket);
-	}
-	if (d.stop_pipe[0] >= 0) {
-		close(d.stop_pipe[0]);
-		close(d.stop_pipe[1]);
-	}
-	if (!stuck) {
-		/* A stuck thread still reads the configuration. */
-		config_free(d.cfg);
-	}
-	pthread_mutex_destroy(&d.lock);
+	close_daemon(&d);
 	if (ready_fd >= 0)
 		close(ready_fd); /* never ready: the starting process exits 1 */
 	return status;

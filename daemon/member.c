@@ -1,6 +1,7 @@
 /* Members as serial devices: a queue, workers, failure, and probing back into service. */
 #include "member.h"
 #include "log.h"
+#include "thread.h"
 #include "pool.h"
 #include "proto.h"
 
@@ -11,29 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void
-lock(pthread_mutex_t *mu)
-{
-	if (pthread_mutex_lock(mu) != 0)
-		abort();
-}
-
-static void
-unlock(pthread_mutex_t *mu)
-{
-	if (pthread_mutex_unlock(mu) != 0)
-		abort();
-}
-
 const double lat_bounds_ms[LAT_NBUCKETS - 1] = {0.5, 1,   2.5,  5,    10,   25,    50,   100,
                                                 250, 500, 1000, 2500, 5000, 10000, 30000};
 
@@ -41,7 +19,7 @@ const double lat_bounds_ms[LAT_NBUCKETS - 1] = {0.5, 1,   2.5,  5,    10,   25, 
 static void
 record_latency_locked(struct member *m, uint64_t lat_ns)
 {
-	uint64_t sec = now_ns() / 1000000000u;
+	uint64_t sec = p11mux_now_ns() / 1000000000u;
 	double ms = (double)lat_ns / 1e6;
 	unsigned b = 0, slot = (unsigned)(sec % 60);
 
@@ -59,7 +37,8 @@ record_latency_locked(struct member *m, uint64_t lat_ns)
 double
 member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count)
 {
-	uint64_t sec = now_ns() / 1000000000u, sum[LAT_NBUCKETS] = {0}, n = 0, recent = 0, acc = 0;
+	uint64_t sec = p11mux_now_ns() / 1000000000u, sum[LAT_NBUCKETS] = {0}, n = 0, recent = 0,
+	         acc = 0;
 	unsigned i, b;
 
 	for (i = 0; i < 60; i++) {
@@ -87,18 +66,6 @@ member_latency_locked(const struct member *m, double q, unsigned seconds, uint64
 			                            : lat_bounds_ms[LAT_NBUCKETS - 2];
 	}
 	return lat_bounds_ms[LAT_NBUCKETS - 2];
-}
-
-void
-cond_init_monotonic(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	if (pthread_cond_init(c, &a) != 0)
-		abort();
-	pthread_condattr_destroy(&a);
 }
 
 const char *
@@ -189,7 +156,7 @@ job_new(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key, cons
 		memcpy(j->sig, sig, siglen);
 	}
 	j->siglen = siglen;
-	cond_init_monotonic(&j->cond);
+	p11mux_cond_init(&j->cond);
 	return j;
 fail:
 	free(j->param);
@@ -327,7 +294,7 @@ worker_main(void *arg)
 	CK_RV rv;
 	int usable;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	for (;;) {
 		while (!m->stop && m->head == NULL)
 			pthread_cond_wait(&m->work, &m->lock);
@@ -343,13 +310,13 @@ worker_main(void *arg)
 			continue;
 		}
 		m->running++;
-		j->started_ns = now_ns();
+		j->started_ns = p11mux_now_ns();
 		gen = m->generation;
 		slot = m->slot;
 		usable = m->state == MEMBER_UP || m->state == MEMBER_DRAINING;
-		unlock(&m->lock);
+		p11mux_unlock(&m->lock);
 
-		t0 = now_ns();
+		t0 = p11mux_now_ns();
 		rv = P11MUX_RV_RETRY;
 		if (usable) {
 			/* Each worker keeps one session; a member that rejoined has new ones. */
@@ -373,32 +340,32 @@ worker_main(void *arg)
 			}
 		}
 
-		lock(&m->lock);
+		p11mux_lock(&m->lock);
 		m->running--;
 		if (rv == CKR_OK) {
 			m->done++;
-			double ms = (double)(now_ns() - t0) / 1e6;
+			double ms = (double)(p11mux_now_ns() - t0) / 1e6;
 			size_t k = j->key != NULL ? j->key->index : m->nsvc - 1;
 
 			m->service_ms = sched_ewma(m->service_ms, ms);
 			if (m->svc != NULL && k < m->nsvc)
 				m->svc[k] = sched_ewma(m->svc[k], ms);
-			record_latency_locked(m, now_ns() - j->submitted_ns);
+			record_latency_locked(m, p11mux_now_ns() - j->submitted_ns);
 		} else if (member_device_failure(rv)) {
 			m->errors++;
 			snprintf(m->last_error, sizeof(m->last_error), "%s", p11mux_rv_name(rv));
-			m->last_error_ns = now_ns();
+			m->last_error_ns = p11mux_now_ns();
 			if (gen == m->generation &&
 			    (m->state == MEMBER_UP || m->state == MEMBER_DRAINING)) {
-				unlock(&m->lock);
+				p11mux_unlock(&m->lock);
 				member_fail(m, rv == CKR_PIN_LOCKED ? MEMBER_EXCLUDED : MEMBER_DOWN,
 				            "%s", p11mux_rv_name(rv));
-				lock(&m->lock);
+				p11mux_lock(&m->lock);
 			}
 		}
 		complete_locked(j, rv);
 	}
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	if (s != CK_INVALID_HANDLE)
 		f->C_CloseSession(s);
 	return NULL;
@@ -407,15 +374,15 @@ worker_main(void *arg)
 void
 member_submit(struct member *m, struct job *j)
 {
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	j->m = m;
 	j->next = NULL;
-	j->submitted_ns = now_ns();
+	j->submitted_ns = p11mux_now_ns();
 	if (m->state != MEMBER_UP) {
 		/* Went out of service since it was chosen: the requester tries another. */
 		j->rv = P11MUX_RV_RETRY;
 		j->done = 1;
-		unlock(&m->lock);
+		p11mux_unlock(&m->lock);
 		return;
 	}
 	if (m->tail != NULL)
@@ -425,7 +392,7 @@ member_submit(struct member *m, struct job *j)
 	m->tail = j;
 	m->queued++;
 	pthread_cond_signal(&m->work);
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 }
 
 static void *probe_main(void *arg);
@@ -439,16 +406,16 @@ member_fail(struct member *m, enum member_state state, const char *fmt, ...)
 	va_list ap;
 	int start_probe = 0;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	if (m->state == MEMBER_EXCLUDED || (m->state == MEMBER_DOWN && state == MEMBER_DOWN)) {
-		unlock(&m->lock);
+		p11mux_unlock(&m->lock);
 		return;
 	}
 	va_start(ap, fmt);
 	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
 	va_end(ap);
 	m->state = state;
-	m->since_ns = now_ns();
+	m->since_ns = p11mux_now_ns();
 	snprintf(m->last_error, sizeof(m->last_error), "%.*s", (int)sizeof(m->last_error) - 1,
 	         m->reason);
 	m->last_error_ns = m->since_ns;
@@ -464,7 +431,7 @@ member_fail(struct member *m, enum member_state state, const char *fmt, ...)
 		m->prober = 1;
 		start_probe = 1;
 	}
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	if (state == MEMBER_EXCLUDED)
 		log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label,
 		          m->reason);
@@ -475,9 +442,9 @@ member_fail(struct member *m, enum member_state state, const char *fmt, ...)
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &attr, probe_main, m) != 0) {
-			lock(&m->lock);
+			p11mux_lock(&m->lock);
 			m->prober = 0;
-			unlock(&m->lock);
+			p11mux_unlock(&m->lock);
 			log_error("member %s: cannot start a probe thread", m->label);
 		}
 		pthread_attr_destroy(&attr);
@@ -489,14 +456,14 @@ member_drain(struct member *m)
 {
 	int r = -1;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	if (m->state == MEMBER_UP) {
 		m->state = MEMBER_DRAINING;
-		m->since_ns = now_ns();
+		m->since_ns = p11mux_now_ns();
 		snprintf(m->reason, sizeof(m->reason), "drained by an administrator");
 		r = 0;
 	}
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	if (r == 0)
 		log_info("pool \"%s\": member %s draining", m->pool->label, m->label);
 	return r;
@@ -507,14 +474,14 @@ member_resume(struct member *m)
 {
 	int r = -1;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	if (m->state == MEMBER_DRAINING) {
 		m->state = MEMBER_UP;
-		m->since_ns = now_ns();
+		m->since_ns = p11mux_now_ns();
 		m->reason[0] = '\0';
 		r = 0;
 	}
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	if (r == 0)
 		log_info("pool \"%s\": member %s resumed", m->pool->label, m->label);
 	return r;
@@ -531,9 +498,9 @@ member_login(struct member *m)
 	CK_SLOT_ID slot;
 	CK_RV rv;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	slot = m->slot;
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	if ((rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
 		return rv;
 	rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)m->pool->pin, m->pool->pinlen);
@@ -556,21 +523,21 @@ member_login(struct member *m)
 		free(infos);
 		return rv;
 	}
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	m->anchor = s;
 	free(m->mechs);
 	free(m->infos);
 	m->mechs = mechs;
 	m->infos = infos;
 	m->nmechs = n;
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	return CKR_OK;
 }
 
 /* Finds the member's token again (its slot may have changed), logs in and maps the pool's
  * objects onto what the device holds now. */
 static CK_RV
-reopen(struct member *m, char *why, size_t whylen)
+reopen(struct member *m, struct p11mux_err *e)
 {
 	CK_FUNCTION_LIST *f = m->pool->be->f;
 	CK_SLOT_ID *slots = NULL, found = 0, old;
@@ -580,19 +547,19 @@ reopen(struct member *m, char *why, size_t whylen)
 	int have = 0;
 	CK_RV rv;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	old = m->slot;
 	if (m->anchor != CK_INVALID_HANDLE) {
 		/* Closing the old anchor may fail (device gone): its login is gone anyway. */
 		f->C_CloseSession(m->anchor);
 		m->anchor = CK_INVALID_HANDLE;
 	}
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	(void)old;
 	if ((rv = f->C_GetSlotList(CK_TRUE, NULL, &n)) != CKR_OK ||
 	    (slots = calloc(n + 1, sizeof(*slots))) == NULL ||
 	    (rv = f->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK) {
-		snprintf(why, whylen, "C_GetSlotList: %s", p11mux_rv_name(rv));
+		p11mux_err_set(e, "C_GetSlotList: %s", p11mux_rv_name(rv));
 		free(slots);
 		return rv != CKR_OK ? rv : CKR_HOST_MEMORY;
 	}
@@ -611,24 +578,24 @@ reopen(struct member *m, char *why, size_t whylen)
 	}
 	free(slots);
 	if (!have) {
-		snprintf(why, whylen, "not present");
+		p11mux_err_set(e, "not present");
 		return CKR_TOKEN_NOT_PRESENT;
 	}
 	if (ti.flags & CKF_USER_PIN_LOCKED) {
-		snprintf(why, whylen, "user PIN locked");
+		p11mux_err_set(e, "user PIN locked");
 		return CKR_PIN_LOCKED;
 	}
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	m->slot = found;
 	m->token = ti;
 	memcpy(m->label, label, sizeof(m->label));
 	memcpy(m->serial, serial, sizeof(m->serial));
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	if ((rv = member_login(m)) != CKR_OK) {
-		snprintf(why, whylen, "login: %s", p11mux_rv_name(rv));
+		p11mux_err_set(e, "login: %s", p11mux_rv_name(rv));
 		return rv;
 	}
-	if ((rv = pool_remap_member(m->pool, m, why, whylen)) != CKR_OK)
+	if ((rv = pool_remap_member(m->pool, m, e)) != CKR_OK)
 		return rv;
 	return CKR_OK;
 }
@@ -640,19 +607,19 @@ probe_main(void *arg)
 	const struct pool_config *cfg = m->pool->cfg;
 	struct timespec until;
 	uint64_t deadline;
-	char why[128];
+	struct p11mux_err why;
 	unsigned delay;
 	CK_RV rv;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	m->probe_delay_ms = cfg->probe_interval_ms;
 	for (;;) {
 		delay = m->probe_delay_ms;
-		deadline = now_ns() + (uint64_t)delay * 1000000u;
+		deadline = p11mux_now_ns() + (uint64_t)delay * 1000000u;
 		until.tv_sec = (time_t)(deadline / 1000000000u);
 		until.tv_nsec = (long)(deadline % 1000000000u);
 		/* Wait on the member's condition with a monotonic deadline: stop wakes it. */
-		while (!m->stop && now_ns() < deadline)
+		while (!m->stop && p11mux_now_ns() < deadline)
 			if (pthread_cond_timedwait(&m->work, &m->lock, &until) == ETIMEDOUT)
 				break;
 		if (m->stop || m->state == MEMBER_EXCLUDED)
@@ -665,44 +632,44 @@ probe_main(void *arg)
 			continue;
 		}
 		m->state = MEMBER_PROBING;
-		m->since_ns = now_ns();
-		unlock(&m->lock);
-		why[0] = '\0';
-		rv = reopen(m, why, sizeof(why));
-		lock(&m->lock);
+		m->since_ns = p11mux_now_ns();
+		p11mux_unlock(&m->lock);
+		why.msg[0] = '\0';
+		rv = reopen(m, &why);
+		p11mux_lock(&m->lock);
 		if (m->stop)
 			break;
 		if (rv == CKR_OK) {
 			m->state = MEMBER_UP;
-			m->since_ns = now_ns();
+			m->since_ns = p11mux_now_ns();
 			m->generation++;
 			m->reason[0] = '\0';
 			m->probe_delay_ms = cfg->probe_interval_ms;
-			unlock(&m->lock);
+			p11mux_unlock(&m->lock);
 			log_info("pool \"%s\": member %s (serial %s) back in service",
 			         m->pool->label, m->label, m->serial);
-			lock(&m->lock);
+			p11mux_lock(&m->lock);
 			break;
 		}
-		m->since_ns = now_ns();
-		snprintf(m->reason, sizeof(m->reason), "probe: %s", why);
+		m->since_ns = p11mux_now_ns();
+		snprintf(m->reason, sizeof(m->reason), "probe: %s", why.msg);
 		if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE) {
 			/* Never try a PIN twice on a device that refused it. */
 			m->state = MEMBER_EXCLUDED;
-			unlock(&m->lock);
+			p11mux_unlock(&m->lock);
 			log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label,
-			          why);
-			lock(&m->lock);
+			          why.msg);
+			p11mux_lock(&m->lock);
 			break;
 		}
 		m->state = MEMBER_DOWN;
 		m->probe_delay_ms = delay * 2 > cfg->probe_max_ms ? cfg->probe_max_ms : delay * 2;
 		log_debug("pool \"%s\": member %s still down (%s); next probe in %u ms",
-		          m->pool->label, m->label, why, m->probe_delay_ms);
+		          m->pool->label, m->label, why.msg, m->probe_delay_ms);
 	}
 	m->prober = 0;
 	pthread_cond_broadcast(&m->work);
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	return NULL;
 }
 
@@ -728,10 +695,10 @@ member_stop(struct member *m)
 	unsigned i;
 	int probing;
 
-	lock(&m->lock);
+	p11mux_lock(&m->lock);
 	m->stop = 1;
 	pthread_cond_broadcast(&m->work);
-	unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	/* A worker stuck in a device call that hangs is left behind (the process is about to
 	 * exit); the others are joined. */
 	for (i = 0; m->workers != NULL && i < m->nworkers; i++) {
@@ -749,10 +716,10 @@ member_stop(struct member *m)
 	}
 	/* A probe thread is detached; wait until it has let go of the member. */
 	for (i = 0; i < 300; i++) {
-		lock(&m->lock);
+		p11mux_lock(&m->lock);
 		probing = m->prober;
 		pthread_cond_broadcast(&m->work);
-		unlock(&m->lock);
+		p11mux_unlock(&m->lock);
 		if (!probing)
 			break;
 		nanosleep(&pause, NULL);

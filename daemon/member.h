@@ -121,9 +121,4 @@ struct job *job_new(uint32_t call, const CK_MECHANISM *mech, const struct pobjec
                     const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen);
 void job_free(struct job *j);
 
-/* CLOCK_MONOTONIC nanoseconds. */
-uint64_t now_ns(void);
-/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines. */
-void cond_init_monotonic(pthread_cond_t *c);
-
 #endif

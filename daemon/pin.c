@@ -20,7 +20,7 @@ trim(char *s)
 
 int
 pin_read(const char *path, const char *const *labels, size_t nlabels, char **pin, size_t *pinlen,
-         char *err, size_t errlen)
+         struct p11mux_err *e)
 {
 	char *line = NULL, *found = NULL, *bare = NULL, *t;
 	size_t i, nlines = 0, len, cap = 0;
@@ -28,8 +28,7 @@ pin_read(const char *path, const char *const *labels, size_t nlabels, char **pin
 	int r = -1;
 
 	if ((f = fopen(path, "re")) == NULL) {
-		snprintf(err, errlen, "%s: cannot read the pin file: %s", path, strerror(errno));
-		return -1;
+		return p11mux_err_set(e, "%s: cannot read the pin file: %s", path, strerror(errno));
 	}
 	/* getline: a line is a line, however long (a long comment must not split into two). */
 	while (getline(&line, &cap, f) != -1) {
@@ -57,15 +56,16 @@ pin_read(const char *path, const char *const *labels, size_t nlabels, char **pin
 		bare = NULL;
 	}
 	if (found == NULL) {
-		snprintf(err, errlen,
-		         "%s: no PIN for token \"%s\" (expected a line \"%s:PIN\" or a single line "
-		         "holding the PIN)",
-		         path, nlabels > 0 ? labels[0] : "?", nlabels > 0 ? labels[0] : "LABEL");
+		p11mux_err_set(
+		        e,
+		        "%s: no PIN for token \"%s\" (expected a line \"%s:PIN\" or a single line "
+		        "holding the PIN)",
+		        path, nlabels > 0 ? labels[0] : "?", nlabels > 0 ? labels[0] : "LABEL");
 		goto out;
 	}
 	if (*found == '\0') {
-		snprintf(err, errlen, "%s: the PIN for token \"%s\" is empty", path,
-		         nlabels > 0 ? labels[0] : "?");
+		p11mux_err_set(e, "%s: the PIN for token \"%s\" is empty", path,
+		               nlabels > 0 ? labels[0] : "?");
 		goto out;
 	}
 	*pinlen = strlen(found);

@@ -1,6 +1,7 @@
 #include "pool.h"
 #include "err.h"
 #include "log.h"
+#include "thread.h"
 #include "pin.h"
 
 #include <errno.h>
@@ -314,7 +315,7 @@ fingerprint(struct mobject *o, struct mobject **all, size_t nall)
 
 /* Reads every object of a member (logged in) and appends them to *all. */
 static int
-member_read_objects(struct member *m, struct mobject ***all, size_t *nall, char *err, size_t errlen)
+member_read_objects(struct member *m, struct mobject ***all, size_t *nall, struct p11mux_err *e)
 {
 	CK_FUNCTION_LIST *f = m->pool->be->f;
 	CK_OBJECT_HANDLE hs[64], *handles = NULL, *nh;
@@ -326,8 +327,7 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, char 
 	CK_RV rv;
 
 	if ((rv = f->C_FindObjectsInit(m->anchor, NULL, 0)) != CKR_OK) {
-		snprintf(err, errlen, "member %s: C_FindObjectsInit: %s", m->label,
-		         p11mux_rv_name(rv));
+		p11mux_err_set(e, "member %s: C_FindObjectsInit: %s", m->label, p11mux_rv_name(rv));
 		return -1;
 	}
 	do {
@@ -343,7 +343,7 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, char 
 	} while (got > 0);
 	f->C_FindObjectsFinal(m->anchor);
 	if (rv != CKR_OK) {
-		snprintf(err, errlen, "member %s: C_FindObjects: %s", m->label, p11mux_rv_name(rv));
+		p11mux_err_set(e, "member %s: C_FindObjects: %s", m->label, p11mux_rv_name(rv));
 		free(handles);
 		return -1;
 	}
@@ -381,7 +381,7 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, char 
 	return 0;
 nomem:
 	free(handles);
-	snprintf(err, errlen, "out of memory");
+	p11mux_err_set(e, "out of memory");
 	return -1;
 }
 
@@ -494,121 +494,157 @@ derive_handle(const struct pool *p, const struct mobject *o)
 	return v;
 }
 
+/* Among the unused objects named as all[i] is, the variant (key material) held by the most
+ * members; a tie goes to the one on the member listed first. */
+static size_t
+pick_variant(struct mobject **all, size_t nall, size_t i)
+{
+	size_t j, k, best = i, bestcount = 0, count;
+
+	for (j = i; j < nall; j++) {
+		if (all[j]->used || !same_name(all[i], all[j]))
+			continue;
+		count = 0;
+		for (k = i; k < nall; k++)
+			if (!all[k]->used && same_name(all[j], all[k]) &&
+			    same_material(all[j], all[k]))
+				count++;
+		if (count > bestcount) {
+			best = j;
+			bestcount = count;
+		}
+	}
+	return best;
+}
+
+static void
+pobject_free(struct pobject *po)
+{
+	if (po == NULL)
+		return;
+	free_attrs(po->attrs, po->n);
+	free(po->status);
+	free(po->backend);
+	free(po->holding);
+	free(po->pub);
+	free(po);
+}
+
+/* A pool object named after member object o; its handle is derived from o's identity.
+ * NULL when out of memory. */
+static struct pobject *
+pobject_new(struct pool *p, const struct mobject *o)
+{
+	struct pobject *po;
+	size_t k;
+
+	if ((po = calloc(1, sizeof(*po))) == NULL ||
+	    (po->backend = calloc(p->nmembers, sizeof(*po->backend))) == NULL ||
+	    (po->holding = calloc(p->nmembers, 1)) == NULL) {
+		pobject_free(po);
+		return NULL;
+	}
+	for (k = 0; k < p->nmembers; k++)
+		po->backend[k] = CK_INVALID_HANDLE;
+	po->cls = o->cls;
+	po->ktype = o->ktype;
+	describe(o, po->desc, sizeof(po->desc));
+	po->handle = derive_handle(p, o);
+	return po;
+}
+
+/* The pool object takes o's attributes and key material (o keeps none of them). */
+static void
+pobject_take(struct pobject *po, struct mobject *o)
+{
+	po->attrs = o->attrs;
+	po->status = o->status;
+	po->n = o->n;
+	po->pub = o->pub;
+	po->publen = o->publen;
+	o->attrs = NULL;
+	o->status = NULL;
+	o->n = 0;
+	o->pub = NULL;
+	po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
+	                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
+}
+
+/* Records which member holds the object of all[best] (same name and key material), and which
+ * holds something else under its name; marks those member objects used. */
+static void
+map_holders(struct pool *p, struct pobject *po, struct mobject **all, size_t nall, size_t best)
+{
+	size_t j, k;
+
+	for (j = 0; j < nall; j++) {
+		if (j == best || all[j]->used || !same_name(all[best], all[j]))
+			continue;
+		if (same_material(all[best], all[j])) {
+			if (po->backend[all[j]->member] == CK_INVALID_HANDLE)
+				po->backend[all[j]->member] = all[j]->h;
+			all[j]->used = 1;
+		} else if (po->holding[all[j]->member] != HOLD_DIFFERENT) {
+			po->holding[all[j]->member] = HOLD_DIFFERENT;
+			log_warn("pool \"%s\": member %s holds a different %s under the same name: "
+			         "that member is not used for it",
+			         p->label, p->members[all[j]->member].label, po->desc);
+			all[j]->used = 1;
+		}
+	}
+	po->backend[all[best]->member] = all[best]->h;
+	all[best]->used = 1;
+	for (k = 0; k < p->nmembers; k++) {
+		if (po->backend[k] != CK_INVALID_HANDLE)
+			po->holding[k] = HOLD_SAME;
+		else if (po->holding[k] != HOLD_DIFFERENT && p->members[k].state == MEMBER_UP)
+			log_warn("pool \"%s\": member %s lacks %s: that member is not used for it",
+			         p->label, p->members[k].label, po->desc);
+	}
+}
+
+/* Adds po to the pool's objects and handle map. 0, or -1 when out of memory. */
+static int
+pool_add_object(struct pool *p, struct pobject *po)
+{
+	struct pobject **nv;
+
+	if ((nv = realloc(p->objects, (p->nobjects + 1) * sizeof(*nv))) == NULL)
+		return -1;
+	p->objects = nv;
+	if (p11mux_hmap_put(p->by_handle, po->handle, po) != 0)
+		return -1;
+	po->index = p->nobjects;
+	p->objects[p->nobjects++] = po;
+	log_debug("pool \"%s\": %s is handle %lu", p->label, po->desc, po->handle);
+	return 0;
+}
+
 /* Builds the pool's objects from every member's objects. */
 static int
-build_view(struct pool *p, struct mobject **all, size_t nall, char *err, size_t errlen)
+build_view(struct pool *p, struct mobject **all, size_t nall, struct p11mux_err *e)
 {
-	size_t i, j, k, best, bestcount, count, *holder;
-	struct pobject *po, **nv;
-	char desc[96];
+	struct pobject *po;
+	size_t i, best;
 
-	if ((holder = calloc(p->nmembers, sizeof(*holder))) == NULL)
-		goto nomem;
 	for (i = 0; i < nall; i++) {
 		if (all[i]->used)
 			continue;
-		/* Among the objects of this name, the variant (key material) held by the most
-		 * members wins; a tie goes to the one on the member listed first. */
-		best = i;
-		bestcount = 0;
-		for (j = i; j < nall; j++) {
-			if (all[j]->used || !same_name(all[i], all[j]))
-				continue;
-			count = 0;
-			for (k = i; k < nall; k++)
-				if (!all[k]->used && same_name(all[j], all[k]) &&
-				    same_material(all[j], all[k]))
-					count++;
-			if (count > bestcount) {
-				best = j;
-				bestcount = count;
-			}
-		}
-		describe(all[best], desc, sizeof(desc));
-		if ((po = calloc(1, sizeof(*po))) == NULL ||
-		    (po->backend = calloc(p->nmembers, sizeof(*po->backend))) == NULL ||
-		    (po->holding = calloc(p->nmembers, 1)) == NULL) {
-			if (po != NULL)
-				free(po->backend);
-			free(po);
-			goto nomem;
-		}
-		for (k = 0; k < p->nmembers; k++) {
-			po->backend[k] = CK_INVALID_HANDLE;
-			holder[k] = 0;
-		}
-		po->cls = all[best]->cls;
-		po->ktype = all[best]->ktype;
-		snprintf(po->desc, sizeof(po->desc), "%s", desc);
-		po->handle = derive_handle(p, all[best]);
-		for (j = 0; j < nall; j++) {
-			if (j == best || all[j]->used || !same_name(all[best], all[j]))
-				continue;
-			if (same_material(all[best], all[j])) {
-				if (po->backend[all[j]->member] == CK_INVALID_HANDLE)
-					po->backend[all[j]->member] = all[j]->h;
-				all[j]->used = 1;
-			} else if (holder[all[j]->member] == 0) {
-				holder[all[j]->member] = 1;
-				log_warn("pool \"%s\": member %s holds a different %s under the "
-				         "same "
-				         "name: that member is not used for it",
-				         p->label, p->members[all[j]->member].label, desc);
-				all[j]->used = 1;
-			}
-		}
-		po->backend[all[best]->member] = all[best]->h;
-		all[best]->used = 1;
-		for (k = 0; k < p->nmembers; k++)
-			po->holding[k] = po->backend[k] != CK_INVALID_HANDLE ? HOLD_SAME
-			                 : holder[k]                         ? HOLD_DIFFERENT
-			                                                     : HOLD_LACKS;
-		/* The pool object takes the winner's attributes. */
-		po->attrs = all[best]->attrs;
-		po->status = all[best]->status;
-		po->n = all[best]->n;
-		all[best]->attrs = NULL;
-		all[best]->status = NULL;
-		all[best]->n = 0;
-		po->pub = all[best]->pub;
-		po->publen = all[best]->publen;
-		all[best]->pub = NULL;
-		po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
-		                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
-		if (all[best]->publen == 0 &&
-		    (po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY))
+		best = pick_variant(all, nall, i);
+		if ((po = pobject_new(p, all[best])) == NULL)
+			return p11mux_err_set(e, "out of memory");
+		map_holders(p, po, all, nall, best);
+		pobject_take(po, all[best]);
+		if (po->publen == 0 && (po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY))
 			log_warn("pool \"%s\": %s has no readable public part; its members are "
 			         "matched by name only",
-			         p->label, desc);
-		for (k = 0; k < p->nmembers; k++)
-			if (po->backend[k] == CK_INVALID_HANDLE && holder[k] == 0 &&
-			    p->members[k].state == MEMBER_UP)
-				log_warn("pool \"%s\": member %s lacks %s: that member is not used "
-				         "for it",
-				         p->label, p->members[k].label, desc);
-		if ((nv = realloc(p->objects, (p->nobjects + 1) * sizeof(*nv))) == NULL ||
-		    p11mux_hmap_put(p->by_handle, po->handle, po) != 0) {
-			if (nv != NULL)
-				p->objects = nv;
-			free_attrs(po->attrs, po->n);
-			free(po->status);
-			free(po->backend);
-			free(po->holding);
-			free(po->pub);
-			free(po);
-			goto nomem;
+			         p->label, po->desc);
+		if (pool_add_object(p, po) != 0) {
+			pobject_free(po);
+			return p11mux_err_set(e, "out of memory");
 		}
-		p->objects = nv;
-		po->index = p->nobjects;
-		p->objects[p->nobjects++] = po;
-		log_debug("pool \"%s\": %s is handle %lu", p->label, desc, po->handle);
 	}
-	free(holder);
 	return 0;
-nomem:
-	free(holder);
-	snprintf(err, errlen, "out of memory");
-	return -1;
 }
 
 /* The mechanisms every member that is up has, with the capabilities they all share. */
@@ -738,16 +774,16 @@ member_init(struct pool *p, struct member *m, const char *label, const char *ser
 	m->anchor = CK_INVALID_HANDLE;
 	m->nworkers = p->cfg->workers_per_member;
 	m->state = MEMBER_DOWN;
-	m->since_ns = now_ns();
+	m->since_ns = p11mux_now_ns();
 	pthread_mutex_init(&m->lock, NULL);
-	cond_init_monotonic(&m->work);
+	p11mux_cond_init(&m->work);
 	p->nmembers++;
 }
 
 /* Finds the backend slots whose tokens belong to the pool. A configured member that is not
  * present gets a place too, down, so that it joins when it appears. */
 static int
-find_members(struct pool *p, char *err, size_t errlen)
+find_members(struct pool *p, struct p11mux_err *e)
 {
 	CK_FUNCTION_LIST *f = p->be->f;
 	const struct pool_config *cfg = p->cfg;
@@ -762,12 +798,14 @@ find_members(struct pool *p, char *err, size_t errlen)
 	if ((rv = f->C_GetSlotList(CK_TRUE, NULL, &nslots)) != CKR_OK ||
 	    (slots = calloc(nslots + 1, sizeof(*slots))) == NULL ||
 	    (rv = f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
-		snprintf(err, errlen, "%s: C_GetSlotList: %s", cfg->module, p11mux_rv_name(rv));
+		p11mux_err_set(e, "%s: C_GetSlotList: %s", cfg->module, p11mux_rv_name(rv));
 		goto out;
 	}
 	if ((p->members = calloc(nslots + cfg->nmembers + 1, sizeof(*p->members))) == NULL ||
-	    (seen = calloc(cfg->nmembers + 1, sizeof(*seen))) == NULL)
+	    (seen = calloc(cfg->nmembers + 1, sizeof(*seen))) == NULL) {
+		p11mux_err_set(e, "out of memory");
 		goto out;
+	}
 	for (i = 0; i < nslots; i++) {
 		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
 		    !(ti.flags & CKF_TOKEN_INITIALIZED))
@@ -805,10 +843,11 @@ find_members(struct pool *p, char *err, size_t errlen)
 			snprintf(m->reason, sizeof(m->reason), "not present");
 		}
 	if (present == 0) {
-		snprintf(err, errlen,
-		         "pool %zu (%s line %d): no member token present in %s: the pool's objects "
-		         "are read from its members at start-up",
-		         p->index, "config", cfg->line, cfg->module);
+		p11mux_err_set(
+		        e,
+		        "pool %zu (%s line %d): no member token present in %s: the pool's objects "
+		        "are read from its members at start-up",
+		        p->index, "config", cfg->line, cfg->module);
 		goto out;
 	}
 	r = 0;
@@ -826,7 +865,7 @@ pin_risky(const struct member *m)
 }
 
 static int
-login_members(struct pool *p, char *err, size_t errlen)
+login_members(struct pool *p, struct p11mux_err *e)
 {
 	size_t k, pass, nup = 0;
 	int verified = 0;
@@ -862,12 +901,11 @@ login_members(struct pool *p, char *err, size_t errlen)
 			}
 			rv = member_login(m);
 			if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
-				snprintf(
-				        err, errlen,
+				return p11mux_err_set(
+				        e,
 				        "pool \"%s\": member %s rejected the PIN from %s (%s); not "
 				        "tried on any other member, to spare their retry counters",
 				        p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
-				return -1;
 			}
 			if (rv == CKR_PIN_LOCKED) {
 				m->state = MEMBER_EXCLUDED;
@@ -893,7 +931,7 @@ login_members(struct pool *p, char *err, size_t errlen)
 		}
 	}
 	if (nup == 0) {
-		snprintf(err, errlen, "pool \"%s\": no member could be logged in", p->label);
+		p11mux_err_set(e, "pool \"%s\": no member could be logged in", p->label);
 		return -1;
 	}
 	return 0;
@@ -901,7 +939,7 @@ login_members(struct pool *p, char *err, size_t errlen)
 
 int
 pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct backend **backends,
-          char *err, size_t errlen)
+          struct p11mux_err *e)
 {
 	struct mobject **all = NULL;
 	const char **labels = NULL;
@@ -913,12 +951,12 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 	p->cfg = cfg;
 	p->policy = cfg->scheduler == 1 ? SCHED_ROUND_ROBIN : SCHED_LEAST_LOADED;
 	if ((p->by_handle = p11mux_hmap_new()) == NULL) {
-		snprintf(err, errlen, "out of memory");
+		p11mux_err_set(e, "out of memory");
 		return -1;
 	}
-	if ((p->be = backend_get(backends, cfg->module, err, errlen)) == NULL)
+	if ((p->be = backend_get(backends, cfg->module, e)) == NULL)
 		return -1;
-	if (find_members(p, err, errlen) != 0)
+	if (find_members(p, e) != 0)
 		return -1;
 	/* The label: configured, or the one every member shares. */
 	if (cfg->label != NULL) {
@@ -928,44 +966,49 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, struct ba
 		for (i = 1; i < p->nmembers; i++)
 			if (p->members[i].serial[0] != '\0' &&
 			    strcmp(p->members[i].label, p->label) != 0) {
-				snprintf(err, errlen,
-				         "pool %zu: members have different labels (\"%s\", "
-				         "\"%s\"): set "
-				         "label in pools.[%zu]",
-				         index, p->label, p->members[i].label, index);
+				p11mux_err_set(e,
+				               "pool %zu: members have different labels (\"%s\", "
+				               "\"%s\"): set "
+				               "label in pools.[%zu]",
+				               index, p->label, p->members[i].label, index);
 				return -1;
 			}
 		if (strchr(p->label, ':') != NULL) {
-			snprintf(err, errlen,
-			         "pool %zu: the members' label \"%s\" contains ':', which NSS "
-			         "cannot "
-			         "use: set label in pools.[%zu]",
-			         index, p->label, index);
+			p11mux_err_set(
+			        e,
+			        "pool %zu: the members' label \"%s\" contains ':', which NSS "
+			        "cannot "
+			        "use: set label in pools.[%zu]",
+			        index, p->label, index);
 			return -1;
 		}
 	}
 	/* The PIN file may name the pool's label or a member's. */
 	if ((labels = calloc(p->nmembers + 1, sizeof(*labels))) == NULL)
-		return -1;
+		return p11mux_err_set(e, "out of memory");
 	labels[nlabels++] = p->label;
 	for (i = 0; i < p->nmembers; i++)
 		labels[nlabels++] = p->members[i].label;
-	if (pin_read(cfg->pin_file, labels, nlabels, &p->pin, &p->pinlen, err, errlen) != 0)
+	if (pin_read(cfg->pin_file, labels, nlabels, &p->pin, &p->pinlen, e) != 0)
 		goto out;
-	if (login_members(p, err, errlen) != 0)
+	if (login_members(p, e) != 0)
 		goto out;
 	for (i = 0; i < p->nmembers; i++)
 		if (p->members[i].state == MEMBER_UP &&
-		    member_read_objects(&p->members[i], &all, &nall, err, errlen) != 0)
+		    member_read_objects(&p->members[i], &all, &nall, e) != 0)
 			goto out;
 	for (i = 0; i < nall; i++)
 		if (fingerprint(all[i], all, nall) != 0) {
-			snprintf(err, errlen, "out of memory");
+			p11mux_err_set(e, "out of memory");
 			goto out;
 		}
 	build_slot_info(p);
-	if (build_view(p, all, nall, err, errlen) != 0 || build_mechanisms(p) != 0)
+	if (build_view(p, all, nall, e) != 0)
 		goto out;
+	if (build_mechanisms(p) != 0) {
+		p11mux_err_set(e, "out of memory");
+		goto out;
+	}
 	log_info("pool \"%s\": slot %lu, %zu members, %zu objects, %lu mechanisms, %s scheduling",
 	         p->label, p->slot.id, p->nmembers, p->nobjects, p->slot.nmechs,
 	         p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded");
@@ -1031,14 +1074,8 @@ pool_close(struct pool *p)
 		return 1;
 	}
 	free(p->members);
-	for (i = 0; i < p->nobjects; i++) {
-		free_attrs(p->objects[i]->attrs, p->objects[i]->n);
-		free(p->objects[i]->status);
-		free(p->objects[i]->backend);
-		free(p->objects[i]->holding);
-		free(p->objects[i]->pub);
-		free(p->objects[i]);
-	}
+	for (i = 0; i < p->nobjects; i++)
+		pobject_free(p->objects[i]);
 	free(p->objects);
 	p11mux_hmap_free(p->by_handle);
 	free(p->slot.mechs);
@@ -1052,22 +1089,21 @@ pool_close(struct pool *p)
 }
 
 CK_RV
-pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen)
+pool_remap_member(struct pool *p, struct member *m, struct p11mux_err *e)
 {
 	struct mobject **all = NULL, view;
 	size_t nall = 0, i, j, held = 0;
 	uint8_t hold;
 	CK_OBJECT_HANDLE h;
-	char err[256];
 	CK_RV rv = CKR_OK;
 
-	if (member_read_objects(m, &all, &nall, err, sizeof(err)) != 0) {
-		snprintf(why, whylen, "%s", err);
+	if (member_read_objects(m, &all, &nall, e) != 0) {
 		rv = CKR_DEVICE_ERROR;
 		goto out;
 	}
 	for (i = 0; i < nall; i++)
 		if (fingerprint(all[i], all, nall) != 0) {
+			p11mux_err_set(e, "out of memory");
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
@@ -1149,7 +1185,7 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 	for (i = 0; i < n; i++) {
 		struct member *m = &p->members[i];
 
-		pthread_mutex_lock(&m->lock);
+		p11mux_lock(&m->lock);
 		c[i].eligible =
 		        m->state == MEMBER_UP && !tried[i] &&
 		        (key == NULL ||
@@ -1160,7 +1196,7 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 		 * differ threefold on a Nitrokey HSM, so one average would mislead. */
 		c[i].service_ms =
 		        m->svc != NULL ? m->svc[key != NULL ? key->index : m->nsvc - 1] : 0;
-		pthread_mutex_unlock(&m->lock);
+		p11mux_unlock(&m->lock);
 		if (c[i].service_ms > 0) {
 			sum += c[i].service_ms;
 			known++;
@@ -1184,19 +1220,19 @@ wait_job(struct member *m, struct job *j, unsigned timeout_ms)
 	uint64_t limit = (uint64_t)timeout_ms * 1000000u, deadline;
 	struct timespec until;
 
-	pthread_mutex_lock(&m->lock);
+	p11mux_lock(&m->lock);
 	while (!j->done) {
-		deadline = (j->started_ns != 0 ? j->started_ns : now_ns()) + limit;
-		if (j->started_ns != 0 && now_ns() >= deadline) {
+		deadline = (j->started_ns != 0 ? j->started_ns : p11mux_now_ns()) + limit;
+		if (j->started_ns != 0 && p11mux_now_ns() >= deadline) {
 			j->abandoned = 1;
-			pthread_mutex_unlock(&m->lock);
+			p11mux_unlock(&m->lock);
 			return 0;
 		}
 		until.tv_sec = (time_t)(deadline / 1000000000u);
 		until.tv_nsec = (long)(deadline % 1000000000u);
 		pthread_cond_timedwait(&j->cond, &m->lock, &until);
 	}
-	pthread_mutex_unlock(&m->lock);
+	p11mux_unlock(&m->lock);
 	return 1;
 }
 
@@ -1226,17 +1262,17 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 		if (!wait_job(m, j, cfg->op_timeout_ms)) {
 			/* The job belongs to the worker now; the member is taken out. */
 			member_fail(m, MEMBER_DOWN, "no answer within %u ms", cfg->op_timeout_ms);
-			pthread_mutex_lock(&m->lock);
+			p11mux_lock(&m->lock);
 			m->failovers++;
-			pthread_mutex_unlock(&m->lock);
+			p11mux_unlock(&m->lock);
 			continue;
 		}
 		rv = j->rv;
 		if (rv == P11MUX_RV_RETRY || member_device_failure(rv)) {
 			job_free(j);
-			pthread_mutex_lock(&m->lock);
+			p11mux_lock(&m->lock);
 			m->failovers++;
-			pthread_mutex_unlock(&m->lock);
+			p11mux_unlock(&m->lock);
 			continue;
 		}
 		*out = j->out;
@@ -1279,12 +1315,12 @@ pool_log_stats(const struct pool *p)
 	for (i = 0; i < p->nmembers; i++) {
 		struct member *m = &p->members[i];
 
-		pthread_mutex_lock(&m->lock);
+		p11mux_lock(&m->lock);
 		log_info("pool \"%s\": member %s: %llu operations, %llu device errors, %llu "
 		         "failovers, %s",
 		         p->label, m->label, (unsigned long long)m->done,
 		         (unsigned long long)m->errors, (unsigned long long)m->failovers,
 		         member_state_name(m->state));
-		pthread_mutex_unlock(&m->lock);
+		p11mux_unlock(&m->lock);
 	}
 }

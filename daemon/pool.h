@@ -76,7 +76,7 @@ struct pool {
  * and builds the pool's view. On failure writes a message to err and returns -1; the pool
  * must still be given to pool_close(). */
 int pool_open(struct pool *p, size_t index, const struct pool_config *cfg,
-              struct backend **backends, char *err, size_t errlen);
+              struct backend **backends, struct p11mux_err *e);
 /* Starts the members' workers, and probes for the members that are not up. */
 int pool_start(struct pool *p);
 /* Stops the workers, closes backend sessions and frees the pool's memory (not the pool
@@ -85,7 +85,7 @@ int pool_start(struct pool *p);
 int pool_close(struct pool *p);
 /* Re-reads a member's objects and maps the pool's objects onto them (after the member came
  * back). CKR_OK, or an error with a reason in why. */
-CK_RV pool_remap_member(struct pool *p, struct member *m, char *why, size_t whylen);
+CK_RV pool_remap_member(struct pool *p, struct member *m, struct p11mux_err *e);
 /* The object with virtual handle h, or NULL. */
 const struct pobject *pool_object(const struct pool *p, CK_OBJECT_HANDLE h);
 /* Whether the object has every attribute of the template with the same value. */

@@ -1,4 +1,11 @@
-/* One request in, one reply out: the daemon side of every call of the protocol table. */
+/*
+ * One request in, one reply out: the daemon side of the protocol. Every call of the table in
+ * common/proto.c has a handler here, in the table below, indexed by the same codes: a decoder
+ * that fills a typed request, and a function that carries it out and fills the reply.
+ * rpc_handle() is the lookup plus what every call shares: the handshake first, the whole
+ * request decoded and checked before anything is done, the pool named by the slot, and the
+ * mechanism and key checks of the cryptographic calls.
+ */
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
@@ -9,80 +16,213 @@
 #include <string.h>
 #include <time.h>
 
-/* Decoding failed: the peer does not speak the protocol. */
-#define BAD_REQUEST (-1)
+/* A decoded request: the fields of one call, typed. Byte strings point into the request
+ * buffer, arrays into the message's arena; both live until the reply is written. */
+struct rpc_req {
+	CK_SLOT_ID slot; /* for calls on a pool: the request's first field */
+	union {
+		struct {
+			CK_ULONG magic, lowest, highest;
+		} hello;
+		struct {
+			CK_USER_TYPE user;
+			const uint8_t *pin;
+			size_t pinlen;
+		} login;
+		struct p11mux_attrs find; /* the template */
+		CK_OBJECT_HANDLE object;
+		struct {
+			CK_MECHANISM *mech;
+			CK_OBJECT_HANDLE key;    /* not for DIGEST */
+			const uint8_t *in, *sig; /* sig: VERIFY only */
+			size_t inlen, siglen;
+		} op;
+		CK_ULONG random_len;
+	} u;
+};
 
-static CK_RV
-rpc_get_slots(struct daemon *d, struct p11mux_msg *m, struct p11mux_buf *buf)
+/* What a handler works on. */
+struct rpc_ctx {
+	struct daemon *d;
+	struct client *c;
+	struct pool *p; /* the request's pool (NULL for HELLO and GET_SLOTS) */
+};
+
+/* How the daemon serves one call. */
+struct rpc_handler {
+	/* Reads the fields after the slot into r; errors are sticky in m, checked once. */
+	void (*decode)(struct p11mux_msg *m, struct rpc_req *r);
+	/* Carries the request out; on CKR_OK, reply (begun with CKR_OK) holds the fields. */
+	CK_RV (*run)(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply);
+	int on_pool;                 /* the first field is a pool's slot */
+	CK_FLAGS mech_flag;          /* cryptographic calls: what the mechanism must offer */
+	CK_ATTRIBUTE_TYPE key_usage; /* ... and the key (0: no key) */
+	CK_OBJECT_CLASS key_class;   /* ... and the key's class (or a secret key) */
+};
+
+/* --- decoders --- */
+
+static void
+dec_none(struct p11mux_msg *m, struct rpc_req *r)
 {
-	struct p11mux_slot *s;
-	size_t i;
-	int r;
+	(void)m;
+	(void)r;
+}
 
-	if ((s = calloc(d->npools + 1, sizeof(*s))) == NULL)
-		return CKR_HOST_MEMORY;
-	for (i = 0; i < d->npools; i++)
-		s[i] = d->pools[i].slot;
-	if ((r = p11mux_msg_begin_reply(m, buf, P11MUX_CALL_GET_SLOTS, CKR_OK)) == 0)
-		r = p11mux_msg_put_slots(m, s, d->npools);
-	free(s);
-	return r == 0 ? CKR_OK : CKR_HOST_MEMORY;
+static void
+dec_hello(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.hello.magic);
+	p11mux_msg_get_ulong(m, &r->u.hello.lowest);
+	p11mux_msg_get_ulong(m, &r->u.hello.highest);
+}
+
+static void
+dec_login(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.login.user);
+	p11mux_msg_get_bytes(m, &r->u.login.pin, &r->u.login.pinlen);
+}
+
+static void
+dec_find(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_attrs(m, &r->u.find);
+}
+
+static void
+dec_object(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.object);
+}
+
+/* SIGN, ENCRYPT, DECRYPT, VERIFY and DIGEST: mechanism, key (not for DIGEST), data, and
+ * for VERIFY the signature; the call's signature says which. */
+static void
+dec_op(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_mech(m, &r->u.op.mech);
+	if (m->call->code != P11MUX_CALL_DIGEST)
+		p11mux_msg_get_ulong(m, &r->u.op.key);
+	p11mux_msg_get_bytes(m, &r->u.op.in, &r->u.op.inlen);
+	if (m->call->code == P11MUX_CALL_VERIFY)
+		p11mux_msg_get_bytes(m, &r->u.op.sig, &r->u.op.siglen);
+}
+
+static void
+dec_random(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.random_len);
+}
+
+/* --- handlers --- */
+
+/* Whether the client may see the object: private ones only when logged in. */
+static int
+visible(const struct rpc_ctx *x, const struct pobject *o)
+{
+	return o != NULL && (!o->private || x->c->logged_in[x->p->index]);
 }
 
 static CK_RV
-rpc_login(struct daemon *d, struct client *c, struct pool *p, CK_ULONG type, const uint8_t *pin,
-          size_t pinlen)
+run_hello(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	static const char name[] = "p11muxd " P11MUX_VERSION;
+
+	if (r->u.hello.lowest > P11MUX_PROTO_VERSION || r->u.hello.highest < P11MUX_PROTO_VERSION) {
+		log_warn("client pid %ld speaks protocol versions %lu..%lu, not %u",
+		         (long)x->c->pid, r->u.hello.lowest, r->u.hello.highest,
+		         P11MUX_PROTO_VERSION);
+		return CKR_FUNCTION_FAILED;
+	}
+	x->c->hello = 1;
+	p11mux_msg_put_ulong(reply, P11MUX_PROTO_VERSION);
+	p11mux_msg_put_bytes(reply, name, strlen(name));
+	return CKR_OK;
+}
+
+static CK_RV
+run_get_slots(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	struct p11mux_slot *s;
+	size_t i;
+
+	(void)r;
+	if ((s = calloc(x->d->npools + 1, sizeof(*s))) == NULL)
+		return CKR_HOST_MEMORY;
+	for (i = 0; i < x->d->npools; i++)
+		s[i] = x->d->pools[i].slot;
+	p11mux_msg_put_slots(reply, s, x->d->npools);
+	free(s);
+	return CKR_OK;
+}
+
+static CK_RV
+run_login(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
 	struct timespec pause = {0, 100 * 1000 * 1000};
+	struct pool *p = x->p;
 
-	if (type != CKU_USER) {
+	(void)reply;
+	if (r->u.login.user != CKU_USER) {
 		log_warn("pool \"%s\": pid %ld asked for a login as user type %lu; only CKU_USER "
 		         "is offered (the pool is read-only)",
-		         p->label, (long)c->pid, type);
+		         p->label, (long)x->c->pid, r->u.login.user);
 		return CKR_USER_TYPE_INVALID;
 	}
-	if (c->logged_in[p->index])
+	if (x->c->logged_in[p->index])
 		return CKR_USER_ALREADY_LOGGED_IN;
 	/* Checked here, in constant time, against the pool's PIN: a wrong PIN never reaches a
 	 * device, so it cannot wear down a retry counter. */
-	if (!pin_equal((const char *)pin, pinlen, p->pin, p->pinlen)) {
+	if (!pin_equal((const char *)r->u.login.pin, r->u.login.pinlen, p->pin, p->pinlen)) {
 		log_warn("pool \"%s\": wrong PIN from pid %ld uid %lu (not sent to any device)",
-		         p->label, (long)c->pid, (unsigned long)c->uid);
+		         p->label, (long)x->c->pid, (unsigned long)x->c->uid);
 		/* Slows guessing down. */
 		nanosleep(&pause, NULL);
 		return CKR_PIN_INCORRECT;
 	}
-	(void)d;
-	c->logged_in[p->index] = 1;
+	x->c->logged_in[p->index] = 1;
 	return CKR_OK;
 }
 
-/* Whether the client may see the object. */
-static int
-visible(const struct client *c, const struct pool *p, const struct pobject *o)
+static CK_RV
+run_logout(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
-	return o != NULL && (!o->private || c->logged_in[p->index]);
+	CK_RV rv = x->c->logged_in[x->p->index] ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+
+	(void)r;
+	(void)reply;
+	x->c->logged_in[x->p->index] = 0;
+	return rv;
 }
 
 static CK_RV
-rpc_find(struct client *c, struct pool *p, const struct p11mux_attrs *t, struct p11mux_msg *m,
-         struct p11mux_buf *buf)
+run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
+	const struct pool *p = x->p;
 	CK_ULONG *handles;
 	size_t i, n = 0;
-	CK_RV rv = CKR_OK;
 
 	if ((handles = calloc(p->nobjects + 1, sizeof(*handles))) == NULL)
 		return CKR_HOST_MEMORY;
 	for (i = 0; i < p->nobjects; i++)
-		if (visible(c, p, p->objects[i]) &&
-		    pool_object_matches(p->objects[i], t->attrs, t->n))
+		if (visible(x, p->objects[i]) &&
+		    pool_object_matches(p->objects[i], r->u.find.attrs, r->u.find.n))
 			handles[n++] = p->objects[i]->handle;
-	if (p11mux_msg_begin_reply(m, buf, P11MUX_CALL_FIND, CKR_OK) != 0 ||
-	    p11mux_msg_put_ulongs(m, handles, n) != 0)
-		rv = CKR_HOST_MEMORY;
+	p11mux_msg_put_ulongs(reply, handles, n);
 	free(handles);
-	return rv;
+	return CKR_OK;
+}
+
+static CK_RV
+run_get_object(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	const struct pobject *o = pool_object(x->p, r->u.object);
+
+	if (!visible(x, o))
+		return CKR_OBJECT_HANDLE_INVALID;
+	p11mux_msg_put_attrs(reply, o->attrs, o->status, o->n);
+	return CKR_OK;
 }
 
 /* The mechanism is offered by the pool for this kind of operation. */
@@ -99,246 +239,140 @@ check_mech(const struct pool *p, const CK_MECHANISM *mech, CK_FLAGS need)
 
 /* The shim checked the key already; the daemon checks again, since it trusts no client. */
 static CK_RV
-check_key(const struct client *c, const struct pool *p, const struct pobject *o, uint32_t call)
+check_key(const struct rpc_ctx *x, const struct rpc_handler *h, const struct pobject *o)
 {
-	CK_ATTRIBUTE_TYPE need;
-	CK_OBJECT_CLASS want;
 	size_t i;
 
-	if (o == NULL || !visible(c, p, o))
+	if (o == NULL || !visible(x, o))
 		return CKR_KEY_HANDLE_INVALID;
-	switch (call) {
-	case P11MUX_CALL_SIGN:
-		need = CKA_SIGN;
-		want = CKO_PRIVATE_KEY;
-		break;
-	case P11MUX_CALL_DECRYPT:
-		need = CKA_DECRYPT;
-		want = CKO_PRIVATE_KEY;
-		break;
-	case P11MUX_CALL_VERIFY:
-		need = CKA_VERIFY;
-		want = CKO_PUBLIC_KEY;
-		break;
-	default:
-		need = CKA_ENCRYPT;
-		want = CKO_PUBLIC_KEY;
-		break;
-	}
-	if (o->cls != want && o->cls != CKO_SECRET_KEY)
+	if (o->cls != h->key_class && o->cls != CKO_SECRET_KEY)
 		return CKR_KEY_TYPE_INCONSISTENT;
 	for (i = 0; i < o->n; i++)
-		if (o->attrs[i].type == need && o->status[i] == CKR_OK &&
+		if (o->attrs[i].type == h->key_usage && o->status[i] == CKR_OK &&
 		    o->attrs[i].ulValueLen == sizeof(CK_BBOOL) &&
 		    *(CK_BBOOL *)o->attrs[i].pValue == CK_FALSE)
 			return CKR_KEY_FUNCTION_NOT_PERMITTED;
-	if ((o->private || o->cls == CKO_PRIVATE_KEY) && !c->logged_in[p->index])
+	if ((o->private || o->cls == CKO_PRIVATE_KEY) && !x->c->logged_in[x->p->index])
 		return CKR_USER_NOT_LOGGED_IN;
 	return CKR_OK;
 }
 
-static const CK_FLAGS call_flag[P11MUX_CALL_COUNT] = {
-        [P11MUX_CALL_SIGN] = CKF_SIGN,       [P11MUX_CALL_VERIFY] = CKF_VERIFY,
-        [P11MUX_CALL_ENCRYPT] = CKF_ENCRYPT, [P11MUX_CALL_DECRYPT] = CKF_DECRYPT,
-        [P11MUX_CALL_DIGEST] = CKF_DIGEST,
-};
+static const struct rpc_handler handlers[P11MUX_CALL_COUNT];
 
-int
-rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *buf)
+/* SIGN, VERIFY, ENCRYPT, DECRYPT, DIGEST: checked, then run on a member. */
+static CK_RV
+run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
-	struct p11mux_msg m = {0};
-	struct p11mux_attrs attrs;
-	struct pool *p = NULL;
-	const struct pobject *o;
-	CK_MECHANISM *mech;
-	CK_ULONG slot, v1 = 0, v2 = 0, v3 = 0, key = 0;
-	const uint8_t *in = NULL, *sig = NULL;
-	size_t inlen = 0, siglen = 0, outlen = 0;
+	uint32_t call = reply->call->code;
+	const struct rpc_handler *h = &handlers[call];
+	const struct pobject *key = NULL;
 	uint8_t *out = NULL;
-	uint32_t call;
-	CK_RV rv = CKR_OK;
-	int r, replied = 0;
+	size_t outlen = 0;
+	CK_RV rv;
 
-	if ((r = p11mux_msg_read_request(&m, buf)) != 0)
-		goto bad;
-	call = m.call->code;
-	if (!c->hello && call != P11MUX_CALL_HELLO)
-		goto bad;
-
-	/* Decode the request completely before acting on it. */
-	switch (call) {
-	case P11MUX_CALL_HELLO:
-		if ((r = p11mux_msg_get_ulong(&m, &v1)) != 0 ||
-		    (r = p11mux_msg_get_ulong(&m, &v2)) != 0 ||
-		    (r = p11mux_msg_get_ulong(&m, &v3)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_GET_SLOTS:
-		break;
-	case P11MUX_CALL_LOGIN:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
-		    (r = p11mux_msg_get_ulong(&m, &v1)) != 0 ||
-		    (r = p11mux_msg_get_bytes(&m, &in, &inlen)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_LOGOUT:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_FIND:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
-		    (r = p11mux_msg_get_attrs(&m, &attrs)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_GET_OBJECT:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
-		    (r = p11mux_msg_get_ulong(&m, &key)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_SIGN:
-	case P11MUX_CALL_ENCRYPT:
-	case P11MUX_CALL_DECRYPT:
-	case P11MUX_CALL_VERIFY:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
-		    (r = p11mux_msg_get_mech(&m, &mech)) != 0 ||
-		    (r = p11mux_msg_get_ulong(&m, &key)) != 0 ||
-		    (r = p11mux_msg_get_bytes(&m, &in, &inlen)) != 0)
-			goto bad;
-		if (call == P11MUX_CALL_VERIFY &&
-		    (r = p11mux_msg_get_bytes(&m, &sig, &siglen)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_DIGEST:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
-		    (r = p11mux_msg_get_mech(&m, &mech)) != 0 ||
-		    (r = p11mux_msg_get_bytes(&m, &in, &inlen)) != 0)
-			goto bad;
-		break;
-	case P11MUX_CALL_RANDOM:
-		if ((r = p11mux_msg_get_ulong(&m, &slot)) != 0 ||
-		    (r = p11mux_msg_get_ulong(&m, &v1)) != 0)
-			goto bad;
-		break;
-	default:
-		goto bad;
+	if ((rv = check_mech(x->p, r->u.op.mech, h->mech_flag)) != CKR_OK)
+		return rv;
+	if (h->key_usage != 0) {
+		key = pool_object(x->p, r->u.op.key);
+		if ((rv = check_key(x, h, key)) != CKR_OK)
+			return rv;
 	}
-	if ((r = p11mux_msg_end(&m)) != 0)
-		goto bad;
-	if (call != P11MUX_CALL_HELLO && call != P11MUX_CALL_GET_SLOTS &&
-	    (p = daemon_pool(d, slot)) == NULL) {
-		rv = CKR_SLOT_ID_INVALID;
-		goto reply;
-	}
-
-	switch (call) {
-	case P11MUX_CALL_HELLO:
-		if (v1 != P11MUX_PROTO_MAGIC)
-			goto bad;
-		if (v2 > P11MUX_PROTO_VERSION || v3 < P11MUX_PROTO_VERSION) {
-			log_warn("client pid %ld speaks protocol versions %lu..%lu, not %u",
-			         (long)c->pid, v2, v3, P11MUX_PROTO_VERSION);
-			rv = CKR_FUNCTION_FAILED;
-			break;
-		}
-		c->hello = 1;
-		if (p11mux_msg_begin_reply(&m, buf, call, CKR_OK) != 0 ||
-		    p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION) != 0 ||
-		    p11mux_msg_put_bytes(&m, "p11muxd " P11MUX_VERSION,
-		                         strlen("p11muxd " P11MUX_VERSION)) != 0)
-			rv = CKR_HOST_MEMORY;
-		else
-			replied = 1;
-		break;
-	case P11MUX_CALL_GET_SLOTS:
-		if ((rv = rpc_get_slots(d, &m, buf)) == CKR_OK)
-			replied = 1;
-		break;
-	case P11MUX_CALL_LOGIN:
-		rv = rpc_login(d, c, p, v1, in, inlen);
-		break;
-	case P11MUX_CALL_LOGOUT:
-		rv = c->logged_in[p->index] ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
-		c->logged_in[p->index] = 0;
-		break;
-	case P11MUX_CALL_FIND:
-		if ((rv = rpc_find(c, p, &attrs, &m, buf)) == CKR_OK)
-			replied = 1;
-		break;
-	case P11MUX_CALL_GET_OBJECT:
-		o = pool_object(p, key);
-		if (!visible(c, p, o)) {
-			rv = CKR_OBJECT_HANDLE_INVALID;
-			break;
-		}
-		if (p11mux_msg_begin_reply(&m, buf, call, CKR_OK) != 0 ||
-		    p11mux_msg_put_attrs(&m, o->attrs, o->status, o->n) != 0)
-			rv = CKR_HOST_MEMORY;
-		else
-			replied = 1;
-		break;
-	case P11MUX_CALL_SIGN:
-	case P11MUX_CALL_VERIFY:
-	case P11MUX_CALL_ENCRYPT:
-	case P11MUX_CALL_DECRYPT:
-	case P11MUX_CALL_DIGEST:
-		if ((rv = check_mech(p, mech, call_flag[call])) != CKR_OK)
-			break;
-		o = NULL;
-		if (call != P11MUX_CALL_DIGEST) {
-			o = pool_object(p, key);
-			if ((rv = check_key(c, p, o, call)) != CKR_OK)
-				break;
-		}
-		rv = pool_crypto(p, call, mech, o, in, inlen, sig, siglen, &out, &outlen);
-		if (rv != CKR_OK)
-			break;
-		if (p11mux_msg_begin_reply(&m, buf, call, CKR_OK) != 0 ||
-		    (call != P11MUX_CALL_VERIFY && p11mux_msg_put_bytes(&m, out, outlen) != 0))
-			rv = CKR_HOST_MEMORY;
-		else
-			replied = 1;
-		break;
-	case P11MUX_CALL_RANDOM:
-		if (v1 > 65536) {
-			rv = CKR_ARGUMENTS_BAD;
-			break;
-		}
-		if ((out = malloc(v1 ? v1 : 1)) == NULL) {
-			rv = CKR_HOST_MEMORY;
-			break;
-		}
-		if ((rv = pool_random(p, out, v1)) != CKR_OK)
-			break;
-		if (p11mux_msg_begin_reply(&m, buf, call, CKR_OK) != 0 ||
-		    p11mux_msg_put_bytes(&m, out, v1) != 0)
-			rv = CKR_HOST_MEMORY;
-		else
-			replied = 1;
-		break;
-	}
-reply:
+	rv = pool_crypto(x->p, call, r->u.op.mech, key, r->u.op.in, r->u.op.inlen, r->u.op.sig,
+	                 r->u.op.siglen, &out, &outlen);
+	if (rv == CKR_OK && call != P11MUX_CALL_VERIFY)
+		p11mux_msg_put_bytes(reply, out, outlen);
 	if (out != NULL) {
 		explicit_bzero(out, outlen);
 		free(out);
-		out = NULL;
 	}
-	/* Calls whose reply has no fields (LOGIN, LOGOUT, VERIFY) and every failure are answered
-	 * here. Decoded fields pointed into buf; they are not needed any more. */
-	if ((!replied || rv != CKR_OK) && p11mux_msg_begin_reply(&m, buf, call, rv) != 0)
-		goto bad;
-	r = p11mux_msg_end(&m);
-	p11mux_msg_clear(&m);
-	if (r != 0) {
-		log_error("reply to %s could not be encoded: %s", p11mux_calls[call].name,
-		          p11mux_strerror(r));
-		return BAD_REQUEST;
-	}
-	return 0;
-bad:
+	return rv;
+}
+
+static CK_RV
+run_random(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	CK_ULONG len = r->u.random_len;
+	uint8_t *out;
+	CK_RV rv;
+
+	if (len > 65536)
+		return CKR_ARGUMENTS_BAD;
+	if ((out = malloc(len ? len : 1)) == NULL)
+		return CKR_HOST_MEMORY;
+	if ((rv = pool_random(x->p, out, len)) == CKR_OK)
+		p11mux_msg_put_bytes(reply, out, len);
+	explicit_bzero(out, len);
+	free(out);
+	return rv;
+}
+
+/* Indexed by call code, as p11mux_calls[] is. */
+static const struct rpc_handler handlers[P11MUX_CALL_COUNT] = {
+        [P11MUX_CALL_HELLO] = {dec_hello, run_hello, 0, 0, 0, 0},
+        [P11MUX_CALL_GET_SLOTS] = {dec_none, run_get_slots, 0, 0, 0, 0},
+        [P11MUX_CALL_LOGIN] = {dec_login, run_login, 1, 0, 0, 0},
+        [P11MUX_CALL_LOGOUT] = {dec_none, run_logout, 1, 0, 0, 0},
+        [P11MUX_CALL_FIND] = {dec_find, run_find, 1, 0, 0, 0},
+        [P11MUX_CALL_GET_OBJECT] = {dec_object, run_get_object, 1, 0, 0, 0},
+        [P11MUX_CALL_SIGN] = {dec_op, run_op, 1, CKF_SIGN, CKA_SIGN, CKO_PRIVATE_KEY},
+        [P11MUX_CALL_VERIFY] = {dec_op, run_op, 1, CKF_VERIFY, CKA_VERIFY, CKO_PUBLIC_KEY},
+        [P11MUX_CALL_ENCRYPT] = {dec_op, run_op, 1, CKF_ENCRYPT, CKA_ENCRYPT, CKO_PUBLIC_KEY},
+        [P11MUX_CALL_DECRYPT] = {dec_op, run_op, 1, CKF_DECRYPT, CKA_DECRYPT, CKO_PRIVATE_KEY},
+        [P11MUX_CALL_DIGEST] = {dec_op, run_op, 1, CKF_DIGEST, 0, 0},
+        [P11MUX_CALL_RANDOM] = {dec_random, run_random, 1, 0, 0, 0},
+};
+
+/* Closes the connection of a client that does not speak the protocol. */
+static int
+bad_request(const struct client *c, int r)
+{
 	log_warn("client pid %ld uid %lu sent a malformed request (%s); connection closed",
 	         (long)c->pid, (unsigned long)c->uid,
 	         p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
-	free(out);
-	p11mux_msg_clear(&m);
-	return BAD_REQUEST;
+	return -1;
+}
+
+int
+rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *in, struct p11mux_buf *out)
+{
+	struct rpc_ctx x = {d, c, NULL};
+	struct p11mux_msg req = {0}, reply = {0};
+	const struct rpc_handler *h;
+	struct rpc_req r;
+	uint32_t call;
+	CK_RV rv;
+	int e;
+
+	memset(&r, 0, sizeof(r));
+	if ((e = p11mux_msg_read_request(&req, in)) != 0)
+		goto bad;
+	call = req.call->code;
+	h = &handlers[call];
+	/* Decode the request completely, and check it once, before acting on it. */
+	if (h->on_pool)
+		p11mux_msg_get_ulong(&req, &r.slot);
+	h->decode(&req, &r);
+	if ((e = p11mux_msg_end(&req)) != 0 || (!c->hello && call != P11MUX_CALL_HELLO) ||
+	    (call == P11MUX_CALL_HELLO && r.u.hello.magic != P11MUX_PROTO_MAGIC))
+		goto bad;
+	p11mux_msg_begin_reply(&reply, out, call, CKR_OK);
+	if (h->on_pool && (x.p = daemon_pool(d, r.slot)) == NULL)
+		rv = CKR_SLOT_ID_INVALID;
+	else
+		rv = h->run(&x, &r, &reply);
+	/* A failure has no reply fields: whatever was put is dropped. */
+	if (rv != CKR_OK)
+		p11mux_msg_begin_reply(&reply, out, call, rv);
+	p11mux_msg_clear(&req);
+	if ((e = p11mux_msg_end(&reply)) != 0) {
+		log_error("reply to %s could not be encoded: %s", p11mux_calls[call].name,
+		          p11mux_strerror(e));
+		p11mux_msg_clear(&reply);
+		return -1;
+	}
+	p11mux_msg_clear(&reply);
+	return 0;
+bad:
+	p11mux_msg_clear(&req);
+	return bad_request(c, e);
 }

@@ -3,6 +3,7 @@
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
+#include "thread.h"
 #include "proto.h"
 #include "transport.h"
 
@@ -105,37 +106,42 @@ server_listen(struct daemon *d)
 	return 0;
 }
 
-/* Whether the peer may use the daemon: root, the daemon's own user, or a user or group of
- * allowed_users / allowed_groups (supplementary groups count). */
-static int
-peer_allowed(const struct daemon *d, uid_t uid, gid_t gid)
+int
+peer_listed(uid_t uid, gid_t gid, const uid_t *uids, size_t nuids, const gid_t *gids, size_t ngids)
 {
-	const struct config *c = d->cfg;
 	struct passwd pw, *res = NULL;
 	gid_t groups[256];
 	int ngroups = 256, i;
-	char pwbuf[4096];
+	char buf[4096];
 	size_t k;
 
-	if (uid == 0 || uid == geteuid())
-		return 1;
-	for (k = 0; k < c->nallowed_uids; k++)
-		if (c->allowed_uids[k] == uid)
+	for (k = 0; k < nuids; k++)
+		if (uids[k] == uid)
 			return 1;
-	if (c->nallowed_gids == 0)
-		return 0;
-	for (k = 0; k < c->nallowed_gids; k++)
-		if (c->allowed_gids[k] == gid)
+	for (k = 0; k < ngids; k++)
+		if (gids[k] == gid)
 			return 1;
-	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0 || res == NULL)
+	if (ngids == 0 || getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
 		return 0;
 	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ngroups) < 0)
 		ngroups = 256;
 	for (i = 0; i < ngroups; i++)
-		for (k = 0; k < c->nallowed_gids; k++)
-			if (c->allowed_gids[k] == groups[i])
+		for (k = 0; k < ngids; k++)
+			if (gids[k] == groups[i])
 				return 1;
 	return 0;
+}
+
+/* Whether the peer may use the daemon: root, the daemon's own user, or a user or group of
+ * allowed_users / allowed_groups. */
+static int
+peer_allowed(const struct daemon *d, uid_t uid, gid_t gid)
+{
+	const struct config *c = d->cfg;
+
+	return uid == 0 || uid == geteuid() ||
+	       peer_listed(uid, gid, c->allowed_uids, c->nallowed_uids, c->allowed_gids,
+	                   c->nallowed_gids);
 }
 
 static void *
@@ -143,13 +149,13 @@ client_main(void *arg)
 {
 	struct client *c = arg;
 	struct daemon *d = c->d;
-	struct p11mux_buf *buf;
+	struct p11mux_buf *in, *out;
 	int r;
 
-	if ((buf = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) == NULL)
-		goto out;
-	for (;;) {
-		r = p11mux_frame_recv(c->fd, buf, P11MUX_FRAME_MAX);
+	in = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
+	out = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
+	while (in != NULL && out != NULL) {
+		r = p11mux_frame_recv(c->fd, in, P11MUX_FRAME_MAX);
 		if (r == P11MUX_ERR_CLOSED)
 			break;
 		if (r != 0) {
@@ -157,19 +163,20 @@ client_main(void *arg)
 			         (unsigned long)c->uid, p11mux_strerror(r));
 			break;
 		}
-		if (rpc_handle(d, c, buf) != 0)
+		if (rpc_handle(d, c, in, out) != 0)
 			break;
-		if (p11mux_frame_send(c->fd, buf) != 0)
+		p11mux_buf_reset(in); /* wipes what the request carried (a PIN, plaintext) */
+		if (p11mux_frame_send(c->fd, out) != 0)
 			break;
 	}
-out:
-	p11mux_buf_free(buf);
+	p11mux_buf_free(in);
+	p11mux_buf_free(out);
 	/* The peer sees the end of the stream now; the descriptor itself stays open until the
 	 * thread is joined, so that the stop path never shuts down a number that was reused. */
 	shutdown(c->fd, SHUT_RDWR);
-	pthread_mutex_lock(&d->lock);
+	p11mux_lock(&d->lock);
 	c->finished = 1;
-	pthread_mutex_unlock(&d->lock);
+	p11mux_unlock(&d->lock);
 	return NULL;
 }
 
@@ -225,10 +232,10 @@ accept_one(struct daemon *d)
 		close(fd);
 		return;
 	}
-	pthread_mutex_lock(&d->lock);
+	p11mux_lock(&d->lock);
 	reap_locked(d);
 	if (d->nclients >= DAEMON_MAX_CLIENTS) {
-		pthread_mutex_unlock(&d->lock);
+		p11mux_unlock(&d->lock);
 		log_warn("refused a connection from pid %ld: %d connections open", (long)cred.pid,
 		         DAEMON_MAX_CLIENTS);
 		close(fd);
@@ -236,7 +243,7 @@ accept_one(struct daemon *d)
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
 	    (c->logged_in = calloc(d->npools + 1, 1)) == NULL) {
-		pthread_mutex_unlock(&d->lock);
+		p11mux_unlock(&d->lock);
 		free(c);
 		close(fd);
 		return;
@@ -249,7 +256,7 @@ accept_one(struct daemon *d)
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
 	if (pthread_create(&c->thread, &attr, client_main, c) != 0) {
-		pthread_mutex_unlock(&d->lock);
+		p11mux_unlock(&d->lock);
 		pthread_attr_destroy(&attr);
 		log_warn("cannot start a thread for pid %ld", (long)cred.pid);
 		client_free(c);
@@ -259,7 +266,7 @@ accept_one(struct daemon *d)
 	c->next = d->clients;
 	d->clients = c;
 	d->nclients++;
-	pthread_mutex_unlock(&d->lock);
+	p11mux_unlock(&d->lock);
 	log_debug("client pid %ld uid %lu connected", (long)cred.pid, (unsigned long)cred.uid);
 }
 
@@ -298,10 +305,10 @@ server_run(struct daemon *d)
 	d->listen_fd = -1;
 	unlink(d->cfg->socket);
 	/* Wake every client thread out of its read, then wait for all of them. */
-	pthread_mutex_lock(&d->lock);
+	p11mux_lock(&d->lock);
 	for (c = d->clients; c != NULL; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);
-	pthread_mutex_unlock(&d->lock);
+	p11mux_unlock(&d->lock);
 	while ((c = d->clients) != NULL) {
 		d->clients = c->next;
 		pthread_join(c->thread, NULL);

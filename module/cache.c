@@ -40,41 +40,40 @@ slot_set_locked(struct slot *dst, const struct p11mux_slot *src)
 	return 0;
 }
 
+/* Merges the daemon's slot list into the cache. */
+static CK_RV
+get_slots(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	struct p11mux_slot *s;
+	size_t n = 0, i;
+	CK_RV rv = CKR_OK;
+	int idx;
+
+	(void)c;
+	(void)arg;
+	if (p11mux_msg_get_slots(m, &s, &n) != 0 || p11mux_msg_end(m) != 0)
+		return CKR_DEVICE_ERROR;
+	shim_lock();
+	for (i = 0; i < n; i++) {
+		if ((idx = cache_slot_index_locked(s[i].id)) < 0) {
+			/* Slots only ever come, never go: applications such as NSS keep slot IDs
+			 * for the life of the process. */
+			if (shim.nslots == SHIM_MAX_SLOTS)
+				continue;
+			idx = (int)shim.nslots++;
+		}
+		if (slot_set_locked(&shim.slots[idx], &s[i]) != 0)
+			rv = CKR_HOST_MEMORY;
+	}
+	shim.have_slots = 1;
+	shim_unlock();
+	return rv;
+}
+
 CK_RV
 cache_refresh_slots(void)
 {
-	struct p11mux_msg m = {0};
-	struct p11mux_slot *s;
-	struct conn *c;
-	size_t n, i;
-	int idx;
-	CK_RV rv;
-
-	if ((c = conn_get(&rv)) == NULL)
-		return rv;
-	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_GET_SLOTS);
-	rv = conn_transact(&c, &m);
-	if (rv == CKR_OK && (p11mux_msg_get_slots(&m, &s, &n) != 0 || p11mux_msg_end(&m) != 0))
-		rv = CKR_DEVICE_ERROR;
-	if (rv == CKR_OK) {
-		shim_lock();
-		for (i = 0; i < n; i++) {
-			if ((idx = cache_slot_index_locked(s[i].id)) < 0) {
-				/* Slots only ever come, never go: applications such as NSS keep
-				 * slot IDs for the life of the process. */
-				if (shim.nslots == SHIM_MAX_SLOTS)
-					continue;
-				idx = (int)shim.nslots++;
-			}
-			if (slot_set_locked(&shim.slots[idx], &s[i]) != 0)
-				rv = CKR_HOST_MEMORY;
-		}
-		shim.have_slots = 1;
-		shim_unlock();
-	}
-	p11mux_msg_clear(&m);
-	conn_put(c);
-	return rv;
+	return shim_call(P11MUX_CALL_GET_SLOTS, NULL, get_slots, NULL);
 }
 
 CK_RV
@@ -173,13 +172,40 @@ object_ulong(const struct object *o, CK_ATTRIBUTE_TYPE type, CK_ULONG dflt)
 	return v;
 }
 
+/* A GET_OBJECT request and what its reply made. */
+struct object_call {
+	CK_SLOT_ID slot;
+	CK_OBJECT_HANDLE handle;
+	struct object *made;
+};
+
+static void
+put_object(struct p11mux_msg *m, void *arg)
+{
+	const struct object_call *oc = arg;
+
+	p11mux_msg_put_ulong(m, oc->slot);
+	p11mux_msg_put_ulong(m, oc->handle);
+}
+
+static CK_RV
+get_object(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	struct object_call *oc = arg;
+	struct p11mux_attrs attrs;
+
+	(void)c;
+	if (p11mux_msg_get_attrs(m, &attrs) != 0 || p11mux_msg_end(m) != 0)
+		return CKR_DEVICE_ERROR;
+	oc->made = object_make(oc->slot, attrs.attrs, attrs.status, attrs.n);
+	return oc->made != NULL ? CKR_OK : CKR_HOST_MEMORY;
+}
+
 CK_RV
 cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out)
 {
-	struct p11mux_msg m = {0};
-	struct p11mux_attrs attrs;
+	struct object_call oc = {slot, h, NULL};
 	struct object *o, *copy = NULL;
-	struct conn *c;
 	CK_RV rv;
 
 	shim_lock();
@@ -194,33 +220,21 @@ cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out)
 	if (o != NULL)
 		return CKR_OBJECT_HANDLE_INVALID;
 
-	if ((c = conn_get(&rv)) == NULL)
+	if ((rv = shim_call(P11MUX_CALL_GET_OBJECT, put_object, get_object, &oc)) != CKR_OK) {
+		object_free(oc.made);
 		return rv;
-	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_GET_OBJECT);
-	p11mux_msg_put_ulong(&m, slot);
-	p11mux_msg_put_ulong(&m, h);
-	rv = conn_transact(&c, &m);
-	if (rv == CKR_OK && (p11mux_msg_get_attrs(&m, &attrs) != 0 || p11mux_msg_end(&m) != 0))
-		rv = CKR_DEVICE_ERROR;
-	if (rv == CKR_OK) {
-		o = object_make(slot, attrs.attrs, attrs.status, attrs.n);
-		copy = o != NULL ? object_dup(o) : NULL;
-		if (o == NULL || copy == NULL) {
-			object_free(o);
-			object_free(copy);
-			rv = CKR_HOST_MEMORY;
-		} else {
-			shim_lock();
-			object_free(p11mux_hmap_remove(shim.objects, h));
-			if (p11mux_hmap_put(shim.objects, h, o) != 0)
-				object_free(o);
-			shim_unlock();
-			*out = copy;
-		}
 	}
-	p11mux_msg_clear(&m);
-	conn_put(c);
-	return rv;
+	if ((copy = object_dup(oc.made)) == NULL) {
+		object_free(oc.made);
+		return CKR_HOST_MEMORY;
+	}
+	shim_lock();
+	object_free(p11mux_hmap_remove(shim.objects, h));
+	if (p11mux_hmap_put(shim.objects, h, oc.made) != 0)
+		object_free(oc.made);
+	shim_unlock();
+	*out = copy;
+	return CKR_OK;
 }
 
 static void

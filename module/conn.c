@@ -40,6 +40,20 @@ unlink_all_locked(struct conn *c)
 #define BROKEN        1 /* the connection is unusable */
 #define BROKEN_RESEND 2 /* ... and the request is still in the buffer, no reply byte came */
 
+/* The CK_RV for a request that could not be encoded. */
+static CK_RV
+encode_rv(int r)
+{
+	switch (r) {
+	case P11MUX_ERR_NOMEM:
+		return CKR_HOST_MEMORY;
+	case P11MUX_ERR_TOO_BIG:
+		return CKR_DATA_LEN_RANGE;
+	default:
+		return CKR_GENERAL_ERROR;
+	}
+}
+
 /* One request and its reply on c, without retry. *broken is 0, BROKEN or BROKEN_RESEND. */
 static CK_RV
 roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
@@ -49,9 +63,10 @@ roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
 	int r;
 
 	*broken = 0;
+	/* Every field was put without a check: a message that lost one is never sent. */
 	if ((r = p11mux_msg_end(m)) != 0) {
 		shim_debug("encoding %s failed: %s", m->call->name, p11mux_strerror(r));
-		return CKR_GENERAL_ERROR;
+		return encode_rv(r);
 	}
 	if ((r = p11mux_frame_send(c->fd, c->buf)) != 0 ||
 	    (r = p11mux_frame_recv(c->fd, c->buf, P11MUX_FRAME_MAX)) != 0) {
@@ -70,20 +85,65 @@ roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
 	return rv;
 }
 
+/* Reads the reply's fields with get (when the call succeeded) and checks that the reply was
+ * whole; a reply the shim cannot read is the daemon's fault: CKR_DEVICE_ERROR. */
+static CK_RV
+read_reply(struct p11mux_msg *m, CK_RV rv, struct conn *c, shim_get_fn get, void *arg)
+{
+	if (rv == CKR_OK && get != NULL)
+		rv = get(m, c, arg);
+	if (rv == CKR_OK && p11mux_msg_end(m) != 0) {
+		shim_debug("malformed reply to %s", m->call->name);
+		rv = CKR_DEVICE_ERROR;
+	}
+	return rv;
+}
+
+/* One call on connection c, without retry (the handshake and the login replay). */
+static CK_RV
+conn_call(struct conn *c, uint32_t call, shim_put_fn put, shim_get_fn get, void *arg, int *broken)
+{
+	struct p11mux_msg m = {0};
+	CK_RV rv;
+
+	p11mux_msg_begin_request(&m, c->buf, call);
+	if (put != NULL)
+		put(&m, arg);
+	rv = roundtrip(c, &m, broken);
+	if (!*broken)
+		rv = read_reply(&m, rv, c, get, arg);
+	p11mux_msg_clear(&m);
+	return rv;
+}
+
+/* A login (or logout) to replay on a connection. */
+struct replay {
+	CK_SLOT_ID id;
+	int want;
+	char pin[SHIM_MAX_PIN];
+	size_t pinlen;
+};
+
+static void
+put_replay(struct p11mux_msg *m, void *arg)
+{
+	const struct replay *t = arg;
+
+	p11mux_msg_put_ulong(m, t->id);
+	if (t->want) {
+		p11mux_msg_put_ulong(m, CKU_USER);
+		p11mux_msg_put_bytes(m, t->pin, t->pinlen);
+	}
+}
+
 /* Logs c in to (or out of) every slot as the application currently is. */
 static CK_RV
 reconcile(struct conn *c)
 {
-	struct {
-		CK_SLOT_ID id;
-		int want;
-		char pin[SHIM_MAX_PIN];
-		size_t pinlen;
-	} todo[SHIM_MAX_SLOTS];
-	struct p11mux_msg m = {0};
+	struct replay todo[SHIM_MAX_SLOTS];
 	size_t i, n = 0;
 	uint64_t gen;
-	int broken;
+	int broken = 0, idx;
 	CK_RV rv = CKR_OK;
 
 	shim_lock();
@@ -99,27 +159,15 @@ reconcile(struct conn *c)
 		n++;
 	}
 	shim_unlock();
-	for (i = 0; i < n && rv == CKR_OK; i++) {
-		if (todo[i].want) {
-			p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_LOGIN);
-			p11mux_msg_put_ulong(&m, todo[i].id);
-			p11mux_msg_put_ulong(&m, CKU_USER);
-			p11mux_msg_put_bytes(&m, todo[i].pin, todo[i].pinlen);
-		} else {
-			p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_LOGOUT);
-			p11mux_msg_put_ulong(&m, todo[i].id);
-		}
-		rv = roundtrip(c, &m, &broken);
-		p11mux_msg_clear(&m);
-		if (broken)
-			break;
+	for (i = 0; i < n && rv == CKR_OK && !broken; i++) {
+		rv = conn_call(c, todo[i].want ? P11MUX_CALL_LOGIN : P11MUX_CALL_LOGOUT, put_replay,
+		               NULL, &todo[i], &broken);
 		/* A refused replay (the daemon's PIN changed) leaves the connection logged
 		 * out; the operation then fails with CKR_USER_NOT_LOGGED_IN. */
-		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN ||
-		    rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_PIN_INCORRECT) {
+		if (!broken && (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN ||
+		                rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_PIN_INCORRECT)) {
 			shim_lock();
-			int idx = cache_slot_index_locked(todo[i].id);
-			if (idx >= 0)
+			if ((idx = cache_slot_index_locked(todo[i].id)) >= 0)
 				c->logged_in[idx] =
 				        (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
 				                ? todo[i].want
@@ -129,9 +177,33 @@ reconcile(struct conn *c)
 		}
 	}
 	explicit_bzero(todo, sizeof(todo));
-	if (rv == CKR_OK)
+	if (rv == CKR_OK && !broken)
 		c->auth_gen = gen;
-	return rv;
+	return broken ? CKR_DEVICE_ERROR : rv;
+}
+
+static void
+put_hello(struct p11mux_msg *m, void *arg)
+{
+	(void)arg;
+	p11mux_msg_put_ulong(m, P11MUX_PROTO_MAGIC);
+	p11mux_msg_put_ulong(m, P11MUX_PROTO_VERSION);
+	p11mux_msg_put_ulong(m, P11MUX_PROTO_VERSION);
+}
+
+static CK_RV
+get_hello(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	CK_ULONG version = 0;
+	const uint8_t *name;
+	size_t namelen;
+
+	(void)c;
+	(void)arg;
+	p11mux_msg_get_ulong(m, &version);
+	p11mux_msg_get_bytes(m, &name, &namelen);
+	return p11mux_msg_end(m) == 0 && version == P11MUX_PROTO_VERSION ? CKR_OK
+	                                                                 : CKR_DEVICE_ERROR;
 }
 
 /* Connects and shakes hands once. CKR_OK; CKR_DEVICE_ERROR with *retry set when the daemon
@@ -139,11 +211,7 @@ reconcile(struct conn *c)
 static CK_RV
 open_once(struct conn *c, const char *path, int *retry)
 {
-	struct p11mux_msg m = {0};
-	CK_ULONG version;
-	const uint8_t *name;
-	size_t namelen;
-	int broken;
+	int broken = 0;
 	CK_RV rv;
 
 	*retry = 0;
@@ -152,17 +220,7 @@ open_once(struct conn *c, const char *path, int *retry)
 		shim_debug("cannot connect to %s: %s", path, strerror(errno));
 		return CKR_DEVICE_ERROR;
 	}
-	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_HELLO);
-	p11mux_msg_put_ulong(&m, P11MUX_PROTO_MAGIC);
-	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
-	p11mux_msg_put_ulong(&m, P11MUX_PROTO_VERSION);
-	rv = roundtrip(c, &m, &broken);
-	if (rv == CKR_OK && (p11mux_msg_get_ulong(&m, &version) != 0 ||
-	                     p11mux_msg_get_bytes(&m, &name, &namelen) != 0 ||
-	                     p11mux_msg_end(&m) != 0 || version != P11MUX_PROTO_VERSION))
-		rv = CKR_DEVICE_ERROR;
-	p11mux_msg_clear(&m);
-	if (rv != CKR_OK) {
+	if ((rv = conn_call(c, P11MUX_CALL_HELLO, put_hello, get_hello, NULL, &broken)) != CKR_OK) {
 		/* A connection reset during the handshake: a daemon that was dying when we
 		 * connected. Its successor may be a moment away. */
 		*retry = broken == BROKEN_RESEND;
@@ -310,7 +368,11 @@ conn_close_all_locked(int inherited)
 	shim.nidle = 0;
 }
 
-CK_RV
+/* Sends the request in m (begun on c->buf) and reads the reply into m. On a broken
+ * connection from the pool, retries once on a fresh one (*c may change). Returns the
+ * daemon's CK_RV, or CKR_DEVICE_ERROR when the daemon cannot be reached; then the connection
+ * is gone and *c is NULL. */
+static CK_RV
 conn_transact(struct conn **cp, struct p11mux_msg *m)
 {
 	struct conn *c = *cp, *fresh;
@@ -347,5 +409,25 @@ conn_transact(struct conn **cp, struct p11mux_msg *m)
 		return CKR_DEVICE_ERROR;
 	}
 	*cp = fresh;
+	return rv;
+}
+
+CK_RV
+shim_call(uint32_t call, shim_put_fn put, shim_get_fn get, void *arg)
+{
+	struct p11mux_msg m = {0};
+	struct conn *c;
+	CK_RV rv;
+
+	if ((c = conn_get(&rv)) == NULL)
+		return rv;
+	p11mux_msg_begin_request(&m, c->buf, call);
+	if (put != NULL)
+		put(&m, arg);
+	rv = conn_transact(&c, &m);
+	if (c != NULL)
+		rv = read_reply(&m, rv, c, get, arg);
+	p11mux_msg_clear(&m);
+	conn_put(c);
 	return rv;
 }

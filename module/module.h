@@ -113,6 +113,23 @@ void shim_refused(const char *func, CK_RV rv, const char *why);
 
 /* --- connections (conn.c) --- */
 
+/* Puts a request's fields (after the call code). Errors are sticky in m: no check needed. */
+typedef void (*shim_put_fn)(struct p11mux_msg *m, void *arg);
+/* Reads a successful reply's fields from m, copying what it keeps (the message is cleared
+ * after it returns); c is the connection the call went over. Returns CKR_OK, or the CK_RV
+ * the call should fail with (CKR_DEVICE_ERROR for a reply that does not decode). */
+typedef CK_RV (*shim_get_fn)(struct p11mux_msg *m, struct conn *c, void *arg);
+
+/*
+ * One call to the daemon: takes a connection from the pool (or opens one: handshake, logins
+ * replayed), begins the request, lets put() add its fields (NULL: none), sends it, once more
+ * on a fresh connection when a pooled one turns out dead before any reply byte (every call
+ * is safe to repeat), and on CKR_OK lets get() read the reply (NULL: no fields). Returns the
+ * daemon's CK_RV or get()'s; CKR_DEVICE_ERROR when the daemon cannot be reached or its reply
+ * does not decode; CKR_HOST_MEMORY, CKR_DATA_LEN_RANGE or CKR_GENERAL_ERROR when the request
+ * could not be encoded.
+ */
+CK_RV shim_call(uint32_t call, shim_put_fn put, shim_get_fn get, void *arg);
 /* Takes an idle connection or opens one (handshake, logins replayed). NULL with *rv set. */
 struct conn *conn_get(CK_RV *rv);
 /* Returns a healthy connection to the idle pool; NULL is fine. */
@@ -124,11 +141,6 @@ void conn_close_idle_locked(void);
 /* Frees every connection of this process; with inherited set (after fork) only closes
  * the descriptors and leaks what another thread of the parent may have been using. */
 void conn_close_all_locked(int inherited);
-/* Sends the request in m (begun on c->buf) and reads the reply into m. On a broken
- * connection from the pool, retries once on a fresh one (*c may change). Returns the
- * daemon's CK_RV, or CKR_DEVICE_ERROR when the daemon cannot be reached; then the
- * connection is gone and *c is NULL. */
-CK_RV conn_transact(struct conn **c, struct p11mux_msg *m);
 
 /* --- slots and objects (cache.c) --- */
 

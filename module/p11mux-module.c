@@ -7,6 +7,7 @@
 #include "module.h"
 #include "err.h"
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -23,15 +24,13 @@ struct shim shim = {.lock = PTHREAD_MUTEX_INITIALIZER};
 void
 shim_lock(void)
 {
-	if (pthread_mutex_lock(&shim.lock) != 0)
-		abort();
+	p11mux_lock(&shim.lock);
 }
 
 void
 shim_unlock(void)
 {
-	if (pthread_mutex_unlock(&shim.lock) != 0)
-		abort();
+	p11mux_unlock(&shim.lock);
 }
 
 void
@@ -692,13 +691,71 @@ mux_SetOperationState(CK_SESSION_HANDLE h, CK_BYTE_PTR pState, CK_ULONG ulLen,
 	return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
+/* A LOGIN request. */
+struct login_call {
+	CK_SLOT_ID slot;
+	CK_USER_TYPE user;
+	const CK_UTF8CHAR *pin;
+	CK_ULONG len;
+};
+
+static void
+put_login(struct p11mux_msg *m, void *arg)
+{
+	const struct login_call *lc = arg;
+
+	p11mux_msg_put_ulong(m, lc->slot);
+	p11mux_msg_put_ulong(m, lc->user);
+	p11mux_msg_put_bytes(m, lc->pin, lc->len);
+}
+
+/* The daemon logged connection c in: the application is logged in, and the PIN is kept,
+ * locked in memory, to log in connections opened later (and after a daemon restart). */
+static CK_RV
+got_login(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	const struct login_call *lc = arg;
+	char *pin;
+	int idx;
+	CK_RV rv = CKR_OK;
+
+	(void)m;
+	if ((pin = calloc(1, SHIM_MAX_PIN)) != NULL) {
+		mlock(pin, SHIM_MAX_PIN);
+		memcpy(pin, lc->pin, lc->len);
+	}
+	shim_lock();
+	if ((idx = cache_slot_index_locked(lc->slot)) < 0) {
+		rv = CKR_SLOT_ID_INVALID;
+	} else {
+		/* Recorded whatever happens below: a connection logged in that the application
+		 * does not count as logged in is logged out before its next use. */
+		c->logged_in[idx] = 1;
+		if (shim.slots[idx].logged_in) {
+			rv = CKR_USER_ALREADY_LOGGED_IN;
+		} else if (pin == NULL) {
+			rv = CKR_HOST_MEMORY;
+		} else {
+			shim.slots[idx].pin = pin;
+			shim.slots[idx].pinlen = lc->len;
+			shim.slots[idx].logged_in = 1;
+			shim.auth_gen++;
+			pin = NULL;
+		}
+	}
+	shim_unlock();
+	if (pin != NULL) {
+		explicit_bzero(pin, SHIM_MAX_PIN);
+		munlock(pin, SHIM_MAX_PIN);
+		free(pin);
+	}
+	return rv;
+}
+
 static CK_RV
 mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
-	struct p11mux_msg m = {0};
-	struct conn *c;
-	CK_SLOT_ID slot;
-	char *pin;
+	struct login_call lc = {0, userType, pPin, ulPinLen};
 	int idx;
 	CK_RV rv;
 
@@ -708,7 +765,7 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 		shim_unlock();
 		return CKR_SESSION_HANDLE_INVALID;
 	}
-	slot = shim.slots[idx].info.id;
+	lc.slot = shim.slots[idx].info.id;
 	rv = shim.slots[idx].logged_in ? CKR_USER_ALREADY_LOGGED_IN : CKR_OK;
 	shim_unlock();
 	if (userType == CKU_CONTEXT_SPECIFIC)
@@ -721,46 +778,7 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 		return CKR_ARGUMENTS_BAD; /* no protected authentication path */
 	if (ulPinLen == 0 || ulPinLen > SHIM_MAX_PIN)
 		return CKR_PIN_LEN_RANGE;
-
-	if ((c = conn_get(&rv)) == NULL)
-		return rv;
-	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_LOGIN);
-	p11mux_msg_put_ulong(&m, slot);
-	p11mux_msg_put_ulong(&m, userType);
-	p11mux_msg_put_bytes(&m, pPin, ulPinLen);
-	rv = conn_transact(&c, &m);
-	if (rv == CKR_OK && p11mux_msg_end(&m) != 0)
-		rv = CKR_DEVICE_ERROR;
-	p11mux_msg_clear(&m);
-	if (rv == CKR_OK) {
-		/* Kept, locked in memory, to log in connections opened later (and after a
-		 * daemon restart). */
-		if ((pin = malloc(SHIM_MAX_PIN)) == NULL) {
-			conn_drop(c);
-			return CKR_HOST_MEMORY;
-		}
-		mlock(pin, SHIM_MAX_PIN);
-		memcpy(pin, pPin, ulPinLen);
-		shim_lock();
-		if ((idx = cache_slot_index_locked(slot)) >= 0 && !shim.slots[idx].logged_in) {
-			shim.slots[idx].pin = pin;
-			shim.slots[idx].pinlen = ulPinLen;
-			shim.slots[idx].logged_in = 1;
-			shim.auth_gen++;
-			c->logged_in[idx] = 1;
-			pin = NULL;
-		} else {
-			rv = CKR_USER_ALREADY_LOGGED_IN;
-		}
-		shim_unlock();
-		if (pin != NULL) {
-			explicit_bzero(pin, SHIM_MAX_PIN);
-			munlock(pin, SHIM_MAX_PIN);
-			free(pin);
-		}
-	}
-	conn_put(c);
-	return rv;
+	return shim_call(P11MUX_CALL_LOGIN, put_login, got_login, &lc);
 }
 
 static CK_RV
@@ -909,16 +927,46 @@ mux_SetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUT
 	return refuse_write(h, "C_SetAttributeValue");
 }
 
+/* A FIND request and the handles it found. */
+struct find_call {
+	CK_SLOT_ID slot;
+	const CK_ATTRIBUTE *tmpl;
+	CK_ULONG n;
+	CK_OBJECT_HANDLE *found;
+	size_t nfound;
+};
+
+static void
+put_find(struct p11mux_msg *m, void *arg)
+{
+	const struct find_call *fc = arg;
+
+	p11mux_msg_put_ulong(m, fc->slot);
+	p11mux_msg_put_attrs(m, fc->tmpl, NULL, fc->n);
+}
+
+static CK_RV
+get_find(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	struct find_call *fc = arg;
+	CK_ULONG *handles;
+	size_t n;
+
+	(void)c;
+	if (p11mux_msg_get_ulongs(m, &handles, &n) != 0 || p11mux_msg_end(m) != 0)
+		return CKR_DEVICE_ERROR;
+	if ((fc->found = calloc(n ? n : 1, sizeof(*fc->found))) == NULL)
+		return CKR_HOST_MEMORY;
+	memcpy(fc->found, handles, n * sizeof(*fc->found));
+	fc->nfound = n;
+	return CKR_OK;
+}
+
 static CK_RV
 mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
 {
-	struct p11mux_msg m = {0};
+	struct find_call fc = {0, pTemplate, ulCount, NULL, 0};
 	struct session *s;
-	struct conn *c;
-	CK_SLOT_ID slot;
-	CK_ULONG *handles;
-	CK_OBJECT_HANDLE *copy = NULL;
-	size_t n;
 	CK_RV rv;
 
 	ENTER();
@@ -930,34 +978,14 @@ mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ul
 		return CKR_SESSION_HANDLE_INVALID;
 	}
 	rv = s->finding ? CKR_OPERATION_ACTIVE : CKR_OK;
-	slot = s->slot;
+	fc.slot = s->slot;
 	shim_unlock();
 	if (rv != CKR_OK)
 		return rv;
-
-	if ((c = conn_get(&rv)) == NULL)
+	if ((rv = shim_call(P11MUX_CALL_FIND, put_find, get_find, &fc)) != CKR_OK) {
+		free(fc.found);
 		return rv;
-	p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_FIND);
-	p11mux_msg_put_ulong(&m, slot);
-	if (p11mux_msg_put_attrs(&m, pTemplate, NULL, ulCount) != 0) {
-		p11mux_msg_clear(&m);
-		conn_put(c);
-		return CKR_HOST_MEMORY;
 	}
-	rv = conn_transact(&c, &m);
-	if (rv == CKR_OK &&
-	    (p11mux_msg_get_ulongs(&m, &handles, &n) != 0 || p11mux_msg_end(&m) != 0))
-		rv = CKR_DEVICE_ERROR;
-	if (rv == CKR_OK) {
-		if ((copy = calloc(n ? n : 1, sizeof(*copy))) == NULL)
-			rv = CKR_HOST_MEMORY;
-		else
-			memcpy(copy, handles, n * sizeof(*copy));
-	}
-	p11mux_msg_clear(&m);
-	conn_put(c);
-	if (rv != CKR_OK)
-		return rv;
 	shim_lock();
 	if ((s = session_get_locked(h)) == NULL) {
 		rv = CKR_SESSION_HANDLE_INVALID;
@@ -965,13 +993,13 @@ mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ul
 		rv = CKR_OPERATION_ACTIVE;
 	} else {
 		s->finding = 1;
-		s->found = copy;
-		s->nfound = n;
+		s->found = fc.found;
+		s->nfound = fc.nfound;
 		s->foundpos = 0;
-		copy = NULL;
+		fc.found = NULL;
 	}
 	shim_unlock();
-	free(copy);
+	free(fc.found);
 	return rv;
 }
 
@@ -1139,105 +1167,144 @@ deliver_locked(struct op *op, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 	return CKR_OK;
 }
 
+/* An operation's request: a private copy of what the session's pending operation holds
+ * (another thread may close the session while the daemon works), and the result. */
+struct op_call {
+	enum op_kind kind;
+	CK_SLOT_ID slot;
+	struct op copy; /* mechanism, key and gathered data */
+	const void *data, *extra;
+	size_t len, extralen;
+	uint8_t *result;
+	size_t rlen;
+};
+
+static void
+put_op(struct p11mux_msg *m, void *arg)
+{
+	const struct op_call *oc = arg;
+
+	p11mux_msg_put_ulong(m, oc->slot);
+	p11mux_msg_put_mech(m, &oc->copy.mech);
+	if (oc->kind != OP_DIGEST)
+		p11mux_msg_put_ulong(m, oc->copy.key);
+	p11mux_msg_put_bytes(m, oc->data, oc->len);
+	if (oc->kind == OP_VERIFY)
+		p11mux_msg_put_bytes(m, oc->extra, oc->extralen);
+}
+
+static CK_RV
+get_op(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	struct op_call *oc = arg;
+	const uint8_t *res = NULL;
+	size_t len = 0;
+
+	(void)c;
+	if (oc->kind != OP_VERIFY)
+		p11mux_msg_get_bytes(m, &res, &len);
+	if (p11mux_msg_end(m) != 0)
+		return CKR_DEVICE_ERROR;
+	if (oc->kind == OP_VERIFY)
+		return CKR_OK;
+	if ((oc->result = malloc(len ? len : 1)) == NULL)
+		return CKR_HOST_MEMORY;
+	memcpy(oc->result, res, len);
+	oc->rlen = len;
+	return CKR_OK;
+}
+
+/* Takes what the request needs from the session's pending operation into oc. CKR_OK, or the
+ * answer to give at once (a result kept from a size query, or an error). Lock held. */
+static CK_RV
+op_take_locked(CK_SESSION_HANDLE h, struct op_call *oc, int accumulated, CK_BYTE_PTR out,
+               CK_ULONG_PTR outlen, int *answered)
+{
+	struct session *s;
+	struct op *op;
+
+	*answered = 1;
+	if ((s = session_get_locked(h)) == NULL)
+		return CKR_SESSION_HANDLE_INVALID;
+	op = &s->ops[oc->kind];
+	if (!op->active)
+		return CKR_OPERATION_NOT_INITIALIZED;
+	if (op->have_result)
+		return deliver_locked(op, out, outlen);
+	if (!accumulated && op->multipart) {
+		/* C_Sign after C_SignUpdate is not allowed. */
+		op_reset(op);
+		return CKR_OPERATION_ACTIVE;
+	}
+	*answered = 0;
+	oc->copy.key = op->key;
+	oc->slot = s->slot;
+	if (op_set_mech(&oc->copy, &op->mech) != CKR_OK ||
+	    (accumulated && op->len > 0 && op_append(&oc->copy, op->data, op->len) != CKR_OK)) {
+		op_reset(op);
+		return CKR_HOST_MEMORY;
+	}
+	return CKR_OK;
+}
+
+/* Ends the session's operation with the call's outcome, or keeps its result for the
+ * caller's buffer as deliver_locked() says. Lock held. */
+static CK_RV
+op_finish_locked(CK_SESSION_HANDLE h, struct op_call *oc, CK_RV rv, CK_BYTE_PTR out,
+                 CK_ULONG_PTR outlen)
+{
+	struct session *s;
+	struct op *op;
+
+	if ((s = session_get_locked(h)) == NULL)
+		return CKR_SESSION_HANDLE_INVALID;
+	op = &s->ops[oc->kind];
+	if (rv != CKR_OK || oc->kind == OP_VERIFY) {
+		op_reset(op);
+		return rv;
+	}
+	op->result = oc->result;
+	op->rlen = oc->rlen;
+	op->have_result = 1;
+	oc->result = NULL;
+	return deliver_locked(op, out, outlen);
+}
+
 /* Runs a pending operation on data (or on the gathered multi-part data when data is NULL
  * and accumulated is set). For VERIFY, extra is the signature. */
 static CK_RV
 op_run(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, size_t len, int accumulated,
        const void *extra, size_t extralen, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 {
-	struct p11mux_msg m = {0};
-	struct session *s;
-	struct op *op, copy = {0};
-	struct conn *c = NULL;
-	CK_SLOT_ID slot;
-	const uint8_t *res = NULL;
-	size_t reslen = 0;
-	CK_RV rv = CKR_OK;
+	struct op_call oc = {
+	        .kind = kind, .data = data, .len = len, .extra = extra, .extralen = extralen};
+	int answered;
+	CK_RV rv;
 
 	ENTER();
 	if (kind != OP_VERIFY && outlen == NULL)
 		return CKR_ARGUMENTS_BAD;
 	shim_lock();
-	if ((s = session_get_locked(h)) == NULL) {
-		shim_unlock();
-		return CKR_SESSION_HANDLE_INVALID;
-	}
-	op = &s->ops[kind];
-	if (!op->active) {
-		shim_unlock();
-		return CKR_OPERATION_NOT_INITIALIZED;
-	}
-	if (op->have_result) {
-		rv = deliver_locked(op, out, outlen);
-		shim_unlock();
+	rv = op_take_locked(h, &oc, accumulated, out, outlen, &answered);
+	shim_unlock();
+	if (answered || rv != CKR_OK) {
+		op_reset(&oc.copy);
 		return rv;
 	}
-	if (!accumulated && op->multipart) {
-		/* C_Sign after C_SignUpdate is not allowed. */
-		op_reset(op);
-		shim_unlock();
-		return CKR_OPERATION_ACTIVE;
-	}
-	/* Take a private copy of what the request needs: another thread may close the
-	 * session while we wait for the daemon. */
-	copy.key = op->key;
-	slot = s->slot;
-	if (op_set_mech(&copy, &op->mech) != CKR_OK ||
-	    (accumulated && op->len > 0 && op_append(&copy, op->data, op->len) != CKR_OK)) {
-		op_reset(op);
-		shim_unlock();
-		op_reset(&copy);
-		return CKR_HOST_MEMORY;
-	}
-	shim_unlock();
 	if (accumulated) {
-		data = copy.data;
-		len = copy.len;
+		oc.data = oc.copy.data;
+		oc.len = oc.copy.len;
 	}
-	if (len > P11MUX_DATA_MAX)
-		rv = CKR_DATA_LEN_RANGE;
-	else if ((c = conn_get(&rv)) != NULL) {
-		p11mux_msg_begin_request(&m, c->buf, op_call[kind]);
-		p11mux_msg_put_ulong(&m, slot);
-		p11mux_msg_put_mech(&m, &copy.mech);
-		if (kind != OP_DIGEST)
-			p11mux_msg_put_ulong(&m, copy.key);
-		p11mux_msg_put_bytes(&m, data, len);
-		if (kind == OP_VERIFY)
-			p11mux_msg_put_bytes(&m, extra, extralen);
-		if (p11mux_buf_error(c->buf) != 0)
-			rv = CKR_HOST_MEMORY;
-		else
-			rv = conn_transact(&c, &m);
-		if (rv == CKR_OK && kind != OP_VERIFY &&
-		    (p11mux_msg_get_bytes(&m, &res, &reslen) != 0 || p11mux_msg_end(&m) != 0))
-			rv = CKR_DEVICE_ERROR;
-		if (rv == CKR_OK && kind == OP_VERIFY && p11mux_msg_end(&m) != 0)
-			rv = CKR_DEVICE_ERROR;
-	}
-	op_reset(&copy);
-
+	rv = oc.len > P11MUX_DATA_MAX ? CKR_DATA_LEN_RANGE
+	                              : shim_call(op_call[kind], put_op, get_op, &oc);
 	shim_lock();
-	if ((s = session_get_locked(h)) == NULL) {
-		rv = CKR_SESSION_HANDLE_INVALID;
-	} else {
-		op = &s->ops[kind];
-		if (rv != CKR_OK || kind == OP_VERIFY) {
-			op_reset(op);
-		} else if ((op->result = malloc(reslen ? reslen : 1)) == NULL) {
-			op_reset(op);
-			rv = CKR_HOST_MEMORY;
-		} else {
-			memcpy(op->result, res, reslen);
-			op->rlen = reslen;
-			op->have_result = 1;
-			rv = deliver_locked(op, out, outlen);
-		}
-	}
+	rv = op_finish_locked(h, &oc, rv, out, outlen);
 	shim_unlock();
-	p11mux_msg_clear(&m);
-	if (c != NULL)
-		conn_put(c);
+	op_reset(&oc.copy);
+	if (oc.result != NULL) {
+		explicit_bzero(oc.result, oc.rlen);
+		free(oc.result);
+	}
 	return rv;
 }
 
@@ -1600,42 +1667,54 @@ mux_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen)
 	return CKR_RANDOM_SEED_NOT_SUPPORTED;
 }
 
+/* One RANDOM request: up to 65536 bytes, straight into the caller's buffer. */
+struct random_call {
+	CK_SLOT_ID slot;
+	CK_BYTE_PTR out;
+	size_t want;
+};
+
+static void
+put_random(struct p11mux_msg *m, void *arg)
+{
+	const struct random_call *rc = arg;
+
+	p11mux_msg_put_ulong(m, rc->slot);
+	p11mux_msg_put_ulong(m, rc->want);
+}
+
+static CK_RV
+get_random(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	const struct random_call *rc = arg;
+	const uint8_t *p;
+	size_t got;
+
+	(void)c;
+	if (p11mux_msg_get_bytes(m, &p, &got) != 0 || p11mux_msg_end(m) != 0 || got != rc->want)
+		return CKR_DEVICE_ERROR;
+	memcpy(rc->out, p, got);
+	return CKR_OK;
+}
+
 static CK_RV
 mux_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pRandom, CK_ULONG ulRandomLen)
 {
-	struct p11mux_msg m = {0};
-	struct conn *c;
-	CK_SLOT_ID slot;
-	const uint8_t *p;
-	size_t got, want;
-	CK_RV rv = CKR_OK;
+	struct random_call rc = {0, pRandom, 0};
+	CK_RV rv;
 
 	ENTER();
 	if (pRandom == NULL && ulRandomLen > 0)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = session_slot(h, &slot)) != CKR_OK)
-		return rv;
-	if (ulRandomLen == 0)
-		return CKR_OK;
-	if ((c = conn_get(&rv)) == NULL)
+	if ((rv = session_slot(h, &rc.slot)) != CKR_OK)
 		return rv;
 	while (ulRandomLen > 0 && rv == CKR_OK) {
-		want = ulRandomLen > 65536 ? 65536 : ulRandomLen;
-		p11mux_msg_begin_request(&m, c->buf, P11MUX_CALL_RANDOM);
-		p11mux_msg_put_ulong(&m, slot);
-		p11mux_msg_put_ulong(&m, want);
-		rv = conn_transact(&c, &m);
-		if (rv == CKR_OK && (p11mux_msg_get_bytes(&m, &p, &got) != 0 ||
-		                     p11mux_msg_end(&m) != 0 || got != want))
-			rv = CKR_DEVICE_ERROR;
-		if (rv == CKR_OK) {
-			memcpy(pRandom, p, got);
-			pRandom += got;
-			ulRandomLen -= got;
+		rc.want = ulRandomLen > 65536 ? 65536 : ulRandomLen;
+		if ((rv = shim_call(P11MUX_CALL_RANDOM, put_random, get_random, &rc)) == CKR_OK) {
+			rc.out += rc.want;
+			ulRandomLen -= rc.want;
 		}
-		p11mux_msg_clear(&m);
 	}
-	conn_put(c);
 	return rv;
 }
 

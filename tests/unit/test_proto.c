@@ -429,10 +429,11 @@ proto_reply_error_has_no_fields(void **state)
 			CK_RV rv = CKR_OK;
 
 			assert_int_equal(p11mux_msg_begin_reply(&m, b, c, REPLY_ERRORS[i]), 0);
-			/* No field may be added after an error. */
+			assert_int_equal(p11mux_msg_end(&m), 0);
+			/* No field may be added after an error (and trying fails the message). */
 			assert_int_equal(p11mux_msg_put_ulong(&m, 1), P11MUX_ERR_INVALID);
 			assert_int_equal(p11mux_msg_put_bytes(&m, "x", 1), P11MUX_ERR_INVALID);
-			assert_int_equal(p11mux_msg_end(&m), 0);
+			assert_int_equal(p11mux_msg_end(&m), P11MUX_ERR_INVALID);
 			/* u32 call + u64 rv, nothing else. */
 			assert_int_equal(p11mux_buf_len(b), 12);
 			in = buf_from(p11mux_buf_data(b), p11mux_buf_len(b));
@@ -676,8 +677,42 @@ get_letter(struct p11mux_msg *m, char letter)
 	}
 }
 
+/* Opens a message of call c for writing into enc, and one for reading a fresh copy of the
+ * clean encoding `full` (into *in, replacing the last one), and moves both past the first pos
+ * fields of want. */
+static void
+open_at(struct p11mux_msg *m, struct p11mux_msg *r, struct p11mux_buf *enc,
+        const struct p11mux_buf *full, struct p11mux_buf **in, uint32_t c, int is_reply,
+        const struct sc_fields *want, size_t pos)
+{
+	const struct p11mux_call_desc *d = p11mux_call_find(c);
+	const char *sig = is_reply ? d->reply : d->request;
+	struct sc_fields one = {0};
+	size_t k;
+	CK_RV rv;
+
+	p11mux_msg_clear(r);
+	p11mux_buf_free(*in);
+	*in = buf_from(p11mux_buf_data(full), p11mux_buf_len(full));
+	if (is_reply) {
+		assert_int_equal(p11mux_msg_begin_reply(m, enc, c, CKR_OK), 0);
+		assert_int_equal(p11mux_msg_read_reply(r, *in, c, &rv), 0);
+	} else {
+		assert_int_equal(p11mux_msg_begin_request(m, enc, c), 0);
+		assert_int_equal(p11mux_msg_read_request(r, *in), 0);
+	}
+	for (k = 0; k < pos; k++) {
+		one.f[0] = want->f[k];
+		one.n = 1;
+		assert_int_equal(sc_encode(m, &one), 0);
+		assert_int_equal(get_letter(r, sig[k]), 0);
+	}
+}
+
 /* At every position of every signature, each wrong putter and getter is refused with
- * P11MUX_ERR_INVALID and writes or consumes nothing; so is any field past the end. */
+ * P11MUX_ERR_INVALID and writes or consumes nothing; so is any field past the end. The
+ * refusal is sticky: the message stays failed, the right field is refused after it too, and
+ * the end reports it. */
 static void
 proto_wrong_letter_refused(void **state)
 {
@@ -690,49 +725,41 @@ proto_wrong_letter_refused(void **state)
 		for (is_reply = 0; is_reply < 2; is_reply++) {
 			const struct p11mux_call_desc *d = p11mux_call_find(c);
 			const char *sig = is_reply ? d->reply : d->request;
-			struct sc_fields want, one = {0};
-			struct p11mux_buf *enc = p11mux_buf_new(P11MUX_FRAME_MAX), *full, *in;
+			struct sc_fields want;
+			struct p11mux_buf *enc = p11mux_buf_new(P11MUX_FRAME_MAX), *full,
+			                  *in = NULL;
 			struct p11mux_msg m = {0}, r = {0};
-			size_t pos, k;
-			CK_RV rv;
+			size_t pos, k, len, rem;
 
 			assert_int_equal(sc_gen(&want, sig, c, 1), 0);
 			full = encode(c, is_reply, CKR_OK, &want);
-			in = buf_from(p11mux_buf_data(full), p11mux_buf_len(full));
-			if (is_reply) {
-				assert_int_equal(p11mux_msg_begin_reply(&m, enc, c, CKR_OK), 0);
-				assert_int_equal(p11mux_msg_read_reply(&r, in, c, &rv), 0);
-			} else {
-				assert_int_equal(p11mux_msg_begin_request(&m, enc, c), 0);
-				assert_int_equal(p11mux_msg_read_request(&r, in), 0);
-			}
-			for (pos = 0; pos <= strlen(sig); pos++) {
+			for (pos = 0; pos <= strlen(sig); pos++)
 				for (k = 0; k < 6; k++) {
-					size_t len = p11mux_buf_len(enc),
-					       rem = p11mux_buf_remaining(in);
-
 					if (letters[k] == sig[pos])
 						continue;
+					open_at(&m, &r, enc, full, &in, c, is_reply, &want, pos);
+					len = p11mux_buf_len(enc);
+					rem = p11mux_buf_remaining(in);
 					assert_int_equal(put_letter(&m, letters[k]),
 					                 P11MUX_ERR_INVALID);
 					assert_int_equal(p11mux_buf_len(enc), len);
 					assert_int_equal(get_letter(&r, letters[k]),
 					                 P11MUX_ERR_INVALID);
 					assert_int_equal(p11mux_buf_remaining(in), rem);
+					if (sig[pos] != '\0') {
+						assert_int_equal(put_letter(&m, sig[pos]),
+						                 P11MUX_ERR_INVALID);
+						assert_int_equal(get_letter(&r, sig[pos]),
+						                 P11MUX_ERR_INVALID);
+						assert_int_equal(p11mux_buf_len(enc), len);
+					}
+					assert_int_equal(p11mux_msg_end(&m), P11MUX_ERR_INVALID);
+					assert_int_equal(p11mux_msg_end(&r), P11MUX_ERR_INVALID);
 				}
-				if (sig[pos] == '\0')
-					break;
-				/* Not finished yet: end refuses a message with fields missing. */
-				assert_int_equal(p11mux_msg_end(&m), P11MUX_ERR_INVALID);
-				/* The right letter still works after the refusals. */
-				one.f[0] = want.f[pos];
-				one.n = 1;
-				assert_int_equal(sc_encode(&m, &one), 0);
-				assert_int_equal(get_letter(&r, sig[pos]), 0);
-			}
+			/* Without refusals, the same fields end cleanly. */
+			open_at(&m, &r, enc, full, &in, c, is_reply, &want, strlen(sig));
 			assert_int_equal(p11mux_msg_end(&m), 0);
 			assert_int_equal(p11mux_msg_end(&r), 0);
-			/* What was written around the refusals is the same as a clean encoding. */
 			assert_int_equal(p11mux_buf_len(enc), p11mux_buf_len(full));
 			assert_memory_equal(p11mux_buf_data(enc), p11mux_buf_data(full),
 			                    p11mux_buf_len(full));
@@ -993,6 +1020,65 @@ proto_slot_mech_count_exceeds_data(void **state)
 	assert_int_equal(p11mux_msg_read_reply(&m, b, P11MUX_CALL_GET_SLOTS, &rv), 0);
 	assert_int_equal(p11mux_msg_get_slots(&m, &s, &n), P11MUX_ERR_SHORT);
 	assert_null(s);
+	p11mux_msg_clear(&m);
+	p11mux_buf_free(b);
+}
+
+/* Errors are sticky: a mechanism the codec cannot carry fails its put, every put after it
+ * fails the same way and writes nothing, and the end says so; a caller that puts everything
+ * and checks once never sends a frame without its mechanism (p11-kit's buffer and OpenSSH's
+ * sshbuf work the same way). */
+static void
+proto_sticky_put(void **state)
+{
+	CK_MECHANISM bad = {CKM_RSA_PKCS, "xx", 2}; /* a parameter CKM_RSA_PKCS cannot have */
+	struct p11mux_msg m = {0};
+	struct p11mux_buf *b = p11mux_buf_new(1024);
+	size_t len;
+
+	(void)state;
+	assert_int_equal(p11mux_msg_begin_request(&m, b, P11MUX_CALL_SIGN), 0);
+	assert_int_equal(p11mux_msg_put_ulong(&m, 0), 0);
+	assert_int_equal(p11mux_msg_put_mech(&m, &bad), P11MUX_ERR_INVALID);
+	len = p11mux_buf_len(b);
+	/* The rest of the request, put without looking: each put fails, nothing is written. */
+	assert_int_equal(p11mux_msg_put_ulong(&m, 7), P11MUX_ERR_INVALID);
+	assert_int_equal(p11mux_msg_put_bytes(&m, "data", 4), P11MUX_ERR_INVALID);
+	assert_int_equal(p11mux_buf_len(b), len);
+	assert_int_equal(p11mux_msg_error(&m), P11MUX_ERR_INVALID);
+	assert_int_equal(p11mux_msg_end(&m), P11MUX_ERR_INVALID);
+	/* A new message starts clean. */
+	assert_int_equal(p11mux_msg_begin_request(&m, b, P11MUX_CALL_LOGOUT), 0);
+	assert_int_equal(p11mux_msg_put_ulong(&m, 0), 0);
+	assert_int_equal(p11mux_msg_end(&m), 0);
+	p11mux_msg_clear(&m);
+	p11mux_buf_free(b);
+}
+
+/* The same on the reading side: after a failed get, later gets fail without reading and
+ * leave their outputs alone, and the end reports the first error. */
+static void
+proto_sticky_get(void **state)
+{
+	struct p11mux_msg m = {0};
+	struct p11mux_buf *b = p11mux_buf_new(256);
+	const uint8_t *pin = NULL;
+	size_t pinlen = 0;
+	CK_ULONG slot = 0, user = 99;
+
+	(void)state;
+	/* LOGIN whose PIN claims more bytes than follow. */
+	assert_int_equal(p11mux_buf_put_u32(b, P11MUX_CALL_LOGIN), 0);
+	assert_int_equal(p11mux_buf_put_u64(b, 3), 0);
+	assert_int_equal(p11mux_buf_put_u32(b, 100), 0);
+	assert_int_equal(p11mux_msg_read_request(&m, b), 0);
+	p11mux_msg_get_ulong(&m, &slot);
+	p11mux_msg_get_ulong(&m, &user); /* the PIN's length is not a u64: too short */
+	p11mux_msg_get_bytes(&m, &pin, &pinlen);
+	assert_int_equal(slot, 3);
+	assert_int_equal(user, 99);
+	assert_null(pin);
+	assert_int_equal(p11mux_msg_end(&m), P11MUX_ERR_SHORT);
 	p11mux_msg_clear(&m);
 	p11mux_buf_free(b);
 }
@@ -1482,6 +1568,8 @@ main(int argc, char **argv)
 	        cmocka_unit_test(proto_count_exceeds_data),
 	        cmocka_unit_test(proto_slot_mech_count_exceeds_data),
 	        cmocka_unit_test(proto_count_boundaries),
+	        cmocka_unit_test(proto_sticky_put),
+	        cmocka_unit_test(proto_sticky_get),
 	        cmocka_unit_test(proto_attr_malformed),
 	        cmocka_unit_test(proto_unknown_call_refused),
 	        cmocka_unit_test(proto_reply_to_other_call_refused),

@@ -20,13 +20,13 @@
 static void
 tok_lock(struct sim_token *t)
 {
-	sim_mutex_lock(&t->lock);
+	p11mux_lock(&t->lock);
 }
 
 static void
 tok_unlock(struct sim_token *t)
 {
-	sim_mutex_unlock(&t->lock);
+	p11mux_unlock(&t->lock);
 }
 
 static void

@@ -28,29 +28,15 @@ struct sim sim = {.lock = PTHREAD_MUTEX_INITIALIZER,
 static CK_FUNCTION_LIST sim_functions;
 
 void
-sim_mutex_lock(pthread_mutex_t *m)
-{
-	if (pthread_mutex_lock(m) != 0)
-		abort();
-}
-
-void
-sim_mutex_unlock(pthread_mutex_t *m)
-{
-	if (pthread_mutex_unlock(m) != 0)
-		abort();
-}
-
-void
 sim_lock(void)
 {
-	sim_mutex_lock(&sim.lock);
+	p11mux_lock(&sim.lock);
 }
 
 void
 sim_unlock(void)
 {
-	sim_mutex_unlock(&sim.lock);
+	p11mux_unlock(&sim.lock);
 }
 
 static void
@@ -106,7 +92,7 @@ sim_enter(void)
 	/* OpenSC's sc_pkcs11_lock(): one mutex for the whole module, taken at the start of every
 	 * function and held through the card exchange (src/pkcs11/pkcs11-object.c). */
 	if (locking)
-		sim_mutex_lock(&sim.module_lock);
+		p11mux_lock(&sim.module_lock);
 	return rv;
 }
 
@@ -115,7 +101,7 @@ sim_leave(void)
 {
 	/* Fixed while a call is active: C_Finalize waits for every call before it changes. */
 	if (sim.module_locking)
-		sim_mutex_unlock(&sim.module_lock);
+		p11mux_unlock(&sim.module_lock);
 	sim_lock();
 	if (--sim.active == 0)
 		pthread_cond_broadcast(&sim.idle);
@@ -426,9 +412,9 @@ sim_C_Finalize(CK_VOID_PTR reserved)
 	 * calls still inside the wrapped module. */
 	__atomic_store_n(&sim.finalizing, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < sim.ntokens; i++) {
-		sim_mutex_lock(&sim.tokens[i]->lock);
+		p11mux_lock(&sim.tokens[i]->lock);
 		pthread_cond_broadcast(&sim.tokens[i]->turn);
-		sim_mutex_unlock(&sim.tokens[i]->lock);
+		p11mux_unlock(&sim.tokens[i]->lock);
 	}
 	while (sim.active > 0)
 		pthread_cond_wait(&sim.idle, &sim.lock);

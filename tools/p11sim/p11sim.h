@@ -9,6 +9,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "thread.h"
+
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
