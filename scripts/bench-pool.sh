@@ -6,6 +6,7 @@
 #   MODULE_LOCK=yes|no  p11sim's module_lock (default yes, as the nitrokey profile and OpenSC:
 #                       one lock for the whole module, held through every call)
 #   SECTIONS="scaling mixed failover siege"  the tables to print (default: all)
+#   BUILD_DIR=DIR       measure that build as it is (default: build this tree into build/)
 # Everything is measured in this one invocation; ratios are against runs of the same
 # invocation. Prints Markdown tables (the figures in docs/benchmarks.md come from here).
 set -euo pipefail
@@ -16,8 +17,13 @@ MODULE_LOCK=${MODULE_LOCK:-yes}
 SECTIONS=${SECTIONS:-scaling mixed failover siege}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 "$top/scripts/deps.sh"
-"$top/scripts/build.sh"
-B="$top/build"
+# BUILD_DIR: measure a build made elsewhere (e.g. of an older commit, in a worktree), as it is.
+if [ -n "${BUILD_DIR:-}" ]; then
+	B=$BUILD_DIR
+else
+	"$top/scripts/build.sh"
+	B="$top/build"
+fi
 PIN=648219
 W=$(mktemp -d /tmp/p11mux-poolbench.XXXXXX)
 DPID=
@@ -166,10 +172,10 @@ echo "| clients | 1 member ops/s | availability | p99 | 4 members ops/s | availa
 echo "|---|---|---|---|---|---|---|---|"
 for c in 5 10 20 60; do
 	start_pool "hsm1" least-loaded
-	read -r o1 p1 e1 n1 <<<"$(bench "$c" "$SECS")"
+	read -r o1 p1 e1 n1 _ <<<"$(bench "$c" "$SECS")"
 	stop_pool
 	start_pool "$(members 4)" least-loaded
-	read -r o4 p4 e4 n4 <<<"$(bench "$c" "$SECS")"
+	read -r o4 p4 e4 n4 _ <<<"$(bench "$c" "$SECS")"
 	stop_pool
 	a1=$(( 100 * n1 / (n1 + e1) )); a4=$(( 100 * n4 / (n4 + e4) ))
 	echo "| $c | $o1 | ${a1}% | ${p1} ms | $o4 | ${a4}% | ${p4} ms | $(awk "BEGIN{printf \"%.2f\", $o4/$o1}") |"
