@@ -10,11 +10,18 @@
 /* Set once at start-up, before threads exist; read-only afterwards. */
 static enum p11mux_log_level max_level = P11MUX_LOG_INFO;
 static int use_syslog;
+static char name[64] = "p11muxd";
 
 void
 p11mux_log_set_level(enum p11mux_log_level level)
 {
 	max_level = level;
+}
+
+void
+p11mux_log_set_name(const char *n)
+{
+	snprintf(name, sizeof(name), "%s", n);
 }
 
 void
@@ -47,7 +54,8 @@ p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	/* One fprintf per line so that lines of concurrent threads do not interleave. */
-	fprintf(stderr, "%s.%03ldZ p11muxd %s: %s\n", ts, now.tv_nsec / 1000000, names[level], msg);
+	fprintf(stderr, "%s.%03ldZ %s %s: %s\n", ts, now.tv_nsec / 1000000, name, names[level],
+	        msg);
 }
 
 const char *

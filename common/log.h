@@ -7,6 +7,8 @@ enum p11mux_log_level { P11MUX_LOG_ERROR, P11MUX_LOG_WARN, P11MUX_LOG_INFO, P11M
 
 /* Messages above level are dropped. */
 void p11mux_log_set_level(enum p11mux_log_level level);
+/* The name that stderr lines carry ("p11muxd" by default; a member's helper has its own). */
+void p11mux_log_set_name(const char *name);
 /* Sends messages to syslog under ident instead of stderr. */
 void p11mux_log_syslog(const char *ident);
 void p11mux_log(enum p11mux_log_level level, const char *fmt, ...)

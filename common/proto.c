@@ -874,3 +874,12 @@ p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nou
 {
 	return STICKY(m, msg_get_slots(m, out, nout));
 }
+
+void
+p11mux_field(char *dst, const unsigned char *src, size_t n)
+{
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	while (n > 0 && (dst[n - 1] == ' ' || dst[n - 1] == '\0'))
+		dst[--n] = '\0';
+}

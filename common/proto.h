@@ -173,5 +173,8 @@ int p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **s, size_t *n
 CK_RV p11mux_mech_param_ok(const CK_MECHANISM *mech);
 /* Whether attribute values of this type are CK_ULONGs (sent as u64). */
 int p11mux_attr_is_ulong(CK_ATTRIBUTE_TYPE type);
+/* A PKCS#11 blank-padded field of n bytes as a C string in dst (n + 1 bytes), trailing blanks
+ * dropped. */
+void p11mux_field(char *dst, const unsigned char *src, size_t n);
 
 #endif

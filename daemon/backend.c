@@ -68,12 +68,3 @@ backend_free_all(struct backend **list)
 	}
 	*list = NULL;
 }
-
-void
-backend_field(char *dst, const unsigned char *src, size_t n)
-{
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-	while (n > 0 && (dst[n - 1] == ' ' || dst[n - 1] == '\0'))
-		dst[--n] = '\0';
-}

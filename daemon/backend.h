@@ -20,7 +20,5 @@ struct backend {
 struct backend *backend_get(struct backend **list, const char *path, struct p11mux_err *e);
 /* Finalises and unloads every module of the list. */
 void backend_free_all(struct backend **list);
-/* A PKCS#11 blank-padded field as a C string (trailing blanks dropped). */
-void backend_field(char *dst, const unsigned char *src, size_t n);
 
 #endif

@@ -246,6 +246,70 @@ out:
 	return r;
 }
 
+/* One element of members: "TOKEN", or { token = "TOKEN"; module = "..."; env = [...]; }. */
+static int
+load_member(struct ctx *x, const config_setting_t *e, const char *key, int n,
+            struct member_config *mc)
+{
+	static const char *const known[] = {"token", "module", "env", NULL};
+	const config_setting_t *where;
+	char prefix[96], ktoken[112], kmodule[112], kenv[112];
+	size_t i;
+
+	mc->line = (int)config_setting_source_line(e);
+	if (config_setting_type(e) == CONFIG_TYPE_STRING) {
+		if (*config_setting_get_string(e) == '\0')
+			return fail(x, e, key, "element %d: expected a non-empty string", n);
+		if ((mc->token = strdup(config_setting_get_string(e))) == NULL)
+			return fail(x, e, key, "out of memory");
+		return 0;
+	}
+	if (!config_setting_is_group(e))
+		return fail(x, e, key,
+		            "element %d: expected a token (\"SERIAL\") or a group { token = ...; "
+		            "module = ...; env = [ ... ]; }",
+		            n);
+	snprintf(prefix, sizeof(prefix), "%s.[%d].", key, n - 1);
+	snprintf(ktoken, sizeof(ktoken), "%stoken", prefix);
+	snprintf(kmodule, sizeof(kmodule), "%smodule", prefix);
+	snprintf(kenv, sizeof(kenv), "%senv", prefix);
+	if (check_known(x, e, known, prefix) != 0 ||
+	    get_string(x, e, "token", ktoken, 1, &mc->token) != 0 ||
+	    get_string(x, e, "module", kmodule, 0, &mc->module) != 0 ||
+	    get_strings(x, e, "env", kenv, &mc->env, &mc->nenv, &where) != 0)
+		return -1;
+	for (i = 0; i < mc->nenv; i++)
+		if (strchr(mc->env[i], '=') == NULL || mc->env[i][0] == '=')
+			return fail(x, where, kenv, "\"%s\" is not NAME=VALUE", mc->env[i]);
+	return 0;
+}
+
+/* members: a list of tokens; NULL when absent (every token present). */
+static int
+load_members(struct ctx *x, const config_setting_t *ps, const char *key, struct pool_config *p)
+{
+	const config_setting_t *s = config_setting_get_member(ps, "members");
+	int i, n;
+
+	if (s == NULL)
+		return 0;
+	if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
+		return fail(x, s, key,
+		            "expected a list of tokens, e.g. [ \"a\", \"b\" ], or with groups "
+		            "( \"a\", { token = \"b\"; module = \"...\"; } )");
+	if ((n = config_setting_length(s)) == 0)
+		return fail(x, s, key, "empty; omit the key to use every token present");
+	if ((p->members = calloc((size_t)n, sizeof(*p->members))) == NULL)
+		return fail(x, s, key, "out of memory");
+	for (i = 0; i < n; i++) {
+		p->nmembers = (size_t)i + 1;
+		if (load_member(x, config_setting_get_elem(s, (unsigned)i), key, i + 1,
+		                &p->members[i]) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p,
           const struct pool_config *defaults)
@@ -262,7 +326,7 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 	                                    "probe_max_ms",
 	                                    "workers_per_member",
 	                                    NULL};
-	const config_setting_t *where, *s;
+	const config_setting_t *s;
 	char key[64], prefix[80];
 	long long sid;
 
@@ -291,10 +355,8 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 	if (p->module == NULL && (p->module = strdup(CONFIG_DEFAULT_MODULE)) == NULL)
 		return fail(x, ps, key, "out of memory");
 	pool_key(key, sizeof(key), idx, "members");
-	if (get_strings(x, ps, "members", key, &p->members, &p->nmembers, &where) != 0)
+	if (load_members(x, ps, key, p) != 0)
 		return -1;
-	if (where != NULL && p->nmembers == 0)
-		return fail(x, where, key, "empty; omit the key to use every token present");
 	pool_key(key, sizeof(key), idx, "pin_file");
 	if (get_string(x, ps, "pin_file", key, 1, &p->pin_file) != 0)
 		return -1;
@@ -489,8 +551,15 @@ config_free(struct config *c)
 
 		free(p->label);
 		free(p->module);
-		for (j = 0; j < p->nmembers; j++)
-			free(p->members[j]);
+		for (j = 0; j < p->nmembers; j++) {
+			struct member_config *mc = &p->members[j];
+
+			free(mc->token);
+			free(mc->module);
+			for (size_t k = 0; k < mc->nenv; k++)
+				free(mc->env[k]);
+			free(mc->env);
+		}
 		free(p->members);
 		free(p->pin_file);
 	}

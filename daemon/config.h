@@ -11,10 +11,20 @@
 #define CONFIG_DEFAULT_CONTROL "/run/p11mux/control.sock"
 #define CONFIG_DEFAULT_MODULE  "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 
+/* One configured member: a token, with its own module and environment when given as a
+ * group. */
+struct member_config {
+	char *token;  /* serial number or label */
+	char *module; /* NULL: the pool's */
+	char **env;   /* KEY=VALUE for its helper, NULL-ended; NULL: none */
+	size_t nenv;
+	int line;
+};
+
 struct pool_config {
 	char *label; /* NULL: the members' common label */
 	char *module;
-	char **members; /* NULL: every token present */
+	struct member_config *members; /* NULL: every token present */
 	size_t nmembers;
 	char *pin_file;
 	long slot_id; /* -1: the pool's position (0, 1, ...) */

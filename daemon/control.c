@@ -133,9 +133,10 @@ struct msnap {
 	enum member_state state;
 	double state_s, service_ms, p50, p99, last_error_s;
 	unsigned running, queued;
-	uint64_t done, errors, failovers, recent;
+	uint64_t done, errors, failovers, recent, helpers;
 	uint64_t lat_total[LAT_NBUCKETS];
 	double lat_sum_s;
+	long helper_pid; /* 0: no helper */
 };
 
 static void
@@ -154,6 +155,8 @@ snapshot(struct member *m, struct msnap *s)
 	s->done = m->done;
 	s->errors = m->errors;
 	s->failovers = m->failovers;
+	s->helpers = m->helpers;
+	s->helper_pid = (long)m->helper_pid;
 	s->p50 = member_latency_locked(m, 0.50, 10, &s->recent);
 	s->p99 = member_latency_locked(m, 0.99, 10, NULL);
 	s->last_error_s = m->last_error[0] ? seconds_since(m->last_error_ns) : -1;
@@ -199,16 +202,16 @@ state_text(const struct msnap *s, char *dst, size_t n)
 		snprintf(dst, n, "%s", member_state_name(s->state));
 }
 
-#define NCOLS 13
+#define NCOLS 14
 
 static void
 status_text(struct daemon *d, struct out *o)
 {
-	static const char *head[NCOLS] = {"MEMBER", "SERIAL", "STATE",     "FOR",       "INFLIGHT",
-	                                  "QUEUED", "DONE",   "ERRORS",    "FAILOVERS", "SERVICE",
-	                                  "P50",    "P99",    "LAST ERROR"};
+	static const char *head[NCOLS] = {"MEMBER",   "SERIAL", "STATE", "FOR",       "HELPER",
+	                                  "INFLIGHT", "QUEUED", "DONE",  "ERRORS",    "FAILOVERS",
+	                                  "SERVICE",  "P50",    "P99",   "LAST ERROR"};
 	/* Left-aligned: text columns; the others are numbers, right-aligned. */
-	static const int left[NCOLS] = {1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+	static const int left[NCOLS] = {1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 	char cell[P11MUX_POOL_MAX_MEMBERS + 1][NCOLS][180];
 	size_t i, k, w[NCOLS];
 	struct msnap s;
@@ -231,19 +234,23 @@ status_text(struct daemon *d, struct out *o)
 			snprintf(c[1], 180, "%s", s.serial[0] ? s.serial : "-");
 			state_text(&s, c[2], 180);
 			snprintf(c[3], 180, "%s", dur);
-			snprintf(c[4], 180, "%u", s.running);
-			snprintf(c[5], 180, "%u", s.queued);
-			snprintf(c[6], 180, "%llu", (unsigned long long)s.done);
-			snprintf(c[7], 180, "%llu", (unsigned long long)s.errors);
-			snprintf(c[8], 180, "%llu", (unsigned long long)s.failovers);
-			fmt_ms(c[9], 180, s.done > 0 ? s.service_ms : -1);
-			fmt_ms(c[10], 180, s.p50);
-			fmt_ms(c[11], 180, s.p99);
+			if (s.helper_pid > 0)
+				snprintf(c[4], 180, "%ld", s.helper_pid);
+			else
+				snprintf(c[4], 180, "-");
+			snprintf(c[5], 180, "%u", s.running);
+			snprintf(c[6], 180, "%u", s.queued);
+			snprintf(c[7], 180, "%llu", (unsigned long long)s.done);
+			snprintf(c[8], 180, "%llu", (unsigned long long)s.errors);
+			snprintf(c[9], 180, "%llu", (unsigned long long)s.failovers);
+			fmt_ms(c[10], 180, s.done > 0 ? s.service_ms : -1);
+			fmt_ms(c[11], 180, s.p50);
+			fmt_ms(c[12], 180, s.p99);
 			if (s.last_error_s >= 0) {
 				fmt_duration(dur, sizeof(dur), s.last_error_s);
-				snprintf(c[12], 180, "%s (%s ago)", s.last_error, dur);
+				snprintf(c[13], 180, "%s (%s ago)", s.last_error, dur);
 			} else {
-				snprintf(c[12], 180, "-");
+				snprintf(c[13], 180, "-");
 			}
 		}
 		out_printf(o, "pool \"%s\"  slot %lu  clients %u  %.1f ops/s (last 10 s)  %s\n",
@@ -308,12 +315,14 @@ status_json(struct daemon *d, struct out *o)
 			out_json_str(o, s.serial);
 			out_printf(o, ",\"state\":\"%s\",\"reason\":", member_state_name(s.state));
 			out_json_str(o, s.reason);
-			out_printf(
-			        o,
-			        ",\"state_seconds\":%.3f,\"in_flight\":%u,\"queued\":%u,"
-			        "\"done\":%llu,\"errors\":%llu,\"failovers\":%llu,\"service_ms\":",
-			        s.state_s, s.running, s.queued, (unsigned long long)s.done,
-			        (unsigned long long)s.errors, (unsigned long long)s.failovers);
+			out_printf(o,
+			           ",\"state_seconds\":%.3f,\"in_flight\":%u,\"queued\":%u,"
+			           "\"done\":%llu,\"errors\":%llu,\"failovers\":%llu,\"helper_"
+			           "pid\":%ld,"
+			           "\"helpers_started\":%llu,\"service_ms\":",
+			           s.state_s, s.running, s.queued, (unsigned long long)s.done,
+			           (unsigned long long)s.errors, (unsigned long long)s.failovers,
+			           s.helper_pid, (unsigned long long)s.helpers);
 			out_num(o, s.done > 0 ? s.service_ms : -1);
 			out_printf(o, ",\"latency_p50_ms\":");
 			out_num(o, s.p50);
@@ -357,7 +366,8 @@ key_type_name(CK_KEY_TYPE t)
 static unsigned long
 key_bits(const struct pobject *o)
 {
-	size_t i;
+	const uint8_t *point;
+	size_t i, len;
 
 	for (i = 0; i < o->n; i++) {
 		if (o->status[i] != CKR_OK)
@@ -368,8 +378,7 @@ key_bits(const struct pobject *o)
 			return *(CK_ULONG *)o->attrs[i].pValue * 8;
 	}
 	/* An uncompressed EC point 04||X||Y in a DER OCTET STRING: X is the field size. */
-	if (o->ktype == CKK_EC && o->publen > 8) {
-		size_t len = o->publen - 8; /* our fingerprint prefixes the length */
+	if (o->ktype == CKK_EC && pobject_material(o, &point, &len)) {
 		size_t hdr = len > 129 ? 3 : 2;
 
 		if (len > hdr + 1)
@@ -409,20 +418,14 @@ static void
 fingerprint_hex(const struct pobject *o, char *dst, size_t n)
 {
 	unsigned char md[SHA256_DIGEST_LENGTH];
-	const uint8_t *p = o->pub;
-	size_t len = o->publen, i;
-	uint64_t first;
+	const uint8_t *p;
+	size_t len, i;
 
-	if (len < 8) {
+	if (!pobject_material(o, &p, &len)) {
 		snprintf(dst, n, "-");
 		return;
 	}
-	/* The pool's fingerprint holds length-prefixed attribute values; the first one is the
-	 * modulus (RSA) or the point (EC). */
-	memcpy(&first, p, 8);
-	if (first > len - 8)
-		first = len - 8;
-	SHA256(p + 8, (size_t)first, md);
+	SHA256(p, len, md);
 	for (i = 0; i < sizeof(md) && 2 * i + 2 < n; i++)
 		snprintf(dst + 2 * i, n - 2 * i, "%02x", md[i]);
 }
@@ -463,8 +466,8 @@ keys_out(struct daemon *d, struct out *o, int json)
 			out_printf(o, "%spool \"%s\"\n%-40s %-6s %-5s %5s  %-16s  %-20s %-20s %s\n",
 			           i ? "\n" : "", p->label, "KEY", "ID", "TYPE", "BITS",
 			           "SHA-256 (start)", "HELD BY", "LACKING", "DIFFERENT KEY");
-		for (k = 0; k < p->nobjects; k++) {
-			const struct pobject *ob = p->objects[k];
+		for (k = 0; k < p->view.nobjects; k++) {
+			const struct pobject *ob = p->view.objects[k];
 			char name[128];
 
 			if (!is_key(ob))
@@ -594,6 +597,9 @@ static const struct metric member_metrics[] = {
          FIELD(errors)},
         {"p11mux_member_failovers_total", "counter",
          "Operations moved from this member to another.", emit_u64, FIELD(failovers)},
+        {"p11mux_member_helpers_total", "counter",
+         "Helper processes started for the member (one, plus one per restart).", emit_u64,
+         FIELD(helpers)},
         {"p11mux_member_in_flight", "gauge", "Operations running on the member now.", emit_unsigned,
          FIELD(running)},
         {"p11mux_member_queued", "gauge", "Operations waiting for the member.", emit_unsigned,

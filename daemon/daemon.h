@@ -28,12 +28,12 @@ struct client {
 
 struct daemon {
 	struct config *cfg;
-	struct backend *backends;
 	struct pool *pools;
 	size_t npools;
 	int listen_fd;
 	int control_fd; /* p11muxctl's socket */
 	int stop_pipe[2];
+	int use_syslog;       /* detached: the daemon and its helpers log to syslog */
 	pthread_mutex_t lock; /* protects clients and nclients */
 	struct client *clients;
 	size_t nclients;

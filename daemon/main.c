@@ -1,6 +1,7 @@
 /* p11muxd: serves a pool of HSMs to PKCS#11 applications through p11mux-pkcs11.so. */
 #include "control.h"
 #include "daemon.h"
+#include "helper.h"
 #include "log.h"
 #include "thread.h"
 
@@ -232,7 +233,8 @@ open_pools(struct daemon *d)
 	}
 	for (i = 0; i < d->cfg->npools; i++) {
 		d->npools = i + 1;
-		if (pool_open(&d->pools[i], i, &d->cfg->pools[i], &d->backends, &e) != 0) {
+		if (pool_open(&d->pools[i], i, &d->cfg->pools[i], "/proc/self/exe", d->use_syslog,
+		              &e) != 0) {
 			log_error("%s", e.msg);
 			return -1;
 		}
@@ -245,20 +247,15 @@ open_pools(struct daemon *d)
 	return 0;
 }
 
-/* Closes the pools, the sockets and the stop pipe. What a thread stuck in a hung device
- * call still uses (the pools, the backends, the configuration) is left allocated. */
+/* Closes the pools (their members' helpers end with them), the sockets and the stop pipe. */
 static void
 close_daemon(struct daemon *d)
 {
 	size_t i;
-	int stuck = 0;
 
 	for (i = 0; i < d->npools; i++)
-		stuck |= pool_close(&d->pools[i]);
-	if (!stuck) {
-		free(d->pools);
-		backend_free_all(&d->backends);
-	}
+		pool_close(&d->pools[i]);
+	free(d->pools);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
 		unlink(d->cfg->socket);
@@ -271,8 +268,7 @@ close_daemon(struct daemon *d)
 		close(d->stop_pipe[0]);
 		close(d->stop_pipe[1]);
 	}
-	if (!stuck)
-		config_free(d->cfg);
+	config_free(d->cfg);
 	pthread_mutex_destroy(&d->lock);
 }
 
@@ -285,6 +281,12 @@ main(int argc, char **argv)
 	int status = 1, ready_fd = -1;
 	size_t i;
 
+	/* A member's helper: p11muxd re-executed by the daemon (helper.c). */
+	if (argc >= 2 && strcmp(argv[1], "--helper") == 0)
+		return helper_main(strncmp(argv[0], HELPER_TITLE, strlen(HELPER_TITLE)) == 0
+		                           ? argv[0] + strlen(HELPER_TITLE)
+		                           : argv[0],
+		                   argc > 2 && strcmp(argv[2], "--syslog") == 0);
 	if ((status = parse_args(argc, argv, &o)) >= 0)
 		return status;
 	status = 1;
@@ -309,6 +311,7 @@ main(int argc, char **argv)
 			goto out;
 		}
 		p11mux_log_syslog("p11muxd");
+		d.use_syslog = 1;
 	}
 	if (catch_signals(&d) != 0 || open_pools(&d) != 0 || server_listen(&d) != 0 ||
 	    control_listen(&d) != 0)

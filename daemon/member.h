@@ -1,7 +1,10 @@
 /*
- * A member of a pool: one device, run as the serial device it is. Each member has its own
- * queue and its own worker threads (one for a USB HSM), so that no pool-wide lock is held
- * across a device call and a hung device blocks nothing but its own queue.
+ * A member of a pool: one device, driven by its own helper process (helper.c), which loads
+ * the backend module for it alone. In the daemon each member has a queue and a thread that
+ * hands the queue to the helper, at most workers_per_member operations at a time (one for a
+ * USB HSM), reads the answers, and takes the member out when the helper fails, hangs past
+ * op_timeout_ms (it is killed) or dies; then it starts a fresh helper to probe the device,
+ * with back-off. No lock is held across a write to the helper or a wait.
  */
 #ifndef P11MUXD_MEMBER_H
 #define P11MUXD_MEMBER_H
@@ -11,35 +14,39 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "err.h"
+#include "helper.h"
+#include "view.h"
+
 struct pool;
-struct pobject;
+struct member_config;
 
 enum member_state {
 	MEMBER_UP,       /* takes work */
 	MEMBER_DRAINING, /* finishes its queue, takes no new work (administrator) */
 	MEMBER_DOWN,     /* failed; probed in the background */
-	MEMBER_PROBING,  /* being reopened, logged in and checked */
+	MEMBER_PROBING,  /* a fresh helper is finding, logging in and checking the device */
 	MEMBER_EXCLUDED, /* left out until the daemon restarts (PIN locked, PIN refused) */
 };
 
-/* One private-key (or public-key, or digest) operation waiting for, or on, a member. */
+/* One operation waiting for, or on, a member. The requester owns it and waits until done. */
 struct job {
 	struct job *next;
 	uint32_t call;
 	CK_MECHANISM mech; /* parameter deep-copied into param */
 	uint8_t *param;
-	const struct pobject *key; /* NULL for DIGEST */
-	uint8_t *in, *sig;         /* copies: the requester may give up and leave */
+	const struct pobject *key; /* NULL for DIGEST and RANDOM */
+	uint8_t *in, *sig;         /* RANDOM: inlen is the length wanted */
 	size_t inlen, siglen;
 	CK_RV rv;
 	uint8_t *out;
 	size_t outlen;
+	uint64_t tag;          /* in the helper protocol */
 	uint64_t submitted_ns; /* when it was queued */
-	uint64_t started_ns;   /* when a worker took it (0: still queued) */
+	uint64_t started_ns;   /* when it was sent to the helper (0: still queued) */
 	int done;              /* result ready */
-	int abandoned;         /* the requester left; the worker frees the job */
+	int cost_helper;       /* the helper died or was killed while it ran this job */
 	pthread_cond_t cond;   /* signalled when done */
-	struct member *m;      /* where it is queued or running */
 };
 
 /* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one
@@ -57,55 +64,76 @@ struct lat_window {
 struct member {
 	struct pool *pool;
 	size_t index;
-	char label[33];
-	char serial[17];
-	CK_TOKEN_INFO token;
+	const struct member_config *cfg; /* module and environment */
 	unsigned nworkers;
 
-	pthread_mutex_t lock;     /* protects everything below */
-	pthread_cond_t work;      /* jobs queued, or state changed */
-	CK_SLOT_ID slot;          /* in the backend; may change after re-insertion */
-	CK_SESSION_HANDLE anchor; /* always open while up, so that the login lasts */
-	uint64_t generation;      /* bumped each time the member (re)joins */
+	pthread_mutex_t lock; /* protects everything below, down to the member thread's */
+	pthread_cond_t work;  /* stop, for the member thread's timed waits */
+	char label[33];       /* the token's, or the configured name until it was seen */
+	char serial[17];      /* "" until seen */
+	CK_TOKEN_INFO token;  /* as the helper saw it last */
+	CK_SLOT_ID slot;      /* in the helper's module: where the next helper looks first */
+	uint64_t generation;  /* bumped each time the member (re)joins */
 	enum member_state state;
-	char reason[160];  /* why down or excluded */
-	uint64_t since_ns; /* when the state last changed */
-	struct job *head, *tail;
+	char reason[160];        /* why down or excluded */
+	uint64_t since_ns;       /* when the state last changed */
+	uint64_t up_ns;          /* when it last joined */
+	struct job *head, *tail; /* queued */
+	struct job *inflight;    /* sent to the helper */
 	unsigned queued, running;
 	double service_ms; /* moving average of successful operations */
 	double *svc;       /* the same, by pool object index of the key (last: no key) */
 	size_t nsvc;
-	uint64_t done, errors, failovers;
-	uint64_t lat_total[LAT_NBUCKETS]; /* since start, for the Prometheus histogram */
+	uint64_t done, errors, failovers, helpers; /* helpers: started, the first included */
+	uint64_t lat_total[LAT_NBUCKETS];          /* since start, for the Prometheus histogram */
 	double lat_sum_s;
 	struct lat_window window;
 	char last_error[64]; /* the last device error, and when */
 	uint64_t last_error_ns;
-	int prober;              /* a probe thread is running */
-	unsigned probe_delay_ms; /* next back-off */
-	int stop;                /* workers exit */
-	int stuck;               /* a worker could not be joined: keep the memory */
-	pthread_t *workers;
+	pid_t helper_pid; /* 0: none */
 	CK_MECHANISM_TYPE *mechs;
 	CK_MECHANISM_INFO *infos;
 	CK_ULONG nmechs;
+	int stop;
+
+	/* The member thread's (and, before it starts, pool_open's): */
+	struct link link;
+	struct p11mux_buf *rbuf; /* replies */
+	uint64_t next_tag;
+	unsigned probe_delay_ms;
+	int wake[2]; /* a byte: jobs queued, or stop */
+	pthread_t thread;
+	int started;
 };
 
-/* Starts the member's workers. 0, or -1 if no thread could start. */
+/* Sets up a member named name (a serial, or a label until the device is seen), down, with no
+ * helper. 0, or -1 with e filled. */
+int member_init(struct member *m, struct pool *p, size_t index, const char *name,
+                const struct member_config *cfg, struct p11mux_err *e);
+/* Starts a helper and lets it find the token (label, serial, token info, mechanisms). CKR_OK,
+ * or why not, with e filled; the helper is gone then. */
+CK_RV member_open(struct member *m, struct p11mux_err *e);
+/* Sends the pool's PIN to the member's helper. CKR_OK, or the device's answer. */
+CK_RV member_login(struct member *m, struct p11mux_err *e);
+/* Reads the member's objects through its helper and appends them to *all (fingerprints not
+ * yet made). 0, or -1 with e filled. */
+int member_read_objects(struct member *m, struct mobject ***all, size_t *nall,
+                        struct p11mux_err *e);
+/* Ends the member's helper (after start-up failed for it). */
+void member_close(struct member *m);
+/* Starts the member thread: it serves an up member, probes one that is down. 0 or -1. */
 int member_start(struct member *m);
-/* Stops the workers (after their current device call) and frees the member's memory. */
+/* Stops the thread and the helper, and frees what the member holds (not the struct). */
 void member_stop(struct member *m);
-/* Queues job on m (lock not held). */
+
+/* Queues job on m; when m does not take work, the job is done at once with
+ * P11MUX_RV_RETRY. */
 void member_submit(struct member *m, struct job *job);
-/* Takes m out of service with a reason, fails its queued jobs (their requesters try
- * elsewhere) and starts a probe. state is MEMBER_DOWN or MEMBER_EXCLUDED. */
-void member_fail(struct member *m, enum member_state state, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+/* Waits until the job is done (the member thread finishes every job it takes). */
+void member_wait(struct member *m, struct job *job);
 /* Draining and resuming for administrators. 0, or -1 when the state does not allow it. */
 int member_drain(struct member *m);
 int member_resume(struct member *m);
-/* Opens the anchor session, logs in, reads the mechanisms. Lock not held. */
-CK_RV member_login(struct member *m);
 /* Latency percentile q (0..1) over the last minute, in ms (the upper bound of the bucket
  * it falls in); -1 when nothing finished in that minute. *count gets the operations of the
  * last `seconds` seconds. Lock held. */
@@ -117,6 +145,7 @@ const char *member_state_name(enum member_state s);
  * operation may be repeated elsewhere. */
 int member_device_failure(CK_RV rv);
 
+/* A job for call (mech and the data are copied; key is kept). NULL when out of memory. */
 struct job *job_new(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key,
                     const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen);
 void job_free(struct job *j);

@@ -203,12 +203,12 @@ run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	CK_ULONG *handles;
 	size_t i, n = 0;
 
-	if ((handles = calloc(p->nobjects + 1, sizeof(*handles))) == NULL)
+	if ((handles = calloc(p->view.nobjects + 1, sizeof(*handles))) == NULL)
 		return CKR_HOST_MEMORY;
-	for (i = 0; i < p->nobjects; i++)
-		if (visible(x, p->objects[i]) &&
-		    pool_object_matches(p->objects[i], r->u.find.attrs, r->u.find.n))
-			handles[n++] = p->objects[i]->handle;
+	for (i = 0; i < p->view.nobjects; i++)
+		if (visible(x, p->view.objects[i]) &&
+		    pobject_matches(p->view.objects[i], r->u.find.attrs, r->u.find.n))
+			handles[n++] = p->view.objects[i]->handle;
 	p11mux_msg_put_ulongs(reply, handles, n);
 	free(handles);
 	return CKR_OK;

@@ -87,12 +87,8 @@ sim_setup() {
 		echo "profile = nitrokey"
 		echo "scale = $scale"
 		echo "control_dir = $FAULTS"
-		# The nitrokey profile locks the whole module as OpenSC does; the daemon drives
-		# every member through one module instance, so with that lock one hung member
-		# stops all (docs/benchmarks.md, "before" tables). Until members run in their own
-		# processes, these tests check the per-member logic on a module that locks per
-		# token.
-		echo "module_lock = no"
+		# The nitrokey profile locks the whole module through every call, as OpenSC does
+		# (module_lock = yes): each member's helper has its own instance of it.
 		for line in "$@"; do echo "$line"; done
 	} > "$P11SIM_CONFIG"
 	write_config "$P11MUX_BUILD/p11sim-pkcs11.so" "${DAEMON_EXTRA:-}"
@@ -101,6 +97,16 @@ sim_setup() {
 # fault TOKEN STATE: e.g. fault hsm2 removed; fault hsm2 "" clears.
 fault() {
 	printf '%s\n' "$2" > "$FAULTS/$1"
+}
+
+# helper_pid LABEL: the pid of the member's helper process, from p11muxctl status (empty when
+# it has none).
+helper_pid() {
+	"$P11MUX_BUILD/p11muxctl" status --json | python3 -c '
+import json, sys
+for m in json.load(sys.stdin)["pools"][0]["members"]:
+    if m["label"] == sys.argv[1] and m["helper_pid"] > 0:
+        print(m["helper_pid"])' "$1"
 }
 
 # member_ops LABEL: operations the member did, from the daemon's account at shutdown.

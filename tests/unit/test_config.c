@@ -137,9 +137,11 @@ config_full(void **state)
 	assert_string_equal(c->pools[0].label, "Pool A");
 	assert_string_equal(c->pools[0].module, "/usr/lib/softhsm/libsofthsm2.so");
 	assert_int_equal(c->pools[0].nmembers, 3);
-	assert_string_equal(c->pools[0].members[0], "m1");
-	assert_string_equal(c->pools[0].members[1], "m2");
-	assert_string_equal(c->pools[0].members[2], "m3");
+	assert_string_equal(c->pools[0].members[0].token, "m1");
+	assert_string_equal(c->pools[0].members[1].token, "m2");
+	assert_string_equal(c->pools[0].members[2].token, "m3");
+	assert_null(c->pools[0].members[0].module);
+	assert_null(c->pools[0].members[0].env);
 	assert_string_equal(c->pools[0].pin_file, "/etc/p11mux/pin-a");
 	assert_int_equal(c->pools[0].slot_id, 7);
 	assert_int_equal(c->pools[0].line, 8);

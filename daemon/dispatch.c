@@ -1,0 +1,197 @@
+/* Running an operation on the member that will finish it soonest, and elsewhere when that
+ * member fails. */
+#include "log.h"
+#include "pool.h"
+#include "thread.h"
+
+#include <openssl/evp.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A snapshot of the members for the scheduler. Members whose service time is not known yet
+ * are taken to be as fast as the average of the others. */
+static int
+pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
+{
+	struct sched_candidate c[P11MUX_POOL_MAX_MEMBERS];
+	double sum = 0;
+	size_t i, n = p->nmembers < P11MUX_POOL_MAX_MEMBERS ? p->nmembers : P11MUX_POOL_MAX_MEMBERS;
+	unsigned known = 0;
+
+	for (i = 0; i < n; i++) {
+		struct member *m = &p->members[i];
+
+		/* Held for a few instructions only: no member lock is ever held across a
+		 * device call or a write to a helper. */
+		p11mux_lock(&m->lock);
+		c[i].eligible =
+		        m->state == MEMBER_UP && !tried[i] &&
+		        (key == NULL ||
+		         __atomic_load_n(&key->backend[i], __ATOMIC_ACQUIRE) != CK_INVALID_HANDLE);
+		c[i].load = m->queued + m->running;
+		c[i].workers = m->nworkers;
+		/* What this kind of operation costs on this member: RSA-2048 and EC P-256
+		 * differ threefold on a Nitrokey HSM, so one average would mislead. */
+		c[i].service_ms =
+		        m->svc != NULL ? m->svc[key != NULL ? key->index : m->nsvc - 1] : 0;
+		p11mux_unlock(&m->lock);
+		if (c[i].service_ms > 0) {
+			sum += c[i].service_ms;
+			known++;
+		}
+	}
+	for (i = 0; i < n; i++)
+		if (c[i].service_ms <= 0)
+			c[i].service_ms = known > 0 ? sum / known : 1.0;
+	return sched_pick(p->policy, c, n, atomic_fetch_add(&p->rr, 1));
+}
+
+/* What identifies an operation for the quarantine: SHA-256 of the call, the mechanism (type
+ * and parameter), the key and the data. */
+static void
+op_digest(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key, const uint8_t *in,
+          size_t inlen, const uint8_t *sig, size_t siglen, uint8_t digest[32])
+{
+	CK_OBJECT_HANDLE h = key != NULL ? key->handle : 0;
+	CK_MECHANISM_TYPE t = mech != NULL ? mech->mechanism : 0;
+	uint64_t len = inlen;
+	EVP_MD_CTX *c;
+
+	memset(digest, 0, 32);
+	if ((c = EVP_MD_CTX_new()) == NULL)
+		return;
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	EVP_DigestUpdate(c, &call, sizeof(call));
+	EVP_DigestUpdate(c, &t, sizeof(t));
+	if (mech != NULL && mech->pParameter != NULL)
+		EVP_DigestUpdate(c, mech->pParameter, mech->ulParameterLen);
+	EVP_DigestUpdate(c, &h, sizeof(h));
+	EVP_DigestUpdate(c, &len, sizeof(len));
+	if (in != NULL)
+		EVP_DigestUpdate(c, in, inlen);
+	if (sig != NULL)
+		EVP_DigestUpdate(c, sig, siglen);
+	EVP_DigestFinal_ex(c, digest, NULL);
+	EVP_MD_CTX_free(c);
+}
+
+/* Whether the operation with this digest is in quarantine. */
+static int
+quarantined(struct quarantine *q, const uint8_t digest[32])
+{
+	uint64_t now = p11mux_now_ns();
+	size_t i;
+	int found = 0;
+
+	p11mux_lock(&q->lock);
+	for (i = 0; i < QUARANTINE_SIZE && !found; i++)
+		found = q->e[i].until_ns > now && memcmp(q->e[i].digest, digest, 32) == 0;
+	p11mux_unlock(&q->lock);
+	return found;
+}
+
+static void
+quarantine_add(struct quarantine *q, const uint8_t digest[32])
+{
+	p11mux_lock(&q->lock);
+	memcpy(q->e[q->next].digest, digest, 32);
+	q->e[q->next].until_ns = p11mux_now_ns() + QUARANTINE_S * 1000000000ull;
+	q->next = (q->next + 1) % QUARANTINE_SIZE;
+	p11mux_unlock(&q->lock);
+	atomic_fetch_add(&q->count, 1);
+}
+
+/* The call's name and the key's, for the log line of a poison input. */
+static void
+describe_op(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key, char *dst, size_t n)
+{
+	snprintf(dst, n, "%s with mechanism 0x%lx on %s", p11mux_calls[call].name,
+	         mech != NULL ? mech->mechanism : 0UL, key != NULL ? key->desc : "no key");
+}
+
+CK_RV
+pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
+            const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
+            size_t *outlen)
+{
+	uint8_t tried[P11MUX_POOL_MAX_MEMBERS] = {0};
+	const struct pool_config *cfg = p->cfg;
+	unsigned attempt, costly = 0;
+	struct member *m;
+	struct job *j;
+	uint8_t digest[32];
+	char what[160];
+	CK_RV rv;
+	int idx;
+
+	*out = NULL;
+	*outlen = 0;
+	if (atomic_load(&p->quarantine.count) > 0) {
+		op_digest(call, mech, key, in, inlen, sig, siglen, digest);
+		if (quarantined(&p->quarantine, digest))
+			return CKR_DEVICE_ERROR;
+	}
+	for (attempt = 0; attempt < cfg->max_attempts; attempt++) {
+		if ((idx = pick_member(p, key, tried)) < 0)
+			break;
+		m = &p->members[idx];
+		tried[idx] = 1;
+		if ((j = job_new(call, mech, key, in, inlen, sig, siglen)) == NULL)
+			return CKR_HOST_MEMORY;
+		member_submit(m, j);
+		member_wait(m, j);
+		rv = j->rv;
+		costly += j->cost_helper;
+		if (rv == P11MUX_RV_RETRY) {
+			job_free(j);
+			p11mux_lock(&m->lock);
+			m->failovers++;
+			p11mux_unlock(&m->lock);
+			/* An input that cost two helpers would cost every member its helper: the
+			 * others are spared. */
+			if (costly >= 2) {
+				describe_op(call, mech, key, what, sizeof(what));
+				log_error("pool \"%s\": %s cost the helpers of two members; not "
+				          "tried on another: the client gets CKR_DEVICE_ERROR, and "
+				          "so "
+				          "does the same operation for %d s",
+				          p->label, what, QUARANTINE_S);
+				op_digest(call, mech, key, in, inlen, sig, siglen, digest);
+				quarantine_add(&p->quarantine, digest);
+				return CKR_DEVICE_ERROR;
+			}
+			continue;
+		}
+		*out = j->out;
+		*outlen = j->outlen;
+		j->out = NULL;
+		job_free(j);
+		return rv;
+	}
+	/* No member could do it: the application sees a device error, never a hang. */
+	return CKR_DEVICE_ERROR;
+}
+
+CK_RV
+pool_random(struct pool *p, uint8_t *out, size_t len)
+{
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	CK_RV rv;
+
+	if (!p->has_rng)
+		return CKR_RANDOM_NO_RNG;
+	/* RANDOM jobs carry the wanted length as their input size. */
+	rv = pool_crypto(p, P11MUX_CALL_RANDOM, NULL, NULL, NULL, len, NULL, 0, &buf, &got);
+	if (rv == CKR_OK && got == len)
+		memcpy(out, buf, len);
+	else if (rv == CKR_OK)
+		rv = CKR_DEVICE_ERROR;
+	if (buf != NULL) {
+		explicit_bzero(buf, got);
+		free(buf);
+	}
+	return rv;
+}

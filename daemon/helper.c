@@ -1,0 +1,540 @@
+/*
+ * A member's helper: p11muxd re-executed for one device ("p11muxd: member hsm2" in ps). It
+ * loads the backend module, finds its token by serial, logs in when the daemon sends the PIN,
+ * reads the token's objects for the daemon, then runs the daemon's operations on it. A device
+ * call that hangs, a crash or an exit() inside the vendor module costs this process only: the
+ * daemon kills it, or sees it gone, and starts a fresh one (docs/architecture.md).
+ *
+ * Threads: workers_per_member threads serve the socketpair; each reads one request (the read
+ * lock), runs it on its own session, and writes the reply (the write lock). With one worker,
+ * as for a USB HSM, the request is run by the thread that read it, with no hand-off.
+ */
+#include "backend.h"
+#include "err.h"
+#include "device.h"
+#include "helper.h"
+#include "hproto.h"
+#include "log.h"
+#include "thread.h"
+#include "transport.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Internal result: the request did not decode; the helper stops. */
+#define RV_MALFORMED (CKR_VENDOR_DEFINED | 0x5032UL)
+
+#define MAX_WORKERS 64
+
+struct helper {
+	int fd;
+	struct backend *backends; /* the one module, once loaded */
+	CK_FUNCTION_LIST *f;
+	pthread_mutex_t lock; /* protects slot, anchor and nworkers */
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE anchor; /* logged in for the helper's life */
+	unsigned nworkers;
+	pthread_t workers[MAX_WORKERS];
+	unsigned started;
+	pthread_mutex_t rlock; /* one thread reads a request at a time */
+	pthread_mutex_t wlock; /* one thread writes a reply at a time */
+};
+
+/* What one serving thread owns. */
+struct server {
+	struct helper *h;
+	struct p11mux_buf *in, *out;
+	CK_SESSION_HANDLE s; /* for operations; opened on the first one */
+};
+
+/* --- loading the module --- */
+
+static CK_RV
+load(struct helper *h, const uint8_t *path, size_t len)
+{
+	struct p11mux_err e = {""};
+	struct backend *b;
+	char *p;
+
+	if (h->f != NULL)
+		return CKR_OK;
+	if ((p = strndup((const char *)path, len)) == NULL)
+		return CKR_HOST_MEMORY;
+	b = backend_get(&h->backends, p, &e);
+	free(p);
+	if (b == NULL) {
+		log_error("%s", e.msg);
+		return CKR_GENERAL_ERROR;
+	}
+	h->f = b->f;
+	return CKR_OK;
+}
+
+/* Describes the token in slot: slot and token info, mechanisms (in s's arrays, malloc'ed). */
+static CK_RV
+describe(struct helper *h, CK_SLOT_ID slot, struct p11mux_slot *s)
+{
+	CK_ULONG n = 0, i;
+	CK_RV rv;
+
+	memset(s, 0, sizeof(*s));
+	s->id = slot;
+	if ((rv = h->f->C_GetSlotInfo(slot, &s->slot)) != CKR_OK ||
+	    (rv = h->f->C_GetTokenInfo(slot, &s->token)) != CKR_OK ||
+	    (rv = h->f->C_GetMechanismList(slot, NULL, &n)) != CKR_OK)
+		return rv;
+	s->mechs = calloc(n + 1, sizeof(*s->mechs));
+	s->infos = calloc(n + 1, sizeof(*s->infos));
+	if (s->mechs == NULL || s->infos == NULL)
+		return CKR_HOST_MEMORY;
+	if ((rv = h->f->C_GetMechanismList(slot, s->mechs, &n)) != CKR_OK)
+		return rv;
+	for (i = 0; i < n; i++)
+		if (h->f->C_GetMechanismInfo(slot, s->mechs[i], &s->infos[i]) != CKR_OK)
+			memset(&s->infos[i], 0, sizeof(s->infos[i]));
+	s->nmechs = n;
+	return CKR_OK;
+}
+
+static void
+free_slots(struct p11mux_slot *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; s != NULL && i < n; i++) {
+		free(s[i].mechs);
+		free(s[i].infos);
+	}
+	free(s);
+}
+
+/* The slots with a token present; *out is malloc'ed. */
+static CK_RV
+present_slots(struct helper *h, CK_SLOT_ID **out, CK_ULONG *n)
+{
+	CK_SLOT_ID *slots;
+	CK_RV rv;
+
+	if ((rv = h->f->C_GetSlotList(CK_TRUE, NULL, n)) != CKR_OK)
+		return rv;
+	if ((slots = calloc(*n + 1, sizeof(*slots))) == NULL)
+		return CKR_HOST_MEMORY;
+	if ((rv = h->f->C_GetSlotList(CK_TRUE, slots, n)) != CKR_OK) {
+		free(slots);
+		return rv;
+	}
+	*out = slots;
+	return CKR_OK;
+}
+
+/* --- the calls --- */
+
+static CK_RV
+run_tokens(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct helper *h = sv->h;
+	struct p11mux_slot *s = NULL;
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, i, k = 0;
+	const uint8_t *path;
+	size_t len;
+	CK_RV rv;
+
+	p11mux_msg_get_bytes(req, &path, &len);
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	if ((rv = load(h, path, len)) != CKR_OK || (rv = present_slots(h, &slots, &n)) != CKR_OK)
+		return rv;
+	if ((s = calloc(n + 1, sizeof(*s))) == NULL)
+		rv = CKR_HOST_MEMORY;
+	for (i = 0; rv == CKR_OK && i < n; i++) {
+		/* A token that does not answer is left out of the list, not the list's end. */
+		if (describe(h, slots[i], &s[k]) == CKR_OK &&
+		    (s[k].token.flags & CKF_TOKEN_INITIALIZED)) {
+			k++;
+			continue;
+		}
+		free(s[k].mechs);
+		free(s[k].infos);
+		memset(&s[k], 0, sizeof(s[k]));
+	}
+	if (rv == CKR_OK)
+		p11mux_msg_put_slots(reply, s, k);
+	free_slots(s, k);
+	free(slots);
+	return rv;
+}
+
+/* Whether slot holds the token named id (its serial, or else its label). */
+static int
+is_token(struct helper *h, CK_SLOT_ID slot, const char *id)
+{
+	CK_TOKEN_INFO ti;
+	char label[33], serial[17];
+
+	if (h->f->C_GetTokenInfo(slot, &ti) != CKR_OK)
+		return 0;
+	p11mux_field(label, ti.label, sizeof(ti.label));
+	p11mux_field(serial, ti.serialNumber, sizeof(ti.serialNumber));
+	return strcmp(serial, id) == 0 || strcmp(label, id) == 0;
+}
+
+/* Finds the token: in the slot it was in last time first, so that a helper touches only its
+ * own slot when nothing moved; else in every slot with a token. */
+static CK_RV
+find_token(struct helper *h, const char *id, CK_SLOT_ID hint, CK_SLOT_ID *found)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, i;
+	CK_RV rv;
+
+	if ((rv = present_slots(h, &slots, &n)) != CKR_OK)
+		return rv;
+	rv = CKR_TOKEN_NOT_PRESENT;
+	for (i = 0; i < n && rv != CKR_OK; i++)
+		if (slots[i] == hint && is_token(h, hint, id)) {
+			*found = hint;
+			rv = CKR_OK;
+		}
+	for (i = 0; i < n && rv != CKR_OK; i++)
+		if (slots[i] != hint && is_token(h, slots[i], id)) {
+			*found = slots[i];
+			rv = CKR_OK;
+		}
+	free(slots);
+	return rv;
+}
+
+static void *serve(void *arg);
+
+/* Starts the extra serving threads (workers - 1: the main thread serves too). */
+static void
+start_workers(struct helper *h, unsigned workers)
+{
+	struct server *sv;
+
+	h->nworkers = workers < 1 ? 1 : workers > MAX_WORKERS ? MAX_WORKERS : workers;
+	while (h->started + 1 < h->nworkers) {
+		if ((sv = calloc(1, sizeof(*sv))) == NULL)
+			break;
+		sv->h = h;
+		sv->s = CK_INVALID_HANDLE;
+		if (pthread_create(&h->workers[h->started], NULL, serve, sv) != 0) {
+			free(sv);
+			break;
+		}
+		h->started++;
+	}
+}
+
+static CK_RV
+run_init(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct helper *h = sv->h;
+	struct p11mux_slot s;
+	const uint8_t *path, *id;
+	size_t plen, idlen;
+	CK_ULONG hint = 0, workers = 1;
+	CK_SLOT_ID slot = 0;
+	char name[64];
+	CK_RV rv;
+
+	p11mux_msg_get_bytes(req, &path, &plen);
+	p11mux_msg_get_bytes(req, &id, &idlen);
+	p11mux_msg_get_ulong(req, &hint);
+	p11mux_msg_get_ulong(req, &workers);
+	if (p11mux_msg_end(req) != 0 || idlen >= sizeof(name))
+		return RV_MALFORMED;
+	memcpy(name, id, idlen);
+	name[idlen] = '\0';
+	if ((rv = load(h, path, plen)) != CKR_OK ||
+	    (rv = find_token(h, name, hint, &slot)) != CKR_OK)
+		return rv;
+	if ((rv = describe(h, slot, &s)) == CKR_OK) {
+		p11mux_lock(&h->lock);
+		h->slot = slot;
+		p11mux_unlock(&h->lock);
+		p11mux_msg_put_slots(reply, &s, 1);
+		start_workers(h, (unsigned)workers);
+	}
+	free(s.mechs);
+	free(s.infos);
+	return rv;
+}
+
+static CK_RV
+run_login(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct helper *h = sv->h;
+	const uint8_t *pin;
+	size_t len;
+	CK_RV rv = CKR_OK;
+
+	(void)reply;
+	p11mux_msg_get_bytes(req, &pin, &len);
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	p11mux_lock(&h->lock);
+	if (h->anchor == CK_INVALID_HANDLE)
+		rv = h->f->C_OpenSession(h->slot, CKF_SERIAL_SESSION, NULL, NULL, &h->anchor);
+	if (rv == CKR_OK)
+		rv = h->f->C_Login(h->anchor, CKU_USER, (CK_UTF8CHAR_PTR)pin, len);
+	if (rv == CKR_USER_ALREADY_LOGGED_IN)
+		rv = CKR_OK;
+	p11mux_unlock(&h->lock);
+	return rv;
+}
+
+static CK_RV
+run_find(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct helper *h = sv->h;
+	CK_OBJECT_HANDLE got[64], *all = NULL, *grown;
+	CK_ULONG n, total = 0;
+	CK_RV rv;
+
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	if ((rv = h->f->C_FindObjectsInit(h->anchor, NULL, 0)) != CKR_OK)
+		return rv;
+	do {
+		if ((rv = h->f->C_FindObjects(h->anchor, got, 64, &n)) != CKR_OK)
+			break;
+		if ((grown = realloc(all, (total + n + 1) * sizeof(*all))) == NULL) {
+			rv = CKR_HOST_MEMORY;
+			break;
+		}
+		all = grown;
+		memcpy(all + total, got, n * sizeof(*got));
+		total += n;
+	} while (n > 0);
+	h->f->C_FindObjectsFinal(h->anchor);
+	if (rv == CKR_OK)
+		p11mux_msg_put_ulongs(reply, all, total);
+	free(all);
+	return rv;
+}
+
+static CK_RV
+run_read(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct helper *h = sv->h;
+	struct device_object o;
+	CK_ULONG handle = 0;
+	CK_RV rv;
+
+	p11mux_msg_get_ulong(req, &handle);
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	if ((rv = device_read_object(h->f, h->anchor, handle, &o)) == CKR_OK) {
+		p11mux_msg_put_ulong(reply, o.cls);
+		p11mux_msg_put_ulong(reply, o.ktype);
+		p11mux_msg_put_attrs(reply, o.attrs, o.status, o.n);
+	}
+	device_object_free(&o);
+	return rv;
+}
+
+/* The thread's session for operations, opened when there is none. */
+static CK_RV
+session(struct server *sv)
+{
+	struct helper *h = sv->h;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+
+	if (sv->s != CK_INVALID_HANDLE)
+		return CKR_OK;
+	p11mux_lock(&h->lock);
+	slot = h->slot;
+	p11mux_unlock(&h->lock);
+	if ((rv = h->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &sv->s)) != CKR_OK)
+		sv->s = CK_INVALID_HANDLE;
+	return rv;
+}
+
+static CK_RV
+run_op(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct device_op a = {0};
+	uint8_t *out = NULL;
+	size_t outlen = 0;
+	CK_RV rv;
+
+	p11mux_msg_get_ulong(req, &a.call);
+	p11mux_msg_get_mech(req, &a.mech);
+	p11mux_msg_get_ulong(req, &a.key);
+	p11mux_msg_get_bytes(req, &a.in, &a.inlen);
+	p11mux_msg_get_bytes(req, &a.sig, &a.siglen);
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	if ((rv = session(sv)) != CKR_OK)
+		return rv;
+	rv = device_op(sv->h->f, sv->s, &a, &out, &outlen);
+	if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL && device_session_lost(rv)) {
+		/* The session's state is unknown; the next operation opens a new one. */
+		sv->h->f->C_CloseSession(sv->s);
+		sv->s = CK_INVALID_HANDLE;
+	}
+	if (rv == CKR_OK)
+		p11mux_msg_put_bytes(reply, out, outlen);
+	if (out != NULL) {
+		explicit_bzero(out, outlen);
+		free(out);
+	}
+	return rv;
+}
+
+static CK_RV
+run_random(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	CK_ULONG len = 0;
+	uint8_t *out;
+	CK_RV rv;
+
+	p11mux_msg_get_ulong(req, &len);
+	if (p11mux_msg_end(req) != 0 || len > 65536)
+		return RV_MALFORMED;
+	if ((rv = session(sv)) != CKR_OK)
+		return rv;
+	if ((out = malloc(len ? len : 1)) == NULL)
+		return CKR_HOST_MEMORY;
+	if ((rv = sv->h->f->C_GenerateRandom(sv->s, out, len)) == CKR_OK)
+		p11mux_msg_put_bytes(reply, out, len);
+	explicit_bzero(out, len);
+	free(out);
+	return rv;
+}
+
+/* Indexed by helper call code. */
+static CK_RV (*const runs[HELPER_CALL_COUNT])(struct server *, struct p11mux_msg *,
+                                              struct p11mux_msg *) = {
+        [HELPER_TOKENS] = run_tokens, [HELPER_INIT] = run_init, [HELPER_LOGIN] = run_login,
+        [HELPER_FIND] = run_find,     [HELPER_READ] = run_read, [HELPER_OP] = run_op,
+        [HELPER_RANDOM] = run_random,
+};
+
+/* Answers the request in sv->in into sv->out. 0, or -1 on a request that does not decode
+ * (the daemon is not speaking the protocol: the helper stops). */
+static int
+handle(struct server *sv)
+{
+	struct p11mux_msg req = {0}, reply = {0};
+	uint32_t call;
+	CK_RV rv;
+	int r = -1;
+
+	if (p11mux_msg_read(&req, sv->in, &helper_proto) != 0)
+		goto out;
+	call = req.call->code;
+	/* Nothing but TOKENS and INIT before the module is loaded and the token found. */
+	if (sv->h->f == NULL && call != HELPER_TOKENS && call != HELPER_INIT)
+		goto out;
+	p11mux_msg_reply(&reply, sv->out, &helper_proto, call, req.tag, CKR_OK);
+	if ((rv = runs[call](sv, &req, &reply)) == RV_MALFORMED)
+		goto out;
+	if (rv != CKR_OK)
+		p11mux_msg_reply(&reply, sv->out, &helper_proto, call, req.tag, rv);
+	r = p11mux_msg_end(&reply) == 0 ? 0 : -1;
+out:
+	if (r != 0)
+		log_error("a request from p11muxd could not be answered; stopping");
+	p11mux_msg_clear(&req);
+	p11mux_msg_clear(&reply);
+	return r;
+}
+
+/* Serves requests until the daemon closes the socketpair. */
+static void *
+serve(void *arg)
+{
+	struct server *sv = arg;
+	struct helper *h = sv->h;
+	int r;
+
+	sv->in = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
+	sv->out = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
+	while (sv->in != NULL && sv->out != NULL) {
+		p11mux_lock(&h->rlock);
+		r = p11mux_frame_recv(h->fd, sv->in, P11MUX_FRAME_MAX);
+		p11mux_unlock(&h->rlock);
+		if (r != 0 || handle(sv) != 0)
+			break;
+		p11mux_buf_reset(sv->in); /* wipes a PIN or the data of an operation */
+		p11mux_lock(&h->wlock);
+		r = p11mux_frame_send(h->fd, sv->out);
+		p11mux_unlock(&h->wlock);
+		if (r != 0)
+			break;
+	}
+	/* Whoever stops first stops them all: the others are in a read or a device call. */
+	shutdown(h->fd, SHUT_RDWR);
+	if (sv->s != CK_INVALID_HANDLE)
+		h->f->C_CloseSession(sv->s);
+	p11mux_buf_free(sv->in);
+	p11mux_buf_free(sv->out);
+	free(sv);
+	return NULL;
+}
+
+/* Waits for the serving threads; 0 when every one ended, -1 when one is stuck in a device
+ * call (then the process must not finalise the module under it). */
+static int
+join_workers(struct helper *h)
+{
+	struct timespec until;
+	unsigned i;
+	int r = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	for (i = 0; i < h->started; i++)
+		if (pthread_timedjoin_np(h->workers[i], NULL, &until) != 0)
+			r = -1;
+	return r;
+}
+
+int
+helper_main(const char *name, int use_syslog)
+{
+	struct helper h;
+	struct server *sv;
+	char ident[64];
+
+	/* None outlives the daemon and keeps a device. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() == 1)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(ident, sizeof(ident), "p11muxd[%s]", name);
+	p11mux_log_set_name(ident);
+	if (use_syslog)
+		p11mux_log_syslog(ident);
+	memset(&h, 0, sizeof(h));
+	h.fd = HELPER_FD;
+	h.anchor = CK_INVALID_HANDLE;
+	pthread_mutex_init(&h.lock, NULL);
+	pthread_mutex_init(&h.rlock, NULL);
+	pthread_mutex_init(&h.wlock, NULL);
+	if ((sv = calloc(1, sizeof(*sv))) == NULL)
+		return 1;
+	sv->h = &h;
+	sv->s = CK_INVALID_HANDLE;
+	serve(sv);
+	if (join_workers(&h) != 0) {
+		/* A thread is inside the vendor module: leave everything as it is. */
+		_exit(0);
+	}
+	if (h.anchor != CK_INVALID_HANDLE)
+		h.f->C_CloseSession(h.anchor);
+	backend_free_all(&h.backends);
+	close(h.fd);
+	return 0;
+}

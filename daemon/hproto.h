@@ -1,0 +1,30 @@
+/*
+ * The helper protocol: between p11muxd and the process it runs for each member
+ * (docs/protocol.md, "The helper protocol"). It is not the client protocol: only p11muxd
+ * speaks it, on a socketpair, and its messages are tagged so that a helper can run several
+ * device calls at once (workers_per_member) and answer them in any order. Built on the same
+ * framing and codec as the client protocol (common/transport.c, common/proto.c).
+ */
+#ifndef P11MUXD_HPROTO_H
+#define P11MUXD_HPROTO_H
+
+#include "proto.h"
+
+enum helper_call {
+	HELPER_TOKENS = 1, /* list the module's tokens (discovery, --list-tokens) */
+	HELPER_INIT,       /* load the module and find the member's token */
+	HELPER_LOGIN,      /* log in to it */
+	HELPER_FIND,       /* every object's handle */
+	HELPER_READ,       /* one object's attributes */
+	HELPER_OP,         /* a cryptographic operation */
+	HELPER_RANDOM,     /* random bytes */
+	HELPER_CALL_COUNT  /* one past the last */
+};
+
+extern const struct p11mux_call_desc helper_calls[HELPER_CALL_COUNT];
+extern const struct p11mux_proto helper_proto;
+
+/* The file descriptor a helper finds its socketpair end on. */
+#define HELPER_FD 3
+
+#endif

@@ -1,0 +1,516 @@
+#include "view.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+free_attrs(CK_ATTRIBUTE *a, size_t n)
+{
+	size_t i;
+
+	for (i = 0; a != NULL && i < n; i++)
+		free(a[i].pValue);
+	free(a);
+}
+
+void
+mobject_free(struct mobject *o)
+{
+	if (o == NULL)
+		return;
+	free_attrs(o->attrs, o->n);
+	free(o->status);
+	free(o->pub);
+	free(o);
+}
+
+struct mobject *
+mobject_new(size_t member, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls, CK_KEY_TYPE ktype,
+            CK_ATTRIBUTE *attrs, CK_RV *status, size_t n)
+{
+	struct mobject *o;
+
+	if ((o = calloc(1, sizeof(*o))) == NULL) {
+		free_attrs(attrs, n);
+		free(status);
+		return NULL;
+	}
+	o->member = member;
+	o->h = h;
+	o->cls = cls;
+	o->ktype = ktype;
+	o->attrs = attrs;
+	o->status = status;
+	o->n = n;
+	return o;
+}
+
+static int
+find_attr(const CK_ATTRIBUTE *a, const CK_RV *st, size_t n, CK_ATTRIBUTE_TYPE t)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (a[i].type == t && (st == NULL || st[i] == CKR_OK))
+			return (int)i;
+	return -1;
+}
+
+static int
+attr_bool(const CK_ATTRIBUTE *a, const CK_RV *st, size_t n, CK_ATTRIBUTE_TYPE t, int dflt)
+{
+	int i = find_attr(a, st, n, t);
+
+	if (i < 0 || a[i].ulValueLen != sizeof(CK_BBOOL))
+		return dflt;
+	return *(CK_BBOOL *)a[i].pValue != CK_FALSE;
+}
+
+/* Appends a length-prefixed attribute value to the fingerprint being built. */
+static int
+fp_add(uint8_t **fp, size_t *len, const CK_ATTRIBUTE *a)
+{
+	uint8_t *n;
+
+	if ((n = realloc(*fp, *len + 8 + a->ulValueLen)) == NULL)
+		return -1;
+	memcpy(n + *len, &a->ulValueLen, 8);
+	memcpy(n + *len + 8, a->pValue, a->ulValueLen);
+	*fp = n;
+	*len += 8 + a->ulValueLen;
+	return 0;
+}
+
+/*
+ * What identifies the key material or content: RSA modulus and exponent, the EC point
+ * (for an EC private key, from the public key with the same CKA_ID on that member, since
+ * private EC keys need not carry the point), or the value of certificates and data. Empty
+ * when nothing is readable (secret keys without a check value).
+ */
+static int
+fingerprint(struct mobject *o, struct mobject **all, size_t nall)
+{
+	static const CK_ATTRIBUTE_TYPE rsa[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT};
+	int i, idi, idj;
+	size_t j, k;
+
+	if (o->ktype == CKK_RSA) {
+		for (k = 0; k < 2; k++)
+			if ((i = find_attr(o->attrs, o->status, o->n, rsa[k])) >= 0 &&
+			    fp_add(&o->pub, &o->publen, &o->attrs[i]) != 0)
+				return -1;
+		return 0;
+	}
+	if (o->ktype == CKK_EC || o->ktype == CKK_EC_EDWARDS) {
+		if ((i = find_attr(o->attrs, o->status, o->n, CKA_EC_POINT)) >= 0)
+			return fp_add(&o->pub, &o->publen, &o->attrs[i]);
+		idi = find_attr(o->attrs, o->status, o->n, CKA_ID);
+		for (j = 0; idi >= 0 && j < nall; j++) {
+			struct mobject *p = all[j];
+
+			if (p->member != o->member || p->cls != CKO_PUBLIC_KEY ||
+			    p->ktype != o->ktype)
+				continue;
+			idj = find_attr(p->attrs, p->status, p->n, CKA_ID);
+			if (idj < 0 || p->attrs[idj].ulValueLen != o->attrs[idi].ulValueLen ||
+			    memcmp(p->attrs[idj].pValue, o->attrs[idi].pValue,
+			           o->attrs[idi].ulValueLen) != 0)
+				continue;
+			if ((i = find_attr(p->attrs, p->status, p->n, CKA_EC_POINT)) >= 0)
+				return fp_add(&o->pub, &o->publen, &p->attrs[i]);
+		}
+		if ((i = find_attr(o->attrs, o->status, o->n, CKA_PUBLIC_KEY_INFO)) >= 0 &&
+		    o->attrs[i].ulValueLen > 0)
+			return fp_add(&o->pub, &o->publen, &o->attrs[i]);
+		return 0;
+	}
+	if (o->cls == CKO_SECRET_KEY) {
+		if ((i = find_attr(o->attrs, o->status, o->n, CKA_CHECK_VALUE)) >= 0)
+			return fp_add(&o->pub, &o->publen, &o->attrs[i]);
+		return 0;
+	}
+	if ((i = find_attr(o->attrs, o->status, o->n, CKA_VALUE)) >= 0)
+		return fp_add(&o->pub, &o->publen, &o->attrs[i]);
+	return 0;
+}
+
+int
+mobjects_fingerprint(struct mobject **all, size_t nall)
+{
+	size_t i;
+
+	for (i = 0; i < nall; i++)
+		if (fingerprint(all[i], all, nall) != 0)
+			return -1;
+	return 0;
+}
+
+static int
+same_attr(const struct mobject *a, const struct mobject *b, CK_ATTRIBUTE_TYPE t)
+{
+	int i = find_attr(a->attrs, a->status, a->n, t);
+	int j = find_attr(b->attrs, b->status, b->n, t);
+
+	if (i < 0 || j < 0)
+		return i == j;
+	return a->attrs[i].ulValueLen == b->attrs[j].ulValueLen &&
+	       memcmp(a->attrs[i].pValue, b->attrs[j].pValue, a->attrs[i].ulValueLen) == 0;
+}
+
+/* Same class, CKA_ID, label and key type: the same object, as far as names go. */
+static int
+same_name(const struct mobject *a, const struct mobject *b)
+{
+	return a->cls == b->cls && a->ktype == b->ktype && same_attr(a, b, CKA_ID) &&
+	       same_attr(a, b, CKA_LABEL) &&
+	       (a->cls != CKO_DATA || same_attr(a, b, CKA_APPLICATION));
+}
+
+static int
+same_material(const struct mobject *a, const struct mobject *b)
+{
+	return a->publen == b->publen && (a->publen == 0 || memcmp(a->pub, b->pub, a->publen) == 0);
+}
+
+static const char *
+class_name(CK_OBJECT_CLASS c)
+{
+	switch (c) {
+	case CKO_DATA:
+		return "data";
+	case CKO_CERTIFICATE:
+		return "certificate";
+	case CKO_PUBLIC_KEY:
+		return "public key";
+	case CKO_PRIVATE_KEY:
+		return "private key";
+	case CKO_SECRET_KEY:
+		return "secret key";
+	default:
+		return "object";
+	}
+}
+
+static void
+describe(const struct mobject *o, char *dst, size_t n)
+{
+	char label[64] = "", id[48] = "";
+	int i;
+	size_t k, len;
+
+	if ((i = find_attr(o->attrs, o->status, o->n, CKA_LABEL)) >= 0) {
+		len = o->attrs[i].ulValueLen < sizeof(label) - 1 ? o->attrs[i].ulValueLen
+		                                                 : sizeof(label) - 1;
+		memcpy(label, o->attrs[i].pValue, len);
+		label[len] = '\0';
+	}
+	if ((i = find_attr(o->attrs, o->status, o->n, CKA_ID)) >= 0)
+		for (k = 0; k < o->attrs[i].ulValueLen && k < 20; k++)
+			snprintf(id + 2 * k, sizeof(id) - 2 * k, "%02x",
+			         ((unsigned char *)o->attrs[i].pValue)[k]);
+	snprintf(dst, n, "%s \"%s\" (id %s)", class_name(o->cls), label, id[0] ? id : "none");
+}
+
+/* FNV-1a, 64-bit, over a byte string. */
+uint64_t
+view_fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	while (n-- > 0) {
+		h ^= *b++;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/*
+ * The virtual handle: a hash of the object's identity (pool slot, class, key type, CKA_ID,
+ * label and key material), so that the same object has the same handle in every run of
+ * the daemon. 31 bits, never 0, stepped past the rare collision.
+ */
+static CK_OBJECT_HANDLE
+derive_handle(const struct view *p, const struct mobject *o)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	CK_OBJECT_HANDLE v;
+	int i;
+
+	h = view_fnv(h, &p->slot, sizeof(p->slot));
+	h = view_fnv(h, &o->cls, sizeof(o->cls));
+	h = view_fnv(h, &o->ktype, sizeof(o->ktype));
+	if ((i = find_attr(o->attrs, o->status, o->n, CKA_ID)) >= 0)
+		h = view_fnv(h, o->attrs[i].pValue, o->attrs[i].ulValueLen);
+	h = view_fnv(h, "|", 1);
+	if ((i = find_attr(o->attrs, o->status, o->n, CKA_LABEL)) >= 0)
+		h = view_fnv(h, o->attrs[i].pValue, o->attrs[i].ulValueLen);
+	h = view_fnv(h, "|", 1);
+	h = view_fnv(h, o->pub, o->publen);
+	v = (CK_OBJECT_HANDLE)((h ^ (h >> 31)) & 0x7fffffff);
+	while (v == 0 || p11mux_hmap_get(p->by_handle, v) != NULL)
+		v = (v + 1) & 0x7fffffff;
+	return v;
+}
+
+/* Among the unused objects named as all[i] is, the variant (key material) held by the most
+ * members; a tie goes to the one on the member listed first. */
+static size_t
+pick_variant(struct mobject **all, size_t nall, size_t i)
+{
+	size_t j, k, best = i, bestcount = 0, count;
+
+	for (j = i; j < nall; j++) {
+		if (all[j]->used || !same_name(all[i], all[j]))
+			continue;
+		count = 0;
+		for (k = i; k < nall; k++)
+			if (!all[k]->used && same_name(all[j], all[k]) &&
+			    same_material(all[j], all[k]))
+				count++;
+		if (count > bestcount) {
+			best = j;
+			bestcount = count;
+		}
+	}
+	return best;
+}
+
+static void
+pobject_free(struct pobject *po)
+{
+	if (po == NULL)
+		return;
+	free_attrs(po->attrs, po->n);
+	free(po->status);
+	free(po->backend);
+	free(po->holding);
+	free(po->pub);
+	free(po);
+}
+
+/* A pool object named after member object o; its handle is derived from o's identity.
+ * NULL when out of memory. */
+static struct pobject *
+pobject_new(struct view *p, const struct mobject *o)
+{
+	struct pobject *po;
+	size_t k;
+
+	if ((po = calloc(1, sizeof(*po))) == NULL ||
+	    (po->backend = calloc(p->nmembers, sizeof(*po->backend))) == NULL ||
+	    (po->holding = calloc(p->nmembers, 1)) == NULL) {
+		pobject_free(po);
+		return NULL;
+	}
+	for (k = 0; k < p->nmembers; k++)
+		po->backend[k] = CK_INVALID_HANDLE;
+	po->cls = o->cls;
+	po->ktype = o->ktype;
+	describe(o, po->desc, sizeof(po->desc));
+	po->handle = derive_handle(p, o);
+	return po;
+}
+
+/* The pool object takes o's attributes and key material (o keeps none of them). */
+static void
+pobject_take(struct pobject *po, struct mobject *o)
+{
+	po->attrs = o->attrs;
+	po->status = o->status;
+	po->n = o->n;
+	po->pub = o->pub;
+	po->publen = o->publen;
+	o->attrs = NULL;
+	o->status = NULL;
+	o->n = 0;
+	o->pub = NULL;
+	po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
+	                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
+}
+
+/* Records which member holds the object of all[best] (same name and key material), and which
+ * holds something else under its name; marks those member objects used. */
+static void
+map_holders(struct view *p, const struct view_member *members, struct pobject *po,
+            struct mobject **all, size_t nall, size_t best)
+{
+	size_t j, k;
+
+	for (j = 0; j < nall; j++) {
+		if (j == best || all[j]->used || !same_name(all[best], all[j]))
+			continue;
+		if (same_material(all[best], all[j])) {
+			if (po->backend[all[j]->member] == CK_INVALID_HANDLE)
+				po->backend[all[j]->member] = all[j]->h;
+			all[j]->used = 1;
+		} else if (po->holding[all[j]->member] != HOLD_DIFFERENT) {
+			po->holding[all[j]->member] = HOLD_DIFFERENT;
+			log_warn("pool \"%s\": member %s holds a different %s under the same name: "
+			         "that member is not used for it",
+			         p->label, members[all[j]->member].label, po->desc);
+			all[j]->used = 1;
+		}
+	}
+	po->backend[all[best]->member] = all[best]->h;
+	all[best]->used = 1;
+	for (k = 0; k < p->nmembers; k++) {
+		if (po->backend[k] != CK_INVALID_HANDLE)
+			po->holding[k] = HOLD_SAME;
+		else if (po->holding[k] != HOLD_DIFFERENT && members[k].up)
+			log_warn("pool \"%s\": member %s lacks %s: that member is not used for it",
+			         p->label, members[k].label, po->desc);
+	}
+}
+
+/* Adds po to the pool's objects and handle map. 0, or -1 when out of memory. */
+static int
+view_add(struct view *p, struct pobject *po)
+{
+	struct pobject **nv;
+
+	if ((nv = realloc(p->objects, (p->nobjects + 1) * sizeof(*nv))) == NULL)
+		return -1;
+	p->objects = nv;
+	if (p11mux_hmap_put(p->by_handle, po->handle, po) != 0)
+		return -1;
+	po->index = p->nobjects;
+	p->objects[p->nobjects++] = po;
+	log_debug("pool \"%s\": %s is handle %lu", p->label, po->desc, po->handle);
+	return 0;
+}
+
+/* Builds the pool's objects from every member's objects. */
+int
+view_build(struct view *p, const struct view_member *members, struct mobject **all, size_t nall,
+           struct p11mux_err *e)
+{
+	struct pobject *po;
+	size_t i, best;
+
+	if (p->by_handle == NULL && (p->by_handle = p11mux_hmap_new()) == NULL)
+		return p11mux_err_set(e, "out of memory");
+	for (i = 0; i < nall; i++) {
+		if (all[i]->used)
+			continue;
+		best = pick_variant(all, nall, i);
+		if ((po = pobject_new(p, all[best])) == NULL)
+			return p11mux_err_set(e, "out of memory");
+		map_holders(p, members, po, all, nall, best);
+		pobject_take(po, all[best]);
+		if (po->publen == 0 && (po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY))
+			log_warn("pool \"%s\": %s has no readable public part; its members are "
+			         "matched by name only",
+			         p->label, po->desc);
+		if (view_add(p, po) != 0) {
+			pobject_free(po);
+			return p11mux_err_set(e, "out of memory");
+		}
+	}
+	return 0;
+}
+
+size_t
+view_remap(struct view *p, size_t member, const char *label, struct mobject **all, size_t nall)
+{
+	struct mobject view;
+	size_t i, j, held = 0;
+	CK_OBJECT_HANDLE h;
+	uint8_t hold;
+
+	for (i = 0; i < p->nobjects; i++) {
+		struct pobject *po = p->objects[i];
+
+		/* The pool object seen as a member object, to compare with the same rules. */
+		memset(&view, 0, sizeof(view));
+		view.cls = po->cls;
+		view.ktype = po->ktype;
+		view.attrs = po->attrs;
+		view.status = po->status;
+		view.n = po->n;
+		view.pub = po->pub;
+		view.publen = po->publen;
+		h = CK_INVALID_HANDLE;
+		hold = HOLD_LACKS;
+		for (j = 0; j < nall && h == CK_INVALID_HANDLE; j++) {
+			if (!same_name(&view, all[j]))
+				continue;
+			if (same_material(&view, all[j]))
+				h = all[j]->h;
+			else
+				hold = HOLD_DIFFERENT;
+		}
+		__atomic_store_n(&po->holding[member], h != CK_INVALID_HANDLE ? HOLD_SAME : hold,
+		                 __ATOMIC_RELEASE);
+		if (h != CK_INVALID_HANDLE)
+			held++;
+		else if (__atomic_load_n(&po->backend[member], __ATOMIC_ACQUIRE) !=
+		         CK_INVALID_HANDLE)
+			log_warn("pool \"%s\": member %s no longer holds %s", p->label, label,
+			         po->desc);
+		__atomic_store_n(&po->backend[member], h, __ATOMIC_RELEASE);
+	}
+	log_info("pool \"%s\": member %s holds %zu of the pool's %zu objects", p->label, label,
+	         held, p->nobjects);
+	return held;
+}
+
+void
+view_free(struct view *v)
+{
+	size_t i;
+
+	for (i = 0; i < v->nobjects; i++)
+		pobject_free(v->objects[i]);
+	free(v->objects);
+	p11mux_hmap_free(v->by_handle);
+	v->objects = NULL;
+	v->nobjects = 0;
+	v->by_handle = NULL;
+}
+
+const struct pobject *
+view_object(const struct view *v, CK_OBJECT_HANDLE h)
+{
+	return v->by_handle != NULL ? p11mux_hmap_get(v->by_handle, h) : NULL;
+}
+
+int
+pobject_matches(const struct pobject *o, const CK_ATTRIBUTE *tmpl, size_t n)
+{
+	size_t i;
+	int k;
+
+	for (i = 0; i < n; i++) {
+		if ((k = find_attr(o->attrs, o->status, o->n, tmpl[i].type)) < 0)
+			return 0;
+		if (tmpl[i].pValue == NULL || o->attrs[k].ulValueLen != tmpl[i].ulValueLen ||
+		    memcmp(o->attrs[k].pValue, tmpl[i].pValue, tmpl[i].ulValueLen) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+int
+pobject_material(const struct pobject *o, const uint8_t **p, size_t *len)
+{
+	uint64_t first;
+
+	/* The fingerprint holds length-prefixed attribute values; the first one is the modulus
+	 * (RSA), the point (EC), or the value. */
+	if (o->publen < 8)
+		return 0;
+	memcpy(&first, o->pub, 8);
+	if (first > o->publen - 8)
+		first = o->publen - 8;
+	*p = o->pub + 8;
+	*len = (size_t)first;
+	return 1;
+}
+
+int
+pobject_bool(const struct pobject *o, CK_ATTRIBUTE_TYPE t, int dflt)
+{
+	return attr_bool(o->attrs, o->status, o->n, t, dflt);
+}
