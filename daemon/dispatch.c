@@ -140,8 +140,7 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 		tried[idx] = 1;
 		if ((j = job_new(call, mech, key, in, inlen, sig, siglen)) == NULL)
 			return CKR_HOST_MEMORY;
-		member_submit(m, j);
-		member_wait(m, j);
+		member_run(m, j);
 		rv = j->rv;
 		costly += j->cost_helper;
 		if (rv == P11MUX_RV_RETRY) {

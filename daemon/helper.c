@@ -5,9 +5,10 @@
  * call that hangs, a crash or an exit() inside the vendor module costs this process only: the
  * daemon kills it, or sees it gone, and starts a fresh one (docs/architecture.md).
  *
- * Threads: workers_per_member threads serve the socketpair; each reads one request (the read
- * lock), runs it on its own session, and writes the reply (the write lock). With one worker,
- * as for a USB HSM, the request is run by the thread that read it, with no hand-off.
+ * Channels and threads: the main thread serves the control channel (finding the token, the
+ * login, the objects); each of the workers_per_member operation channels has a thread of its
+ * own, with its own session, that reads a request, runs it and writes the answer, one at a
+ * time: no hand-off, no lock on the way of an operation.
  */
 #include "backend.h"
 #include "err.h"
@@ -34,24 +35,23 @@
 #define MAX_WORKERS 64
 
 struct helper {
-	int fd;
 	struct backend *backends; /* the one module, once loaded */
 	CK_FUNCTION_LIST *f;
-	pthread_mutex_t lock; /* protects slot, anchor and nworkers */
+	pthread_mutex_t lock; /* protects slot and anchor */
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE anchor; /* logged in for the helper's life */
-	unsigned nworkers;
-	pthread_t workers[MAX_WORKERS];
+	unsigned nop;             /* operation channels */
+	pthread_t threads[HELPER_MAX_CHANNELS];
 	unsigned started;
-	pthread_mutex_t rlock; /* one thread reads a request at a time */
-	pthread_mutex_t wlock; /* one thread writes a reply at a time */
 };
 
-/* What one serving thread owns. */
+/* What one serving thread owns: its channel, its buffers, its session for operations. */
 struct server {
 	struct helper *h;
+	int fd;
+	int op; /* an operation channel (OP, RANDOM), not the control channel */
 	struct p11mux_buf *in, *out;
-	CK_SESSION_HANDLE s; /* for operations; opened on the first one */
+	CK_SESSION_HANDLE s; /* opened on the first operation */
 };
 
 /* --- loading the module --- */
@@ -214,19 +214,20 @@ find_token(struct helper *h, const char *id, CK_SLOT_ID hint, CK_SLOT_ID *found)
 
 static void *serve(void *arg);
 
-/* Starts the extra serving threads (workers - 1: the main thread serves too). */
+/* Starts a thread for each operation channel. */
 static void
-start_workers(struct helper *h, unsigned workers)
+start_workers(struct helper *h)
 {
 	struct server *sv;
 
-	h->nworkers = workers < 1 ? 1 : workers > MAX_WORKERS ? MAX_WORKERS : workers;
-	while (h->started + 1 < h->nworkers) {
+	while (h->started < h->nop) {
 		if ((sv = calloc(1, sizeof(*sv))) == NULL)
 			break;
 		sv->h = h;
+		sv->fd = HELPER_OP_FD + (int)h->started;
+		sv->op = 1;
 		sv->s = CK_INVALID_HANDLE;
-		if (pthread_create(&h->workers[h->started], NULL, serve, sv) != 0) {
+		if (pthread_create(&h->threads[h->started], NULL, serve, sv) != 0) {
 			free(sv);
 			break;
 		}
@@ -257,12 +258,13 @@ run_init(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	if ((rv = load(h, path, plen)) != CKR_OK ||
 	    (rv = find_token(h, name, hint, &slot)) != CKR_OK)
 		return rv;
+	(void)workers; /* the channels say how many */
 	if ((rv = describe(h, slot, &s)) == CKR_OK) {
 		p11mux_lock(&h->lock);
 		h->slot = slot;
 		p11mux_unlock(&h->lock);
 		p11mux_msg_put_slots(reply, &s, 1);
-		start_workers(h, (unsigned)workers);
+		start_workers(h);
 	}
 	free(s.mechs);
 	free(s.infos);
@@ -421,27 +423,30 @@ static CK_RV (*const runs[HELPER_CALL_COUNT])(struct server *, struct p11mux_msg
         [HELPER_RANDOM] = run_random,
 };
 
-/* Answers the request in sv->in into sv->out. 0, or -1 on a request that does not decode
- * (the daemon is not speaking the protocol: the helper stops). */
+/* Answers the request in sv->in into sv->out. 0, or -1 on a request that does not decode or
+ * does not belong on this channel (the daemon is not speaking the protocol: the helper
+ * stops). */
 static int
 handle(struct server *sv)
 {
 	struct p11mux_msg req = {0}, reply = {0};
 	uint32_t call;
+	int op, r = -1;
 	CK_RV rv;
-	int r = -1;
 
 	if (p11mux_msg_read(&req, sv->in, &helper_proto) != 0)
 		goto out;
 	call = req.call->code;
-	/* Nothing but TOKENS and INIT before the module is loaded and the token found. */
-	if (sv->h->f == NULL && call != HELPER_TOKENS && call != HELPER_INIT)
+	op = call == HELPER_OP || call == HELPER_RANDOM;
+	/* Operations on their channels; on the control channel, nothing but TOKENS and INIT
+	 * before the module is loaded and the token found. */
+	if (op != sv->op || (sv->h->f == NULL && call != HELPER_TOKENS && call != HELPER_INIT))
 		goto out;
-	p11mux_msg_reply(&reply, sv->out, &helper_proto, call, req.tag, CKR_OK);
+	p11mux_msg_reply(&reply, sv->out, &helper_proto, call, 0, CKR_OK);
 	if ((rv = runs[call](sv, &req, &reply)) == RV_MALFORMED)
 		goto out;
 	if (rv != CKR_OK)
-		p11mux_msg_reply(&reply, sv->out, &helper_proto, call, req.tag, rv);
+		p11mux_msg_reply(&reply, sv->out, &helper_proto, call, 0, rv);
 	r = p11mux_msg_end(&reply) == 0 ? 0 : -1;
 out:
 	if (r != 0)
@@ -451,52 +456,47 @@ out:
 	return r;
 }
 
-/* Serves requests until the daemon closes the socketpair. */
+/* Serves one channel until the daemon closes it. */
 static void *
 serve(void *arg)
 {
 	struct server *sv = arg;
-	struct helper *h = sv->h;
 	int r;
 
 	sv->in = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
 	sv->out = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
 	while (sv->in != NULL && sv->out != NULL) {
-		p11mux_lock(&h->rlock);
-		r = p11mux_frame_recv(h->fd, sv->in, P11MUX_FRAME_MAX);
-		p11mux_unlock(&h->rlock);
-		if (r != 0 || handle(sv) != 0)
+		if ((r = p11mux_frame_recv(sv->fd, sv->in, P11MUX_FRAME_MAX)) != 0 ||
+		    handle(sv) != 0)
 			break;
 		p11mux_buf_reset(sv->in); /* wipes a PIN or the data of an operation */
-		p11mux_lock(&h->wlock);
-		r = p11mux_frame_send(h->fd, sv->out);
-		p11mux_unlock(&h->wlock);
-		if (r != 0)
+		if (p11mux_frame_send(sv->fd, sv->out) != 0)
 			break;
 	}
-	/* Whoever stops first stops them all: the others are in a read or a device call. */
-	shutdown(h->fd, SHUT_RDWR);
 	if (sv->s != CK_INVALID_HANDLE)
-		h->f->C_CloseSession(sv->s);
+		sv->h->f->C_CloseSession(sv->s);
 	p11mux_buf_free(sv->in);
 	p11mux_buf_free(sv->out);
 	free(sv);
 	return NULL;
 }
 
-/* Waits for the serving threads; 0 when every one ended, -1 when one is stuck in a device
- * call (then the process must not finalise the module under it). */
+/* Stops the operation threads (their channels are shut down under them) and waits for them;
+ * 0 when every one ended, -1 when one is stuck in a device call (then the process must not
+ * finalise the module under it). */
 static int
-join_workers(struct helper *h)
+stop_workers(struct helper *h)
 {
 	struct timespec until;
 	unsigned i;
 	int r = 0;
 
+	for (i = 0; i < h->nop; i++)
+		shutdown(HELPER_OP_FD + (int)i, SHUT_RDWR);
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 2;
 	for (i = 0; i < h->started; i++)
-		if (pthread_timedjoin_np(h->workers[i], NULL, &until) != 0)
+		if (pthread_timedjoin_np(h->threads[i], NULL, &until) != 0)
 			r = -1;
 	return r;
 }
@@ -504,6 +504,7 @@ join_workers(struct helper *h)
 int
 helper_main(const char *name, int use_syslog)
 {
+	const char *channels = getenv("P11MUX_HELPER_CHANNELS");
 	struct helper h;
 	struct server *sv;
 	char ident[64];
@@ -518,23 +519,24 @@ helper_main(const char *name, int use_syslog)
 	if (use_syslog)
 		p11mux_log_syslog(ident);
 	memset(&h, 0, sizeof(h));
-	h.fd = HELPER_FD;
 	h.anchor = CK_INVALID_HANDLE;
+	h.nop = channels != NULL ? (unsigned)strtoul(channels, NULL, 10) : 0;
+	if (h.nop > HELPER_MAX_CHANNELS)
+		h.nop = HELPER_MAX_CHANNELS;
 	pthread_mutex_init(&h.lock, NULL);
-	pthread_mutex_init(&h.rlock, NULL);
-	pthread_mutex_init(&h.wlock, NULL);
 	if ((sv = calloc(1, sizeof(*sv))) == NULL)
 		return 1;
 	sv->h = &h;
+	sv->fd = HELPER_CTL_FD;
 	sv->s = CK_INVALID_HANDLE;
 	serve(sv);
-	if (join_workers(&h) != 0) {
+	if (stop_workers(&h) != 0) {
 		/* A thread is inside the vendor module: leave everything as it is. */
 		_exit(0);
 	}
 	if (h.anchor != CK_INVALID_HANDLE)
 		h.f->C_CloseSession(h.anchor);
 	backend_free_all(&h.backends);
-	close(h.fd);
+	close(HELPER_CTL_FD);
 	return 0;
 }

@@ -10,20 +10,28 @@
 
 #include "buffer.h"
 #include "err.h"
+#include "hproto.h"
 #include "proto.h"
 
 /* A helper's argv[0], followed by the member's name: what ps shows. */
 #define HELPER_TITLE "p11muxd: member "
 
-/* Serves the daemon on HELPER_FD until it closes the socketpair; the process's exit status.
- * name is the member's, for the log. */
+/* Serves the daemon on the helper's channels until it closes them; the process's exit
+ * status. name is the member's, for the log. */
 int helper_main(const char *name, int use_syslog);
+
+/* One channel to a helper: a socketpair end and the buffer for its messages. */
+struct chan {
+	int fd; /* -1: none */
+	struct p11mux_buf *buf;
+};
 
 /* The daemon's end of one helper. */
 struct link {
 	pid_t pid; /* 0: none */
-	int fd;    /* -1: none */
-	struct p11mux_buf *buf;
+	struct chan ctl;
+	struct chan op[HELPER_MAX_CHANNELS];
+	unsigned nop;
 };
 
 /* What a helper is started with. */
@@ -32,32 +40,38 @@ struct link_spec {
 	const char *name;         /* the member's, for ps ("p11muxd: member NAME") and the log */
 	char *const *env;         /* KEY=VALUE entries added to the environment; NULL-ended */
 	int use_syslog;           /* the helper logs to syslog (the daemon does) */
+	unsigned channels;        /* operation channels (workers_per_member) */
 	unsigned send_timeout_ms; /* a write that cannot go on for this long fails */
 };
 
-/* Starts a helper: a socketpair, then fork and exec of exe with the member's environment; the
- * child dies with the daemon (PR_SET_PDEATHSIG). 0, or -1 with e filled. */
+/* An unused link (no helper). */
+void link_init(struct link *l);
+/* Starts a helper: the channels, then fork and exec of exe with the member's environment;
+ * the child dies with the daemon (PR_SET_PDEATHSIG). 0, or -1 with e filled. */
 int link_spawn(struct link *l, const struct link_spec *spec, struct p11mux_err *e);
 
-/* Fills a request's fields (after the call code and tag); errors are sticky in m. */
+/* Fills a request's fields (after the call code); errors are sticky in m. */
 typedef void (*link_put_fn)(struct p11mux_msg *m, void *arg);
 /* Reads a successful reply's fields, copying what it keeps. CKR_OK, or the call's result. */
 typedef CK_RV (*link_get_fn)(struct p11mux_msg *m, void *arg);
 
-/* What link_call() returns when the helper did not answer in time, is gone, or answered what
+/* What chan_call() returns when the helper did not answer in time, is gone, or answered what
  * cannot be read: it must be killed. Never sent to a client. */
 #define LINK_RV_GONE (CKR_VENDOR_DEFINED | 0x5033UL)
 
-/* One call and its reply, waiting at most timeout_ms (tag 0; nothing else may be in flight).
- * The helper's CK_RV (with e filled when it is not CKR_OK), or LINK_RV_GONE. */
-CK_RV link_call(struct link *l, uint32_t call, link_put_fn put, link_get_fn get, void *arg,
-                unsigned timeout_ms, struct p11mux_err *e);
+/* One call and its reply on channel c, waiting at most timeout_ms for the reply. The helper's
+ * CK_RV (with e filled when it is not CKR_OK), or LINK_RV_GONE. *sent (may be NULL) says
+ * whether the whole request was written: a helper that died before that never saw it. */
+CK_RV chan_call(struct chan *c, uint32_t call, link_put_fn put, link_get_fn get, void *arg,
+                unsigned timeout_ms, struct p11mux_err *e, int *sent);
 
-/* Kills the helper (SIGKILL) and reaps it. Its exit status as waitpid() gives it, or -1. */
-int link_kill(struct link *l);
-/* Closes the socketpair, lets the helper exit for up to wait_ms, then kills it. The exit
- * status as waitpid() gives it, or -1. */
+/* Kills the helper (SIGKILL); the channels stay open until link_close(). */
+void link_kill(struct link *l);
+/* Closes the channels, lets the helper exit for up to wait_ms, then kills it, and reaps it.
+ * Its exit status as waitpid() gives it, or -1 when there was none. The buffers are kept. */
 int link_close(struct link *l, unsigned wait_ms);
+/* Frees the buffers (after link_close). */
+void link_free(struct link *l);
 /* "exited with status N", "killed by signal N (Name)" */
 void link_status_text(int status, char *dst, size_t n);
 

@@ -16,4 +16,4 @@ const struct p11mux_call_desc helper_calls[HELPER_CALL_COUNT] = {
         [HELPER_RANDOM] = {HELPER_RANDOM, "RANDOM", "u", "y", "length -> random bytes"},
 };
 
-const struct p11mux_proto helper_proto = {"helper", helper_calls, HELPER_CALL_COUNT, 1};
+const struct p11mux_proto helper_proto = {"helper", helper_calls, HELPER_CALL_COUNT, 0};

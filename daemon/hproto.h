@@ -1,9 +1,10 @@
 /*
  * The helper protocol: between p11muxd and the process it runs for each member
  * (docs/protocol.md, "The helper protocol"). It is not the client protocol: only p11muxd
- * speaks it, on a socketpair, and its messages are tagged so that a helper can run several
- * device calls at once (workers_per_member) and answer them in any order. Built on the same
- * framing and codec as the client protocol (common/transport.c, common/proto.c).
+ * speaks it, on socketpairs: one control channel (finding the token, the login, reading the
+ * objects) and one channel per worker (workers_per_member), each carrying one request at a
+ * time. Built on the same framing and codec as the client protocol (common/transport.c,
+ * common/proto.c).
  */
 #ifndef P11MUXD_HPROTO_H
 #define P11MUXD_HPROTO_H
@@ -24,7 +25,11 @@ enum helper_call {
 extern const struct p11mux_call_desc helper_calls[HELPER_CALL_COUNT];
 extern const struct p11mux_proto helper_proto;
 
-/* The file descriptor a helper finds its socketpair end on. */
-#define HELPER_FD 3
+/* The file descriptors a helper finds its channels on: the control channel, then the
+ * operation channels (HELPER_OP_FD + i); how many is in $P11MUX_HELPER_CHANNELS. */
+#define HELPER_CTL_FD 3
+#define HELPER_OP_FD  4
+/* Operation channels of one helper, at most (workers_per_member's cap). */
+#define HELPER_MAX_CHANNELS 64
 
 #endif

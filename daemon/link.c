@@ -1,11 +1,12 @@
-/* The daemon's end of a member's helper: starting it, one call with a deadline, ending it. */
+/* The daemon's end of a member's helper: starting it, one call on a channel with a deadline,
+ * ending it. */
 #include "helper.h"
-#include "hproto.h"
 #include "log.h"
 #include "thread.h"
 #include "transport.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +20,17 @@
 
 extern char **environ;
 
+void
+link_init(struct link *l)
+{
+	unsigned i;
+
+	memset(l, 0, sizeof(*l));
+	l->ctl.fd = -1;
+	for (i = 0; i < HELPER_MAX_CHANNELS; i++)
+		l->op[i].fd = -1;
+}
+
 /* Whether env entry a sets the same variable as b. */
 static int
 same_var(const char *a, const char *b)
@@ -28,10 +40,11 @@ same_var(const char *a, const char *b)
 	return strncmp(a, b, n) == 0 && b[n] == '=';
 }
 
-/* The helper's environment: the daemon's, with the member's entries added or replacing. A
- * NULL-ended array of pointers into environ and spec->env (malloc'ed array only). */
+/* The helper's environment: the daemon's, with the member's entries and the number of
+ * channels added (or replacing). A NULL-ended array of pointers into environ, add and
+ * extra (malloc'ed array only). */
 static char **
-helper_env(char *const *add)
+helper_env(char *const *add, char *extra)
 {
 	size_t n = 0, k = 0, i, j;
 	char **env;
@@ -40,68 +53,119 @@ helper_env(char *const *add)
 		n++;
 	while (add != NULL && add[k] != NULL)
 		k++;
-	if ((env = calloc(n + k + 1, sizeof(*env))) == NULL)
+	if ((env = calloc(n + k + 2, sizeof(*env))) == NULL)
 		return NULL;
 	for (i = 0, n = 0; environ[i] != NULL; i++) {
 		for (j = 0; j < k && !same_var(add[j], environ[i]); j++)
 			;
-		if (j == k)
+		if (j == k && !same_var(extra, environ[i]))
 			env[n++] = environ[i];
 	}
 	for (j = 0; j < k; j++)
 		env[n++] = add[j];
+	env[n] = extra;
 	return env;
+}
+
+/* Closes both ends of the pairs made so far. */
+static void
+close_pairs(int (*sv)[2], unsigned n)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		close(sv[i][0]);
+		close(sv[i][1]);
+	}
+}
+
+/* The child, between fork and exec: only async-signal-safe calls. dup2 clears close-on-exec
+ * on the copies, so the helper's ends survive exec; the other ends do not. */
+static void
+exec_helper(const struct link_spec *spec, int (*sv)[2], unsigned n, pid_t parent, char **argv,
+            char **env)
+{
+	int high[1 + HELPER_MAX_CHANNELS];
+	unsigned i;
+
+	/* First out of the way of the numbers they go to (one of them may be such a number),
+	 * then into place. */
+	for (i = 0; i < n; i++)
+		if ((high[i] = fcntl(sv[i][1], F_DUPFD_CLOEXEC, HELPER_CTL_FD + (int)n)) < 0)
+			_exit(127);
+	for (i = 0; i < n; i++)
+		if (dup2(high[i], HELPER_CTL_FD + (int)i) < 0)
+			_exit(127);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+		_exit(127);
+	execve(spec->exe, argv, env);
+	_exit(127);
+}
+
+/* Takes the daemon's ends of the pairs into l, with buffers and the send time-out. */
+static int
+keep_ends(struct link *l, const struct link_spec *spec, int (*sv)[2], unsigned n)
+{
+	struct timeval tv = {spec->send_timeout_ms / 1000,
+	                     (suseconds_t)(spec->send_timeout_ms % 1000) * 1000};
+	struct chan *c;
+	unsigned i;
+	int r = 0;
+
+	for (i = 0; i < n; i++) {
+		c = i == 0 ? &l->ctl : &l->op[i - 1];
+		close(sv[i][1]);
+		c->fd = sv[i][0];
+		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (c->buf == NULL && (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) == NULL)
+			r = -1;
+	}
+	l->nop = n - 1;
+	return r;
 }
 
 int
 link_spawn(struct link *l, const struct link_spec *spec, struct p11mux_err *e)
 {
-	char title[96], *argv[4], **env;
-	struct timeval tv;
+	int sv[1 + HELPER_MAX_CHANNELS][2];
+	char title[96], extra[64], *argv[4], **env;
+	unsigned n = 1 + (spec->channels > HELPER_MAX_CHANNELS ? HELPER_MAX_CHANNELS
+	                  : spec->channels < 1                 ? 1
+	                                                       : spec->channels),
+	         i;
 	pid_t parent = getpid(), pid;
-	int sv[2];
 
 	/* ps shows the title; the helper takes its name from it. */
 	snprintf(title, sizeof(title), "%s%s", HELPER_TITLE, spec->name);
+	snprintf(extra, sizeof(extra), "P11MUX_HELPER_CHANNELS=%u", n - 1);
 	argv[0] = title;
 	argv[1] = (char *)"--helper";
 	argv[2] = spec->use_syslog ? (char *)"--syslog" : NULL;
 	argv[3] = NULL;
 	/* Everything the child needs is made before fork: after it, in a threaded process, the
 	 * child may only make async-signal-safe calls until exec. */
-	if ((env = helper_env(spec->env)) == NULL)
+	if ((env = helper_env(spec->env, extra)) == NULL)
 		return p11mux_err_set(e, "out of memory");
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-		free(env);
-		return p11mux_err_set(e, "socketpair: %s", strerror(errno));
-	}
+	for (i = 0; i < n; i++)
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]) != 0) {
+			close_pairs(sv, i);
+			free(env);
+			return p11mux_err_set(e, "socketpair: %s", strerror(errno));
+		}
 	if ((pid = fork()) < 0) {
-		close(sv[0]);
-		close(sv[1]);
+		close_pairs(sv, n);
 		free(env);
 		return p11mux_err_set(e, "fork: %s", strerror(errno));
 	}
-	if (pid == 0) {
-		/* dup2 clears close-on-exec on the copy: the helper's end survives exec. */
-		if (dup2(sv[1], HELPER_FD) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
-		    getppid() != parent)
-			_exit(127);
-		execve(spec->exe, argv, env);
-		_exit(127);
-	}
-	close(sv[1]);
+	if (pid == 0)
+		exec_helper(spec, sv, n, parent, argv, env);
 	free(env);
-	tv.tv_sec = spec->send_timeout_ms / 1000;
-	tv.tv_usec = (suseconds_t)(spec->send_timeout_ms % 1000) * 1000;
-	setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (l->buf == NULL && (l->buf = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) == NULL) {
-		close(sv[0]);
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+	l->pid = pid;
+	if (keep_ends(l, spec, sv, n) != 0) {
+		link_kill(l);
+		link_close(l, 0);
 		return p11mux_err_set(e, "out of memory");
 	}
-	l->pid = pid;
-	l->fd = sv[0];
 	return 0;
 }
 
@@ -125,61 +189,91 @@ wait_readable(int fd, uint64_t deadline_ns)
 	}
 }
 
-CK_RV
-link_call(struct link *l, uint32_t call, link_put_fn put, link_get_fn get, void *arg,
-          unsigned timeout_ms, struct p11mux_err *e)
+/* Reads the reply to call; LINK_RV_GONE when none comes in time or it does not decode. */
+static CK_RV
+read_reply(struct chan *c, struct p11mux_msg *m, uint32_t call, link_get_fn get, void *arg,
+           uint64_t deadline, unsigned timeout_ms, struct p11mux_err *e)
 {
-	uint64_t deadline = p11mux_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	const char *name = helper_calls[call].name;
+	CK_RV rv = LINK_RV_GONE;
+	int r;
+
+	if (wait_readable(c->fd, deadline) <= 0) {
+		p11mux_err_set(e, "%s: no answer within %u ms", name, timeout_ms);
+		return LINK_RV_GONE;
+	}
+	if ((r = p11mux_frame_recv(c->fd, c->buf, P11MUX_FRAME_MAX)) != 0 ||
+	    (r = p11mux_msg_read_any_reply(m, c->buf, &helper_proto, &rv)) != 0 ||
+	    m->call->code != call) {
+		p11mux_err_set(e, "%s: the helper is gone (%s)", name,
+		               p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
+		return LINK_RV_GONE;
+	}
+	if (rv == CKR_OK && get != NULL)
+		rv = get(m, arg);
+	if (rv == CKR_OK && p11mux_msg_end(m) != 0) {
+		p11mux_err_set(e, "%s: a reply that cannot be read", name);
+		rv = LINK_RV_GONE;
+	} else if (rv != CKR_OK && rv != LINK_RV_GONE) {
+		p11mux_err_set(e, "%s: %s", name, p11mux_rv_name(rv));
+	}
+	return rv;
+}
+
+CK_RV
+chan_call(struct chan *c, uint32_t call, link_put_fn put, link_get_fn get, void *arg,
+          unsigned timeout_ms, struct p11mux_err *e, int *sent)
+{
 	const char *name = helper_calls[call].name;
 	struct p11mux_msg m = {0};
 	CK_RV rv = LINK_RV_GONE;
 	int r;
 
-	p11mux_msg_request(&m, l->buf, &helper_proto, call, 0);
+	if (sent != NULL)
+		*sent = 0;
+	p11mux_msg_request(&m, c->buf, &helper_proto, call, 0);
 	if (put != NULL)
 		put(&m, arg);
 	if ((r = p11mux_msg_end(&m)) != 0) {
 		p11mux_err_set(e, "%s: %s", name, p11mux_strerror(r));
-		goto out;
-	}
-	if ((r = p11mux_frame_send(l->fd, l->buf)) != 0) {
+		rv = r == P11MUX_ERR_NOMEM ? CKR_HOST_MEMORY : CKR_GENERAL_ERROR;
+	} else if ((r = p11mux_frame_send(c->fd, c->buf)) != 0) {
 		p11mux_err_set(e, "%s: the helper is gone (%s)", name, p11mux_strerror(r));
-		goto out;
+	} else {
+		if (sent != NULL)
+			*sent = 1;
+		rv = read_reply(c, &m, call, get, arg,
+		                p11mux_now_ns() + (uint64_t)timeout_ms * 1000000u, timeout_ms, e);
 	}
-	if ((r = wait_readable(l->fd, deadline)) <= 0) {
-		p11mux_err_set(e, "%s: no answer within %u ms", name, timeout_ms);
-		goto out;
-	}
-	if ((r = p11mux_frame_recv(l->fd, l->buf, P11MUX_FRAME_MAX)) != 0 ||
-	    (r = p11mux_msg_read_any_reply(&m, l->buf, &helper_proto, &rv)) != 0 ||
-	    m.call->code != call) {
-		p11mux_err_set(e, "%s: the helper is gone (%s)", name,
-		               p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
-		rv = LINK_RV_GONE;
-		goto out;
-	}
-	if (rv == CKR_OK && get != NULL)
-		rv = get(&m, arg);
-	if (rv == CKR_OK && p11mux_msg_end(&m) != 0) {
-		p11mux_err_set(e, "%s: a reply that cannot be read", name);
-		rv = LINK_RV_GONE;
-	} else if (rv != CKR_OK) {
-		p11mux_err_set(e, "%s: %s", name, p11mux_rv_name(rv));
-	}
-out:
 	p11mux_msg_clear(&m);
 	return rv;
 }
 
-/* Reaps the helper, waiting up to wait_ms before killing it. */
-static int
-reap(struct link *l, unsigned wait_ms)
+void
+link_kill(struct link *l)
+{
+	if (l->pid > 0)
+		kill(l->pid, SIGKILL);
+}
+
+int
+link_close(struct link *l, unsigned wait_ms)
 {
 	uint64_t deadline = p11mux_now_ns() + (uint64_t)wait_ms * 1000000u;
-	struct timespec pause = {0, 10 * 1000 * 1000};
+	struct timespec pause = {0, 5 * 1000 * 1000};
 	int status = -1;
+	unsigned i;
 	pid_t r;
 
+	if (l->ctl.fd >= 0)
+		close(l->ctl.fd);
+	for (i = 0; i < l->nop; i++)
+		if (l->op[i].fd >= 0)
+			close(l->op[i].fd);
+	l->ctl.fd = -1;
+	for (i = 0; i < HELPER_MAX_CHANNELS; i++)
+		l->op[i].fd = -1;
+	l->nop = 0;
 	if (l->pid <= 0)
 		return -1;
 	while ((r = waitpid(l->pid, &status, WNOHANG)) == 0 && p11mux_now_ns() < deadline)
@@ -193,26 +287,17 @@ reap(struct link *l, unsigned wait_ms)
 	return r > 0 ? status : -1;
 }
 
-int
-link_kill(struct link *l)
+void
+link_free(struct link *l)
 {
-	if (l->pid > 0)
-		kill(l->pid, SIGKILL);
-	if (l->fd >= 0) {
-		close(l->fd);
-		l->fd = -1;
-	}
-	return reap(l, 0);
-}
+	unsigned i;
 
-int
-link_close(struct link *l, unsigned wait_ms)
-{
-	if (l->fd >= 0) {
-		close(l->fd);
-		l->fd = -1;
+	p11mux_buf_free(l->ctl.buf);
+	l->ctl.buf = NULL;
+	for (i = 0; i < HELPER_MAX_CHANNELS; i++) {
+		p11mux_buf_free(l->op[i].buf);
+		l->op[i].buf = NULL;
 	}
-	return reap(l, wait_ms);
 }
 
 void

@@ -158,7 +158,6 @@ job_new(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key, cons
 		memcpy(j->sig, sig, siglen);
 	}
 	j->siglen = siglen;
-	p11mux_cond_init(&j->cond);
 	return j;
 fail:
 	free(j->param);
@@ -172,7 +171,6 @@ job_free(struct job *j)
 {
 	if (j == NULL)
 		return;
-	pthread_cond_destroy(&j->cond);
 	free(j->param);
 	if (j->in != NULL) {
 		explicit_bzero(j->in, j->inlen);
@@ -184,118 +182,6 @@ job_free(struct job *j)
 		free(j->out);
 	}
 	free(j);
-}
-
-/* Hands a finished job to its requester. Lock held. */
-static void
-complete_locked(struct job *j, CK_RV rv)
-{
-	j->rv = rv;
-	j->done = 1;
-	pthread_cond_signal(&j->cond);
-}
-
-void
-member_submit(struct member *m, struct job *j)
-{
-	char c = 1;
-
-	p11mux_lock(&m->lock);
-	j->next = NULL;
-	j->submitted_ns = p11mux_now_ns();
-	if (m->state != MEMBER_UP) {
-		/* Went out of service since it was chosen: the requester tries another. */
-		complete_locked(j, P11MUX_RV_RETRY);
-		p11mux_unlock(&m->lock);
-		return;
-	}
-	if (m->tail != NULL)
-		m->tail->next = j;
-	else
-		m->head = j;
-	m->tail = j;
-	m->queued++;
-	p11mux_unlock(&m->lock);
-	if (write(m->wake[1], &c, 1) < 0) {
-		/* The pipe is full: the member thread is awake already. */
-	}
-}
-
-void
-member_wait(struct member *m, struct job *j)
-{
-	p11mux_lock(&m->lock);
-	while (!j->done)
-		pthread_cond_wait(&j->cond, &m->lock);
-	p11mux_unlock(&m->lock);
-}
-
-/* Takes the member out of service: every job it holds or has queued goes elsewhere at once;
- * those the helper was running are marked as having cost it when it died (cost). Lock held. */
-static void fail_locked(struct member *m, enum member_state state, int cost, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
-
-static void
-fail_locked(struct member *m, enum member_state state, int cost, const char *fmt, ...)
-{
-	uint64_t now = p11mux_now_ns();
-	struct job *j, *next;
-	va_list ap;
-
-	for (j = m->inflight; j != NULL; j = next) {
-		next = j->next;
-		j->cost_helper = cost;
-		complete_locked(j, P11MUX_RV_RETRY);
-	}
-	for (j = m->head; j != NULL; j = next) {
-		next = j->next;
-		complete_locked(j, P11MUX_RV_RETRY);
-	}
-	m->inflight = m->head = m->tail = NULL;
-	m->running = m->queued = 0;
-	m->helper_pid = 0;
-	if (m->state == MEMBER_EXCLUDED || m->stop)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
-	va_end(ap);
-	snprintf(m->last_error, sizeof(m->last_error), "%.*s", (int)sizeof(m->last_error) - 1,
-	         m->reason);
-	m->last_error_ns = now;
-	m->state = state;
-	m->since_ns = now;
-	/* A member that fails again soon after joining backs off further. */
-	if (m->up_ns == 0 || now - m->up_ns >= STABLE_NS || m->probe_delay_ms == 0)
-		m->probe_delay_ms = m->pool->cfg->probe_interval_ms;
-	else if (m->probe_delay_ms * 2 <= m->pool->cfg->probe_max_ms)
-		m->probe_delay_ms *= 2;
-	else
-		m->probe_delay_ms = m->pool->cfg->probe_max_ms;
-}
-
-/* Ends the helper (killed) and takes the member out: why, or, when why is NULL (the helper
- * stopped by itself), how the helper ended. */
-static void
-lose_helper(struct member *m, enum member_state state, int cost, const char *why)
-{
-	char status[96], reason[160];
-	int st;
-
-	st = link_kill(&m->link);
-	link_status_text(st, status, sizeof(status));
-	if (why == NULL)
-		snprintf(reason, sizeof(reason), "helper %s", status);
-	else
-		snprintf(reason, sizeof(reason), "%s", why);
-	p11mux_lock(&m->lock);
-	fail_locked(m, state, cost, "%s", reason);
-	p11mux_unlock(&m->lock);
-	if (state == MEMBER_EXCLUDED)
-		log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label, reason);
-	else
-		log_warn("pool \"%s\": member %s down: %s; operations go to the other members, "
-		         "and a fresh helper will probe it",
-		         m->pool->label, m->label, reason);
 }
 
 /* --- the helper at start-up and in a probe --- */
@@ -375,6 +261,7 @@ member_open(struct member *m, struct p11mux_err *e)
 	spec.name = name;
 	spec.env = m->cfg->env;
 	spec.use_syslog = m->pool->use_syslog;
+	spec.channels = m->nworkers;
 	spec.send_timeout_ms = pc->op_timeout_ms;
 	if (link_spawn(&m->link, &spec, e) != 0)
 		return CKR_GENERAL_ERROR;
@@ -382,7 +269,8 @@ member_open(struct member *m, struct p11mux_err *e)
 	m->helpers++;
 	m->helper_pid = m->link.pid;
 	p11mux_unlock(&m->lock);
-	rv = link_call(&m->link, HELPER_INIT, put_init, got_init, &ic, pc->op_timeout_ms, e);
+	rv = chan_call(&m->link.ctl, HELPER_INIT, put_init, got_init, &ic, pc->op_timeout_ms, e,
+	               NULL);
 	if (rv != CKR_OK)
 		member_close(m);
 	return rv;
@@ -399,8 +287,8 @@ put_pin(struct p11mux_msg *msg, void *arg)
 CK_RV
 member_login(struct member *m, struct p11mux_err *e)
 {
-	return link_call(&m->link, HELPER_LOGIN, put_pin, NULL, m->pool,
-	                 m->pool->cfg->op_timeout_ms, e);
+	return chan_call(&m->link.ctl, HELPER_LOGIN, put_pin, NULL, m->pool,
+	                 m->pool->cfg->op_timeout_ms, e, NULL);
 }
 
 /* FIND's answer: the handles, copied. */
@@ -487,13 +375,14 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, struc
 	CK_RV rv;
 	int r = -1;
 
-	if ((rv = link_call(&m->link, HELPER_FIND, NULL, got_handles, &hs, timeout, e)) != CKR_OK)
+	if ((rv = chan_call(&m->link.ctl, HELPER_FIND, NULL, got_handles, &hs, timeout, e, NULL)) !=
+	    CKR_OK)
 		goto out;
 	for (i = 0; i < hs.n; i++) {
 		rc.handle = hs.v[i];
 		rc.o = NULL;
-		if ((rv = link_call(&m->link, HELPER_READ, put_handle, got_object, &rc, timeout,
-		                    e)) == LINK_RV_GONE)
+		if ((rv = chan_call(&m->link.ctl, HELPER_READ, put_handle, got_object, &rc, timeout,
+		                    e, NULL)) == LINK_RV_GONE)
 			goto out;
 		if (rv != CKR_OK) {
 			log_warn("member %s: cannot read object %lu: %s; left out", m->label,
@@ -576,6 +465,7 @@ probe_locked(struct member *m)
 		m->up_ns = m->since_ns;
 		m->reason[0] = '\0';
 		m->helper_pid = m->link.pid;
+		m->serving = m->next_ticket;
 		log_info("pool \"%s\": member %s (serial %s) back in service", m->pool->label,
 		         m->label, m->serial);
 		return;
@@ -595,93 +485,128 @@ probe_locked(struct member *m)
 	          m->label, e.msg, m->probe_delay_ms);
 }
 
-/* --- serving: jobs to the helper, answers back --- */
+/* --- running operations --- */
 
-/* Writes job j to the helper. 0, or -1 when the helper cannot be written to. */
+/* Whether request threads may use the member's channels. Lock held. */
 static int
-send_job(struct member *m, struct job *j, CK_OBJECT_HANDLE key)
+usable_locked(const struct member *m)
 {
-	struct p11mux_msg msg = {0};
-	int r;
+	return (m->state == MEMBER_UP || m->state == MEMBER_DRAINING) && !m->lost && !m->stop;
+}
+
+static void
+wake(struct member *m)
+{
+	char c = 1;
+
+	if (write(m->wake[1], &c, 1) < 0) {
+		/* The pipe is full: the member thread is awake already. */
+	}
+}
+
+/* Takes the member out because its helper of generation gen is lost (it hung, died, or the
+ * device failed): the helper is killed at once, so that the calls on its other channels
+ * end, request threads waiting for a channel go elsewhere, and the member thread reaps it.
+ * why is the reason, or NULL when the reason is how the helper ended. Lock held. */
+static void
+lose_locked(struct member *m, uint64_t gen, enum member_state state, const char *why)
+{
+	uint64_t now = p11mux_now_ns();
+	const struct pool_config *cfg = m->pool->cfg;
+
+	if (gen != m->generation || m->lost || !usable_locked(m))
+		return;
+	m->lost = 1;
+	m->lost_status = why == NULL;
+	snprintf(m->reason, sizeof(m->reason), "%s", why != NULL ? why : "helper gone");
+	snprintf(m->last_error, sizeof(m->last_error), "%.*s", (int)sizeof(m->last_error) - 1,
+	         m->reason);
+	m->last_error_ns = now;
+	m->state = state;
+	m->since_ns = now;
+	/* A member that fails again soon after joining backs off further. */
+	if (m->up_ns == 0 || now - m->up_ns >= STABLE_NS)
+		m->probe_delay_ms = cfg->probe_interval_ms;
+	else
+		m->probe_delay_ms = m->probe_delay_ms * 2 > cfg->probe_max_ms
+		                            ? cfg->probe_max_ms
+		                            : m->probe_delay_ms * 2;
+	link_kill(&m->link);
+	pthread_cond_broadcast(&m->free);
+	pthread_cond_signal(&m->work);
+	wake(m);
+}
+
+static void
+put_op(struct p11mux_msg *msg, void *arg)
+{
+	const struct job *j = arg;
 
 	if (j->call == P11MUX_CALL_RANDOM) {
-		p11mux_msg_request(&msg, m->link.buf, &helper_proto, HELPER_RANDOM, j->tag);
-		p11mux_msg_put_ulong(&msg, j->inlen);
-	} else {
-		p11mux_msg_request(&msg, m->link.buf, &helper_proto, HELPER_OP, j->tag);
-		p11mux_msg_put_ulong(&msg, j->call);
-		p11mux_msg_put_mech(&msg, &j->mech);
-		p11mux_msg_put_ulong(&msg, key);
-		p11mux_msg_put_bytes(&msg, j->in, j->inlen);
-		p11mux_msg_put_bytes(&msg, j->sig, j->siglen);
+		p11mux_msg_put_ulong(msg, j->inlen);
+		return;
 	}
-	if ((r = p11mux_msg_end(&msg)) == 0)
-		r = p11mux_frame_send(m->link.fd, m->link.buf);
-	p11mux_msg_clear(&msg);
-	return r == 0 ? 0 : -1;
+	p11mux_msg_put_ulong(msg, j->call);
+	p11mux_msg_put_mech(msg, &j->mech);
+	p11mux_msg_put_ulong(msg, j->started_key);
+	p11mux_msg_put_bytes(msg, j->in, j->inlen);
+	p11mux_msg_put_bytes(msg, j->sig, j->siglen);
 }
 
-/* Moves queued jobs to the helper, at most nworkers in flight, and writes them. The key's
- * handle on this member is looked up now: a probe may have changed it. 0, or -1 when the
- * helper is lost. Lock held; dropped while writing. */
-static int
-dispatch_locked(struct member *m)
+static CK_RV
+get_op(struct p11mux_msg *msg, void *arg)
 {
-	CK_OBJECT_HANDLE key;
-	struct job *j;
+	struct job *j = arg;
+	const uint8_t *out;
+	size_t len;
 
-	while (m->head != NULL && m->running < m->nworkers &&
-	       (m->state == MEMBER_UP || m->state == MEMBER_DRAINING)) {
-		j = m->head;
-		if ((m->head = j->next) == NULL)
-			m->tail = NULL;
-		m->queued--;
-		key = j->key != NULL ? __atomic_load_n(&j->key->backend[m->index], __ATOMIC_ACQUIRE)
-		                     : CK_INVALID_HANDLE;
-		if (j->key != NULL && key == CK_INVALID_HANDLE) {
-			/* It lacks the key now: another member does it. */
-			complete_locked(j, P11MUX_RV_RETRY);
-			continue;
-		}
-		j->tag = ++m->next_tag;
-		j->started_ns = p11mux_now_ns();
-		j->next = m->inflight;
-		m->inflight = j;
-		m->running++;
-		p11mux_unlock(&m->lock);
-		if (send_job(m, j, key) != 0) {
-			p11mux_lock(&m->lock);
-			return -1;
-		}
-		p11mux_lock(&m->lock);
-	}
-	return 0;
+	if (p11mux_msg_get_bytes(msg, &out, &len) != 0 || p11mux_msg_end(msg) != 0)
+		return LINK_RV_GONE;
+	if ((j->out = malloc(len ? len : 1)) == NULL)
+		return CKR_HOST_MEMORY;
+	memcpy(j->out, out, len);
+	j->outlen = len;
+	return CKR_OK;
 }
 
-/* The in-flight job with tag, unlinked; NULL when there is none. Lock held. */
-static struct job *
-take_inflight_locked(struct member *m, uint64_t tag)
-{
-	struct job **pj, *j;
-
-	for (pj = &m->inflight; (j = *pj) != NULL; pj = &j->next)
-		if (j->tag == tag) {
-			*pj = j->next;
-			m->running--;
-			return j;
-		}
-	return NULL;
-}
-
-/* Books a finished job: statistics, and a device failure takes the member down (returned
- * as 1: the helper must go). Lock held. */
+/* Waits for a free channel, in arrival order; its index, or -1 when the member went out of
+ * service meanwhile. Lock held. */
 static int
-finish_locked(struct member *m, struct job *j, CK_RV rv)
+take_channel_locked(struct member *m)
+{
+	uint64_t ticket = m->next_ticket++;
+	unsigned c;
+
+	m->queued++;
+	while (usable_locked(m) && (m->serving != ticket || m->running >= m->link.nop))
+		pthread_cond_wait(&m->free, &m->lock);
+	m->queued--;
+	if (!usable_locked(m))
+		return -1;
+	m->serving++;
+	for (c = 0; m->busy[c]; c++)
+		;
+	m->busy[c] = 1;
+	m->running++;
+	/* The next in line may take another free channel. */
+	pthread_cond_broadcast(&m->free);
+	return (int)c;
+}
+
+/* Books the outcome of an operation on channel c of helper generation gen. Lock held. */
+static void
+finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV rv, int sent,
+              const char *why)
 {
 	uint64_t now = p11mux_now_ns();
 	double ms = (double)(now - j->started_ns) / 1e6;
 	size_t k;
 
+	m->busy[c] = 0;
+	m->running--;
+	pthread_cond_broadcast(&m->free);
+	pthread_cond_signal(&m->work);
+	j->rv = rv;
 	if (rv == CKR_OK) {
 		m->done++;
 		k = j->key != NULL ? j->key->index : m->nsvc - 1;
@@ -689,110 +614,114 @@ finish_locked(struct member *m, struct job *j, CK_RV rv)
 		if (m->svc != NULL && k < m->nsvc)
 			m->svc[k] = sched_ewma(m->svc[k], ms);
 		record_latency_locked(m, now - j->submitted_ns);
+	} else if (rv == LINK_RV_GONE) {
+		/* Hung, dead, or not answering sense: a helper that had the request cost. */
+		j->cost_helper = sent;
+		j->rv = P11MUX_RV_RETRY;
+		lose_locked(m, gen, MEMBER_DOWN, why);
 	} else if (member_device_failure(rv)) {
+		char reason[96];
+
 		m->errors++;
-		snprintf(m->last_error, sizeof(m->last_error), "%s", p11mux_rv_name(rv));
-		m->last_error_ns = now;
-		complete_locked(j, P11MUX_RV_RETRY);
-		return 1;
+		snprintf(reason, sizeof(reason), "%s (helper ended)", p11mux_rv_name(rv));
+		j->rv = P11MUX_RV_RETRY;
+		lose_locked(m, gen, rv == CKR_PIN_LOCKED ? MEMBER_EXCLUDED : MEMBER_DOWN, reason);
 	}
-	complete_locked(j, rv);
-	return 0;
 }
 
-/* Reads one answer from the helper and hands it to its job. 0, -1 when the helper is lost,
- * 1 when the answer was a device failure (rv in *failed). */
-static int
-read_answer(struct member *m, CK_RV *failed)
+void
+member_run(struct member *m, struct job *j)
 {
-	struct p11mux_msg msg = {0};
-	const uint8_t *out = NULL;
-	size_t outlen = 0;
-	struct job *j;
+	const struct pool_config *cfg = m->pool->cfg;
+	struct p11mux_err e = {""};
+	char why[128];
+	uint64_t gen;
+	int c, sent = 0;
 	CK_RV rv;
-	int r;
 
-	if (p11mux_frame_recv(m->link.fd, m->rbuf, P11MUX_FRAME_MAX) != 0 ||
-	    p11mux_msg_read_any_reply(&msg, m->rbuf, &helper_proto, &rv) != 0) {
-		p11mux_msg_clear(&msg);
-		return -1;
-	}
-	if (rv == CKR_OK)
-		p11mux_msg_get_bytes(&msg, &out, &outlen);
 	p11mux_lock(&m->lock);
-	r = -1;
-	if (p11mux_msg_end(&msg) == 0 && (j = take_inflight_locked(m, msg.tag)) != NULL) {
-		if (rv == CKR_OK && (j->out = malloc(outlen ? outlen : 1)) == NULL)
-			rv = CKR_HOST_MEMORY;
-		if (rv == CKR_OK) {
-			memcpy(j->out, out, outlen);
-			j->outlen = outlen;
-		}
-		r = finish_locked(m, j, rv);
-		*failed = rv;
-	}
-	p11mux_unlock(&m->lock);
-	p11mux_msg_clear(&msg);
-	return r;
-}
-
-/* When the oldest operation in flight runs out of time; UINT64_MAX when none runs. Lock
- * held. */
-static uint64_t
-deadline_locked(const struct member *m)
-{
-	uint64_t d = UINT64_MAX, t;
-	const struct job *j;
-
-	for (j = m->inflight; j != NULL; j = j->next) {
-		t = j->started_ns + (uint64_t)m->pool->cfg->op_timeout_ms * 1000000u;
-		if (t < d)
-			d = t;
-	}
-	return d;
-}
-
-/* One turn of an up member: hand out work, wait for an answer, a wake-up or a time-out.
- * Lock held; dropped while writing and waiting. */
-static void
-serve_locked(struct member *m)
-{
-	struct pollfd pfd[2] = {{.fd = m->link.fd, .events = POLLIN},
-	                        {.fd = m->wake[0], .events = POLLIN}};
-	uint64_t deadline, now;
-	char why[128], drain[64];
-	CK_RV failed = CKR_OK;
-	int r, timeout;
-
-	if (dispatch_locked(m) != 0) {
+	j->submitted_ns = p11mux_now_ns();
+	if (m->state != MEMBER_UP || (c = take_channel_locked(m)) < 0) {
+		/* Out of service, or went out while this waited: another member does it. */
+		j->rv = P11MUX_RV_RETRY;
 		p11mux_unlock(&m->lock);
-		lose_helper(m, MEMBER_DOWN, 1, "the helper takes no requests (killed)");
-		p11mux_lock(&m->lock);
 		return;
 	}
-	deadline = deadline_locked(m);
+	gen = m->generation;
+	/* The key's handle on this member now: a probe may have changed it. */
+	j->started_key = j->key != NULL
+	                         ? __atomic_load_n(&j->key->backend[m->index], __ATOMIC_ACQUIRE)
+	                         : CK_INVALID_HANDLE;
 	p11mux_unlock(&m->lock);
-	now = p11mux_now_ns();
-	timeout = deadline == UINT64_MAX ? -1
-	          : deadline <= now      ? 0
-	                                 : (int)((deadline - now) / 1000000 + 1);
-	r = poll(pfd, 2, timeout);
+	j->started_ns = p11mux_now_ns();
+	if (j->key != NULL && j->started_key == CK_INVALID_HANDLE)
+		rv = P11MUX_RV_RETRY; /* it lacks the key now */
+	else
+		rv = chan_call(&m->link.op[c],
+		               j->call == P11MUX_CALL_RANDOM ? HELPER_RANDOM : HELPER_OP, put_op,
+		               get_op, j, cfg->op_timeout_ms, &e, &sent);
+	why[0] = '\0';
+	if (rv == LINK_RV_GONE && strstr(e.msg, "no answer within") != NULL)
+		snprintf(why, sizeof(why), "no answer within %u ms (helper killed)",
+		         cfg->op_timeout_ms);
+	p11mux_lock(&m->lock);
+	finish_locked(m, j, (unsigned)c, gen, rv, sent, why[0] != '\0' ? why : NULL);
+	p11mux_unlock(&m->lock);
+}
+
+/* --- the member thread --- */
+
+/* Waits until the helper is lost, stop, or (idle) the helper ends by itself. Lock held;
+ * dropped while waiting. */
+static void
+watch_locked(struct member *m)
+{
+	struct pollfd pfd[2] = {{.fd = m->link.ctl.fd, .events = POLLIN},
+	                        {.fd = m->wake[0], .events = POLLIN}};
+	uint64_t gen = m->generation;
+	char drain[64];
+	int r;
+
+	p11mux_unlock(&m->lock);
+	r = poll(pfd, 2, -1);
 	if (r > 0 && (pfd[1].revents & POLLIN))
 		while (read(m->wake[0], drain, sizeof(drain)) > 0)
 			;
-	r = r > 0 && pfd[0].revents != 0 ? read_answer(m, &failed) : 0;
-	if (r < 0) {
-		lose_helper(m, MEMBER_DOWN, 1, NULL);
-	} else if (r > 0) {
-		snprintf(why, sizeof(why), "%s (helper ended)", p11mux_rv_name(failed));
-		lose_helper(m, failed == CKR_PIN_LOCKED ? MEMBER_EXCLUDED : MEMBER_DOWN, 0, why);
-	} else if (deadline != UINT64_MAX && p11mux_now_ns() >= deadline) {
-		/* The device call that hangs dies with its helper. */
-		snprintf(why, sizeof(why), "no answer within %u ms (helper killed)",
-		         m->pool->cfg->op_timeout_ms);
-		lose_helper(m, MEMBER_DOWN, 1, why);
-	}
 	p11mux_lock(&m->lock);
+	/* Nothing comes on the control channel between probes: anything there means the
+	 * helper ended. */
+	if (r > 0 && pfd[0].revents != 0)
+		lose_locked(m, gen, MEMBER_DOWN, NULL);
+}
+
+/* Ends a lost helper once no request thread uses its channels, and says why it went. Lock
+ * held; dropped while reaping. */
+static void
+reap_locked(struct member *m)
+{
+	char status[96], reason[160];
+	int st, with_status;
+
+	while (m->running > 0 && !m->stop)
+		pthread_cond_wait(&m->work, &m->lock);
+	with_status = m->lost_status;
+	p11mux_unlock(&m->lock);
+	st = link_close(&m->link, 0);
+	link_status_text(st, status, sizeof(status));
+	p11mux_lock(&m->lock);
+	m->lost = 0;
+	m->helper_pid = 0;
+	if (with_status)
+		snprintf(m->reason, sizeof(m->reason), "helper %s", status);
+	snprintf(reason, sizeof(reason), "%s", m->reason);
+	snprintf(m->last_error, sizeof(m->last_error), "%.*s", (int)sizeof(m->last_error) - 1,
+	         reason);
+	if (m->state == MEMBER_EXCLUDED)
+		log_error("pool \"%s\": member %s excluded: %s", m->pool->label, m->label, reason);
+	else
+		log_warn("pool \"%s\": member %s down: %s; operations go to the other members, "
+		         "and a fresh helper will probe it",
+		         m->pool->label, m->label, reason);
 }
 
 static void *
@@ -802,14 +731,15 @@ member_main(void *arg)
 
 	p11mux_lock(&m->lock);
 	while (!m->stop) {
-		if (m->link.fd >= 0)
-			serve_locked(m);
+		if (m->lost)
+			reap_locked(m);
+		else if (m->link.pid > 0)
+			watch_locked(m);
 		else if (m->state == MEMBER_EXCLUDED)
 			pthread_cond_wait(&m->work, &m->lock);
 		else
 			probe_locked(m);
 	}
-	fail_locked(m, MEMBER_DOWN, 0, "stopping");
 	p11mux_unlock(&m->lock);
 	member_close(m);
 	return NULL;
@@ -826,18 +756,19 @@ member_init(struct member *m, struct pool *p, size_t index, const char *name,
 	m->index = index;
 	m->cfg = cfg;
 	m->nworkers = p->cfg->workers_per_member;
-	m->link.fd = -1;
+	link_init(&m->link);
 	m->wake[0] = m->wake[1] = -1;
 	snprintf(m->label, sizeof(m->label), "%s", name);
 	m->state = MEMBER_DOWN;
 	m->since_ns = p11mux_now_ns();
 	m->probe_delay_ms = p->cfg->probe_interval_ms;
+	if (m->nworkers > HELPER_MAX_CHANNELS)
+		m->nworkers = HELPER_MAX_CHANNELS;
 	pthread_mutex_init(&m->lock, NULL);
 	p11mux_cond_init(&m->work);
+	p11mux_cond_init(&m->free);
 	if (pipe2(m->wake, O_CLOEXEC | O_NONBLOCK) != 0)
 		return p11mux_err_set(e, "pipe: %s", strerror(errno));
-	if ((m->rbuf = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) == NULL)
-		return p11mux_err_set(e, "out of memory");
 	return 0;
 }
 
@@ -850,6 +781,8 @@ member_start(struct member *m)
 		return -1;
 	if (m->state == MEMBER_UP)
 		m->up_ns = p11mux_now_ns();
+	if (m->state == MEMBER_UP)
+		m->generation++;
 	if (pthread_create(&m->thread, NULL, member_main, m) != 0)
 		return -1;
 	m->started = 1;
@@ -864,6 +797,7 @@ member_stop(struct member *m)
 	p11mux_lock(&m->lock);
 	m->stop = 1;
 	pthread_cond_broadcast(&m->work);
+	pthread_cond_broadcast(&m->free);
 	p11mux_unlock(&m->lock);
 	if (m->wake[1] >= 0 && write(m->wake[1], &c, 1) < 0) {
 		/* Full: the thread is awake already. */
@@ -878,9 +812,7 @@ member_stop(struct member *m)
 		close(m->wake[1]);
 	}
 	m->wake[0] = m->wake[1] = -1;
-	p11mux_buf_free(m->link.buf);
-	p11mux_buf_free(m->rbuf);
-	m->link.buf = m->rbuf = NULL;
+	link_free(&m->link);
 	free(m->svc);
 	free(m->mechs);
 	free(m->infos);
@@ -889,6 +821,7 @@ member_stop(struct member *m)
 	m->infos = NULL;
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->work);
+	pthread_cond_destroy(&m->free);
 }
 
 int

@@ -1,10 +1,12 @@
 /*
  * A member of a pool: one device, driven by its own helper process (helper.c), which loads
- * the backend module for it alone. In the daemon each member has a queue and a thread that
- * hands the queue to the helper, at most workers_per_member operations at a time (one for a
- * USB HSM), reads the answers, and takes the member out when the helper fails, hangs past
- * op_timeout_ms (it is killed) or dies; then it starts a fresh helper to probe the device,
- * with back-off. No lock is held across a write to the helper or a wait.
+ * the backend module for it alone. The helper has one channel per worker
+ * (workers_per_member: one for a USB HSM). A request thread that wants the member waits for a
+ * free channel, in arrival order, sends its operation on it and waits at most op_timeout_ms
+ * for the answer; past that, or when the helper dies, the helper is killed and the member
+ * goes down. The member's own thread watches an idle helper, reaps a lost one, and probes the
+ * device with a fresh helper, with back-off. No lock is held across a write to a helper or a
+ * wait for one.
  */
 #ifndef P11MUXD_MEMBER_H
 #define P11MUXD_MEMBER_H
@@ -29,9 +31,8 @@ enum member_state {
 	MEMBER_EXCLUDED, /* left out until the daemon restarts (PIN locked, PIN refused) */
 };
 
-/* One operation waiting for, or on, a member. The requester owns it and waits until done. */
+/* One operation, as a request thread carries it to a member. */
 struct job {
-	struct job *next;
 	uint32_t call;
 	CK_MECHANISM mech; /* parameter deep-copied into param */
 	uint8_t *param;
@@ -41,12 +42,10 @@ struct job {
 	CK_RV rv;
 	uint8_t *out;
 	size_t outlen;
-	uint64_t tag;          /* in the helper protocol */
-	uint64_t submitted_ns; /* when it was queued */
-	uint64_t started_ns;   /* when it was sent to the helper (0: still queued) */
-	int done;              /* result ready */
-	int cost_helper;       /* the helper died or was killed while it ran this job */
-	pthread_cond_t cond;   /* signalled when done */
+	uint64_t submitted_ns;        /* when it asked for a channel */
+	uint64_t started_ns;          /* when it was sent to the helper */
+	CK_OBJECT_HANDLE started_key; /* the key's handle on that member */
+	int cost_helper; /* the helper died or was killed while it ran this operation */
 };
 
 /* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one
@@ -65,22 +64,26 @@ struct member {
 	struct pool *pool;
 	size_t index;
 	const struct member_config *cfg; /* module and environment */
-	unsigned nworkers;
+	unsigned nworkers;               /* the helper's operation channels */
 
 	pthread_mutex_t lock; /* protects everything below, down to the member thread's */
-	pthread_cond_t work;  /* stop, for the member thread's timed waits */
+	pthread_cond_t work;  /* for the member thread: stop, a lost helper, a channel back */
+	pthread_cond_t free;  /* for request threads: a channel free, or the member gone */
 	char label[33];       /* the token's, or the configured name until it was seen */
 	char serial[17];      /* "" until seen */
 	CK_TOKEN_INFO token;  /* as the helper saw it last */
 	CK_SLOT_ID slot;      /* in the helper's module: where the next helper looks first */
 	uint64_t generation;  /* bumped each time the member (re)joins */
 	enum member_state state;
-	char reason[160];        /* why down or excluded */
-	uint64_t since_ns;       /* when the state last changed */
-	uint64_t up_ns;          /* when it last joined */
-	struct job *head, *tail; /* queued */
-	struct job *inflight;    /* sent to the helper */
-	unsigned queued, running;
+	char reason[160];  /* why down or excluded */
+	uint64_t since_ns; /* when the state last changed */
+	uint64_t up_ns;    /* when it last joined */
+	int lost;          /* the helper is lost: the member thread reaps it */
+	int lost_status;   /* the reason is how the helper ended, known once it is reaped */
+	unsigned queued;   /* request threads waiting for a channel */
+	unsigned running;  /* channels in use */
+	uint64_t next_ticket, serving; /* waiting request threads go in arrival order */
+	uint8_t busy[HELPER_MAX_CHANNELS];
 	double service_ms; /* moving average of successful operations */
 	double *svc;       /* the same, by pool object index of the key (last: no key) */
 	size_t nsvc;
@@ -96,12 +99,11 @@ struct member {
 	CK_ULONG nmechs;
 	int stop;
 
-	/* The member thread's (and, before it starts, pool_open's): */
+	/* The helper: its control channel is the member thread's (pool_open's before the thread
+	 * starts); an operation channel belongs to the request thread that marked it busy. */
 	struct link link;
-	struct p11mux_buf *rbuf; /* replies */
-	uint64_t next_tag;
 	unsigned probe_delay_ms;
-	int wake[2]; /* a byte: jobs queued, or stop */
+	int wake[2]; /* a byte: stop, or the helper lost */
 	pthread_t thread;
 	int started;
 };
@@ -126,11 +128,12 @@ int member_start(struct member *m);
 /* Stops the thread and the helper, and frees what the member holds (not the struct). */
 void member_stop(struct member *m);
 
-/* Queues job on m; when m does not take work, the job is done at once with
- * P11MUX_RV_RETRY. */
-void member_submit(struct member *m, struct job *job);
-/* Waits until the job is done (the member thread finishes every job it takes). */
-void member_wait(struct member *m, struct job *job);
+/* Runs job on m: waits for a free channel (time that does not count), sends the operation to
+ * the helper and waits at most op_timeout_ms for its answer. job->rv is the answer, or
+ * P11MUX_RV_RETRY when the member could not do it (not up, lacks the key, the device failed,
+ * its helper died or was killed: then job->cost_helper says whether the helper was running
+ * this operation). */
+void member_run(struct member *m, struct job *job);
 /* Draining and resuming for administrators. 0, or -1 when the state does not allow it. */
 int member_drain(struct member *m);
 int member_resume(struct member *m);

@@ -168,17 +168,19 @@ got_tokens(struct p11mux_msg *m, void *arg)
 static int
 list_tokens(struct pool *p, struct tokens *t, struct p11mux_err *e)
 {
-	struct link l = {0, -1, NULL};
-	struct link_spec spec = {p->exe, "token discovery", NULL, p->use_syslog,
+	struct link_spec spec = {p->exe, "token discovery", NULL, p->use_syslog, 1,
 	                         p->cfg->op_timeout_ms};
+	struct link l;
 	CK_RV rv;
 
+	link_init(&l);
 	if (link_spawn(&l, &spec, e) != 0)
 		return -1;
 	t->module = p->cfg->module;
-	rv = link_call(&l, HELPER_TOKENS, put_module, got_tokens, t, p->cfg->op_timeout_ms, e);
+	rv = chan_call(&l.ctl, HELPER_TOKENS, put_module, got_tokens, t, p->cfg->op_timeout_ms, e,
+	               NULL);
 	link_close(&l, 2000);
-	p11mux_buf_free(l.buf);
+	link_free(&l);
 	if (rv != CKR_OK)
 		return p11mux_err_set(e, "%s: cannot list its tokens: %s", p->cfg->module, e->msg);
 	return 0;
@@ -295,7 +297,7 @@ pick_label(struct pool *p, struct p11mux_err *e)
 		return 0;
 	}
 	for (i = 0; i < p->nmembers; i++) {
-		if (p->members[i].link.fd < 0)
+		if (p->members[i].link.pid <= 0)
 			continue;
 		if (first == NULL)
 			first = p->members[i].label;
@@ -392,7 +394,7 @@ login_members(struct pool *p, struct p11mux_err *e)
 		for (k = 0; k < p->nmembers; k++) {
 			struct member *m = &p->members[k];
 
-			if (m->link.fd < 0 || pin_risky(m) != (int)pass || m->state == MEMBER_UP ||
+			if (m->link.pid <= 0 || pin_risky(m) != (int)pass || m->state == MEMBER_UP ||
 			    m->state == MEMBER_EXCLUDED)
 				continue;
 			if ((r = login_one(p, m, nup > 0, e)) < 0)

@@ -146,14 +146,19 @@ echo "The healthy members' capacity is three times one member's alone ($one ops/
 echo
 echo "| run | ops/s | failed operations | p99 | of the healthy members' capacity | daemon |"
 echo "|---|---|---|---|---|---|"
-for fault in none removed hang "error 0.3" crash; do
+for fault in none removed hang "error 0.3" crash "helper killed"; do
 	start_pool "$(members 4)" least-loaded
 	FP=
 	DIED=
 	WEDGED=
-	if [ "$fault" != none ]; then ( sleep 0.5; echo "$fault" > "$W/faults/hsm2" ) & FP=$!; fi
+	if [ "$fault" = "helper killed" ]; then
+		# The process that drives hsm2 is killed once (a daemon without helpers has none).
+		( sleep 0.5; pkill -KILL -f "^p11muxd: member hsm2 " ) & FP=$!
+	elif [ "$fault" != none ]; then
+		( sleep 0.5; echo "$fault" > "$W/faults/hsm2" ) & FP=$!
+	fi
 	read -r ops p99 err _ stuck <<<"$(bench 16 6)"
-	[ -z "$FP" ] || wait "$FP"
+	[ -z "$FP" ] || wait "$FP" || true
 	: > "$W/faults/hsm2"
 	stop_pool
 	state=up

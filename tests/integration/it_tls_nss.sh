@@ -14,7 +14,6 @@ DB="$WORK/nssdb"
 nss_pool_db "$DB"
 certutil -d "sql:$DB" -L -h all -f "$WORK/nsspin" | grep -q "^$LABEL:httpdcert " || fail "nickname"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SERVERS=()
 serve() { # nickname -> sets PORT
 	PORT=$(free_port)
