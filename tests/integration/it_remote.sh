@@ -20,19 +20,18 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; test_cleanup' EXIT
 # serve TOKEN PORT: a device host: p11-kit server for TOKEN (through p11sim, as the local
 # members), its socket forwarded over TCP port PORT to $WORK/TOKEN.sock on this side.
 serve() {
-	local addr path
-	addr=$(p11-kit server -f --provider "$P11MUX_BUILD/p11sim-pkcs11.so" -n "$WORK/run/$1.server" \
-		"pkcs11:token=$1" 2> "$WORK/$1.server.log" | sed -n 's/^P11_KIT_SERVER_ADDRESS=\([^;]*\);.*/\1/p' &)
+	p11-kit server -f --provider "$P11MUX_BUILD/p11sim-pkcs11.so" -n "$WORK/run/$1.server" \
+		"pkcs11:token=$1" > "$WORK/$1.server.log" 2>&1 &
+	SERVER[$1]=$!
+	PIDS+=("${SERVER[$1]}")
 	for _ in $(seq 1 100); do [ -S "$WORK/run/$1.server" ] && break; sleep 0.1; done
 	[ -S "$WORK/run/$1.server" ] || fail "p11-kit server for $1 did not start: $(cat "$WORK/$1.server.log")"
-	SERVER[$1]=$(pgrep -f -- "-n $WORK/run/$1.server")
 	socat "TCP-LISTEN:$2,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$WORK/run/$1.server" &
 	FWD_DEVICE[$1]=$!
 	socat "UNIX-LISTEN:$WORK/$1.sock,fork" "TCP:127.0.0.1:$2" &
 	FWD_LOCAL[$1]=$!
-	PIDS+=("${SERVER[$1]}" "${FWD_DEVICE[$1]}" "${FWD_LOCAL[$1]}")
+	PIDS+=("${FWD_DEVICE[$1]}" "${FWD_LOCAL[$1]}")
 	for _ in $(seq 1 100); do [ -S "$WORK/$1.sock" ] && break; sleep 0.1; done
-	: "$addr"
 }
 declare -A SERVER FWD_DEVICE FWD_LOCAL
 serve hsm3 "$(free_port)"
@@ -50,8 +49,9 @@ all_up || fail "not every member is up: $("$P11MUX_BUILD/p11muxctl" status)"
 pass "two local members and two behind p11-kit remote (over a TCP forward) are up"
 
 # Take hsm4's host away while 12 threads sign.
-( sleep 1; kill -KILL "${SERVER[hsm4]}" "${FWD_DEVICE[hsm4]}" "${FWD_LOCAL[hsm4]}";
-  pkill -KILL -f -- "-n $WORK/run/hsm4.server" || true ) &
+( sleep 1; pkill -KILL -f -- "-n $WORK/run/hsm4.server" || true
+  pkill -KILL -P "${FWD_DEVICE[hsm4]}" || true; pkill -KILL -P "${FWD_LOCAL[hsm4]}" || true
+  kill -KILL "${FWD_DEVICE[hsm4]}" "${FWD_LOCAL[hsm4]}" 2>/dev/null || true ) &
 KPID=$!
 P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" threads 12 60 "$KEYS/rsa.pub.pem" "$KEYS/ec.pub.pem" ||
 	fail "operations failed while hsm4's host went away"
