@@ -24,6 +24,7 @@ int helper_main(const char *name, int use_syslog);
 struct chan {
 	int fd; /* -1: none */
 	struct p11mux_buf *buf;
+	int lost; /* a call on it returned LINK_RV_GONE or LINK_RV_TIMEOUT */
 };
 
 /* The daemon's end of one helper. */
@@ -55,19 +56,28 @@ typedef void (*link_put_fn)(struct p11mux_msg *m, void *arg);
 /* Reads a successful reply's fields, copying what it keeps. CKR_OK, or the call's result. */
 typedef CK_RV (*link_get_fn)(struct p11mux_msg *m, void *arg);
 
-/* What chan_call() returns when the helper did not answer in time, is gone, or answered what
- * cannot be read: it must be killed. Never sent to a client. */
-#define LINK_RV_GONE (CKR_VENDOR_DEFINED | 0x5033UL)
+/* What chan_call() returns when the helper is gone, or answered what cannot be read, and when
+ * it did not answer in time: either way it must be killed. Never sent to a client. */
+#define LINK_RV_GONE    (CKR_VENDOR_DEFINED | 0x5033UL)
+#define LINK_RV_TIMEOUT (CKR_VENDOR_DEFINED | 0x5034UL)
+
+/* Whether rv says the helper must be killed. A function, not a macro: rv is evaluated once. */
+static inline int
+link_lost(CK_RV rv)
+{
+	return rv == LINK_RV_GONE || rv == LINK_RV_TIMEOUT;
+}
 
 /* One call and its reply on channel c, waiting at most timeout_ms for the reply. The helper's
- * CK_RV (with e filled when it is not CKR_OK), or LINK_RV_GONE. *sent (may be NULL) says
- * whether the whole request was written: a helper that died before that never saw it. */
+ * CK_RV (with e filled when it is not CKR_OK), LINK_RV_GONE or LINK_RV_TIMEOUT. *sent (may be NULL)
+ * says whether the whole request was written: a helper that died before that never saw it. */
 CK_RV chan_call(struct chan *c, uint32_t call, link_put_fn put, link_get_fn get, void *arg,
                 unsigned timeout_ms, struct p11mux_err *e, int *sent);
 
 /* Kills the helper (SIGKILL); the channels stay open until link_close(). */
 void link_kill(struct link *l);
-/* Closes the channels, lets the helper exit for up to wait_ms, then kills it, and reaps it.
+/* Closes the channels, lets the helper exit for up to wait_ms (not at all when a call on the
+ * control channel was lost: a hung helper is killed at once), then kills it, and reaps it.
  * Its exit status as waitpid() gives it, or -1 when there was none. The buffers are kept. */
 int link_close(struct link *l, unsigned wait_ms);
 /* Frees the buffers (after link_close). */

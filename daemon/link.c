@@ -198,9 +198,9 @@ read_reply(struct chan *c, struct p11mux_msg *m, uint32_t call, link_get_fn get,
 	CK_RV rv = LINK_RV_GONE;
 	int r;
 
-	if (wait_readable(c->fd, deadline) <= 0) {
+	if ((r = wait_readable(c->fd, deadline)) <= 0) {
 		p11mux_err_set(e, "%s: no answer within %u ms", name, timeout_ms);
-		return LINK_RV_GONE;
+		return r == 0 ? LINK_RV_TIMEOUT : LINK_RV_GONE;
 	}
 	if ((r = p11mux_frame_recv(c->fd, c->buf, P11MUX_FRAME_MAX)) != 0 ||
 	    (r = p11mux_msg_read_any_reply(m, c->buf, &helper_proto, &rv)) != 0 ||
@@ -214,7 +214,7 @@ read_reply(struct chan *c, struct p11mux_msg *m, uint32_t call, link_get_fn get,
 	if (rv == CKR_OK && p11mux_msg_end(m) != 0) {
 		p11mux_err_set(e, "%s: a reply that cannot be read", name);
 		rv = LINK_RV_GONE;
-	} else if (rv != CKR_OK && rv != LINK_RV_GONE) {
+	} else if (rv != CKR_OK && !link_lost(rv)) {
 		p11mux_err_set(e, "%s: %s", name, p11mux_rv_name(rv));
 	}
 	return rv;
@@ -246,6 +246,8 @@ chan_call(struct chan *c, uint32_t call, link_put_fn put, link_get_fn get, void 
 		                p11mux_now_ns() + (uint64_t)timeout_ms * 1000000u, timeout_ms, e);
 	}
 	p11mux_msg_clear(&m);
+	if (link_lost(rv))
+		c->lost = 1;
 	return rv;
 }
 
@@ -259,12 +261,16 @@ link_kill(struct link *l)
 int
 link_close(struct link *l, unsigned wait_ms)
 {
-	uint64_t deadline = p11mux_now_ns() + (uint64_t)wait_ms * 1000000u;
 	struct timespec pause = {0, 5 * 1000 * 1000};
+	uint64_t deadline;
 	int status = -1;
 	unsigned i;
 	pid_t r;
 
+	if (l->ctl.lost)
+		wait_ms = 0;
+	deadline = p11mux_now_ns() + (uint64_t)wait_ms * 1000000u;
+	l->ctl.lost = 0;
 	if (l->ctl.fd >= 0)
 		close(l->ctl.fd);
 	for (i = 0; i < l->nop; i++)

@@ -381,8 +381,8 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, struc
 	for (i = 0; i < hs.n; i++) {
 		rc.handle = hs.v[i];
 		rc.o = NULL;
-		if ((rv = chan_call(&m->link.ctl, HELPER_READ, put_handle, got_object, &rc, timeout,
-		                    e, NULL)) == LINK_RV_GONE)
+		if (link_lost(rv = chan_call(&m->link.ctl, HELPER_READ, put_handle, got_object, &rc,
+		                             timeout, e, NULL)))
 			goto out;
 		if (rv != CKR_OK) {
 			log_warn("member %s: cannot read object %lu: %s; left out", m->label,
@@ -595,13 +595,16 @@ take_channel_locked(struct member *m)
 
 /* Books the outcome of an operation on channel c of helper generation gen. Lock held. */
 static void
-finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV rv, int sent,
-              const char *why)
+finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV rv, int sent)
 {
+	char why[96];
+
 	uint64_t now = p11mux_now_ns();
 	double ms = (double)(now - j->started_ns) / 1e6;
 	size_t k;
 
+	snprintf(why, sizeof(why), "no answer within %u ms (helper killed)",
+	         m->pool->cfg->op_timeout_ms);
 	m->busy[c] = 0;
 	m->running--;
 	pthread_cond_broadcast(&m->free);
@@ -614,11 +617,11 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 		if (m->svc != NULL && k < m->nsvc)
 			m->svc[k] = sched_ewma(m->svc[k], ms);
 		record_latency_locked(m, now - j->submitted_ns);
-	} else if (rv == LINK_RV_GONE) {
+	} else if (link_lost(rv)) {
 		/* Hung, dead, or not answering sense: a helper that had the request cost. */
 		j->cost_helper = sent;
 		j->rv = P11MUX_RV_RETRY;
-		lose_locked(m, gen, MEMBER_DOWN, why);
+		lose_locked(m, gen, MEMBER_DOWN, rv == LINK_RV_TIMEOUT ? why : NULL);
 	} else if (member_device_failure(rv)) {
 		char reason[96];
 
@@ -634,7 +637,6 @@ member_run(struct member *m, struct job *j)
 {
 	const struct pool_config *cfg = m->pool->cfg;
 	struct p11mux_err e = {""};
-	char why[128];
 	uint64_t gen;
 	int c, sent = 0;
 	CK_RV rv;
@@ -660,12 +662,8 @@ member_run(struct member *m, struct job *j)
 		rv = chan_call(&m->link.op[c],
 		               j->call == P11MUX_CALL_RANDOM ? HELPER_RANDOM : HELPER_OP, put_op,
 		               get_op, j, cfg->op_timeout_ms, &e, &sent);
-	why[0] = '\0';
-	if (rv == LINK_RV_GONE && strstr(e.msg, "no answer within") != NULL)
-		snprintf(why, sizeof(why), "no answer within %u ms (helper killed)",
-		         cfg->op_timeout_ms);
 	p11mux_lock(&m->lock);
-	finish_locked(m, j, (unsigned)c, gen, rv, sent, why[0] != '\0' ? why : NULL);
+	finish_locked(m, j, (unsigned)c, gen, rv, sent);
 	p11mux_unlock(&m->lock);
 }
 

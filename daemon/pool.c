@@ -168,8 +168,8 @@ got_tokens(struct p11mux_msg *m, void *arg)
 static int
 list_tokens(struct pool *p, struct tokens *t, struct p11mux_err *e)
 {
-	struct link_spec spec = {p->exe, "token discovery", NULL, p->use_syslog, 1,
-	                         p->cfg->op_timeout_ms};
+	struct link_spec spec = {p->exe, "token discovery",    NULL, p->use_syslog,
+	                         1,      p->cfg->op_timeout_ms};
 	struct link l;
 	CK_RV rv;
 
@@ -394,8 +394,8 @@ login_members(struct pool *p, struct p11mux_err *e)
 		for (k = 0; k < p->nmembers; k++) {
 			struct member *m = &p->members[k];
 
-			if (m->link.pid <= 0 || pin_risky(m) != (int)pass || m->state == MEMBER_UP ||
-			    m->state == MEMBER_EXCLUDED)
+			if (m->link.pid <= 0 || pin_risky(m) != (int)pass ||
+			    m->state == MEMBER_UP || m->state == MEMBER_EXCLUDED)
 				continue;
 			if ((r = login_one(p, m, nup > 0, e)) < 0)
 				return -1;

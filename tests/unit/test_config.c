@@ -330,6 +330,66 @@ config_err_label_too_long(void **state)
 	             3, "pools.[0].label", "32 bytes");
 }
 
+/* Members may be groups with a module and an environment of their own, beside strings. */
+static void
+config_member_groups(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+	const char *path = write_file(
+	        t, "p11mux.conf",
+	        "pools = ( {\n"
+	        "  pin_file = \"/p\";\n"
+	        "  members = ( \"hsm1\",\n"
+	        "              { token = \"hsm2\"; env = [ \"OPENSC_CONF=/etc/o2.conf\" ]; },\n"
+	        "              { token = \"hsm3\"; module = \"/lib/x.so\";\n"
+	        "                env = [ \"A=1\", \"B=two=2\" ]; } );\n"
+	        "} );\n");
+
+	c = config_load(path, &t->e);
+	if (c == NULL)
+		fail_msg("refused: %s", t->e.msg);
+	assert_int_equal(c->pools[0].nmembers, 3);
+	assert_string_equal(c->pools[0].members[0].token, "hsm1");
+	assert_null(c->pools[0].members[0].module);
+	assert_string_equal(c->pools[0].members[1].token, "hsm2");
+	assert_null(c->pools[0].members[1].module);
+	assert_int_equal(c->pools[0].members[1].nenv, 1);
+	assert_string_equal(c->pools[0].members[1].env[0], "OPENSC_CONF=/etc/o2.conf");
+	assert_null(c->pools[0].members[1].env[1]);
+	assert_string_equal(c->pools[0].members[2].module, "/lib/x.so");
+	assert_int_equal(c->pools[0].members[2].nenv, 2);
+	assert_string_equal(c->pools[0].members[2].env[1], "B=two=2");
+	assert_int_equal(c->pools[0].members[2].line, 5);
+	config_free(c);
+}
+
+/* A member group without a token, with an unknown key, or with an env entry that is not
+ * NAME=VALUE, is named with its place. */
+static void
+config_err_member_groups(void **state)
+{
+	expect_error(*state,
+	             "pools = ( {\n"
+	             "  pin_file = \"/p\";\n"
+	             "  members = ( { module = \"/lib/x.so\"; } );\n"
+	             "} );\n",
+	             3, "pools.[0].members.[0].token", "missing");
+	expect_error(*state,
+	             "pools = ( {\n"
+	             "  pin_file = \"/p\";\n"
+	             "  members = ( \"a\", { token = \"b\"; modul = \"/x\"; } );\n"
+	             "} );\n",
+	             3, "pools.[0].members.[1].modul", "unknown key");
+	expect_error(*state,
+	             "pools = ( {\n"
+	             "  pin_file = \"/p\";\n"
+	             "  members = ( { token = \"b\";\n"
+	             "                env = [ \"NOEQUALS\" ]; } );\n"
+	             "} );\n",
+	             4, "pools.[0].members.[0].env", "not NAME=VALUE");
+}
+
 static void
 config_err_empty_members(void **state)
 {
@@ -734,6 +794,8 @@ main(int argc, char **argv)
 	        T(config_err_unknown_top_key),
 	        T(config_err_unknown_pool_key),
 	        T(config_err_members_wrong_type),
+	        T(config_member_groups),
+	        T(config_err_member_groups),
 	        T(config_err_missing_pin_file),
 	        T(config_err_label_colon),
 	        T(config_err_label_too_long),
