@@ -158,6 +158,19 @@ best() { # TOOL PATH THREADS -> the fastest run
 	for r in $(seq 1 "$ROUNDS"); do echo "${R[$1,$2,$3,$r]}"; done | sort -g | tail -1
 }
 
+# TOOL PATH BASE THREADS -> the medians over the rounds of PATH's rate as a percentage of
+# BASE's in the same round, and of the microseconds PATH adds per operation over BASE.
+against() {
+	local r ratio us
+	ratio=$(for r in $(seq 1 "$ROUNDS"); do
+		awk -v a="${R[$1,$2,$4,$r]}" -v b="${R[$1,$3,$4,$r]}" 'BEGIN{print 100*a/b}'
+	done | median)
+	us=$(for r in $(seq 1 "$ROUNDS"); do
+		awk -v a="${R[$1,$2,$4,$r]}" -v b="${R[$1,$3,$4,$r]}" -v t="$4" 'BEGIN{print t*(1e6/a - 1e6/b)}'
+	done | median)
+	echo "$ratio $us"
+}
+
 table() { # TOOL TITLE
 	printf '\n%s (median of %s rounds; range of the single runs):\n\n' "$2" "$ROUNDS"
 	printf '| threads | path | ops/s (median) | range | of direct | µs added per operation | best of direct |\n'
@@ -172,13 +185,7 @@ table() { # TOOL TITLE
 			fi
 			best=$(awk -v a="$(best "$1" "$p" "$t")" -v d="$(best "$1" direct "$t")" \
 				'BEGIN{printf "%.0f", 100*a/d}')
-			ratio=$(for r in $(seq 1 "$ROUNDS"); do
-				awk -v a="${R[$1,$p,$t,$r]}" -v d="${R[$1,direct,$t,$r]}" 'BEGIN{print 100*a/d}'
-			done | median)
-			us=$(for r in $(seq 1 "$ROUNDS"); do
-				awk -v a="${R[$1,$p,$t,$r]}" -v d="${R[$1,direct,$t,$r]}" -v t="$t" \
-					'BEGIN{print t*(1e6/a - 1e6/d)}'
-			done | median)
+			read -r ratio us <<<"$(against "$1" "$p" direct "$t")"
 			printf '| %s | %s | %.0f | %s | %.0f%% | %.0f | %s%% |\n' "$t" "$p" "$ops" "$rng" "$ratio" "$us" "$best"
 		done
 	done
@@ -186,13 +193,7 @@ table() { # TOOL TITLE
 		printf '\nthis tree against %s, the same rounds:\n\n' "$BASE"
 		printf '| threads | work / base (median of rounds) | µs per operation, work - base | best work / best base | µs, best work - best base |\n|---|---|---|---|---|\n'
 		for t in 1 2; do
-			ratio=$(for r in $(seq 1 "$ROUNDS"); do
-				awk -v a="${R[$1,p11mux-work,$t,$r]}" -v b="${R[$1,p11mux-base,$t,$r]}" 'BEGIN{print 100*a/b}'
-			done | median)
-			us=$(for r in $(seq 1 "$ROUNDS"); do
-				awk -v a="${R[$1,p11mux-work,$t,$r]}" -v b="${R[$1,p11mux-base,$t,$r]}" -v t="$t" \
-					'BEGIN{print t*(1e6/a - 1e6/b)}'
-			done | median)
+			read -r ratio us <<<"$(against "$1" p11mux-work p11mux-base "$t")"
 			bw=$(best "$1" p11mux-work "$t")
 			bb=$(best "$1" p11mux-base "$t")
 			printf '| %s | %.1f%% | %+.0f | %s | %s |\n' "$t" "$ratio" "$us" \
