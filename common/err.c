@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *
 p11mux_strerror(int err)
@@ -23,6 +24,8 @@ p11mux_strerror(int err)
 		return "connection closed by peer";
 	case P11MUX_ERR_VERSION:
 		return "no common protocol version";
+	case P11MUX_ERR_TIMEOUT:
+		return "no answer in time";
 	default:
 		return "unknown error";
 	}
@@ -31,12 +34,15 @@ p11mux_strerror(int err)
 int
 p11mux_err_set(struct p11mux_err *e, const char *fmt, ...)
 {
+	char msg[sizeof(e->msg)];
 	va_list ap;
 
 	if (e == NULL)
 		return -1;
+	/* Through a copy: the arguments may include e->msg itself ("...: %s", e->msg). */
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(e->msg, msg, sizeof(msg));
 	return -1;
 }

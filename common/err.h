@@ -16,6 +16,7 @@
 #define P11MUX_ERR_IO      -5 /* read or write on the socket failed (errno kept) */
 #define P11MUX_ERR_CLOSED  -6 /* peer closed the connection */
 #define P11MUX_ERR_VERSION -7 /* no protocol version in common */
+#define P11MUX_ERR_TIMEOUT -8 /* the peer did not send in time */
 
 /* Returns a static English description of an error code above. */
 const char *p11mux_strerror(int err);
@@ -26,7 +27,7 @@ struct p11mux_err {
 };
 
 /* Writes the message (printf format) into e and returns -1, so that a failing function can
- * say `return p11mux_err_set(e, ...);`. e may be NULL. */
+ * say `return p11mux_err_set(e, ...);`. e may be NULL; e->msg may be one of the arguments. */
 int p11mux_err_set(struct p11mux_err *e, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 

@@ -1,7 +1,9 @@
 #include "transport.h"
 #include "err.h"
+#include "thread.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -49,13 +51,37 @@ p11mux_frame_send(int fd, const struct p11mux_buf *b)
 	return 0;
 }
 
-/* Reads exactly len bytes. P11MUX_ERR_CLOSED if the stream ends first. */
+/* Waits until fd has bytes to read (or is closed) or deadline_ns has passed. 0, or
+ * P11MUX_ERR_TIMEOUT, or P11MUX_ERR_IO. */
 static int
-read_full(int fd, uint8_t *p, size_t len)
+wait_in(int fd, uint64_t deadline_ns)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	uint64_t now;
+	int r;
+
+	for (;;) {
+		if ((now = p11mux_now_ns()) >= deadline_ns)
+			return P11MUX_ERR_TIMEOUT;
+		r = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000 + 1));
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return P11MUX_ERR_IO;
+	}
+}
+
+/* Reads exactly len bytes, before deadline_ns when it is not 0. P11MUX_ERR_CLOSED if the
+ * stream ends first. */
+static int
+read_full(int fd, uint8_t *p, size_t len, uint64_t deadline_ns)
 {
 	ssize_t n;
+	int r;
 
 	while (len > 0) {
+		if (deadline_ns != 0 && (r = wait_in(fd, deadline_ns)) != 0)
+			return r;
 		n = read(fd, p, len);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -71,7 +97,7 @@ read_full(int fd, uint8_t *p, size_t len)
 }
 
 int
-p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max)
+p11mux_frame_recv_until(int fd, struct p11mux_buf *b, size_t max, uint64_t deadline_ns)
 {
 	uint8_t hdr[4], *p;
 	uint32_t len;
@@ -79,7 +105,7 @@ p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max)
 
 	/* The buffer is left alone until a header arrives, so that a request whose connection
 	 * turned out dead can be sent again from it. */
-	if ((r = read_full(fd, hdr, sizeof(hdr))) != 0)
+	if ((r = read_full(fd, hdr, sizeof(hdr), deadline_ns)) != 0)
 		return r;
 	p11mux_buf_reset(b);
 	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
@@ -88,9 +114,15 @@ p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max)
 	if ((r = p11mux_buf_reserve(b, len, &p)) != 0)
 		return r;
 	/* A frame cut short is not a clean close: the caller must not resend. */
-	if ((r = read_full(fd, p, len)) == P11MUX_ERR_CLOSED)
+	if ((r = read_full(fd, p, len, deadline_ns)) == P11MUX_ERR_CLOSED)
 		return P11MUX_ERR_SHORT;
 	return r;
+}
+
+int
+p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max)
+{
+	return p11mux_frame_recv_until(fd, b, max, 0);
 }
 
 int

@@ -140,6 +140,9 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 		tried[idx] = 1;
 		if ((j = job_new(call, mech, key, in, inlen, sig, siglen)) == NULL)
 			return CKR_HOST_MEMORY;
+		/* A suspect (it was running when a helper died) runs alone: a second death
+		 * is then its own, and no other operation is charged with it. */
+		j->alone = costly > 0;
 		member_run(m, j);
 		rv = j->rv;
 		costly += j->cost_helper;

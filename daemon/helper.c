@@ -20,6 +20,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,16 +464,20 @@ serve(void *arg)
 	struct server *sv = arg;
 	int r;
 
-	sv->in = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
-	sv->out = p11mux_buf_new(P11MUX_FRAME_MAX + 64);
+	sv->in = p11mux_buf_new(HELPER_FRAME_MAX);
+	sv->out = p11mux_buf_new(HELPER_FRAME_MAX);
 	while (sv->in != NULL && sv->out != NULL) {
-		if ((r = p11mux_frame_recv(sv->fd, sv->in, P11MUX_FRAME_MAX)) != 0 ||
+		if ((r = p11mux_frame_recv(sv->fd, sv->in, HELPER_FRAME_MAX)) != 0 ||
 		    handle(sv) != 0)
 			break;
 		p11mux_buf_reset(sv->in); /* wipes a PIN or the data of an operation */
-		if (p11mux_frame_send(sv->fd, sv->out) != 0)
+		r = p11mux_frame_send(sv->fd, sv->out);
+		p11mux_buf_reset(sv->out); /* and the answer (plaintext) */
+		if (r != 0)
 			break;
 	}
+	/* The daemon sees the channel end at once, not when its call times out. */
+	shutdown(sv->fd, SHUT_RDWR);
 	if (sv->s != CK_INVALID_HANDLE)
 		sv->h->f->C_CloseSession(sv->s);
 	p11mux_buf_free(sv->in);
@@ -505,24 +510,39 @@ int
 helper_main(const char *name, int use_syslog)
 {
 	const char *channels = getenv("P11MUX_HELPER_CHANNELS");
+	const char *parent = getenv("P11MUX_HELPER_PARENT");
+	unsigned long nop = channels != NULL ? strtoul(channels, NULL, 10) : 0, i;
 	struct helper h;
 	struct server *sv;
 	char ident[64];
 
-	/* None outlives the daemon and keeps a device. */
+	/* None outlives the daemon and keeps a device. The daemon may be PID 1 (a container):
+	 * it says who it is. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() == 1)
+	if (nop > HELPER_MAX_CHANNELS)
+		nop = HELPER_MAX_CHANNELS;
+	if (parent == NULL || getppid() != (pid_t)strtol(parent, NULL, 10))
 		return 1;
+	/* No core file with the PIN or plaintext in it (a vendor module that crashes is an
+	 * event this design expects), and no ptrace by other processes of the user. */
+	prctl(PR_SET_DUMPABLE, 0);
+	/* The channels are the helper's alone: nothing the module starts inherits them (else the
+	 * daemon would not see this process end). */
+	for (i = 0; i <= nop; i++)
+		fcntl(HELPER_CTL_FD + (int)i, F_SETFD, FD_CLOEXEC);
+	/* The daemon ends its helpers by closing their channels (or by SIGKILL); a SIGTERM or
+	 * Ctrl-C meant for the daemon's process group must not end them first. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	snprintf(ident, sizeof(ident), "p11muxd[%s]", name);
 	p11mux_log_set_name(ident);
 	if (use_syslog)
 		p11mux_log_syslog(ident);
 	memset(&h, 0, sizeof(h));
 	h.anchor = CK_INVALID_HANDLE;
-	h.nop = channels != NULL ? (unsigned)strtoul(channels, NULL, 10) : 0;
-	if (h.nop > HELPER_MAX_CHANNELS)
-		h.nop = HELPER_MAX_CHANNELS;
+	h.nop = (unsigned)nop;
 	pthread_mutex_init(&h.lock, NULL);
 	if ((sv = calloc(1, sizeof(*sv))) == NULL)
 		return 1;

@@ -68,6 +68,15 @@ link_lost(CK_RV rv)
 	return rv == LINK_RV_GONE || rv == LINK_RV_TIMEOUT;
 }
 
+/* The daemon's own result codes (P11MUX_RV_RETRY, LINK_RV_GONE, LINK_RV_TIMEOUT, the
+ * helper's RV_MALFORMED) lie in this range; a module's answer in it is taken as
+ * CKR_FUNCTION_FAILED, so that no module can pass for one of them. */
+static inline int
+p11muxd_own_rv(CK_RV rv)
+{
+	return rv >= (CKR_VENDOR_DEFINED | 0x5030UL) && rv <= (CKR_VENDOR_DEFINED | 0x503fUL);
+}
+
 /* One call and its reply on channel c, waiting at most timeout_ms for the reply. The helper's
  * CK_RV (with e filled when it is not CKR_OK), LINK_RV_GONE or LINK_RV_TIMEOUT. *sent (may be NULL)
  * says whether the whole request was written: a helper that died before that never saw it. */

@@ -29,6 +29,9 @@ extern const struct p11mux_proto helper_proto;
  * operation channels (HELPER_OP_FD + i); how many is in $P11MUX_HELPER_CHANNELS. */
 #define HELPER_CTL_FD 3
 #define HELPER_OP_FD  4
+/* The largest frame on a channel, either way. A request carries what the client's request
+ * did (at most P11MUX_FRAME_MAX) and a few bytes more (the call, the key's handle). */
+#define HELPER_FRAME_MAX (P11MUX_FRAME_MAX + 4096u)
 /* Operation channels of one helper, at most (workers_per_member's cap). */
 #define HELPER_MAX_CHANNELS 64
 

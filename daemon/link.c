@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,30 +39,41 @@ same_var(const char *a, const char *b)
 	return strncmp(a, b, n) == 0 && b[n] == '=';
 }
 
-/* The helper's environment: the daemon's, with the member's entries and the number of
- * channels added (or replacing). A NULL-ended array of pointers into environ, add and
- * extra (malloc'ed array only). */
-static char **
-helper_env(char *const *add, char *extra)
+/* Whether one of the NULL-ended list's entries sets the same variable as v. */
+static int
+sets_var(char *const *list, const char *v)
 {
-	size_t n = 0, k = 0, i, j;
+	for (; list != NULL && *list != NULL; list++)
+		if (same_var(*list, v))
+			return 1;
+	return 0;
+}
+
+/* The helper's environment: the daemon's, with the member's entries (add) and the daemon's
+ * own for the helper (extra) added or replacing, extra winning. A NULL-ended array of
+ * pointers into environ, add and extra (malloc'ed array only). */
+static char **
+helper_env(char *const *add, char *const *extra)
+{
+	size_t n = 0, k = 0, x = 0, i;
 	char **env;
 
 	while (environ[n] != NULL)
 		n++;
 	while (add != NULL && add[k] != NULL)
 		k++;
-	if ((env = calloc(n + k + 2, sizeof(*env))) == NULL)
+	while (extra[x] != NULL)
+		x++;
+	if ((env = calloc(n + k + x + 1, sizeof(*env))) == NULL)
 		return NULL;
-	for (i = 0, n = 0; environ[i] != NULL; i++) {
-		for (j = 0; j < k && !same_var(add[j], environ[i]); j++)
-			;
-		if (j == k && !same_var(extra, environ[i]))
+	for (i = 0, n = 0; environ[i] != NULL; i++)
+		if (!sets_var(add, environ[i]) && !sets_var(extra, environ[i]))
 			env[n++] = environ[i];
-	}
-	for (j = 0; j < k; j++)
-		env[n++] = add[j];
-	env[n] = extra;
+	for (i = 0; i < k; i++)
+		if (!sets_var(extra, add[i]))
+			env[n++] = add[i];
+	for (i = 0; i < x; i++)
+		env[n++] = extra[i];
 	return env;
 }
 
@@ -83,11 +93,22 @@ close_pairs(int (*sv)[2], unsigned n)
  * on the copies, so the helper's ends survive exec; the other ends do not. */
 static void
 exec_helper(const struct link_spec *spec, int (*sv)[2], unsigned n, pid_t parent, char **argv,
-            char **env)
+            char **env, const sigset_t *unblocked)
 {
-	int high[1 + HELPER_MAX_CHANNELS];
+	int high[1 + HELPER_MAX_CHANNELS], sig;
+	struct sigaction sa;
 	unsigned i;
 
+	/* The daemon's handlers must not run here (they write to its stop pipe): signals came
+	 * in blocked; handled ones go back to the default before they are unblocked. */
+	for (sig = 1; sig < NSIG; sig++)
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
+		    sa.sa_handler != SIG_DFL) {
+			sa.sa_handler = SIG_DFL;
+			sa.sa_flags = 0;
+			sigaction(sig, &sa, NULL);
+		}
+	sigprocmask(SIG_SETMASK, unblocked, NULL);
 	/* First out of the way of the numbers they go to (one of them may be such a number),
 	 * then into place. */
 	for (i = 0; i < n; i++)
@@ -117,7 +138,7 @@ keep_ends(struct link *l, const struct link_spec *spec, int (*sv)[2], unsigned n
 		close(sv[i][1]);
 		c->fd = sv[i][0];
 		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (c->buf == NULL && (c->buf = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) == NULL)
+		if (c->buf == NULL && (c->buf = p11mux_buf_new(HELPER_FRAME_MAX)) == NULL)
 			r = -1;
 	}
 	l->nop = n - 1;
@@ -128,16 +149,20 @@ int
 link_spawn(struct link *l, const struct link_spec *spec, struct p11mux_err *e)
 {
 	int sv[1 + HELPER_MAX_CHANNELS][2];
-	char title[96], extra[64], *argv[4], **env;
+	char title[96], channels[64], parent_var[64], *argv[4], **env;
+	char *extra[] = {channels, parent_var, NULL};
 	unsigned n = 1 + (spec->channels > HELPER_MAX_CHANNELS ? HELPER_MAX_CHANNELS
 	                  : spec->channels < 1                 ? 1
 	                                                       : spec->channels),
 	         i;
 	pid_t parent = getpid(), pid;
+	sigset_t all, old;
+	int saved;
 
 	/* ps shows the title; the helper takes its name from it. */
 	snprintf(title, sizeof(title), "%s%s", HELPER_TITLE, spec->name);
-	snprintf(extra, sizeof(extra), "P11MUX_HELPER_CHANNELS=%u", n - 1);
+	snprintf(channels, sizeof(channels), "P11MUX_HELPER_CHANNELS=%u", n - 1);
+	snprintf(parent_var, sizeof(parent_var), "P11MUX_HELPER_PARENT=%ld", (long)parent);
 	argv[0] = title;
 	argv[1] = (char *)"--helper";
 	argv[2] = spec->use_syslog ? (char *)"--syslog" : NULL;
@@ -152,14 +177,17 @@ link_spawn(struct link *l, const struct link_spec *spec, struct p11mux_err *e)
 			free(env);
 			return p11mux_err_set(e, "socketpair: %s", strerror(errno));
 		}
-	if ((pid = fork()) < 0) {
-		close_pairs(sv, n);
-		free(env);
-		return p11mux_err_set(e, "fork: %s", strerror(errno));
-	}
-	if (pid == 0)
-		exec_helper(spec, sv, n, parent, argv, env);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if ((pid = fork()) == 0)
+		exec_helper(spec, sv, n, parent, argv, env, &old);
+	saved = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	free(env);
+	if (pid < 0) {
+		close_pairs(sv, n);
+		return p11mux_err_set(e, "fork: %s", strerror(saved));
+	}
 	l->pid = pid;
 	if (keep_ends(l, spec, sv, n) != 0) {
 		link_kill(l);
@@ -169,27 +197,8 @@ link_spawn(struct link *l, const struct link_spec *spec, struct p11mux_err *e)
 	return 0;
 }
 
-/* Waits until fd is readable or deadline_ns passes. 1, 0 on time-out, -1 on error. */
-static int
-wait_readable(int fd, uint64_t deadline_ns)
-{
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	uint64_t now;
-	int r;
-
-	for (;;) {
-		now = p11mux_now_ns();
-		if (now >= deadline_ns)
-			return 0;
-		r = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000 + 1));
-		if (r > 0)
-			return 1;
-		if (r < 0 && errno != EINTR)
-			return -1;
-	}
-}
-
-/* Reads the reply to call; LINK_RV_GONE when none comes in time or it does not decode. */
+/* Reads the reply to call: the helper's CK_RV, LINK_RV_TIMEOUT when the whole reply did not
+ * come by the deadline, LINK_RV_GONE when the helper is gone or the reply does not decode. */
 static CK_RV
 read_reply(struct chan *c, struct p11mux_msg *m, uint32_t call, link_get_fn get, void *arg,
            uint64_t deadline, unsigned timeout_ms, struct p11mux_err *e)
@@ -198,17 +207,21 @@ read_reply(struct chan *c, struct p11mux_msg *m, uint32_t call, link_get_fn get,
 	CK_RV rv = LINK_RV_GONE;
 	int r;
 
-	if ((r = wait_readable(c->fd, deadline)) <= 0) {
+	/* The whole reply by the deadline: a helper that stops half way is as hung as one that
+	 * never starts. */
+	if ((r = p11mux_frame_recv_until(c->fd, c->buf, HELPER_FRAME_MAX, deadline)) ==
+	    P11MUX_ERR_TIMEOUT) {
 		p11mux_err_set(e, "%s: no answer within %u ms", name, timeout_ms);
-		return r == 0 ? LINK_RV_TIMEOUT : LINK_RV_GONE;
+		return LINK_RV_TIMEOUT;
 	}
-	if ((r = p11mux_frame_recv(c->fd, c->buf, P11MUX_FRAME_MAX)) != 0 ||
-	    (r = p11mux_msg_read_any_reply(m, c->buf, &helper_proto, &rv)) != 0 ||
+	if (r != 0 || (r = p11mux_msg_read_any_reply(m, c->buf, &helper_proto, &rv)) != 0 ||
 	    m->call->code != call) {
 		p11mux_err_set(e, "%s: the helper is gone (%s)", name,
 		               p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
 		return LINK_RV_GONE;
 	}
+	if (p11muxd_own_rv(rv))
+		rv = CKR_FUNCTION_FAILED;
 	if (rv == CKR_OK && get != NULL)
 		rv = get(m, arg);
 	if (rv == CKR_OK && p11mux_msg_end(m) != 0) {
@@ -246,6 +259,8 @@ chan_call(struct chan *c, uint32_t call, link_put_fn put, link_get_fn get, void 
 		                p11mux_now_ns() + (uint64_t)timeout_ms * 1000000u, timeout_ms, e);
 	}
 	p11mux_msg_clear(&m);
+	/* Nothing stays behind: the request may have held the PIN, the reply plaintext. */
+	p11mux_buf_reset(c->buf);
 	if (link_lost(rv))
 		c->lost = 1;
 	return rv;
@@ -256,6 +271,39 @@ link_kill(struct link *l)
 {
 	if (l->pid > 0)
 		kill(l->pid, SIGKILL);
+}
+
+/* Helpers that had not ended a while after SIGKILL (a process in uninterruptible sleep, in a
+ * device driver, ends only when the driver lets it): reaped later, by any link_close(), so
+ * that a member thread never blocks on one. */
+#define KILL_WAIT_MS 5000u
+#define MAX_STRAYS   32
+static pthread_mutex_t strays_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t strays[MAX_STRAYS];
+
+static void
+reap_strays(void)
+{
+	size_t i;
+
+	p11mux_lock(&strays_lock);
+	for (i = 0; i < MAX_STRAYS; i++)
+		if (strays[i] > 0 && waitpid(strays[i], NULL, WNOHANG) != 0)
+			strays[i] = 0;
+	p11mux_unlock(&strays_lock);
+}
+
+static void
+add_stray(pid_t pid)
+{
+	size_t i;
+
+	p11mux_lock(&strays_lock);
+	for (i = 0; i < MAX_STRAYS && strays[i] > 0; i++)
+		;
+	if (i < MAX_STRAYS)
+		strays[i] = pid; /* else it stays a zombie once it ends: 32 stuck already */
+	p11mux_unlock(&strays_lock);
 }
 
 int
@@ -282,12 +330,21 @@ link_close(struct link *l, unsigned wait_ms)
 	l->nop = 0;
 	if (l->pid <= 0)
 		return -1;
+	reap_strays();
 	while ((r = waitpid(l->pid, &status, WNOHANG)) == 0 && p11mux_now_ns() < deadline)
 		nanosleep(&pause, NULL);
 	if (r == 0) {
 		kill(l->pid, SIGKILL);
-		while ((r = waitpid(l->pid, &status, 0)) < 0 && errno == EINTR)
-			;
+		deadline = p11mux_now_ns() + KILL_WAIT_MS * 1000000ull;
+		while ((r = waitpid(l->pid, &status, WNOHANG)) == 0 && p11mux_now_ns() < deadline)
+			nanosleep(&pause, NULL);
+		if (r == 0) {
+			log_error("helper %ld did not end %u ms after SIGKILL (stuck in the "
+			          "kernel: a "
+			          "device driver?); reaped when it does",
+			          (long)l->pid, KILL_WAIT_MS);
+			add_stray(l->pid);
+		}
 	}
 	l->pid = 0;
 	return r > 0 ? status : -1;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -272,6 +273,21 @@ close_daemon(struct daemon *d)
 	pthread_mutex_destroy(&d->lock);
 }
 
+/* Every member takes workers_per_member + 2 descriptors, every client one: the soft limit
+ * (often 1024) goes up to the hard one, so that a probe's socketpair does not fail for want
+ * of descriptors while clients are many. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("cannot raise the descriptor limit: %s", strerror(errno));
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -313,6 +329,7 @@ main(int argc, char **argv)
 		p11mux_log_syslog("p11muxd");
 		d.use_syslog = 1;
 	}
+	raise_fd_limit();
 	if (catch_signals(&d) != 0 || open_pools(&d) != 0 || server_listen(&d) != 0 ||
 	    control_listen(&d) != 0)
 		goto out;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,10 +407,12 @@ out:
 void
 member_close(struct member *m)
 {
-	link_close(&m->link, 2000);
+	/* helper_pid is cleared before the helper is reaped: another thread may signal it only
+	 * while it cannot be another process's pid. */
 	p11mux_lock(&m->lock);
 	m->helper_pid = 0;
 	p11mux_unlock(&m->lock);
+	link_close(&m->link, 2000);
 }
 
 /* A fresh helper finds the device, logs in and maps the pool's objects onto it. CKR_OK, or
@@ -517,6 +520,8 @@ lose_locked(struct member *m, uint64_t gen, enum member_state state, const char 
 	if (gen != m->generation || m->lost || !usable_locked(m))
 		return;
 	m->lost = 1;
+	if (why != NULL)
+		m->killed_gen = gen; /* killed by the daemon, not ended by itself */
 	m->lost_status = why == NULL;
 	snprintf(m->reason, sizeof(m->reason), "%s", why != NULL ? why : "helper gone");
 	snprintf(m->last_error, sizeof(m->last_error), "%.*s", (int)sizeof(m->last_error) - 1,
@@ -570,24 +575,28 @@ get_op(struct p11mux_msg *msg, void *arg)
 }
 
 /* Waits for a free channel, in arrival order; its index, or -1 when the member went out of
- * service meanwhile. Lock held. */
+ * service meanwhile (even if it is back by the time this thread runs again: its ticket is
+ * then of the old helper's). An operation that runs alone waits until no other runs, and no
+ * other starts until it ends. Lock held. */
 static int
-take_channel_locked(struct member *m)
+take_channel_locked(struct member *m, int alone)
 {
-	uint64_t ticket = m->next_ticket++;
+	uint64_t ticket = m->next_ticket++, gen = m->generation;
 	unsigned c;
 
 	m->queued++;
-	while (usable_locked(m) && (m->serving != ticket || m->running >= m->link.nop))
+	while (usable_locked(m) && m->generation == gen &&
+	       (m->serving != ticket || m->exclusive || m->running >= (alone ? 1 : m->link.nop)))
 		pthread_cond_wait(&m->free, &m->lock);
 	m->queued--;
-	if (!usable_locked(m))
+	if (!usable_locked(m) || m->generation != gen)
 		return -1;
 	m->serving++;
 	for (c = 0; m->busy[c]; c++)
 		;
 	m->busy[c] = 1;
 	m->running++;
+	m->exclusive = alone;
 	/* The next in line may take another free channel. */
 	pthread_cond_broadcast(&m->free);
 	return (int)c;
@@ -607,6 +616,8 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 	         m->pool->cfg->op_timeout_ms);
 	m->busy[c] = 0;
 	m->running--;
+	if (j->alone)
+		m->exclusive = 0;
 	pthread_cond_broadcast(&m->free);
 	pthread_cond_signal(&m->work);
 	j->rv = rv;
@@ -618,8 +629,11 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 			m->svc[k] = sched_ewma(m->svc[k], ms);
 		record_latency_locked(m, now - j->submitted_ns);
 	} else if (link_lost(rv)) {
-		/* Hung, dead, or not answering sense: a helper that had the request cost. */
-		j->cost_helper = sent;
+		/* Hung, dead, or not answering sense: a helper that had the request cost, unless
+		 * the daemon killed it for another operation's sake (a time-out, a device
+		 * error). A helper that died by itself charges every operation it had; those
+		 * run alone on their next member, so that a second death is the input's own. */
+		j->cost_helper = sent && (rv == LINK_RV_TIMEOUT || m->killed_gen != gen);
 		j->rv = P11MUX_RV_RETRY;
 		lose_locked(m, gen, MEMBER_DOWN, rv == LINK_RV_TIMEOUT ? why : NULL);
 	} else if (member_device_failure(rv)) {
@@ -643,7 +657,7 @@ member_run(struct member *m, struct job *j)
 
 	p11mux_lock(&m->lock);
 	j->submitted_ns = p11mux_now_ns();
-	if (m->state != MEMBER_UP || (c = take_channel_locked(m)) < 0) {
+	if (m->state != MEMBER_UP || (c = take_channel_locked(m, j->alone)) < 0) {
 		/* Out of service, or went out while this waited: another member does it. */
 		j->rv = P11MUX_RV_RETRY;
 		p11mux_unlock(&m->lock);
@@ -703,12 +717,12 @@ reap_locked(struct member *m)
 	while (m->running > 0 && !m->stop)
 		pthread_cond_wait(&m->work, &m->lock);
 	with_status = m->lost_status;
+	m->helper_pid = 0;
 	p11mux_unlock(&m->lock);
 	st = link_close(&m->link, 0);
 	link_status_text(st, status, sizeof(status));
 	p11mux_lock(&m->lock);
 	m->lost = 0;
-	m->helper_pid = 0;
 	if (with_status)
 		snprintf(m->reason, sizeof(m->reason), "helper %s", status);
 	snprintf(reason, sizeof(reason), "%s", m->reason);
@@ -755,6 +769,7 @@ member_init(struct member *m, struct pool *p, size_t index, const char *name,
 	m->cfg = cfg;
 	m->nworkers = p->cfg->workers_per_member;
 	link_init(&m->link);
+	m->killed_gen = UINT64_MAX;
 	m->wake[0] = m->wake[1] = -1;
 	snprintf(m->label, sizeof(m->label), "%s", name);
 	m->state = MEMBER_DOWN;
@@ -788,7 +803,7 @@ member_start(struct member *m)
 }
 
 void
-member_stop(struct member *m)
+member_stop_begin(struct member *m)
 {
 	char c = 1;
 
@@ -796,10 +811,19 @@ member_stop(struct member *m)
 	m->stop = 1;
 	pthread_cond_broadcast(&m->work);
 	pthread_cond_broadcast(&m->free);
+	/* A probe's calls could take op_timeout_ms each: its fresh helper has nothing to lose. */
+	if (m->state == MEMBER_PROBING && m->helper_pid > 0)
+		kill(m->helper_pid, SIGKILL);
 	p11mux_unlock(&m->lock);
 	if (m->wake[1] >= 0 && write(m->wake[1], &c, 1) < 0) {
 		/* Full: the thread is awake already. */
 	}
+}
+
+void
+member_stop(struct member *m)
+{
+	member_stop_begin(m);
 	if (m->started)
 		pthread_join(m->thread, NULL);
 	else

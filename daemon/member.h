@@ -46,6 +46,7 @@ struct job {
 	uint64_t started_ns;          /* when it was sent to the helper */
 	CK_OBJECT_HANDLE started_key; /* the key's handle on that member */
 	int cost_helper; /* the helper died or was killed while it ran this operation */
+	int alone;       /* it cost a helper before: run it with no other on the member */
 };
 
 /* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one
@@ -75,13 +76,15 @@ struct member {
 	CK_SLOT_ID slot;      /* in the helper's module: where the next helper looks first */
 	uint64_t generation;  /* bumped each time the member (re)joins */
 	enum member_state state;
-	char reason[160];  /* why down or excluded */
-	uint64_t since_ns; /* when the state last changed */
-	uint64_t up_ns;    /* when it last joined */
-	int lost;          /* the helper is lost: the member thread reaps it */
-	int lost_status;   /* the reason is how the helper ended, known once it is reaped */
-	unsigned queued;   /* request threads waiting for a channel */
-	unsigned running;  /* channels in use */
+	char reason[160];    /* why down or excluded */
+	uint64_t since_ns;   /* when the state last changed */
+	uint64_t up_ns;      /* when it last joined */
+	int lost;            /* the helper is lost: the member thread reaps it */
+	int lost_status;     /* the reason is how the helper ended, known once it is reaped */
+	unsigned queued;     /* request threads waiting for a channel */
+	unsigned running;    /* channels in use */
+	int exclusive;       /* an operation that runs alone is running */
+	uint64_t killed_gen; /* the generation whose helper the daemon killed (UINT64_MAX: none) */
 	uint64_t next_ticket, serving; /* waiting request threads go in arrival order */
 	uint8_t busy[HELPER_MAX_CHANNELS];
 	double service_ms; /* moving average of successful operations */
@@ -125,6 +128,8 @@ int member_read_objects(struct member *m, struct mobject ***all, size_t *nall,
 void member_close(struct member *m);
 /* Starts the member thread: it serves an up member, probes one that is down. 0 or -1. */
 int member_start(struct member *m);
+/* Tells the member thread to stop, and ends a probe under way; returns at once. */
+void member_stop_begin(struct member *m);
 /* Stops the thread and the helper, and frees what the member holds (not the struct). */
 void member_stop(struct member *m);
 

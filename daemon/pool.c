@@ -509,6 +509,9 @@ pool_close(struct pool *p)
 {
 	size_t i;
 
+	/* Every member's thread ends its helper at once, not one after the other. */
+	for (i = 0; i < p->nmembers; i++)
+		member_stop_begin(&p->members[i]);
 	for (i = 0; i < p->nmembers; i++)
 		member_stop(&p->members[i]);
 	free(p->members);

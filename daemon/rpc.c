@@ -270,6 +270,12 @@ run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	size_t outlen = 0;
 	CK_RV rv;
 
+	/* As the shim does: a device request carries the data and a few bytes more, and must fit
+	 * a helper's frame. */
+	if (r->u.op.inlen > P11MUX_DATA_MAX)
+		return CKR_DATA_LEN_RANGE;
+	if (r->u.op.siglen > P11MUX_DATA_MAX - r->u.op.inlen)
+		return CKR_SIGNATURE_LEN_RANGE;
 	if ((rv = check_mech(x->p, r->u.op.mech, h->mech_flag)) != CKR_OK)
 		return rv;
 	if (h->key_usage != 0) {

@@ -51,9 +51,26 @@ for payload in bad:
     assert closed(s) or True  # some random payloads are valid calls; both outcomes are fine
     s.close()
 print("malformed frames sent:", len(cases) + len(bad))
+# Well-formed, but more data than an operation may carry (P11MUX_DATA_MAX): a DIGEST that
+# fills a whole frame is refused with CKR_DATA_LEN_RANGE at once, and no member pays for it.
+FRAME_MAX = 1 << 20
+n = FRAME_MAX - (4 + 8 + 9 + 4)
+s = after_hello(struct.pack(">IQQBI", 11, 0, 0x250, 0, n) + b"\0" * n)
+hdr = s.recv(4)
+assert len(hdr) == 4, "no reply to a full-frame DIGEST"
+reply = s.recv(struct.unpack(">I", hdr)[0])
+call, rv = struct.unpack(">IQ", reply[:12])
+assert (call, rv) == (11, 0x21), "full-frame DIGEST: call %d rv 0x%x" % (call, rv)
+s.close()
+print("a DIGEST of %d bytes: CKR_DATA_LEN_RANGE" % n)
 PY
 kill -0 "$DAEMON_PID" || fail "the daemon died"
+"$P11MUX_BUILD/p11muxctl" status --json | python3 -c '
+import json, sys
+ms = json.load(sys.stdin)["pools"][0]["members"]
+assert all(m["state"] == "up" and m["helpers_started"] == 1 for m in ms), ms' ||
+	fail "a member lost its helper to a client's request: $("$P11MUX_BUILD/p11muxctl" status)"
 p11tool --login --pin "$PIN" -O | grep -q "Private Key Object" || fail "the daemon stopped serving"
 grep -q "malformed request" "$WORK/daemon.log" || fail "malformed requests were not logged"
 stop_daemon
-pass "malformed frames closed their connection only"
+pass "malformed frames closed their connection only; an oversized operation was refused, every helper kept"

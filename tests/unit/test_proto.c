@@ -21,6 +21,7 @@
 #include "err.h"
 #include "proto.h"
 #include "sigcodec.h"
+#include "thread.h"
 #include "transport.h"
 
 /* Variants per call: a multiple of every period sc_gen() uses (8 mechanism kinds, 6 attribute
@@ -1507,6 +1508,44 @@ frame_closed_mid_payload(void **state)
 	}
 }
 
+/* With a deadline, a peer that stops sending (before the header, inside it, or inside the
+ * payload) is a time-out at the deadline, not a wait for ever; a whole frame in time is read. */
+static void
+frame_recv_until_deadline(void **state)
+{
+	static const size_t sent[] = {0, 2, 4, 50};
+	uint8_t wire[104] = {0x00, 0x00, 0x00, 0x64};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(sent) / sizeof(sent[0]); i++) {
+		struct p11mux_buf *in = p11mux_buf_new(P11MUX_FRAME_MAX);
+		uint64_t start = p11mux_now_ns(), took;
+		int sv[2];
+
+		socket_pair(sv);
+		write_all(sv[0], wire, sent[i]);
+		assert_int_equal(p11mux_frame_recv_until(sv[1], in, P11MUX_FRAME_MAX,
+		                                         start + 50 * 1000000ull),
+		                 P11MUX_ERR_TIMEOUT);
+		took = p11mux_now_ns() - start;
+		assert_true(took >= 50 * 1000000ull);
+		assert_true(took < 5000 * 1000000ull);
+		/* A whole frame before the deadline is read. */
+		close(sv[0]);
+		close(sv[1]);
+		socket_pair(sv);
+		write_all(sv[0], wire, sizeof(wire));
+		assert_int_equal(p11mux_frame_recv_until(sv[1], in, P11MUX_FRAME_MAX,
+		                                         p11mux_now_ns() + 5000 * 1000000ull),
+		                 0);
+		assert_int_equal(p11mux_buf_len(in), 100);
+		close(sv[0]);
+		close(sv[1]);
+		p11mux_buf_free(in);
+	}
+}
+
 /* Sending to a closed peer is an error, not a SIGPIPE that kills the process. */
 static void
 frame_send_to_closed_peer(void **state)
@@ -1581,6 +1620,7 @@ main(int argc, char **argv)
 	        cmocka_unit_test(frame_caps),
 	        cmocka_unit_test(frame_closed_before_header),
 	        cmocka_unit_test(frame_closed_mid_payload),
+	        cmocka_unit_test(frame_recv_until_deadline),
 	        cmocka_unit_test(frame_send_to_closed_peer),
 	};
 	const struct CMUnitTest known_bugs[] = {
