@@ -117,6 +117,9 @@ exec_helper(const struct link_spec *spec, int (*sv)[2], unsigned n, pid_t parent
 	for (i = 0; i < n; i++)
 		if (dup2(high[i], HELPER_CTL_FD + (int)i) < 0)
 			_exit(127);
+	/* The death signal comes when the thread that forked ends, not the process: helpers
+	 * are started by the main thread and by member threads, which live as long as their
+	 * helpers are wanted. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
 		_exit(127);
 	execve(spec->exe, argv, env);
