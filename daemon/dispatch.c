@@ -157,8 +157,7 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 				describe_op(call, mech, key, what, sizeof(what));
 				log_error("pool \"%s\": %s cost the helpers of two members; not "
 				          "tried on another: the client gets CKR_DEVICE_ERROR, and "
-				          "so "
-				          "does the same operation for %d s",
+				          "so does the same operation for %d s",
 				          p->label, what, QUARANTINE_S);
 				op_digest(call, mech, key, in, inlen, sig, siglen, digest);
 				quarantine_add(&p->quarantine, digest);

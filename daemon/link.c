@@ -342,9 +342,8 @@ link_close(struct link *l, unsigned wait_ms)
 		while ((r = waitpid(l->pid, &status, WNOHANG)) == 0 && p11mux_now_ns() < deadline)
 			nanosleep(&pause, NULL);
 		if (r == 0) {
-			log_error("helper %ld did not end %u ms after SIGKILL (stuck in the "
-			          "kernel: a "
-			          "device driver?); reaped when it does",
+			log_error("helper %ld still there %u ms after SIGKILL (stuck in a "
+			          "driver?); reaped when it ends",
 			          (long)l->pid, KILL_WAIT_MS);
 			add_stray(l->pid);
 		}
