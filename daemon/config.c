@@ -159,6 +159,21 @@ static const struct {
         {"probe_interval_ms", 10, 3600000, offsetof(struct pool_config, probe_interval_ms)},
         {"probe_max_ms", 10, 3600000, offsetof(struct pool_config, probe_max_ms)},
         {"workers_per_member", 1, 64, offsetof(struct pool_config, workers_per_member)},
+        {"pin_max_failures", 0, 1000, offsetof(struct pool_config, pin_max_failures)},
+};
+
+/* The connection limits and time-outs (top level only). */
+static const struct {
+	const char *name;
+	long long min, max;
+	size_t offset;
+} limit_keys[] = {
+        {"max_clients", 1, 1000000, offsetof(struct limits, max_clients)},
+        {"max_clients_per_uid", 1, 1000000, offsetof(struct limits, max_clients_per_uid)},
+        {"max_clients_per_pid", 1, 1000000, offsetof(struct limits, max_clients_per_pid)},
+        {"hello_timeout_ms", 10, 3600000, offsetof(struct limits, hello_timeout_ms)},
+        {"frame_timeout_ms", 10, 3600000, offsetof(struct limits, frame_timeout_ms)},
+        {"write_timeout_ms", 10, 3600000, offsetof(struct limits, write_timeout_ms)},
 };
 
 /* The scheduling and health keys, at the top level or in a pool (prefix "" or
@@ -325,6 +340,7 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 	                                    "probe_interval_ms",
 	                                    "probe_max_ms",
 	                                    "workers_per_member",
+	                                    "pin_max_failures",
 	                                    NULL};
 	const config_setting_t *s;
 	char key[64], prefix[80];
@@ -392,6 +408,14 @@ static const char *const top_known[] = {"socket",
                                         "control_socket",
                                         "control_allowed_users",
                                         "control_allowed_groups",
+                                        "pin_max_failures",
+                                        "state_dir",
+                                        "max_clients",
+                                        "max_clients_per_uid",
+                                        "max_clients_per_pid",
+                                        "hello_timeout_ms",
+                                        "frame_timeout_ms",
+                                        "write_timeout_ms",
                                         NULL};
 
 /* A path setting: absolute, dflt when absent. */
@@ -433,11 +457,36 @@ load_log_level(struct ctx *x, const config_setting_t *root, struct config *c)
 	return r;
 }
 
-/* The daemon-wide keys: sockets, who may use them, the log level. */
+/* The connection limits and time-outs, with their defaults (docs/security.md): enough for a
+ * prefork Apache of hundreds of children under one user, and a global limit a quarter of
+ * what one user may hold over that. */
+static int
+load_limits(struct ctx *x, const config_setting_t *root, struct limits *l)
+{
+	size_t i;
+
+	l->max_clients = 4096;
+	l->max_clients_per_uid = 2048;
+	l->max_clients_per_pid = 256;
+	l->hello_timeout_ms = 5000;
+	l->frame_timeout_ms = 5000;
+	l->write_timeout_ms = 5000;
+	for (i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
+		if (get_uint(x, root, limit_keys[i].name, limit_keys[i].name, limit_keys[i].min,
+		             limit_keys[i].max,
+		             (unsigned *)((char *)l + limit_keys[i].offset)) != 0)
+			return -1;
+	return 0;
+}
+
+/* The daemon-wide keys: sockets, who may use them, the log level, the state directory, the
+ * limits. */
 static int
 load_top(struct ctx *x, const config_setting_t *root, struct config *c)
 {
 	if (check_known(x, root, top_known, "") != 0 ||
+	    get_path(x, root, "state_dir", CONFIG_DEFAULT_STATE, &c->state_dir) != 0 ||
+	    load_limits(x, root, &c->limits) != 0 ||
 	    get_path(x, root, "socket", CONFIG_DEFAULT_SOCKET, &c->socket) != 0 ||
 	    get_string(x, root, "socket_group", "socket_group", 0, &c->socket_group) != 0 ||
 	    load_log_level(x, root, c) != 0)
@@ -467,6 +516,7 @@ load_pools(struct ctx *x, const config_setting_t *root, struct config *c)
 	        .probe_interval_ms = 1000,
 	        .probe_max_ms = 30000,
 	        .workers_per_member = 1,
+	        .pin_max_failures = 3,
 	};
 	config_setting_t *pools, *s;
 	char key[64];
@@ -569,6 +619,7 @@ config_free(struct config *c)
 	free(c->control_uids);
 	free(c->control_gids);
 	free(c->control_socket);
+	free(c->state_dir);
 	free(c->socket);
 	free(c->socket_group);
 	free(c->path);

@@ -10,6 +10,7 @@
 #define CONFIG_DEFAULT_SOCKET  "/run/p11mux/p11mux.sock"
 #define CONFIG_DEFAULT_CONTROL "/run/p11mux/control.sock"
 #define CONFIG_DEFAULT_MODULE  "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+#define CONFIG_DEFAULT_STATE   "/var/lib/p11mux"
 
 /* One configured member: a token, with its own module and environment when given as a
  * group. */
@@ -36,6 +37,17 @@ struct pool_config {
 	unsigned probe_interval_ms;  /* first probe of a member that went down */
 	unsigned probe_max_ms;       /* back-off cap */
 	unsigned workers_per_member; /* operations a member runs at once (1: a USB HSM) */
+	unsigned pin_max_failures;   /* wrong PINs in a row that lock the pool (0: never) */
+};
+
+/* Connection limits and time-outs of the client socket (docs/security.md). */
+struct limits {
+	unsigned max_clients;         /* connections at once, from everybody */
+	unsigned max_clients_per_uid; /* ... from one user */
+	unsigned max_clients_per_pid; /* ... from one process */
+	unsigned hello_timeout_ms;    /* from accept to the end of the handshake */
+	unsigned frame_timeout_ms;    /* for the rest of a frame once its first byte came */
+	unsigned write_timeout_ms;    /* for a reply the client does not read */
 };
 
 struct config {
@@ -51,7 +63,9 @@ struct config {
 	size_t ncontrol_uids;
 	gid_t *control_gids;
 	size_t ncontrol_gids;
-	int log_level; /* enum p11mux_log_level */
+	int log_level;   /* enum p11mux_log_level */
+	char *state_dir; /* what survives a restart: the PIN counters, the ticket key */
+	struct limits limits;
 	struct pool_config *pools;
 	size_t npools;
 };

@@ -102,6 +102,7 @@ for n in "${NAMES[@]}"; do
 	cat > "$W/$p.conf" <<CONF
 socket = "$W/$p.sock";
 control_socket = "$W/$p.control";
+state_dir = "$W/$p.state";
 # SoftHSM computes in parallel, unlike a USB HSM: as many operations at once as cores.
 workers_per_member = $(nproc);
 pools = ( { label = "hsm1"; module = "/usr/lib/softhsm/libsofthsm2.so"; pin_file = "$W/pin"; } );

@@ -50,6 +50,7 @@ start_pool() {
 	cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
 control_socket = "$W/control.sock";
+state_dir = "$W/state";
 scheduler = "$sched";
 op_timeout_ms = 2000;
 probe_interval_ms = 200;

@@ -49,6 +49,7 @@ start_pool() { # members...
 	cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
 control_socket = "$W/control.sock";
+state_dir = "$W/state";
 allowed_users = [ "www-data" ];
 socket_group = "www-data";
 pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );

@@ -41,6 +41,7 @@ chmod 600 "$W/pin"
 cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
 control_socket = "$W/control.sock";
+state_dir = "$W/state";
 op_timeout_ms = 2000;
 probe_interval_ms = 200;
 pools = ( {

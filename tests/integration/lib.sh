@@ -29,6 +29,7 @@ write_config() {
 	cat > "$WORK/p11mux.conf" <<CONF
 socket = "$SOCK";
 control_socket = "$WORK/control.sock";
+state_dir = "$WORK/state";
 log_level = "info";
 ${2:-}
 pools = ( {

@@ -18,6 +18,7 @@ chmod 600 "$WORK/pin"
 cat > "$WORK/p11mux.conf" <<CONF
 socket = "$SOCK";
 control_socket = "$WORK/control.sock";
+state_dir = "$WORK/state";
 pools = ( {
   label = "$LABEL";
   module = "$SIM_MODULE";
