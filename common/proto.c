@@ -10,8 +10,9 @@ const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT] = {
                                "magic, lowest and highest version -> chosen version, daemon name"},
         [P11MUX_CALL_GET_SLOTS] = {P11MUX_CALL_GET_SLOTS, "GET_SLOTS", "", "P",
                                    "-> every pool slot with slot, token and mechanism info"},
-        [P11MUX_CALL_LOGIN] = {P11MUX_CALL_LOGIN, "LOGIN", "uuy", "",
-                               "slot, user type, PIN -> logs this connection in to the slot"},
+        [P11MUX_CALL_LOGIN] = {P11MUX_CALL_LOGIN, "LOGIN", "uuyy", "y",
+                               "slot, user type, PIN, ticket -> logs this connection in to the "
+                               "slot; a ticket"},
         [P11MUX_CALL_LOGOUT] = {P11MUX_CALL_LOGOUT, "LOGOUT", "u", "",
                                 "slot -> logs this connection out of the slot"},
         [P11MUX_CALL_FIND] = {P11MUX_CALL_FIND, "FIND", "uA", "U",

@@ -23,7 +23,7 @@
 #include "buffer.h"
 
 #define P11MUX_PROTO_MAGIC   0x50313158u /* "P11X" */
-#define P11MUX_PROTO_VERSION 1u
+#define P11MUX_PROTO_VERSION 2u
 /* Hard cap on a frame's payload, checked before any allocation. */
 #define P11MUX_FRAME_MAX (1024u * 1024u)
 /* Largest data a client may send for one operation (multi-part data included). */

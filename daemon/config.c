@@ -531,10 +531,12 @@ load_pools(struct ctx *x, const config_setting_t *root, struct config *c)
 	c->npools = (size_t)config_setting_length(pools);
 	if ((c->pools = calloc(c->npools, sizeof(*c->pools))) == NULL)
 		return fail(x, pools, "pools", "out of memory");
-	for (i = 0; i < c->npools; i++)
+	for (i = 0; i < c->npools; i++) {
 		if (load_pool(x, config_setting_get_elem(pools, (unsigned)i), i, &c->pools[i],
 		              &defaults) != 0)
 			return -1;
+		c->pools[i].state_dir = c->state_dir;
+	}
 	/* Slot IDs must be unique: applications key their state by them. */
 	for (i = 0; i < c->npools; i++) {
 		if (c->pools[i].slot_id < 0)

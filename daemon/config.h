@@ -38,6 +38,7 @@ struct pool_config {
 	unsigned probe_max_ms;       /* back-off cap */
 	unsigned workers_per_member; /* operations a member runs at once (1: a USB HSM) */
 	unsigned pin_max_failures;   /* wrong PINs in a row that lock the pool (0: never) */
+	const char *state_dir;       /* the daemon's (struct config) */
 };
 
 /* Connection limits and time-outs of the client socket (docs/security.md). */

@@ -202,6 +202,22 @@ state_text(const struct msnap *s, char *dst, size_t n)
 		snprintf(dst, n, "%s", member_state_name(s->state));
 }
 
+/* "PIN ok", "PIN 2 wrong in a row", "PIN LOCKED (p11muxctl unlock-pin)". */
+static const char *
+pin_state(struct pool *p, char *dst, size_t n)
+{
+	int locked;
+	unsigned f = guard_failures(&p->guard, &locked);
+
+	if (locked)
+		snprintf(dst, n, "PIN LOCKED after %u wrong (p11muxctl unlock-pin)", f);
+	else if (f > 0)
+		snprintf(dst, n, "PIN %u wrong in a row", f);
+	else
+		snprintf(dst, n, "PIN ok");
+	return dst;
+}
+
 #define NCOLS 14
 
 static void
@@ -212,7 +228,7 @@ status_text(struct daemon *d, struct out *o)
 	                                  "SERVICE",  "P50",    "P99",   "LAST ERROR"};
 	/* Left-aligned: text columns; the others are numbers, right-aligned. */
 	static const int left[NCOLS] = {1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-	char cell[P11MUX_POOL_MAX_MEMBERS + 1][NCOLS][180];
+	char cell[P11MUX_POOL_MAX_MEMBERS + 1][NCOLS][180], pin[96];
 	size_t i, k, w[NCOLS];
 	struct msnap s;
 	uint64_t recent;
@@ -253,9 +269,10 @@ status_text(struct daemon *d, struct out *o)
 				snprintf(c[13], 180, "-");
 			}
 		}
-		out_printf(o, "pool \"%s\"  slot %lu  clients %u  %.1f ops/s (last 10 s)  %s\n",
+		out_printf(o, "pool \"%s\"  slot %lu  clients %u  %.1f ops/s (last 10 s)  %s  %s\n",
 		           p->label, p->slot.id, pool_clients(d, p), (double)recent / 10,
-		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded");
+		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
+		           pin_state(p, pin, sizeof(pin)));
 		for (k = 0; k < NCOLS; k++) {
 			size_t r;
 
@@ -295,6 +312,8 @@ status_json(struct daemon *d, struct out *o)
 	struct msnap s;
 	size_t i, k;
 	uint64_t recent;
+	unsigned failures;
+	int locked;
 
 	out_printf(o, "{\"version\":1,\"pools\":[");
 	for (i = 0; i < d->npools; i++) {
@@ -302,9 +321,13 @@ status_json(struct daemon *d, struct out *o)
 
 		out_printf(o, "%s{\"label\":", i ? "," : "");
 		out_json_str(o, p->label);
-		out_printf(o, ",\"slot\":%lu,\"clients\":%u,\"scheduler\":\"%s\",\"members\":[",
+		failures = guard_failures(&p->guard, &locked);
+		out_printf(o,
+		           ",\"slot\":%lu,\"clients\":%u,\"scheduler\":\"%s\",\"pin_failures\":%u,"
+		           "\"pin_locked\":%s,\"members\":[",
 		           p->slot.id, pool_clients(d, p),
-		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded");
+		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
+		           failures, locked ? "true" : "false");
 		recent = 0;
 		for (k = 0; k < p->nmembers; k++) {
 			snapshot(&p->members[k], &s);
@@ -766,6 +789,27 @@ member_command(struct daemon *d, const char *name, const struct asker *a, struct
 	p11mux_unlock(&m->lock);
 }
 
+/* unlock-pin POOL: the pool's PIN counter back to 0. */
+static void
+cmd_unlock_pin(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	struct p11mux_err e = {""};
+	size_t i;
+
+	for (i = 0; i < d->npools && strcmp(d->pools[i].label, arg) != 0; i++)
+		;
+	if (i == d->npools) {
+		out_printf(o, "error: no pool \"%s\"\n", arg);
+		return;
+	}
+	if (guard_unlock(&d->pools[i].guard, &e) != 0) {
+		out_printf(o, "error: %s\n", e.msg);
+		return;
+	}
+	log_info("control: %s unlocked the PIN of pool \"%s\"", a->who, arg);
+	out_printf(o, "ok\npool \"%s\": PIN counter reset; logins are checked again\n", arg);
+}
+
 static void
 cmd_drain(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
 {
@@ -787,7 +831,7 @@ static const struct command {
         {"status", 0, 0, cmd_status},   {"status json", 0, 0, cmd_status_json},
         {"keys", 0, 0, cmd_keys_text},  {"keys json", 0, 0, cmd_keys_json},
         {"metrics", 0, 0, cmd_metrics}, {"drain", 1, 1, cmd_drain},
-        {"resume", 1, 1, cmd_resume},
+        {"resume", 1, 1, cmd_resume},   {"unlock-pin", 1, 1, cmd_unlock_pin},
 };
 
 /* The command a line names, and its argument. NULL when there is none. */
@@ -827,11 +871,10 @@ run_command(struct daemon *d, const char *line, const struct asker *a, struct ou
 	} else if ((c = find_command(line, &arg)) == NULL) {
 		out_printf(o,
 		           "error: unknown command \"%s\" (status, status json, keys, keys json, "
-		           "metrics, drain MEMBER, resume MEMBER)\n",
+		           "metrics, drain MEMBER, resume MEMBER, unlock-pin POOL)\n",
 		           line);
 	} else if (c->admin_only && !a->admin) {
-		out_printf(o,
-		           "error: user %s may not %s members (root or the daemon's user only)\n",
+		out_printf(o, "error: user %s may not use %s (root or the daemon's user only)\n",
 		           a->who, c->name);
 		log_warn("control: %s may not %s %s", a->who, c->name, arg);
 	} else {

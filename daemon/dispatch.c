@@ -111,6 +111,30 @@ describe_op(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key, 
 	         mech != NULL ? mech->mechanism : 0UL, key != NULL ? key->desc : "no key");
 }
 
+/* What the first of two members answered with an ambiguous error. */
+struct suspect {
+	int idx; /* -1: none yet */
+	uint64_t gen;
+	CK_RV rv;
+};
+
+/* An operation that cost two helpers: the others are spared, and it is refused for a while. */
+static CK_RV
+poison(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
+       const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen)
+{
+	uint8_t digest[32];
+	char what[160];
+
+	describe_op(call, mech, key, what, sizeof(what));
+	log_error("pool \"%s\": %s cost the helpers of two members; not tried on another: the "
+	          "client gets CKR_DEVICE_ERROR, and so does the same operation for %d s",
+	          p->label, what, QUARANTINE_S);
+	op_digest(call, mech, key, in, inlen, sig, siglen, digest);
+	quarantine_add(&p->quarantine, digest);
+	return CKR_DEVICE_ERROR;
+}
+
 CK_RV
 pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
             const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
@@ -118,11 +142,11 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 {
 	uint8_t tried[P11MUX_POOL_MAX_MEMBERS] = {0};
 	const struct pool_config *cfg = p->cfg;
+	struct suspect first = {-1, 0, CKR_OK};
 	unsigned attempt, costly = 0;
 	struct member *m;
 	struct job *j;
 	uint8_t digest[32];
-	char what[160];
 	CK_RV rv;
 	int idx;
 
@@ -151,28 +175,32 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 			p11mux_lock(&m->lock);
 			m->failovers++;
 			p11mux_unlock(&m->lock);
-			/* An input that cost two helpers would cost every member its helper: the
-			 * others are spared. */
-			if (costly >= 2) {
-				describe_op(call, mech, key, what, sizeof(what));
-				log_error("pool \"%s\": %s cost the helpers of two members; not "
-				          "tried on another: the client gets CKR_DEVICE_ERROR, and "
-				          "so does the same operation for %d s",
-				          p->label, what, QUARANTINE_S);
-				op_digest(call, mech, key, in, inlen, sig, siglen, digest);
-				quarantine_add(&p->quarantine, digest);
-				return CKR_DEVICE_ERROR;
-			}
+			/* An input that cost two helpers would cost every member its helper. */
+			if (costly >= 2)
+				return poison(p, call, mech, key, in, inlen, sig, siglen);
 			continue;
 		}
+		/* An error a bad input can provoke as well as a failing device: a second member
+		 * decides. The same error there is the input's; the client gets it and no member
+		 * changes state. A decryption is never repeated: a padding error must take as long
+		 * as any other answer (no timing oracle), and a bad ciphertext must cost no
+		 * member anything. */
+		if (member_ambiguous(rv) && call != P11MUX_CALL_DECRYPT && first.idx < 0) {
+			first = (struct suspect){idx, j->gen, rv};
+			job_free(j);
+			continue;
+		}
+		if (rv == CKR_OK && first.idx >= 0)
+			member_lone_failure(&p->members[first.idx], first.gen, first.rv);
 		*out = j->out;
 		*outlen = j->outlen;
 		j->out = NULL;
 		job_free(j);
 		return rv;
 	}
-	/* No member could do it: the application sees a device error, never a hang. */
-	return CKR_DEVICE_ERROR;
+	/* No second member could be asked: the first one's answer stands, and nobody is blamed.
+	 * No member could do it at all: the application sees a device error, never a hang. */
+	return first.idx >= 0 ? first.rv : CKR_DEVICE_ERROR;
 }
 
 CK_RV

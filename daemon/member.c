@@ -50,16 +50,12 @@ int
 member_device_failure(CK_RV rv)
 {
 	switch (rv) {
-	case CKR_DEVICE_ERROR:
 	case CKR_DEVICE_REMOVED:
-	case CKR_DEVICE_MEMORY:
 	case CKR_TOKEN_NOT_PRESENT:
 	case CKR_TOKEN_NOT_RECOGNIZED:
 	case CKR_SESSION_HANDLE_INVALID:
 	case CKR_SESSION_CLOSED:
 	case CKR_SESSION_COUNT:
-	case CKR_GENERAL_ERROR:
-	case CKR_FUNCTION_FAILED:
 	case CKR_USER_NOT_LOGGED_IN:
 	case CKR_PIN_LOCKED:
 	case CKR_PIN_EXPIRED:
@@ -68,6 +64,13 @@ member_device_failure(CK_RV rv)
 	default:
 		return 0;
 	}
+}
+
+int
+member_ambiguous(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED || rv == CKR_DEVICE_ERROR ||
+	       rv == CKR_DEVICE_MEMORY;
 }
 
 /* Counts a finished operation in the latency histograms. Lock held. */
@@ -623,6 +626,7 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 	j->rv = rv;
 	if (rv == CKR_OK) {
 		m->done++;
+		m->lone_failures = 0;
 		k = j->key != NULL ? j->key->index : m->nsvc - 1;
 		m->service_ms = sched_ewma(m->service_ms, ms);
 		if (m->svc != NULL && k < m->nsvc)
@@ -663,7 +667,7 @@ member_run(struct member *m, struct job *j)
 		p11mux_unlock(&m->lock);
 		return;
 	}
-	gen = m->generation;
+	gen = j->gen = m->generation;
 	/* The key's handle on this member now: a probe may have changed it. */
 	j->started_key = j->key != NULL
 	                         ? __atomic_load_n(&j->key->backend[m->index], __ATOMIC_ACQUIRE)
@@ -678,6 +682,26 @@ member_run(struct member *m, struct job *j)
 		               get_op, j, cfg->op_timeout_ms, &e, &sent);
 	p11mux_lock(&m->lock);
 	finish_locked(m, j, (unsigned)c, gen, rv, sent);
+	p11mux_unlock(&m->lock);
+}
+
+void
+member_lone_failure(struct member *m, uint64_t gen, CK_RV rv)
+{
+	char why[128];
+
+	p11mux_lock(&m->lock);
+	m->errors++;
+	snprintf(m->last_error, sizeof(m->last_error), "%s (other members did not fail)",
+	         p11mux_rv_name(rv));
+	m->last_error_ns = p11mux_now_ns();
+	if (gen == m->generation && ++m->lone_failures >= LONE_FAILURES_MAX) {
+		snprintf(why, sizeof(why),
+		         "%u errors in a row (%s) that other members did not give",
+		         m->lone_failures, p11mux_rv_name(rv));
+		m->lone_failures = 0;
+		lose_locked(m, gen, MEMBER_DOWN, why);
+	}
 	p11mux_unlock(&m->lock);
 }
 

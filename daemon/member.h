@@ -47,6 +47,7 @@ struct job {
 	CK_OBJECT_HANDLE started_key; /* the key's handle on that member */
 	int cost_helper; /* the helper died or was killed while it ran this operation */
 	int alone;       /* it cost a helper before: run it with no other on the member */
+	uint64_t gen;    /* the helper generation it ran on */
 };
 
 /* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one
@@ -91,7 +92,8 @@ struct member {
 	double *svc;       /* the same, by pool object index of the key (last: no key) */
 	size_t nsvc;
 	uint64_t done, errors, failovers, helpers; /* helpers: started, the first included */
-	uint64_t lat_total[LAT_NBUCKETS];          /* since start, for the Prometheus histogram */
+	unsigned lone_failures; /* ambiguous errors in a row that other members did not give */
+	uint64_t lat_total[LAT_NBUCKETS]; /* since start, for the Prometheus histogram */
 	double lat_sum_s;
 	struct lat_window window;
 	char last_error[64]; /* the last device error, and when */
@@ -152,6 +154,16 @@ const char *member_state_name(enum member_state s);
 /* Results that say the device failed, not the request: the member goes down and the
  * operation may be repeated elsewhere. */
 int member_device_failure(CK_RV rv);
+/* Results that may be the device's fault or the input's (CKR_GENERAL_ERROR,
+ * CKR_FUNCTION_FAILED, CKR_DEVICE_ERROR, CKR_DEVICE_MEMORY): a client can provoke them with
+ * a bad ciphertext, so they take no member down by themselves (dispatch.c asks a second
+ * member). */
+int member_ambiguous(CK_RV rv);
+/* Another member did what m failed with the ambiguous rv, in generation gen: the failure was
+ * m's. LONE_FAILURES_MAX of them in a row take m down. */
+void member_lone_failure(struct member *m, uint64_t gen, CK_RV rv);
+
+#define LONE_FAILURES_MAX 3
 
 /* A job for call (mech and the data are copied; key is kept). NULL when out of memory. */
 struct job *job_new(uint32_t call, const CK_MECHANISM *mech, const struct pobject *key,

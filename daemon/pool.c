@@ -465,6 +465,8 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, const cha
 	for (i = 0; i < p->nmembers; i++)
 		labels[nlabels++] = p->members[i].label;
 	if (pin_read(cfg->pin_file, labels, nlabels, &p->pin, &p->pinlen, e) != 0 ||
+	    guard_open(&p->guard, cfg->state_dir, p->label, cfg->pin_max_failures, p->pin,
+	               p->pinlen, e) != 0 ||
 	    login_members(p, e) != 0)
 		goto out;
 	build_slot_info(p);
@@ -522,6 +524,7 @@ pool_close(struct pool *p)
 		explicit_bzero(p->pin, p->pinlen);
 		free(p->pin);
 	}
+	guard_close(&p->guard);
 	if (p->cfg != NULL)
 		pthread_mutex_destroy(&p->quarantine.lock);
 	memset(p, 0, sizeof(*p));

@@ -23,6 +23,7 @@
 
 #include "member.h"
 #include "scheduler.h"
+#include "guard.h"
 #include "view.h"
 
 /* Internal result: this member cannot do it (out of service, or lacks the key now); try
@@ -60,6 +61,7 @@ struct pool {
 	struct view view;
 	char *pin; /* the pool's PIN, from pin_file */
 	size_t pinlen;
+	struct pin_guard guard; /* the PIN counter and the tickets */
 	int has_rng;
 	struct quarantine quarantine;
 	enum sched_policy policy;

@@ -9,12 +9,10 @@
 #include "daemon.h"
 #include "err.h"
 #include "log.h"
-#include "pin.h"
 #include "proto.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* A decoded request: the fields of one call, typed. Byte strings point into the request
  * buffer, arrays into the message's arena; both live until the reply is written. */
@@ -26,8 +24,8 @@ struct rpc_req {
 		} hello;
 		struct {
 			CK_USER_TYPE user;
-			const uint8_t *pin;
-			size_t pinlen;
+			const uint8_t *pin, *ticket;
+			size_t pinlen, ticketlen;
 		} login;
 		struct p11mux_attrs find; /* the template */
 		CK_OBJECT_HANDLE object;
@@ -82,6 +80,7 @@ dec_login(struct p11mux_msg *m, struct rpc_req *r)
 {
 	p11mux_msg_get_ulong(m, &r->u.login.user);
 	p11mux_msg_get_bytes(m, &r->u.login.pin, &r->u.login.pinlen);
+	p11mux_msg_get_bytes(m, &r->u.login.ticket, &r->u.login.ticketlen);
 }
 
 static void
@@ -150,8 +149,11 @@ run_get_slots(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *rep
 	(void)r;
 	if ((s = calloc(x->d->npools + 1, sizeof(*s))) == NULL)
 		return CKR_HOST_MEMORY;
-	for (i = 0; i < x->d->npools; i++)
+	for (i = 0; i < x->d->npools; i++) {
 		s[i] = x->d->pools[i].slot;
+		/* The PIN counter's state, as a device shows its own. */
+		s[i].token.flags |= guard_flags(&x->d->pools[i].guard);
+	}
 	p11mux_msg_put_slots(reply, s, x->d->npools);
 	free(s);
 	return CKR_OK;
@@ -160,10 +162,10 @@ run_get_slots(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *rep
 static CK_RV
 run_login(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
-	struct timespec pause = {0, 100 * 1000 * 1000};
+	uint8_t ticket[GUARD_TICKET_LEN];
 	struct pool *p = x->p;
+	CK_RV rv;
 
-	(void)reply;
 	if (r->u.login.user != CKU_USER) {
 		log_warn("pool \"%s\": pid %ld asked for a login as user type %lu; only CKU_USER "
 		         "is offered (the pool is read-only)",
@@ -172,16 +174,15 @@ run_login(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	}
 	if (x->c->logged_in[p->index])
 		return CKR_USER_ALREADY_LOGGED_IN;
-	/* Checked here, in constant time, against the pool's PIN: a wrong PIN never reaches a
-	 * device, so it cannot wear down a retry counter. */
-	if (!pin_equal((const char *)r->u.login.pin, r->u.login.pinlen, p->pin, p->pinlen)) {
-		log_warn("pool \"%s\": wrong PIN from pid %ld uid %lu (not sent to any device)",
-		         p->label, (long)x->c->pid, (unsigned long)x->c->uid);
-		/* Slows guessing down. */
-		nanosleep(&pause, NULL);
-		return CKR_PIN_INCORRECT;
-	}
+	/* Checked here against the pool's PIN and counter (guard.c): a wrong PIN never reaches
+	 * a device, so it cannot wear down a retry counter. */
+	rv = guard_login(&p->guard, p->pin, p->pinlen, r->u.login.pin, r->u.login.pinlen,
+	                 r->u.login.ticket, r->u.login.ticketlen, x->c->uid, x->c->pid, ticket);
+	if (rv != CKR_OK)
+		return rv;
 	x->c->logged_in[p->index] = 1;
+	p11mux_msg_put_bytes(reply, ticket, sizeof(ticket));
+	explicit_bzero(ticket, sizeof(ticket));
 	return CKR_OK;
 }
 

@@ -116,12 +116,12 @@ conn_call(struct conn *c, uint32_t call, shim_put_fn put, shim_get_fn get, void 
 	return rv;
 }
 
-/* A login (or logout) to replay on a connection. */
+/* A login (or logout) to replay on a connection: the login with the daemon's ticket, no
+ * PIN. */
 struct replay {
 	CK_SLOT_ID id;
 	int want;
-	char pin[SHIM_MAX_PIN];
-	size_t pinlen;
+	uint8_t ticket[SHIM_TICKET_LEN];
 };
 
 static void
@@ -132,8 +132,23 @@ put_replay(struct p11mux_msg *m, void *arg)
 	p11mux_msg_put_ulong(m, t->id);
 	if (t->want) {
 		p11mux_msg_put_ulong(m, CKU_USER);
-		p11mux_msg_put_bytes(m, t->pin, t->pinlen);
+		p11mux_msg_put_bytes(m, "", 0);
+		p11mux_msg_put_bytes(m, t->ticket, sizeof(t->ticket));
 	}
+}
+
+/* A replayed login's reply: the same ticket again, not needed. */
+static CK_RV
+get_replay(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	const struct replay *t = arg;
+	const uint8_t *ticket;
+	size_t len;
+
+	(void)c;
+	if (t->want)
+		p11mux_msg_get_bytes(m, &ticket, &len);
+	return CKR_OK;
 }
 
 /* Logs c in to (or out of) every slot as the application currently is. */
@@ -153,17 +168,16 @@ reconcile(struct conn *c)
 			continue;
 		todo[n].id = shim.slots[i].info.id;
 		todo[n].want = shim.slots[i].logged_in;
-		todo[n].pinlen = shim.slots[i].pinlen;
 		if (todo[n].want)
-			memcpy(todo[n].pin, shim.slots[i].pin, shim.slots[i].pinlen);
+			memcpy(todo[n].ticket, shim.slots[i].ticket, SHIM_TICKET_LEN);
 		n++;
 	}
 	shim_unlock();
 	for (i = 0; i < n && rv == CKR_OK && !broken; i++) {
 		rv = conn_call(c, todo[i].want ? P11MUX_CALL_LOGIN : P11MUX_CALL_LOGOUT, put_replay,
-		               NULL, &todo[i], &broken);
-		/* A refused replay (the daemon's PIN changed) leaves the connection logged
-		 * out; the operation then fails with CKR_USER_NOT_LOGGED_IN. */
+		               get_replay, &todo[i], &broken);
+		/* A refused replay (the daemon's PIN or ticket key changed) leaves the
+		 * connection logged out; the operation then fails with CKR_USER_NOT_LOGGED_IN. */
 		if (!broken && (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN ||
 		                rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_PIN_INCORRECT)) {
 			shim_lock();

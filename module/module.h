@@ -25,6 +25,7 @@
 #define SHIM_MAX_SLOTS            16
 #define SHIM_MAX_IDLE             8
 #define SHIM_MAX_PIN              256
+#define SHIM_TICKET_LEN           36
 #define SHIM_DEFAULT_SOCKET       "/run/p11mux/p11mux.sock"
 #define SHIM_DEFAULT_RECONNECT_MS 2000
 
@@ -76,8 +77,8 @@ struct object {
 struct slot {
 	struct p11mux_slot info; /* mechs/infos owned */
 	int logged_in;
-	char *pin; /* mlock()ed copy while logged in, to log in new connections */
-	size_t pinlen;
+	uint8_t ticket[SHIM_TICKET_LEN]; /* the daemon's, while logged in: logs in new connections
+	                                  */
 	size_t nsessions;
 };
 
@@ -98,6 +99,14 @@ struct shim {
 	int have_slots;
 	uint64_t auth_gen;
 	struct p11mux_hmap *objects;
+	/* The last ticket of each slot this process (or its parent) logged in to: kept across
+	 * C_Finalize and fork, so that a child logging in with the same PIN is let in while
+	 * the pool's PIN is locked by a guesser. Dropped by C_Logout. */
+	struct {
+		CK_SLOT_ID id;
+		uint8_t ticket[SHIM_TICKET_LEN];
+	} kept[SHIM_MAX_SLOTS];
+	size_t nkept;
 	uint64_t calls[P11MUX_CALL_COUNT]; /* round trips made, by call */
 };
 

@@ -151,13 +151,7 @@ slot_logout_locked(size_t idx)
 {
 	struct slot *sl = &shim.slots[idx];
 
-	if (sl->pin != NULL) {
-		explicit_bzero(sl->pin, SHIM_MAX_PIN);
-		munlock(sl->pin, SHIM_MAX_PIN);
-		free(sl->pin);
-	}
-	sl->pin = NULL;
-	sl->pinlen = 0;
+	explicit_bzero(sl->ticket, sizeof(sl->ticket));
 	if (sl->logged_in) {
 		sl->logged_in = 0;
 		shim.auth_gen++;
@@ -214,9 +208,6 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		pthread_mutex_init(&shim.lock, NULL);
 		shim_lock();
 		conn_close_all_locked(1);
-		for (size_t i = 0; i < shim.nslots; i++)
-			if (shim.slots[i].pin != NULL)
-				explicit_bzero(shim.slots[i].pin, SHIM_MAX_PIN);
 		shim_unlock();
 		memset(&shim.slots, 0, sizeof(shim.slots));
 		shim.sessions = NULL;
@@ -697,7 +688,21 @@ struct login_call {
 	CK_USER_TYPE user;
 	const CK_UTF8CHAR *pin;
 	CK_ULONG len;
+	uint8_t kept[SHIM_TICKET_LEN]; /* this process's or its parent's ticket */
+	size_t keptlen;
 };
+
+/* The kept ticket of slot id, or -1. Lock held. */
+static int
+kept_index_locked(CK_SLOT_ID id)
+{
+	size_t i;
+
+	for (i = 0; i < shim.nkept; i++)
+		if (shim.kept[i].id == id)
+			return (int)i;
+	return -1;
+}
 
 static void
 put_login(struct p11mux_msg *m, void *arg)
@@ -707,23 +712,37 @@ put_login(struct p11mux_msg *m, void *arg)
 	p11mux_msg_put_ulong(m, lc->slot);
 	p11mux_msg_put_ulong(m, lc->user);
 	p11mux_msg_put_bytes(m, lc->pin, lc->len);
+	p11mux_msg_put_bytes(m, lc->kept, lc->keptlen);
 }
 
-/* The daemon logged connection c in: the application is logged in, and the PIN is kept,
- * locked in memory, to log in connections opened later (and after a daemon restart). */
+/* Keeps the daemon's ticket for slot idx: for new connections, and for a child. Lock held. */
+static void
+keep_ticket_locked(int idx, const uint8_t *t)
+{
+	int k = kept_index_locked(shim.slots[idx].info.id);
+
+	memcpy(shim.slots[idx].ticket, t, SHIM_TICKET_LEN);
+	if (k < 0 && shim.nkept < SHIM_MAX_SLOTS) {
+		k = (int)shim.nkept++;
+		shim.kept[k].id = shim.slots[idx].info.id;
+	}
+	if (k >= 0)
+		memcpy(shim.kept[k].ticket, t, SHIM_TICKET_LEN);
+}
+
+/* The daemon logged connection c in: the application is logged in, and the daemon's ticket
+ * (not the PIN) is kept to log in connections opened later (and after a daemon restart). */
 static CK_RV
 got_login(struct p11mux_msg *m, struct conn *c, void *arg)
 {
 	const struct login_call *lc = arg;
-	char *pin;
+	const uint8_t *t = NULL;
+	size_t tlen = 0;
 	int idx;
 	CK_RV rv = CKR_OK;
 
-	(void)m;
-	if ((pin = calloc(1, SHIM_MAX_PIN)) != NULL) {
-		mlock(pin, SHIM_MAX_PIN);
-		memcpy(pin, lc->pin, lc->len);
-	}
+	if (p11mux_msg_get_bytes(m, &t, &tlen) != 0 || tlen != SHIM_TICKET_LEN)
+		return CKR_DEVICE_ERROR;
 	shim_lock();
 	if ((idx = cache_slot_index_locked(lc->slot)) < 0) {
 		rv = CKR_SLOT_ID_INVALID;
@@ -733,30 +752,21 @@ got_login(struct p11mux_msg *m, struct conn *c, void *arg)
 		c->logged_in[idx] = 1;
 		if (shim.slots[idx].logged_in) {
 			rv = CKR_USER_ALREADY_LOGGED_IN;
-		} else if (pin == NULL) {
-			rv = CKR_HOST_MEMORY;
 		} else {
-			shim.slots[idx].pin = pin;
-			shim.slots[idx].pinlen = lc->len;
+			keep_ticket_locked(idx, t);
 			shim.slots[idx].logged_in = 1;
 			shim.auth_gen++;
-			pin = NULL;
 		}
 	}
 	shim_unlock();
-	if (pin != NULL) {
-		explicit_bzero(pin, SHIM_MAX_PIN);
-		munlock(pin, SHIM_MAX_PIN);
-		free(pin);
-	}
 	return rv;
 }
 
 static CK_RV
 mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
-	struct login_call lc = {0, userType, pPin, ulPinLen};
-	int idx;
+	struct login_call lc = {0, userType, pPin, ulPinLen, {0}, 0};
+	int idx, k;
 	CK_RV rv;
 
 	ENTER();
@@ -767,6 +777,10 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 	}
 	lc.slot = shim.slots[idx].info.id;
 	rv = shim.slots[idx].logged_in ? CKR_USER_ALREADY_LOGGED_IN : CKR_OK;
+	if ((k = kept_index_locked(lc.slot)) >= 0) {
+		memcpy(lc.kept, shim.kept[k].ticket, SHIM_TICKET_LEN);
+		lc.keptlen = SHIM_TICKET_LEN;
+	}
 	shim_unlock();
 	if (userType == CKU_CONTEXT_SPECIFIC)
 		return CKR_OPERATION_NOT_INITIALIZED;
@@ -778,13 +792,18 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 		return CKR_ARGUMENTS_BAD; /* no protected authentication path */
 	if (ulPinLen == 0 || ulPinLen > SHIM_MAX_PIN)
 		return CKR_PIN_LEN_RANGE;
-	return shim_call(P11MUX_CALL_LOGIN, put_login, got_login, &lc);
+	rv = shim_call(P11MUX_CALL_LOGIN, put_login, got_login, &lc);
+	explicit_bzero(lc.kept, sizeof(lc.kept));
+	/* The token flags now show the pool's PIN counter (CKF_USER_PIN_COUNT_LOW, ...). */
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED)
+		cache_refresh_slots();
+	return rv;
 }
 
 static CK_RV
 mux_Logout(CK_SESSION_HANDLE h)
 {
-	int idx;
+	int idx, k;
 
 	ENTER();
 	shim_lock();
@@ -797,8 +816,13 @@ mux_Logout(CK_SESSION_HANDLE h)
 		return CKR_USER_NOT_LOGGED_IN;
 	}
 	/* Connections still logged in on the daemon's side are closed (idle ones) or logged
-	 * out before their next request (busy ones). */
+	 * out before their next request (busy ones). The ticket is forgotten: a child forked
+	 * now does not inherit a login the application ended. */
 	slot_logout_locked((size_t)idx);
+	if ((k = kept_index_locked(shim.slots[idx].info.id)) >= 0) {
+		explicit_bzero(&shim.kept[k], sizeof(shim.kept[k]));
+		shim.kept[k] = shim.kept[--shim.nkept];
+	}
 	shim_unlock();
 	return CKR_OK;
 }

@@ -4,6 +4,7 @@
  *   p11muxctl [-s SOCKET] keys [--json]       exit 1 when the pool is inconsistent
  *   p11muxctl [-s SOCKET] metrics             Prometheus text format
  *   p11muxctl [-s SOCKET] drain MEMBER | resume MEMBER
+ *   p11muxctl [-s SOCKET] unlock-pin POOL     reset the pool's PIN counter (root)
  * The socket is -s, else $P11MUX_CONTROL, else /run/p11mux/control.sock.
  * Exit status: 0 ok, 1 the daemon said no (or keys are inconsistent), 2 usage or no daemon.
  */
@@ -26,6 +27,7 @@ usage(FILE *f)
 	           "       p11muxctl [-s SOCKET] metrics\n"
 	           "       p11muxctl [-s SOCKET] drain MEMBER\n"
 	           "       p11muxctl [-s SOCKET] resume MEMBER\n"
+	           "       p11muxctl [-s SOCKET] unlock-pin POOL\n"
 	           "SOCKET: -s, else $P11MUX_CONTROL, else " DEFAULT_CONTROL "\n");
 }
 
@@ -160,7 +162,8 @@ main(int argc, char **argv)
 		snprintf(cmd, sizeof(cmd), "%s%s", what, json ? " json" : "");
 	} else if (strcmp(argv[i], "metrics") == 0 && i + 1 == argc) {
 		snprintf(cmd, sizeof(cmd), "metrics");
-	} else if ((strcmp(argv[i], "drain") == 0 || strcmp(argv[i], "resume") == 0) &&
+	} else if ((strcmp(argv[i], "drain") == 0 || strcmp(argv[i], "resume") == 0 ||
+	            strcmp(argv[i], "unlock-pin") == 0) &&
 	           i + 2 == argc && strlen(argv[i + 1]) < 200 &&
 	           strchr(argv[i + 1], '\n') == NULL) {
 		snprintf(cmd, sizeof(cmd), "%s %s", argv[i], argv[i + 1]);

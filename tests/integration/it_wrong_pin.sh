@@ -7,7 +7,9 @@ it_setup
 SPY=/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so
 [ -f "$SPY" ] || fail "pkcs11-spy.so missing (package opensc-pkcs11)"
 export PKCS11SPY="$SOFTHSM" PKCS11SPY_OUTPUT="$WORK/spy.log"
-write_config "$SPY"
+# Four wrong PINs in a row here; the pool's counter (pin_max_failures, it_pin_guess) would lock
+# at the third.
+write_config "$SPY" "pin_max_failures = 10;"
 start_daemon
 logins_at_start=$(grep -c "C_Login" "$WORK/spy.log")
 [ "$logins_at_start" -eq 3 ] || fail "expected one device login per member at start-up, saw $logins_at_start"

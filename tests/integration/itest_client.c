@@ -6,6 +6,15 @@
  *   itest_client SHIM oaep CIPHERTEXT_FILE PLAINTEXT_FILE
  *       decrypts with RSA-OAEP (SHA-1, MGF1-SHA-1: all SoftHSM 2.6 offers; empty label as
  *       CKZ_DATA_SPECIFIED), which pkcs11-tool cannot ask of SoftHSM.
+ *       With $ITEST_UNTIL set to a file name, each thread goes on signing past ITERATIONS
+ *       until that file exists.
+ *   itest_client SHIM guess N
+ *       N logins with $P11MUX_PIN (a wrong one) on one session; prints how many were
+ *       answered CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_OK and anything else.
+ *   itest_client SHIM provoke N
+ *       N RSA-PKCS decryptions of random bytes (bad padding) and N ECDSA signatures of data
+ *       of a wrong length (1 to 200 bytes, never 32) that starts with ba d0 ba d0 ba d0 (the simulator's
+ *       reject-on fault can refuse it); prints how often each answer came.
  *   itest_client SHIM fork RSA_PUB_PEM
  *       signs, forks; the child must get CKR_CRYPTOKI_NOT_INITIALIZED until it calls
  *       C_Initialize again, then signs with the key handle its parent found.
@@ -132,10 +141,11 @@ static void *
 worker(void *arg)
 {
 	long id = (long)arg, bad = 0;
+	const char *until = getenv("ITEST_UNTIL");
 	unsigned char msg[64];
 	int i;
 
-	for (i = 0; i < iterations; i++) {
+	for (i = 0; i < iterations || (until != NULL && access(until, F_OK) != 0); i++) {
 		snprintf((char *)msg, sizeof(msg), "thread %ld message %d", id, i);
 		if (sign_and_verify((int)((id + i) & 1), msg, strlen((char *)msg)) != 0)
 			bad++;
@@ -159,8 +169,95 @@ cmd_threads(int n)
 		bad += (long)r;
 	}
 	f->C_Finalize(NULL);
-	printf("%d threads x %d signatures: %ld failed or did not verify\n", n, iterations, bad);
+	printf("%d threads x %d%s signatures: %ld failed or did not verify\n", n, iterations,
+	       getenv("ITEST_UNTIL") != NULL ? " or more" : "", bad);
 	return bad == 0 ? 0 : 1;
+}
+
+static int
+cmd_guess(int n)
+{
+	CK_C_INITIALIZE_ARGS args = {0};
+	const char *pin = getenv("P11MUX_PIN");
+	long incorrect = 0, locked = 0, ok = 0, other = 0;
+	CK_SESSION_HANDLE s;
+	CK_ULONG count = 1;
+	CK_RV rv;
+	int i;
+
+	args.flags = CKF_OS_LOCKING_OK;
+	CHECK(f->C_Initialize(&args));
+	CHECK(f->C_GetSlotList(CK_TRUE, &slot, &count));
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	for (i = 0; i < n; i++) {
+		rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+		if (rv == CKR_PIN_INCORRECT)
+			incorrect++;
+		else if (rv == CKR_PIN_LOCKED)
+			locked++;
+		else if (rv == CKR_OK && ++ok > 0)
+			f->C_Logout(s);
+		else
+			other++;
+	}
+	f->C_Finalize(NULL);
+	printf("incorrect %ld locked %ld ok %ld other %ld\n", incorrect, locked, ok, other);
+	return 0;
+}
+
+/* Counts answer rv in a small table of (rv, count). */
+static void
+tally(CK_RV rv, CK_RV *seen, long *count, int *n)
+{
+	int i;
+
+	for (i = 0; i < *n && seen[i] != rv; i++)
+		;
+	if (i == *n && *n < 16)
+		seen[(*n)++] = rv;
+	if (i < 16)
+		count[i]++;
+}
+
+static int
+cmd_provoke(int n)
+{
+	CK_MECHANISM rsa = {CKM_RSA_PKCS, NULL, 0}, ecdsa = {CKM_ECDSA, NULL, 0};
+	unsigned char in[256], out[512];
+	CK_RV seen[2][16];
+	long count[2][16] = {{0}};
+	int nseen[2] = {0, 0}, i, k;
+	CK_SESSION_HANDLE s;
+	CK_ULONG outlen, len;
+	FILE *rnd = fopen("/dev/urandom", "rb");
+
+	if (rnd == NULL || init_and_login() != 0 || find_key(1, &rsa_key) != 0 ||
+	    find_key(2, &ec_key) != 0)
+		return 1;
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	for (i = 0; i < n; i++) {
+		if (fread(in, 1, sizeof(in), rnd) != sizeof(in))
+			return 1;
+		in[0] &= 0x7f; /* below the modulus: the padding is what is wrong */
+		outlen = sizeof(out);
+		CHECK(f->C_DecryptInit(s, &rsa, rsa_key));
+		tally(f->C_Decrypt(s, in, sizeof(in), out, &outlen), seen[0], count[0], &nseen[0]);
+		len = 6 + (CK_ULONG)(i % 195);
+		len += len == 32;
+		memcpy(in, "\xba\xd0\xba\xd0\xba\xd0", 6);
+		outlen = sizeof(out);
+		CHECK(f->C_SignInit(s, &ecdsa, ec_key));
+		tally(f->C_Sign(s, in, len, out, &outlen), seen[1], count[1], &nseen[1]);
+	}
+	fclose(rnd);
+	for (k = 0; k < 2; k++) {
+		printf("%s:", k == 0 ? "decrypt" : "ecdsa");
+		for (i = 0; i < nseen[k]; i++)
+			printf(" 0x%lx=%ld", seen[k][i], count[k][i]);
+		printf("\n");
+	}
+	f->C_Finalize(NULL);
+	return 0;
 }
 
 static int
@@ -266,6 +363,10 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[2], "oaep") == 0 && argc == 5)
 		return cmd_oaep(argv[3], argv[4]);
+	if (strcmp(argv[2], "provoke") == 0 && atoi(argv[3]) > 0)
+		return cmd_provoke(atoi(argv[3]));
+	if (strcmp(argv[2], "guess") == 0 && atoi(argv[3]) > 0)
+		return cmd_guess(atoi(argv[3]));
 	if (strcmp(argv[2], "fork") == 0) {
 		if ((rsa_pub = load_pub(argv[3])) == NULL)
 			return 2;

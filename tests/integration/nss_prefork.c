@@ -10,8 +10,10 @@
  * parent found and once with a key it finds itself (each signature verified with the
  * certificate's public key), prints "ready PID", then accepts TLS connections on the shared
  * socket and answers each request with "served by PID". The port is printed first, as
- * "port N". On SIGTERM the parent stops the children; each prints "PID: N handshakes, M
- * failed". The exit status is 0 when every child started, passed its checks and exited 0.
+ * "port N". On SIGUSR1 the parent forks one more worker, as Apache does when it needs more
+ * children (the new one inherits the parent's state of the time, login included). On SIGTERM
+ * the parent stops the children; each prints "PID: N handshakes, M failed". The exit status
+ * is 0 when every child started, passed its checks and exited 0.
  */
 #include <errno.h>
 #include <grp.h>
@@ -40,7 +42,14 @@
 #define MAX_WORKERS 16
 
 static char pin_lines[4096]; /* the pin file, read by the parent */
-static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t stopping, spawn;
+
+static void
+on_usr1(int sig)
+{
+	(void)sig;
+	spawn = 1;
+}
 
 static void
 on_term(int sig)
@@ -349,16 +358,24 @@ main(int argc, char **argv)
 		if (pids[i] == 0)
 			_exit(child(lfd, argv[2], argc == 6 ? argv[5] : NULL, cert, key));
 	}
-	close(lfd);
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_term;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
 	while (!stopping) {
 		int status;
 		pid_t pid = waitpid(-1, &status, 0);
 
+		if (spawn && workers < MAX_WORKERS) {
+			spawn = 0;
+			if ((pids[workers] = fork()) == 0)
+				_exit(child(lfd, argv[2], argc == 6 ? argv[5] : NULL, cert, key));
+			if (pids[workers] > 0)
+				workers++;
+		}
 		if (pid > 0) { /* a child died before it was told to stop */
 			fprintf(stderr, "nss_prefork: worker %d exited early (status 0x%x)\n",
 			        (int)pid, status);
@@ -369,6 +386,7 @@ main(int argc, char **argv)
 			stopping = 1;
 		}
 	}
+	close(lfd);
 	for (i = 0; i < workers; i++) {
 		int status;
 

@@ -464,6 +464,7 @@ proto_wire_layout(void **state)
 	        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* slot */
 	        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, /* CKU_USER */
 	        0x00, 0x00, 0x00, 0x04, '1',  '2',  '3',  '4',  /* PIN */
+	        0x00, 0x00, 0x00, 0x02, 0xab, 0xcd,             /* ticket */
 	};
 	static const uint8_t find_reply[] = {
 	        0x00, 0x00, 0x00, 0x05,                         /* FIND */
@@ -493,6 +494,7 @@ proto_wire_layout(void **state)
 	assert_int_equal(p11mux_msg_put_ulong(&m, 0x0102030405060708UL), 0);
 	assert_int_equal(p11mux_msg_put_ulong(&m, CKU_USER), 0);
 	assert_int_equal(p11mux_msg_put_bytes(&m, "1234", 4), 0);
+	assert_int_equal(p11mux_msg_put_bytes(&m, "\xab\xcd", 2), 0);
 	assert_int_equal(p11mux_msg_end(&m), 0);
 	assert_int_equal(p11mux_buf_len(b), sizeof(login));
 	assert_memory_equal(p11mux_buf_data(b), login, sizeof(login));

@@ -620,6 +620,19 @@ call_crash_point(struct sim_call *c, const void *in, size_t inlen)
 	abort();
 }
 
+int
+call_rejects(struct sim_call *c, const void *in, size_t inlen)
+{
+	struct sim_token *t = c->tok;
+	int r;
+
+	tok_lock(t);
+	r = t->fault.reject_on_len > 0 && in != NULL && inlen >= t->fault.reject_on_len &&
+	    memcmp(in, t->fault.reject_on, t->fault.reject_on_len) == 0;
+	tok_unlock(t);
+	return r;
+}
+
 CK_RV
 call_end(struct sim_call *c, CK_RV rv)
 {

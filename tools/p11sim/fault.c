@@ -89,9 +89,13 @@ fault_parse(const char *path, char *text, struct sim_fault *f)
 		else if (strcmp(word, "crash-on") == 0 &&
 		         parse_hex(arg, f->crash_on, sizeof(f->crash_on), &f->crash_on_len) == 0)
 			f->crash_rate = 1;
+		else if (strcmp(word, "reject-on") == 0 &&
+		         parse_hex(arg, f->reject_on, sizeof(f->reject_on), &f->reject_on_len) == 0)
+			continue;
 		else
 			sim_log("%s: '%s%s%s' is not a fault (removed, hang, error RATE, slow "
-			        "FACTOR, pin-locked, crash [RATE], crash-on HEX), ignored",
+			        "FACTOR, pin-locked, crash [RATE], crash-on HEX, reject-on HEX), "
+			        "ignored",
 			        path, word, arg != NULL ? " " : "", arg != NULL ? arg : "");
 	}
 }

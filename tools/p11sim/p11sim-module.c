@@ -1028,7 +1028,13 @@ sim_C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR o
 	if ((rv = call_session_begin(&c, h, OUT_COST(out, COST_DECRYPT), OUT_ERR(out))) != CKR_OK)
 		return rv;
 	call_crash_point(&c, in, inlen);
-	return call_end(&c, sim.f->C_Decrypt(c.inner, in, inlen, out, outlen));
+	rv = sim.f->C_Decrypt(c.inner, in, inlen, out, outlen);
+	if (out != NULL && rv != CKR_BUFFER_TOO_SMALL && call_rejects(&c, in, inlen)) {
+		if (rv == CKR_OK)
+			explicit_bzero(out, *outlen);
+		rv = CKR_GENERAL_ERROR; /* the operation has ended, as after any failure */
+	}
+	return call_end(&c, rv);
 }
 
 static CK_RV
@@ -1127,7 +1133,13 @@ sim_C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
 	if ((rv = call_session_begin(&c, h, OUT_COST(sig, COST_SIGN), OUT_ERR(sig))) != CKR_OK)
 		return rv;
 	call_crash_point(&c, in, inlen);
-	return call_end(&c, sim.f->C_Sign(c.inner, in, inlen, sig, siglen));
+	rv = sim.f->C_Sign(c.inner, in, inlen, sig, siglen);
+	if (sig != NULL && rv != CKR_BUFFER_TOO_SMALL && call_rejects(&c, in, inlen)) {
+		if (rv == CKR_OK)
+			explicit_bzero(sig, *siglen);
+		rv = CKR_GENERAL_ERROR; /* the operation has ended, as after any failure */
+	}
+	return call_end(&c, rv);
 }
 
 static CK_RV

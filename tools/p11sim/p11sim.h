@@ -104,6 +104,10 @@ struct sim_fault {
 	/* "crash-on HEX": only operations whose input starts with these bytes crash. */
 	unsigned char crash_on[64];
 	size_t crash_on_len;
+	/* "reject-on HEX": private-key operations whose input starts with these bytes fail
+	 * with CKR_GENERAL_ERROR, as a device refuses an input it does not like. */
+	unsigned char reject_on[64];
+	size_t reject_on_len;
 };
 
 /* Where a control file was last seen, so that it is re-read only when it changed. */
@@ -265,6 +269,8 @@ CK_RV call_end(struct sim_call *c, CK_RV rv);
  * half of the call's service time pass and aborts the whole process, as a vendor module that
  * crashes inside C_Sign does. Called by the private-key operations after call_*_begin(). */
 void call_crash_point(struct sim_call *c, const void *in, size_t inlen);
+/* Whether the reject-on fault refuses this input (C_Sign, C_Decrypt). */
+int call_rejects(struct sim_call *c, const void *in, size_t inlen);
 
 /* Service time in ms, in profile `p`, of an operation with key `ki` (before scale, slow
  * factors and jitter): the profile's time for a private key of its type and size, "other"
