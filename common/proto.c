@@ -376,22 +376,33 @@ mech_is_pss(CK_MECHANISM_TYPE t)
 	}
 }
 
-/* Mechanisms whose parameter is a plain byte array or a struct without pointers. */
-static int
-mech_param_is_raw(CK_MECHANISM_TYPE t)
+/* The length of the parameter of a mechanism whose parameter is a plain byte array or a
+ * struct without pointers (an IV, CK_AES_CTR_PARAMS); 0 for other mechanisms. A module reads
+ * as many bytes as the mechanism says, whatever ulParameterLen claims: any other length is
+ * refused before it reaches one. */
+static size_t
+mech_raw_len(CK_MECHANISM_TYPE t)
 {
 	switch (t) {
 	case CKM_AES_CBC:
 	case CKM_AES_CBC_PAD:
+		return 16;
 	case CKM_AES_CTR:
+		return sizeof(CK_AES_CTR_PARAMS);
 	case CKM_DES3_CBC:
 	case CKM_DES3_CBC_PAD:
 	case CKM_DES_CBC:
 	case CKM_DES_CBC_PAD:
-		return 1;
+		return 8;
 	default:
 		return 0;
 	}
+}
+
+static int
+mech_param_is_raw(CK_MECHANISM_TYPE t)
+{
+	return mech_raw_len(t) > 0;
 }
 
 static int
@@ -405,7 +416,7 @@ mech_param_kind(const CK_MECHANISM *mech)
 		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_OAEP_PARAMS) ? MECH_PARAM_OAEP
 		                                                               : -1;
 	if (mech_param_is_raw(mech->mechanism))
-		return MECH_PARAM_RAW;
+		return mech->ulParameterLen == mech_raw_len(mech->mechanism) ? MECH_PARAM_RAW : -1;
 	return -1;
 }
 
@@ -678,6 +689,8 @@ msg_get_mech(struct p11mux_msg *m, CK_MECHANISM **out)
 			return P11MUX_ERR_INVALID;
 		if ((r = p11mux_buf_get_bytes(b, &p, &len)) != 0)
 			return r;
+		if (len != mech_raw_len(ms->mech.mechanism))
+			return P11MUX_ERR_INVALID;
 		/* A copy in the arena is aligned for the parameter's structure (AES-CTR). */
 		if ((ms->mech.pParameter = arena_alloc(m, len ? len : 1, 1)) == NULL)
 			return P11MUX_ERR_NOMEM;

@@ -116,6 +116,8 @@ dec_random(struct p11mux_msg *m, struct rpc_req *r)
 
 /* --- handlers --- */
 
+#define P11MUX_FIND_MAX_ATTRS 64
+
 /* Whether the client may see the object: private ones only when logged in. */
 static int
 visible(const struct rpc_ctx *x, const struct pobject *o)
@@ -204,6 +206,10 @@ run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	CK_ULONG *handles;
 	size_t i, n = 0;
 
+	/* Real templates have a few attributes; tens of thousands would cost each object as
+	 * many comparisons. */
+	if (r->u.find.n > P11MUX_FIND_MAX_ATTRS)
+		return CKR_ARGUMENTS_BAD;
 	if ((handles = calloc(p->view.nobjects + 1, sizeof(*handles))) == NULL)
 		return CKR_HOST_MEMORY;
 	for (i = 0; i < p->view.nobjects; i++)

@@ -63,6 +63,22 @@ call, rv = struct.unpack(">IQ", reply[:12])
 assert (call, rv) == (11, 0x21), "full-frame DIGEST: call %d rv 0x%x" % (call, rv)
 s.close()
 print("a DIGEST of %d bytes: CKR_DATA_LEN_RANGE" % n)
+# A FIND template of 40,000 attributes (about 10^8 comparisons before) is refused with
+# CKR_ARGUMENTS_BAD at once, and the connection stays usable.
+attrs = struct.pack(">QQB", 0x102, 0, 1) + struct.pack(">I", 1) + b"x"
+s = after_hello(struct.pack(">IQI", 5, 0, 40000) + attrs * 40000)
+def reply_of(s):
+    n = struct.unpack(">I", s.recv(4))[0]
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    return struct.unpack(">IQ", data[:12])
+assert reply_of(s) == (5, 0x7), "a FIND of 40000 attributes was not refused"
+one = struct.pack(">IQI", 5, 0, 1) + struct.pack(">QQB", 0x0, 0, 2) + struct.pack(">Q", 3)
+s.sendall(struct.pack(">I", len(one)) + one)
+assert reply_of(s) == (5, 0), "a FIND of 1 attribute after it"
+s.close()
+print("a FIND template of 40000 attributes: CKR_ARGUMENTS_BAD, the connection still serves")
 PY
 kill -0 "$DAEMON_PID" || fail "the daemon died"
 "$P11MUX_BUILD/p11muxctl" status --json | python3 -c '

@@ -795,10 +795,39 @@ proto_put_bytes_where_u_expected(void **state)
 
 /* --- (e) mechanism parameters --- */
 
+/* On the wire, a raw parameter of another length than its mechanism's is refused by the
+ * decoder: a client that skips the shim cannot hand a module a short IV. */
+static void
+proto_mech_raw_length_decoded(void **state)
+{
+	struct p11mux_buf *b = p11mux_buf_new(256);
+	struct p11mux_msg m = {0};
+	CK_MECHANISM *mech = NULL;
+	CK_ULONG slot;
+	size_t len;
+
+	(void)state;
+	for (len = 0; len <= 17; len++) {
+		p11mux_buf_reset(b);
+		assert_int_equal(p11mux_buf_put_u32(b, P11MUX_CALL_SIGN), 0);
+		assert_int_equal(p11mux_buf_put_u64(b, 0), 0);
+		assert_int_equal(p11mux_buf_put_u64(b, CKM_AES_CBC), 0);
+		assert_int_equal(p11mux_buf_put_u8(b, 1), 0); /* a raw parameter */
+		assert_int_equal(p11mux_buf_put_bytes(b, "0123456789abcdefg", len), 0);
+		assert_int_equal(p11mux_msg_read_request(&m, b), 0);
+		assert_int_equal(p11mux_msg_get_ulong(&m, &slot), 0);
+		assert_int_equal(p11mux_msg_get_mech(&m, &mech),
+		                 len == 16 ? 0 : P11MUX_ERR_INVALID);
+		p11mux_msg_clear(&m);
+	}
+	p11mux_buf_free(b);
+}
+
 static void
 proto_mech_param_unknown_refused(void **state)
 {
-	CK_BYTE iv[12] = {0}, aad[4] = {0}, pub[65] = {4};
+	CK_BYTE iv[12] = {0}, aad[4] = {0}, pub[65] = {4}, iv16[16] = {0};
+	CK_AES_CTR_PARAMS ctr = {128, {0}};
 	CK_GCM_PARAMS gcm = {iv, sizeof(iv), sizeof(iv) * 8, aad, sizeof(aad), 128};
 	CK_ECDH1_DERIVE_PARAMS ecdh = {CKD_NULL, 0, NULL, sizeof(pub), pub};
 	CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
@@ -814,12 +843,20 @@ proto_mech_param_unknown_refused(void **state)
 	        {CKM_SHA256_RSA_PKCS, iv, sizeof(iv)},
 	        /* A length without a pointer. */
 	        {CKM_AES_CBC, NULL, 16},
+	        /* Raw parameters of another length than the mechanism's (a module would read
+	         * 16 bytes of IV, or a whole CK_AES_CTR_PARAMS, from a shorter buffer). */
+	        {CKM_AES_CBC, iv, 3},
+	        {CKM_AES_CBC_PAD, aad, sizeof(aad)},
+	        {CKM_DES3_CBC, iv, sizeof(iv)},
+	        {CKM_AES_CTR, iv, sizeof(iv)},
 	};
 	const CK_MECHANISM good[] = {
 	        {CKM_AES_GCM, NULL, 0},
 	        {CKM_RSA_PKCS_PSS, &pss, sizeof(pss)},
 	        {CKM_RSA_PKCS_OAEP, &oaep, sizeof(oaep)},
-	        {CKM_AES_CBC_PAD, iv, sizeof(iv)},
+	        {CKM_AES_CBC_PAD, iv16, sizeof(iv16)},
+	        {CKM_DES3_CBC, iv16, 8},
+	        {CKM_AES_CTR, &ctr, sizeof(ctr)},
 	        {CKM_ECDSA, NULL, 0},
 	};
 	struct p11mux_buf *b = p11mux_buf_new(4096);
@@ -1605,6 +1642,7 @@ main(int argc, char **argv)
 	        cmocka_unit_test(proto_wrong_letter_refused),
 	        cmocka_unit_test(proto_put_bytes_where_u_expected),
 	        cmocka_unit_test(proto_mech_param_unknown_refused),
+	        cmocka_unit_test(proto_mech_raw_length_decoded),
 	        cmocka_unit_test(proto_mech_decode_kind_mismatch),
 	        cmocka_unit_test(proto_count_exceeds_data),
 	        cmocka_unit_test(proto_slot_mech_count_exceeds_data),
