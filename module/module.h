@@ -27,6 +27,7 @@
 #define SHIM_MAX_PIN              256
 #define SHIM_DEFAULT_SOCKET       "/run/p11mux/p11mux.sock"
 #define SHIM_DEFAULT_RECONNECT_MS 2000
+#define SHIM_PARAMS_MAX           4096 /* C_Initialize's parameter string, its NUL included */
 
 /* One connection to the daemon. */
 struct conn {
@@ -110,6 +111,17 @@ void shim_unlock(void);
 void shim_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Tells the application's log that a call was refused (once per function). */
 void shim_refused(const char *func, CK_RV rv, const char *why);
+
+/* --- C_Initialize's parameter string (params.c) --- */
+
+/* Copies the string an application passed in pReserved without trusting the pointer: read
+ * with a call that cannot fault, at most SHIM_PARAMS_MAX bytes with its NUL, and accepted
+ * only as key=value text. CKR_OK with *out a copy the caller frees; CKR_ARGUMENTS_BAD for an
+ * unreadable pointer, a missing NUL or other text; CKR_HOST_MEMORY. */
+CK_RV params_copy(const void *reserved, char **out);
+/* The value of key in a string params_copy() accepted, quotes and escapes removed: a copy
+ * the caller frees, or NULL when the key is absent (or memory ran out). */
+char *params_get(const char *params, const char *key);
 
 /* --- connections (conn.c) --- */
 
