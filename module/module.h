@@ -123,6 +123,14 @@ CK_RV params_copy(const void *reserved, char **out);
  * the caller frees, or NULL when the key is absent (or memory ran out). */
 char *params_get(const char *params, const char *key);
 
+/* --- the daemon's identity (peer.c) --- */
+
+/* Checks, before anything is sent on c, that the process listening on the socket at path
+ * (SO_PEERCRED) is root or the socket file's owner, and that neither the socket file nor its
+ * directory is writable by others. CKR_OK; otherwise closes c->fd, says why (debug log; the
+ * application's log once per process) and returns CKR_DEVICE_ERROR. */
+CK_RV peer_check(struct conn *c, const char *path);
+
 /* --- connections (conn.c) --- */
 
 /* Puts a request's fields (after the call code). Errors are sticky in m: no check needed. */
