@@ -234,6 +234,8 @@ open_once(struct conn *c, const char *path, int *retry)
 		shim_debug("cannot connect to %s: %s", path, strerror(errno));
 		return CKR_DEVICE_ERROR;
 	}
+	if ((rv = peer_check(c, path)) != CKR_OK)
+		return rv;
 	if ((rv = conn_call(c, P11MUX_CALL_HELLO, put_hello, get_hello, NULL, &broken)) != CKR_OK) {
 		/* A connection reset during the handshake: a daemon that was dying when we
 		 * connected. Its successor may be a moment away. */

@@ -28,6 +28,7 @@
 #define SHIM_TICKET_LEN           36
 #define SHIM_DEFAULT_SOCKET       "/run/p11mux/p11mux.sock"
 #define SHIM_DEFAULT_RECONNECT_MS 2000
+#define SHIM_PARAMS_MAX           4096 /* C_Initialize's parameter string, its NUL included */
 
 /* One connection to the daemon. */
 struct conn {
@@ -119,6 +120,25 @@ void shim_unlock(void);
 void shim_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Tells the application's log that a call was refused (once per function). */
 void shim_refused(const char *func, CK_RV rv, const char *why);
+
+/* --- C_Initialize's parameter string (params.c) --- */
+
+/* Copies the string an application passed in pReserved without trusting the pointer: read
+ * with a call that cannot fault, at most SHIM_PARAMS_MAX bytes with its NUL, and accepted
+ * only as key=value text. CKR_OK with *out a copy the caller frees; CKR_ARGUMENTS_BAD for an
+ * unreadable pointer, a missing NUL or other text; CKR_HOST_MEMORY. */
+CK_RV params_copy(const void *reserved, char **out);
+/* The value of key in a string params_copy() accepted, quotes and escapes removed: a copy
+ * the caller frees, or NULL when the key is absent (or memory ran out). */
+char *params_get(const char *params, const char *key);
+
+/* --- the daemon's identity (peer.c) --- */
+
+/* Checks, before anything is sent on c, that the process listening on the socket at path
+ * (SO_PEERCRED) is root or the socket file's owner, and that neither the socket file nor its
+ * directory is writable by others. CKR_OK; otherwise closes c->fd, says why (debug log; the
+ * application's log once per process) and returns CKR_DEVICE_ERROR. */
+CK_RV peer_check(struct conn *c, const char *path);
 
 /* --- connections (conn.c) --- */
 

@@ -39,7 +39,7 @@ shim_debug(const char *fmt, ...)
 	va_list ap;
 	char msg[512];
 
-	if (getenv("P11MUX_DEBUG") == NULL)
+	if (secure_getenv("P11MUX_DEBUG") == NULL)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -65,7 +65,7 @@ shim_refused(const char *func, CK_RV rv, const char *why)
 	if (first && nsaid < 16)
 		said[nsaid++] = func;
 	shim_unlock();
-	if (first || getenv("P11MUX_DEBUG") != NULL)
+	if (first || secure_getenv("P11MUX_DEBUG") != NULL)
 		fprintf(stderr, "p11mux-pkcs11: %s refused (%s): %s\n", func, p11mux_rv_name(rv),
 		        why);
 }
@@ -92,40 +92,12 @@ pad(unsigned char *dst, size_t n, const char *s)
 	memcpy(dst, s, len < n ? len : n);
 }
 
-/* The value of KEY=VALUE in NSS's LibraryParameters (words separated by blanks, ';' or
- * ','; a value may be "quoted"). A copy, or NULL when absent. */
-static char *
-param_get(const char *s, const char *key)
-{
-	const char *p = s, *v, *end;
-	size_t klen = strlen(key);
-
-	while (p != NULL && *p != '\0') {
-		while (*p == ' ' || *p == '\t' || *p == ';' || *p == ',' || *p == '\n')
-			p++;
-		if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
-			v = p + klen + 1;
-			if (*v == '"') {
-				v++;
-				end = strchr(v, '"');
-			} else {
-				end = v + strcspn(v, " \t;,\n");
-			}
-			if (end == NULL)
-				end = v + strlen(v);
-			return strndup(v, (size_t)(end - v));
-		}
-		p += strcspn(p, " \t;,\n");
-	}
-	return NULL;
-}
-
 /* reconnect_ms from the parameters, else $P11MUX_RECONNECT_MS, else the default. */
 static unsigned
-reconnect_ms(const char *reserved)
+reconnect_ms(const char *params)
 {
-	char *v = reserved != NULL ? param_get(reserved, "reconnect_ms") : NULL;
-	const char *e = v != NULL ? v : getenv("P11MUX_RECONNECT_MS");
+	char *v = params != NULL ? params_get(params, "reconnect_ms") : NULL;
+	const char *e = v != NULL ? v : secure_getenv("P11MUX_RECONNECT_MS");
 	unsigned long ms = SHIM_DEFAULT_RECONNECT_MS;
 	char *endp;
 
@@ -163,7 +135,7 @@ slot_logout_locked(size_t idx)
 static void
 write_stats_locked(void)
 {
-	const char *path = getenv("P11MUX_STATS");
+	const char *path = secure_getenv("P11MUX_STATS");
 	uint64_t total = 0;
 	FILE *f;
 	int i;
@@ -179,29 +151,63 @@ write_stats_locked(void)
 	fclose(f);
 }
 
+/* Checks C_Initialize's arguments; *params gets a copy of the parameter string in
+ * pReserved (NULL when there is none), which the caller frees. */
+static CK_RV
+init_args(const CK_C_INITIALIZE_ARGS *args, char **params)
+{
+	int nfn;
+
+	*params = NULL;
+	if (args == NULL)
+		return CKR_OK;
+	nfn = (args->CreateMutex != NULL) + (args->DestroyMutex != NULL) +
+	      (args->LockMutex != NULL) + (args->UnlockMutex != NULL);
+	if (nfn != 0 && nfn != 4)
+		return CKR_ARGUMENTS_BAD;
+	/* We lock with pthreads; an application that insists on its own mutexes without
+	 * allowing OS locking cannot be served. */
+	if (nfn == 4 && !(args->flags & CKF_OS_LOCKING_OK))
+		return CKR_CANT_LOCK;
+	/* NSS passes its LibraryParameters string here, p11-kit its x-init-reserved; anything
+	 * else (PKCS#11 wants NULL) must not crash us. */
+	if (args->pReserved != NULL)
+		return params_copy(args->pReserved, params);
+	return CKR_OK;
+}
+
+/* The daemon's socket: socket= in the parameters, else $P11MUX_SOCKET, else the default.
+ * A copy, or NULL when memory ran out. */
+static char *
+socket_path(const char *params)
+{
+	char *path = params != NULL ? params_get(params, "socket") : NULL;
+	const char *env;
+
+	if (path != NULL && *path == '\0') {
+		free(path);
+		path = NULL;
+	}
+	if (path == NULL && (env = secure_getenv("P11MUX_SOCKET")) != NULL && *env != '\0')
+		path = strdup(env);
+	if (path == NULL)
+		path = strdup(SHIM_DEFAULT_SOCKET);
+	return path;
+}
+
 static CK_RV
 mux_Initialize(CK_VOID_PTR pInitArgs)
 {
-	CK_C_INITIALIZE_ARGS *args = pInitArgs;
-	const char *reserved = NULL, *env;
-	char *path;
+	char *path, *params;
 	pid_t pid = getpid();
-	int nfn;
+	CK_RV rv;
 
-	if (args != NULL) {
-		nfn = (args->CreateMutex != NULL) + (args->DestroyMutex != NULL) +
-		      (args->LockMutex != NULL) + (args->UnlockMutex != NULL);
-		if (nfn != 0 && nfn != 4)
-			return CKR_ARGUMENTS_BAD;
-		/* We lock with pthreads; an application that insists on its own mutexes
-		 * without allowing OS locking cannot be served. */
-		if (nfn == 4 && !(args->flags & CKF_OS_LOCKING_OK))
-			return CKR_CANT_LOCK;
-		/* NSS passes its LibraryParameters string here. */
-		reserved = args->pReserved;
-	}
-	if (shim.initialized && shim.pid == pid)
+	if ((rv = init_args(pInitArgs, &params)) != CKR_OK)
+		return rv;
+	if (shim.initialized && shim.pid == pid) {
+		free(params);
 		return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+	}
 	if (shim.initialized) {
 		/* A child after fork: the parent's lock may have been held by another of its
 		 * threads, and its connections belong to the parent. Start over. */
@@ -216,12 +222,7 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		shim.initialized = 0;
 	}
 
-	path = reserved != NULL ? param_get(reserved, "socket") : NULL;
-	if (path == NULL && (env = getenv("P11MUX_SOCKET")) != NULL && *env != '\0')
-		path = strdup(env);
-	if (path == NULL)
-		path = strdup(SHIM_DEFAULT_SOCKET);
-
+	path = socket_path(params);
 	shim_lock();
 	shim.socket_path = path;
 	shim.sessions = p11mux_hmap_new();
@@ -233,9 +234,10 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		shim.sessions = shim.objects = NULL;
 		shim.socket_path = NULL;
 		shim_unlock();
+		free(params);
 		return CKR_HOST_MEMORY;
 	}
-	shim.reconnect_ms = reconnect_ms(reserved);
+	shim.reconnect_ms = reconnect_ms(params);
 	shim.next_session = 1;
 	shim.auth_gen = 1;
 	shim.nslots = 0;
@@ -244,6 +246,7 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 	shim.pid = pid;
 	shim.initialized = 1;
 	shim_unlock();
+	free(params);
 	shim_debug("initialised, daemon socket %s", path);
 	return CKR_OK;
 }

@@ -15,7 +15,7 @@ session_get_locked(CK_SESSION_HANDLE h)
 void
 op_reset(struct op *op)
 {
-	free(op->param);
+	free(op->param); /* with the OAEP label copied after the parameter */
 	if (op->data != NULL) {
 		explicit_bzero(op->data, op->cap);
 		free(op->data);
@@ -27,15 +27,44 @@ op_reset(struct op *op)
 	memset(op, 0, sizeof(*op));
 }
 
+/* mech's OAEP parameter, or NULL. Of the parameters the shim accepts, only OAEP's holds a
+ * pointer, to the label (PSS's and the IVs' hold none). */
+static const CK_RSA_PKCS_OAEP_PARAMS *
+oaep_params(const CK_MECHANISM *mech)
+{
+	if (mech->mechanism != CKM_RSA_PKCS_OAEP || mech->pParameter == NULL ||
+	    mech->ulParameterLen != sizeof(CK_RSA_PKCS_OAEP_PARAMS))
+		return NULL;
+	return mech->pParameter;
+}
+
 CK_RV
 op_set_mech(struct op *op, const CK_MECHANISM *mech)
 {
+	const CK_RSA_PKCS_OAEP_PARAMS *oaep = oaep_params(mech);
+	CK_RSA_PKCS_OAEP_PARAMS *copy;
+	size_t label = 0;
+
 	op->mech = *mech;
+	op->mech.pParameter = NULL;
 	op->param = NULL;
+	if (oaep != NULL && oaep->pSourceData != NULL) {
+		if (oaep->ulSourceDataLen > P11MUX_DATA_MAX)
+			return CKR_MECHANISM_PARAM_INVALID;
+		label = oaep->ulSourceDataLen;
+	}
 	if (mech->pParameter != NULL && mech->ulParameterLen > 0) {
-		if ((op->param = malloc(mech->ulParameterLen)) == NULL)
+		/* The application may free the parameter, and the label it points to, as soon
+		 * as C_*Init returns: keep both, the label right after the structure. */
+		if ((op->param = malloc(mech->ulParameterLen + label)) == NULL)
 			return CKR_HOST_MEMORY;
 		memcpy(op->param, mech->pParameter, mech->ulParameterLen);
+	}
+	if (oaep != NULL) {
+		copy = (CK_RSA_PKCS_OAEP_PARAMS *)(void *)op->param;
+		if (label > 0)
+			memcpy(op->param + mech->ulParameterLen, oaep->pSourceData, label);
+		copy->pSourceData = label > 0 ? op->param + mech->ulParameterLen : NULL;
 	}
 	op->mech.pParameter = op->param;
 	return CKR_OK;
