@@ -58,14 +58,16 @@ for m in hsm1 hsm2 hsm3; do fault $m "crash-on deadbeef"; done
 printf '\xde\xad\xbe\xef poison' > "$WORK/poison2"
 load() { P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" threads 16 100 \
 	"$KEYS/rsa.pub.pem" "$KEYS/ec.pub.pem"; }
-load > "$WORK/load.out" 2>&1 &
+# The first load goes on until the poison input has been answered.
+ITEST_UNTIL="$WORK/poisoned" load > "$WORK/load.out" 2>&1 &
 LOAD=$!
 busy() { "$P11MUX_BUILD/p11muxctl" status --json | python3 -c '
 import json, sys
 sys.exit(sum(m["done"] for m in json.load(sys.stdin)["pools"][0]["members"]) == 0)'; }
 wait_until 30 busy || fail "the load did not start"
 out=$(sign "$WORK/poison2" || true)
-kill -0 "$LOAD" 2>/dev/null || fail "the load ended before the poison input was answered (too short a load)"
+kill -0 "$LOAD" 2>/dev/null || fail "the load ended before the poison input was answered: $(cat "$WORK/load.out")"
+touch "$WORK/poisoned"
 echo "$out" | grep -q CKR_DEVICE_ERROR || fail "the poison input under load did not get CKR_DEVICE_ERROR: $out"
 wait "$LOAD" || true
 charged=$(grep -c 'cost the helpers of two members' "$WORK/daemon.log")
