@@ -148,12 +148,15 @@ get_uint(struct ctx *x, const config_setting_t *parent, const char *name, const 
 	return 0;
 }
 
-/* The whole-number scheduling and health keys, and their ranges. */
-static const struct {
+/* A whole-number key, its range, and where it goes in its struct. */
+struct uint_key {
 	const char *name;
 	long long min, max;
 	size_t offset;
-} uint_keys[] = {
+};
+
+/* The whole-number scheduling and health keys, and their ranges. */
+static const struct uint_key uint_keys[] = {
         {"op_timeout_ms", 10, 3600000, offsetof(struct pool_config, op_timeout_ms)},
         {"max_attempts", 1, 64, offsetof(struct pool_config, max_attempts)},
         {"probe_interval_ms", 10, 3600000, offsetof(struct pool_config, probe_interval_ms)},
@@ -163,11 +166,7 @@ static const struct {
 };
 
 /* The connection limits and time-outs (top level only). */
-static const struct {
-	const char *name;
-	long long min, max;
-	size_t offset;
-} limit_keys[] = {
+static const struct uint_key limit_keys[] = {
         {"max_clients", 1, 1000000, offsetof(struct limits, max_clients)},
         {"max_clients_per_uid", 1, 1000000, offsetof(struct limits, max_clients_per_uid)},
         {"max_clients_per_pid", 1, 1000000, offsetof(struct limits, max_clients_per_pid)},
