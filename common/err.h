@@ -16,7 +16,7 @@
 #define P11MUX_ERR_IO      -5 /* read or write on the socket failed (errno kept) */
 #define P11MUX_ERR_CLOSED  -6 /* peer closed the connection */
 #define P11MUX_ERR_VERSION -7 /* no protocol version in common */
-#define P11MUX_ERR_TIMEOUT -8 /* the peer did not send in time */
+#define P11MUX_ERR_TIMEOUT -8 /* the peer did not send, or read, in time */
 
 /* Returns a static English description of an error code above. */
 const char *p11mux_strerror(int err);

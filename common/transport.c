@@ -10,14 +10,35 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* Waits until fd is ready for events (or is closed) or deadline_ns has passed. 0, or
+ * P11MUX_ERR_TIMEOUT, or P11MUX_ERR_IO. */
+static int
+wait_fd(int fd, short events, uint64_t deadline_ns)
+{
+	struct pollfd pfd = {.fd = fd, .events = events};
+	uint64_t now;
+	int r;
+
+	for (;;) {
+		if ((now = p11mux_now_ns()) >= deadline_ns)
+			return P11MUX_ERR_TIMEOUT;
+		r = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000 + 1));
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return P11MUX_ERR_IO;
+	}
+}
+
 int
-p11mux_frame_send(int fd, const struct p11mux_buf *b)
+p11mux_frame_send_until(int fd, const struct p11mux_buf *b, uint64_t deadline_ns)
 {
 	size_t len = p11mux_buf_len(b), done = 0, total = len + 4;
 	uint8_t hdr[4];
 	struct iovec iov[2];
 	struct msghdr mh;
 	ssize_t n;
+	int r;
 
 	if (len > UINT32_MAX)
 		return P11MUX_ERR_TOO_BIG;
@@ -40,10 +61,17 @@ p11mux_frame_send(int fd, const struct p11mux_buf *b)
 		}
 		mh.msg_iov = iov;
 		mh.msg_iovlen = k;
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		/* With a deadline the socket is never waited on inside sendmsg, so that a peer
+		 * that reads a byte now and then cannot stretch the time. */
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | (deadline_ns != 0 ? MSG_DONTWAIT : 0));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (deadline_ns != 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				if ((r = wait_fd(fd, POLLOUT, deadline_ns)) != 0)
+					return r;
+				continue;
+			}
 			return P11MUX_ERR_IO;
 		}
 		done += (size_t)n;
@@ -51,24 +79,10 @@ p11mux_frame_send(int fd, const struct p11mux_buf *b)
 	return 0;
 }
 
-/* Waits until fd has bytes to read (or is closed) or deadline_ns has passed. 0, or
- * P11MUX_ERR_TIMEOUT, or P11MUX_ERR_IO. */
-static int
-wait_in(int fd, uint64_t deadline_ns)
+int
+p11mux_frame_send(int fd, const struct p11mux_buf *b)
 {
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	uint64_t now;
-	int r;
-
-	for (;;) {
-		if ((now = p11mux_now_ns()) >= deadline_ns)
-			return P11MUX_ERR_TIMEOUT;
-		r = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000 + 1));
-		if (r > 0)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return P11MUX_ERR_IO;
-	}
+	return p11mux_frame_send_until(fd, b, 0);
 }
 
 /* Reads exactly len bytes, before deadline_ns when it is not 0. P11MUX_ERR_CLOSED if the
@@ -80,7 +94,7 @@ read_full(int fd, uint8_t *p, size_t len, uint64_t deadline_ns)
 	int r;
 
 	while (len > 0) {
-		if (deadline_ns != 0 && (r = wait_in(fd, deadline_ns)) != 0)
+		if (deadline_ns != 0 && (r = wait_fd(fd, POLLIN, deadline_ns)) != 0)
 			return r;
 		n = read(fd, p, len);
 		if (n < 0) {

@@ -13,6 +13,9 @@
 
 /* Sends the buffer's bytes as one frame. Never raises SIGPIPE. */
 int p11mux_frame_send(int fd, const struct p11mux_buf *b);
+/* The same, but the whole frame must have been handed to the socket by deadline_ns
+ * (p11mux_now_ns(); 0: no deadline): P11MUX_ERR_TIMEOUT when it has not. */
+int p11mux_frame_send_until(int fd, const struct p11mux_buf *b, uint64_t deadline_ns);
 /* Receives one frame into b (reset once a header has arrived; untouched if none did).
  * P11MUX_ERR_TOO_BIG when the announced length exceeds max, P11MUX_ERR_CLOSED on an end of stream
  * before a whole header, P11MUX_ERR_SHORT when the stream ends inside the payload. */

@@ -3,8 +3,8 @@
  * "status json", "keys", "keys json", "metrics", "drain MEMBER", "resume MEMBER"), and the
  * answer out: a first line "ok", "inconsistent" or "error: ...", then the body. Reading
  * commands are for root, the daemon's user and control_allowed_users/groups; drain and
- * resume for root and the daemon's user only. Served by the main thread between accepts;
- * no command touches a device.
+ * resume for root and the daemon's user only. Served by a thread of its own, several
+ * connections at once, each with short time-outs; no command touches a device.
  */
 #include "control.h"
 #include "log.h"
@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <openssl/sha.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +22,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -102,6 +102,8 @@ control_listen(struct daemon *d)
 {
 	if ((d->control_fd = server_bind(d->cfg->control_socket, d->cfg->socket_group, 16)) < 0)
 		return -1;
+	lograte_init(&d->ctl_refused, "control connections refused");
+	lograte_init(&d->ctl_dropped, "control connections closed for a time-out");
 	log_info("control socket %s", d->cfg->control_socket);
 	return 0;
 }
@@ -121,7 +123,7 @@ pool_clients(struct daemon *d, const struct pool *p)
 
 	p11mux_lock(&d->lock);
 	for (c = d->clients; c != NULL; c = c->next)
-		if (!c->finished && __atomic_load_n(&c->logged_in[p->index], __ATOMIC_RELAXED))
+		if (__atomic_load_n(&c->logged_in[p->index], __ATOMIC_RELAXED))
 			n++;
 	p11mux_unlock(&d->lock);
 	return n;
@@ -882,66 +884,269 @@ run_command(struct daemon *d, const char *line, const struct asker *a, struct ou
 	}
 }
 
-/* Reads one line (at most n - 1 bytes) from fd; the line ends at the first CR or LF. */
-static void
-read_line(int fd, char *line, size_t n)
-{
-	size_t len = 0;
-	ssize_t got;
+/* Control connections served at once; more wait in the listening socket's backlog. */
+#define CONTROL_MAX_CONNS 16
+/* ... of them from one user, so that one user's slow clients leave room for the others. */
+#define CONTROL_MAX_PER_UID 4
+/* Time for the command line, from accept; for the whole answer to be read; and for the peer
+ * to close after the answer. */
+#define CONTROL_READ_MS  1000
+#define CONTROL_WRITE_MS 2000
 
-	while (len < n - 1 && (got = read(fd, line + len, n - 1 - len)) > 0) {
-		len += (size_t)got;
-		if (memchr(line, '\n', len) != NULL)
-			break;
-	}
-	line[len] = '\0';
-	line[strcspn(line, "\r\n")] = '\0';
-}
-
-static void
-send_all(int fd, const char *s, size_t len)
-{
-	size_t done = 0;
-	ssize_t got;
-
-	while (done < len && (got = send(fd, s + done, len - done, MSG_NOSIGNAL)) > 0)
-		done += (size_t)got;
-}
-
-void
-control_serve(struct daemon *d)
-{
-	static const char nomem[] = "error: out of memory\n";
-	struct timeval tv = {2, 0};
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
-	struct out o = {0};
+/* One control connection: it sends its command line, gets the answer, then closes. */
+struct conn {
+	int fd; /* -1: the slot is free */
+	enum { CONN_READ, CONN_WRITE, CONN_LINGER } state;
+	uid_t uid;
 	struct asker a;
-	struct passwd *pw;
+	uint64_t deadline_ns; /* for the current state */
 	char line[256];
+	size_t len;
+	struct out o; /* the answer */
+	size_t sent;
+};
+
+static void
+conn_close(struct conn *c)
+{
+	close(c->fd);
+	free(c->o.s);
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+}
+
+/* Runs the command line and starts writing the answer. */
+static void
+conn_answer(struct daemon *d, struct conn *c)
+{
+	c->line[c->len] = '\0';
+	c->line[strcspn(c->line, "\r\n")] = '\0';
+	run_command(d, c->line, &c->a, &c->o);
+	if (c->o.failed || c->o.s == NULL) {
+		free(c->o.s);
+		memset(&c->o, 0, sizeof(c->o));
+		out_printf(&c->o, "error: out of memory\n");
+	}
+	if (c->o.s == NULL) {
+		conn_close(c);
+		return;
+	}
+	c->state = CONN_WRITE;
+	c->deadline_ns = p11mux_now_ns() + CONTROL_WRITE_MS * 1000000ull;
+}
+
+/* Who the peer is, and what it may do. */
+static void
+conn_asker(struct daemon *d, const struct ucred *cred, struct asker *a)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+
+	if (getpwuid_r(cred->uid, &pw, buf, sizeof(buf), &res) != 0)
+		res = NULL;
+	snprintf(a->who, sizeof(a->who), "%s (uid %lu)", res != NULL ? res->pw_name : "?",
+	         (unsigned long)cred->uid);
+	a->admin = cred->uid == 0 || cred->uid == geteuid();
+	a->reader = a->admin ||
+	            peer_listed(cred->uid, cred->gid, d->cfg->control_uids, d->cfg->ncontrol_uids,
+	                        d->cfg->control_gids, d->cfg->ncontrol_gids);
+}
+
+/* Accepts one connection into the free slot c. The peer is checked before anything is read
+ * from it: one that may not use the socket gets its refusal at once; one that has
+ * CONTROL_MAX_PER_UID connections being served already is closed at once. */
+static void
+conn_accept(struct daemon *d, struct conn *conns, struct conn *c)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	unsigned same = 0;
+	size_t i;
 	int fd;
 
-	if ((fd = accept4(d->control_fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+	if ((fd = accept4(d->control_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) < 0)
 		return;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
 		close(fd);
 		return;
 	}
-	pw = getpwuid(cred.uid);
-	snprintf(a.who, sizeof(a.who), "%s (uid %lu)", pw != NULL ? pw->pw_name : "?",
-	         (unsigned long)cred.uid);
-	a.admin = cred.uid == 0 || cred.uid == geteuid();
-	a.reader = a.admin ||
-	           peer_listed(cred.uid, cred.gid, d->cfg->control_uids, d->cfg->ncontrol_uids,
-	                       d->cfg->control_gids, d->cfg->ncontrol_gids);
-	read_line(fd, line, sizeof(line));
-	run_command(d, line, &a, &o);
-	if (o.failed)
-		send_all(fd, nomem, sizeof(nomem) - 1);
-	else if (o.s != NULL)
-		send_all(fd, o.s, o.len);
-	free(o.s);
-	close(fd);
+	for (i = 0; i < CONTROL_MAX_CONNS; i++)
+		same += conns[i].fd >= 0 && conns[i].uid == cred.uid;
+	if (same >= CONTROL_MAX_PER_UID) {
+		lograte_warn(&d->ctl_refused,
+		             "control: refused a connection from uid %lu (pid %ld): %u of its "
+		             "connections are being served",
+		             (unsigned long)cred.uid, (long)cred.pid, same);
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->uid = cred.uid;
+	c->state = CONN_READ;
+	c->deadline_ns = p11mux_now_ns() + CONTROL_READ_MS * 1000000ull;
+	conn_asker(d, &cred, &c->a);
+	if (!c->a.reader)
+		conn_answer(d, c); /* the refusal, whatever the line */
+}
+
+/* Reads what the peer sent: while reading, answers once the line is whole (a line feed, the
+ * end of the stream, or 255 bytes); after the answer, discards it until the peer closes. */
+static void
+conn_read(struct daemon *d, struct conn *c)
+{
+	char sink[256];
+	ssize_t got;
+
+	if (c->state == CONN_LINGER)
+		got = read(c->fd, sink, sizeof(sink));
+	else
+		got = read(c->fd, c->line + c->len, sizeof(c->line) - 1 - c->len);
+	if (got < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			conn_close(c);
+		return;
+	}
+	if (c->state == CONN_LINGER) {
+		if (got == 0)
+			conn_close(c);
+		return;
+	}
+	c->len += (size_t)got;
+	if (got == 0 || memchr(c->line, '\n', c->len) != NULL || c->len == sizeof(c->line) - 1)
+		conn_answer(d, c);
+}
+
+/* Writes what the socket takes of the answer. Once all of it went, the peer sees the end of
+ * the stream; the connection stays open until the peer closes too, so that a peer still
+ * sending its command (it was refused before it was read) gets the answer, not EPIPE. */
+static void
+conn_write(struct conn *c)
+{
+	ssize_t n = send(c->fd, c->o.s + c->sent, c->o.len - c->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			conn_close(c);
+		return;
+	}
+	c->sent += (size_t)n;
+	if (c->sent < c->o.len)
+		return;
+	shutdown(c->fd, SHUT_WR);
+	c->state = CONN_LINGER;
+	c->deadline_ns = p11mux_now_ns() + CONTROL_READ_MS * 1000000ull;
+}
+
+/* Closes the connections whose time is up; returns the poll time-out until the next
+ * deadline (-1: none). */
+static int
+conns_expire(struct daemon *d, struct conn *conns)
+{
+	uint64_t now = p11mux_now_ns(), next = UINT64_MAX;
+	size_t i;
+
+	for (i = 0; i < CONTROL_MAX_CONNS; i++) {
+		struct conn *c = &conns[i];
+
+		if (c->fd < 0)
+			continue;
+		if (c->deadline_ns <= now) {
+			if (c->state != CONN_LINGER)
+				lograte_warn(
+				        &d->ctl_dropped,
+				        "control: %s %s within %d ms; connection closed", c->a.who,
+				        c->state == CONN_READ ? "sent no whole command"
+				                              : "did not read the answer",
+				        c->state == CONN_READ ? CONTROL_READ_MS : CONTROL_WRITE_MS);
+			conn_close(c);
+		} else if (c->deadline_ns < next) {
+			next = c->deadline_ns;
+		}
+	}
+	return next == UINT64_MAX ? -1 : (int)((next - now) / 1000000 + 1);
+}
+
+/* The control thread: serves up to CONTROL_MAX_CONNS connections at once, each with its
+ * deadlines, until a byte arrives on the stop pipe. */
+static void *
+control_main(void *arg)
+{
+	struct daemon *d = arg;
+	struct conn conns[CONTROL_MAX_CONNS];
+	struct pollfd pfd[CONTROL_MAX_CONNS + 2];
+	size_t i, nfree;
+	int wait_ms;
+
+	for (i = 0; i < CONTROL_MAX_CONNS; i++)
+		conns[i].fd = -1;
+	for (;;) {
+		wait_ms = conns_expire(d, conns);
+		if ((lograte_flush(&d->ctl_refused) | lograte_flush(&d->ctl_dropped)) &&
+		    (wait_ms < 0 || wait_ms > 1000))
+			wait_ms = 1000;
+		pfd[0].fd = d->stop_pipe[0];
+		pfd[0].events = POLLIN;
+		for (i = 0, nfree = 0; i < CONTROL_MAX_CONNS; i++) {
+			nfree += conns[i].fd < 0;
+			pfd[i + 2].fd = conns[i].fd;
+			pfd[i + 2].events = conns[i].state == CONN_WRITE ? POLLOUT : POLLIN;
+		}
+		/* A negative descriptor is left out by poll: no free slot, no accept. */
+		pfd[1].fd = nfree > 0 ? d->control_fd : -1;
+		pfd[1].events = POLLIN;
+		if (poll(pfd, CONTROL_MAX_CONNS + 2, wait_ms) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("control: poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[0].revents != 0)
+			break;
+		for (i = 0; i < CONTROL_MAX_CONNS; i++) {
+			if (conns[i].fd < 0 || pfd[i + 2].revents == 0)
+				continue;
+			if (conns[i].state == CONN_WRITE)
+				conn_write(&conns[i]);
+			else
+				conn_read(d, &conns[i]);
+		}
+		for (i = 0; i < CONTROL_MAX_CONNS && (pfd[1].revents & POLLIN); i++)
+			if (conns[i].fd < 0) {
+				conn_accept(d, conns, &conns[i]);
+				break;
+			}
+	}
+	for (i = 0; i < CONTROL_MAX_CONNS; i++)
+		if (conns[i].fd >= 0)
+			conn_close(&conns[i]);
+	return NULL;
+}
+
+int
+control_start(struct daemon *d)
+{
+	if (d->control_fd < 0)
+		return 0;
+	if (pthread_create(&d->control_thread, NULL, control_main, d) != 0)
+		return -1;
+	d->control_running = 1;
+	return 0;
+}
+
+void
+control_stop(struct daemon *d)
+{
+	if (d->control_running) {
+		pthread_join(d->control_thread, NULL);
+		d->control_running = 0;
+	}
+	if (d->control_fd >= 0) {
+		close(d->control_fd);
+		d->control_fd = -1;
+		unlink(d->cfg->control_socket);
+	}
+	lograte_flush(&d->ctl_refused);
+	lograte_flush(&d->ctl_dropped);
+	lograte_destroy(&d->ctl_refused);
+	lograte_destroy(&d->ctl_dropped);
 }

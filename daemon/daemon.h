@@ -9,21 +9,22 @@
 #include "backend.h"
 #include "buffer.h"
 #include "config.h"
+#include "lograte.h"
 #include "pool.h"
 
-#define DAEMON_MAX_CLIENTS 1024
-
+/* One connection to the client socket, served by its own (detached) thread. It is listed in
+ * the daemon's clients from accept until its thread unlinks it, closes fd and frees it, all
+ * under the daemon's lock. */
 struct client {
-	struct client *next;
+	struct client *next, **pprev;
 	struct daemon *d;
 	int fd;
-	pthread_t thread;
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	int hello;          /* the handshake is done */
-	uint8_t *logged_in; /* by pool index: this connection logged in to the pool */
-	int finished;       /* the thread has ended and may be joined */
+	uint64_t accepted_ns; /* when accepted: the handshake is due hello_timeout_ms later */
+	int hello;            /* the handshake is done */
+	uint8_t *logged_in;   /* by pool index: this connection logged in to the pool */
 };
 
 struct daemon {
@@ -35,8 +36,17 @@ struct daemon {
 	int stop_pipe[2];
 	int use_syslog;       /* detached: the daemon and its helpers log to syslog */
 	pthread_mutex_t lock; /* protects clients and nclients */
+	pthread_cond_t gone;  /* signalled when a client thread has unlinked itself */
 	struct client *clients;
 	size_t nclients;
+	unsigned max_clients;       /* limits.max_clients, lowered to fit the descriptor limit */
+	uint64_t paused_until;      /* accepting waits until then (p11mux_now_ns) after EMFILE */
+	struct lograte refused;     /* connections refused, accept errors */
+	struct lograte dropped;     /* connections closed for a time-out or an error */
+	struct lograte ctl_refused; /* control connections refused */
+	struct lograte ctl_dropped; /* control connections closed for a time-out */
+	pthread_t control_thread;   /* serves control_fd */
+	int control_running;        /* control_thread was started */
 };
 
 /* The pool whose slot ID is id, or NULL. */
@@ -51,10 +61,12 @@ int server_bind(const char *path, const char *group, int backlog);
  * count). Both sockets' access checks use it. */
 int peer_listed(uid_t uid, gid_t gid, const uid_t *uids, size_t nuids, const gid_t *gids,
                 size_t ngids);
-/* Binds the client socket from the configuration (mode 0660). -1 with a message logged. */
+/* Binds the client socket from the configuration (mode 0660), and sets max_clients to fit
+ * the descriptor limit (logged when it had to be lowered). -1 with a message logged. */
 int server_listen(struct daemon *d);
-/* Accepts and serves clients until a byte arrives on stop_pipe; then closes every
- * connection and joins the client threads. */
+/* Accepts and serves clients until a byte arrives on stop_pipe, and has the control socket
+ * served by a thread of its own meanwhile; then closes every connection and waits for the
+ * client threads to end. */
 void server_run(struct daemon *d);
 
 /* Handles the request in `in` and writes the reply to `out`. Returns 0, or -1 when the

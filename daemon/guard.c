@@ -21,63 +21,6 @@
 
 #define DELAY_FIRST_MS 100
 #define DELAY_MAX_MS   60000
-#define LINES_PER_S    5
-
-/* Whether a line may be logged now under r; else it is counted for the summary. Lock held. */
-static int
-ratelog_allow(struct ratelog *r, unsigned per_second)
-{
-	uint64_t sec = p11mux_now_ns() / 1000000000u;
-
-	if (sec != r->second) {
-		r->second = sec;
-		r->lines = 0;
-	}
-	if (r->lines < per_second) {
-		r->lines++;
-		return 1;
-	}
-	r->suppressed++;
-	return 0;
-}
-
-/* Once a second, the lines that were not logged, summed up; ends after a quiet second. */
-static void *
-flusher_main(void *arg)
-{
-	struct pin_guard *g = arg;
-	unsigned wrong, refused;
-
-	p11mux_lock(&g->lock);
-	for (;;) {
-		uint64_t until = p11mux_now_ns() + 1000000000u;
-
-		while (!g->stopping && p11mux_cond_wait_until(&g->stop, &g->lock, until) == 0)
-			;
-		wrong = g->log_wrong.suppressed;
-		refused = g->log_locked.suppressed;
-		g->log_wrong.suppressed = g->log_locked.suppressed = 0;
-		if ((wrong == 0 && refused == 0) || g->stopping)
-			break;
-		p11mux_unlock(&g->lock);
-		if (wrong > 0)
-			log_warn("pool \"%s\": %u more wrong PINs in the last second than were "
-			         "logged",
-			         g->label, wrong);
-		if (refused > 0)
-			log_warn("pool \"%s\": %u more logins refused (PIN locked) in the last "
-			         "second "
-			         "than were logged",
-			         g->label, refused);
-		p11mux_lock(&g->lock);
-	}
-	g->flusher_on = 0;
-	p11mux_unlock(&g->lock);
-	if (wrong > 0 || refused > 0)
-		log_warn("pool \"%s\": %u wrong PINs and %u refused logins not logged", g->label,
-		         wrong, refused);
-	return NULL;
-}
 
 /* The delay before the check that follows the n-th wrong PIN in a row. */
 static uint64_t
@@ -230,7 +173,8 @@ guard_open(struct pin_guard *g, const char *state_dir, const char *label, unsign
 	memset(g, 0, sizeof(*g));
 	pthread_mutex_init(&g->check, NULL);
 	pthread_mutex_init(&g->lock, NULL);
-	p11mux_cond_init(&g->stop);
+	lograte_init(&g->log_wrong, "wrong PINs");
+	lograte_init(&g->log_refused, "logins refused (PIN locked)");
 	g->label = label;
 	g->max = max;
 	SHA256((const unsigned char *)pin, pinlen, g->pin_hash);
@@ -261,13 +205,9 @@ guard_close(struct pin_guard *g)
 {
 	if (g->label == NULL)
 		return;
-	p11mux_lock(&g->lock);
-	g->stopping = 1;
-	pthread_cond_broadcast(&g->stop);
-	p11mux_unlock(&g->lock);
-	if (g->flusher_joinable)
-		pthread_join(g->flusher, NULL);
-	pthread_cond_destroy(&g->stop);
+	guard_flush(g);
+	lograte_destroy(&g->log_wrong);
+	lograte_destroy(&g->log_refused);
 	OPENSSL_cleanse(g->key, sizeof(g->key));
 	OPENSSL_cleanse(g->pin_hash, sizeof(g->pin_hash));
 	pthread_mutex_destroy(&g->check);
@@ -317,30 +257,17 @@ ticket_ok(const struct pin_guard *g, const uint8_t *t, size_t tlen, uid_t *uid)
 	return ok;
 }
 
-/* Logs a wrong PIN or a refused login, at most LINES_PER_S a second of each kind, with a
- * summary of the others. */
+/* Logs a wrong PIN or a refused login: at most a few lines a second of each kind, the rest
+ * summed up (lograte.c). The line that locks the pool is always logged. */
 static void
 log_attempt(struct pin_guard *g, int locked, unsigned failures, uid_t uid, pid_t pid)
 {
-	struct ratelog *r = locked ? &g->log_locked : &g->log_wrong;
-	int allow;
-
-	p11mux_lock(&g->lock);
-	allow = ratelog_allow(r, LINES_PER_S);
-	if (!allow && !g->flusher_on && !g->stopping) {
-		/* The last flusher has ended (or is about to): join it, start another. */
-		if (g->flusher_joinable)
-			pthread_join(g->flusher, NULL);
-		g->flusher_joinable = g->flusher_on =
-		        pthread_create(&g->flusher, NULL, flusher_main, g) == 0;
-	}
-	p11mux_unlock(&g->lock);
-	if (!allow)
-		return;
 	if (locked)
-		log_warn("pool \"%s\": login refused for uid %lu pid %ld: PIN locked (p11muxctl "
-		         "unlock-pin)",
-		         g->label, (unsigned long)uid, (long)pid);
+		lograte_warn(
+		        &g->log_refused,
+		        "pool \"%s\": login refused for uid %lu pid %ld: PIN locked (p11muxctl "
+		        "unlock-pin)",
+		        g->label, (unsigned long)uid, (long)pid);
 	else if (g->max > 0 && failures >= g->max)
 		log_error(
 		        "pool \"%s\": wrong PIN from uid %lu pid %ld, %u in a row: the pool's PIN "
@@ -348,11 +275,18 @@ log_attempt(struct pin_guard *g, int locked, unsigned failures, uid_t uid, pid_t
 		        "(applications logged in keep working)",
 		        g->label, (unsigned long)uid, (long)pid, failures, g->label);
 	else
-		log_warn(
-		        "pool \"%s\": wrong PIN from uid %lu pid %ld, %u in a row (not sent to any "
-		        "device; the next check waits %llu ms)",
+		lograte_warn(
+		        &g->log_wrong,
+		        "pool \"%s\": wrong PIN from uid %lu pid %ld, %u in a row (not sent to "
+		        "any device; the next check waits %llu ms)",
 		        g->label, (unsigned long)uid, (long)pid, failures,
 		        (unsigned long long)(delay_ns(failures) / 1000000u));
+}
+
+int
+guard_flush(struct pin_guard *g)
+{
+	return lograte_flush(&g->log_wrong) | lograte_flush(&g->log_refused);
 }
 
 /* The counted check: serialised, after the delay the last failure set. */

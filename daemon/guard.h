@@ -22,16 +22,9 @@
 #include <p11-kit/pkcs11.h>
 
 #include "err.h"
+#include "lograte.h"
 
 #define GUARD_TICKET_LEN 36 /* the uid it was given to (4 bytes), and an HMAC-SHA256 */
-
-/* At most a few lines a second of one kind; the rest counted, and summed up once a second by
- * a thread that runs while there is something to sum up. */
-struct ratelog {
-	uint64_t second;
-	unsigned lines;      /* logged in that second */
-	unsigned suppressed; /* not logged since the last summary */
-};
 
 struct pin_guard {
 	pthread_mutex_t check; /* held through a PIN check and the delay before it */
@@ -41,12 +34,9 @@ struct pin_guard {
 	unsigned failures;       /* wrong PINs in a row */
 	uint64_t next_ns;        /* no check before this monotonic time */
 	uint64_t wrong, refused; /* since start: wrong PINs, logins refused while locked */
-	struct ratelog log_wrong, log_locked;
-	pthread_t flusher; /* writes the summaries */
-	int flusher_on, flusher_joinable, stopping;
-	pthread_cond_t stop;
-	char path[4096]; /* the counter's file */
-	uint8_t key[32]; /* the ticket key */
+	struct lograte log_wrong, log_refused; /* a guesser must not flood the log */
+	char path[4096];                       /* the counter's file */
+	uint8_t key[32];                       /* the ticket key */
 	uint8_t pin_hash[32];
 };
 
@@ -70,6 +60,8 @@ CK_RV guard_login(struct pin_guard *g, const char *pool_pin, size_t pool_pinlen,
 CK_FLAGS guard_flags(struct pin_guard *g);
 /* Wrong PINs in a row now; *locked set when the pool is locked. */
 unsigned guard_failures(struct pin_guard *g, int *locked);
+/* Sums up the log lines held back (lograte_flush); 1 while some are. */
+int guard_flush(struct pin_guard *g);
 /* Resets the counter (p11muxctl unlock-pin). 0, or -1 with e when it could not be saved. */
 int guard_unlock(struct pin_guard *g, struct p11mux_err *e);
 

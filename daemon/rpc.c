@@ -131,9 +131,11 @@ run_hello(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	static const char name[] = "p11muxd " P11MUX_VERSION;
 
 	if (r->u.hello.lowest > P11MUX_PROTO_VERSION || r->u.hello.highest < P11MUX_PROTO_VERSION) {
-		log_warn("client pid %ld speaks protocol versions %lu..%lu, not %u",
-		         (long)x->c->pid, r->u.hello.lowest, r->u.hello.highest,
-		         P11MUX_PROTO_VERSION);
+		lograte_warn(&x->d->dropped,
+		             "client pid %ld speaks protocol versions %lu..%lu, not %u (a shim of "
+		             "another p11mux version?)",
+		             (long)x->c->pid, r->u.hello.lowest, r->u.hello.highest,
+		             P11MUX_PROTO_VERSION);
 		return CKR_FUNCTION_FAILED;
 	}
 	x->c->hello = 1;
@@ -335,13 +337,15 @@ static const struct rpc_handler handlers[P11MUX_CALL_COUNT] = {
         [P11MUX_CALL_RANDOM] = {dec_random, run_random, 1, 0, 0, 0},
 };
 
-/* Closes the connection of a client that does not speak the protocol. */
+/* Closes the connection of a client that does not speak the protocol (a line a client can
+ * provoke: rate-limited with the other dropped connections). */
 static int
-bad_request(const struct client *c, int r)
+bad_request(struct daemon *d, const struct client *c, int r)
 {
-	log_warn("client pid %ld uid %lu sent a malformed request (%s); connection closed",
-	         (long)c->pid, (unsigned long)c->uid,
-	         p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
+	lograte_warn(&d->dropped,
+	             "client pid %ld uid %lu sent a malformed request (%s); connection closed",
+	             (long)c->pid, (unsigned long)c->uid,
+	             p11mux_strerror(r != 0 ? r : P11MUX_ERR_INVALID));
 	return -1;
 }
 
@@ -387,5 +391,5 @@ rpc_handle(struct daemon *d, struct client *c, struct p11mux_buf *in, struct p11
 	return 0;
 bad:
 	p11mux_msg_clear(&req);
-	return bad_request(c, e);
+	return bad_request(d, c, e);
 }

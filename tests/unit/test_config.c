@@ -511,6 +511,73 @@ config_err_sched_ranges(void **state)
 	}
 }
 
+/* The connection limits and time-outs: their defaults, and values set at the top level. */
+static void
+config_limit_keys(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+	const char *path;
+
+	path = write_file(t, "p11mux.conf", "pools = ( { pin_file = \"/p\"; } );\n");
+	if ((c = config_load(path, &t->e)) == NULL)
+		fail_msg("refused: %s", t->e.msg);
+	assert_int_equal(c->limits.max_clients, 4096);
+	assert_int_equal(c->limits.max_clients_per_uid, 2048);
+	assert_int_equal(c->limits.max_clients_per_pid, 256);
+	assert_int_equal(c->limits.hello_timeout_ms, 5000);
+	assert_int_equal(c->limits.frame_timeout_ms, 5000);
+	assert_int_equal(c->limits.write_timeout_ms, 5000);
+	config_free(c);
+	path = write_file(t, "p11mux.conf",
+	                  "max_clients = 100;\n"
+	                  "max_clients_per_uid = 50;\n"
+	                  "max_clients_per_pid = 1;\n"
+	                  "hello_timeout_ms = 10;\n"
+	                  "frame_timeout_ms = 3600000;\n"
+	                  "write_timeout_ms = 250;\n"
+	                  "pools = ( { pin_file = \"/p\"; } );\n");
+	if ((c = config_load(path, &t->e)) == NULL)
+		fail_msg("refused: %s", t->e.msg);
+	assert_int_equal(c->limits.max_clients, 100);
+	assert_int_equal(c->limits.max_clients_per_uid, 50);
+	assert_int_equal(c->limits.max_clients_per_pid, 1);
+	assert_int_equal(c->limits.hello_timeout_ms, 10);
+	assert_int_equal(c->limits.frame_timeout_ms, 3600000);
+	assert_int_equal(c->limits.write_timeout_ms, 250);
+	config_free(c);
+}
+
+/* Out of range or of the wrong type: "FILE:LINE: KEY: ..."; and they are top-level keys only. */
+static void
+config_err_limit_ranges(void **state)
+{
+	static const struct {
+		const char *text, *key, *what;
+	} cases[] = {
+	        {"max_clients = 0;\n", "max_clients", "between 1 and 1000000"},
+	        {"max_clients = 1000001;\n", "max_clients", "between 1 and 1000000"},
+	        {"max_clients_per_uid = 0;\n", "max_clients_per_uid", "between 1 and 1000000"},
+	        {"max_clients_per_pid = -1;\n", "max_clients_per_pid", "between 1 and 1000000"},
+	        {"hello_timeout_ms = 9;\n", "hello_timeout_ms", "between 10 and 3600000"},
+	        {"frame_timeout_ms = 3600001;\n", "frame_timeout_ms", "between 10 and 3600000"},
+	        {"write_timeout_ms = 0;\n", "write_timeout_ms", "between 10 and 3600000"},
+	        {"write_timeout_ms = \"5s\";\n", "write_timeout_ms", "whole number"},
+	};
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* On line 2, after a valid key. */
+		snprintf(text, sizeof(text),
+		         "log_level = \"info\";\n%spools = ( { pin_file = \"/p\"; } );\n",
+		         cases[i].text);
+		expect_error(*state, text, 2, cases[i].key, cases[i].what);
+	}
+	expect_error(*state, "pools = ( { pin_file = \"/p\";\nmax_clients_per_uid = 5; } );\n", 2,
+	             "pools.[0].max_clients_per_uid", "unknown key");
+}
+
 static void
 config_err_bad_log_level(void **state)
 {
@@ -804,6 +871,8 @@ main(int argc, char **argv)
 	        T(config_err_slot_id_values),
 	        T(config_sched_keys),
 	        T(config_err_sched_ranges),
+	        T(config_limit_keys),
+	        T(config_err_limit_ranges),
 	        T(config_err_bad_log_level),
 	        T(config_err_unknown_user),
 	        T(config_err_socket_and_pools),

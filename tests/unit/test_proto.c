@@ -1585,6 +1585,43 @@ frame_recv_until_deadline(void **state)
 	}
 }
 
+/* With a deadline, a peer that does not read is a time-out at the deadline (the frame does not
+ * fit in the socket's buffer), not a wait for ever; a reader in time gets the whole frame. */
+static void
+frame_send_until_deadline(void **state)
+{
+	struct p11mux_buf *out = p11mux_buf_new(P11MUX_FRAME_MAX);
+	struct p11mux_buf *in = p11mux_buf_new(P11MUX_FRAME_MAX);
+	uint64_t start, took;
+	uint8_t *p;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(p11mux_buf_reserve(out, P11MUX_FRAME_MAX, &p), 0);
+	memset(p, 0x5a, P11MUX_FRAME_MAX);
+	socket_pair(sv);
+	start = p11mux_now_ns();
+	assert_int_equal(p11mux_frame_send_until(sv[0], out, start + 50 * 1000000ull),
+	                 P11MUX_ERR_TIMEOUT);
+	took = p11mux_now_ns() - start;
+	assert_true(took >= 50 * 1000000ull);
+	assert_true(took < 5000 * 1000000ull);
+	close(sv[0]);
+	close(sv[1]);
+	/* A small frame fits in the buffer: sent at once, and read whole. */
+	p11mux_buf_reset(out);
+	assert_int_equal(p11mux_buf_put(out, "hello", 5), 0);
+	socket_pair(sv);
+	assert_int_equal(p11mux_frame_send_until(sv[0], out, p11mux_now_ns() + 5000 * 1000000ull),
+	                 0);
+	assert_int_equal(p11mux_frame_recv(sv[1], in, P11MUX_FRAME_MAX), 0);
+	assert_int_equal(p11mux_buf_len(in), 5);
+	close(sv[0]);
+	close(sv[1]);
+	p11mux_buf_free(out);
+	p11mux_buf_free(in);
+}
+
 /* Sending to a closed peer is an error, not a SIGPIPE that kills the process. */
 static void
 frame_send_to_closed_peer(void **state)
@@ -1661,6 +1698,7 @@ main(int argc, char **argv)
 	        cmocka_unit_test(frame_closed_before_header),
 	        cmocka_unit_test(frame_closed_mid_payload),
 	        cmocka_unit_test(frame_recv_until_deadline),
+	        cmocka_unit_test(frame_send_until_deadline),
 	        cmocka_unit_test(frame_send_to_closed_peer),
 	};
 	const struct CMUnitTest known_bugs[] = {
