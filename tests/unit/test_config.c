@@ -578,6 +578,38 @@ config_err_limit_ranges(void **state)
 	             "pools.[0].max_clients_per_uid", "unknown key");
 }
 
+/* state_dir and pin_max_failures: defaults, a pool's own value, and the errors. */
+static void
+config_pin_keys(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+	const char *path =
+	        write_file(t, "p11mux.conf",
+	                   "pools = ( { pin_file = \"/p\"; },\n"
+	                   "          { pin_file = \"/q\"; pin_max_failures = 0; } );\n");
+
+	if ((c = config_load(path, &t->e)) == NULL)
+		fail_msg("refused: %s", t->e.msg);
+	assert_string_equal(c->state_dir, CONFIG_DEFAULT_STATE);
+	assert_string_equal(c->pools[0].state_dir, CONFIG_DEFAULT_STATE);
+	assert_int_equal(c->pools[0].pin_max_failures, 3);
+	assert_int_equal(c->pools[1].pin_max_failures, 0);
+	config_free(c);
+	path = write_file(t, "p11mux.conf",
+	                  "state_dir = \"/srv/p11\"; pin_max_failures = 10;\n"
+	                  "pools = ( { pin_file = \"/p\"; } );\n");
+	if ((c = config_load(path, &t->e)) == NULL)
+		fail_msg("refused: %s", t->e.msg);
+	assert_string_equal(c->pools[0].state_dir, "/srv/p11");
+	assert_int_equal(c->pools[0].pin_max_failures, 10);
+	config_free(c);
+	expect_error(t, "\nstate_dir = \"var/lib\";\npools = ( { pin_file = \"/p\"; } );\n", 2,
+	             "state_dir", "absolute path");
+	expect_error(t, "pools = ( { pin_file = \"/p\";\n pin_max_failures = 1001; } );\n", 2,
+	             "pools.[0].pin_max_failures", "between 0 and 1000");
+}
+
 static void
 config_err_bad_log_level(void **state)
 {
@@ -873,6 +905,7 @@ main(int argc, char **argv)
 	        T(config_err_sched_ranges),
 	        T(config_limit_keys),
 	        T(config_err_limit_ranges),
+	        T(config_pin_keys),
 	        T(config_err_bad_log_level),
 	        T(config_err_unknown_user),
 	        T(config_err_socket_and_pools),
