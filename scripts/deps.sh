@@ -3,7 +3,7 @@
 # Run as root (or with sudo) on Debian 12.
 set -euo pipefail
 PACKAGES=(
-	build-essential cmake pkg-config clang-format
+	build-essential cmake pkg-config clang-format clang
 	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev libnss3-dev
 	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux procps systemd
 	libengine-pkcs11-openssl gnutls-bin nginx siege curl socat
