@@ -16,11 +16,13 @@
 #include "helper.h"
 #include "hproto.h"
 #include "log.h"
+#include "secret.h"
 #include "thread.h"
 #include "transport.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -457,6 +459,22 @@ out:
 	return r;
 }
 
+/* Room for any request on the control channel: a module's path, a token's name, a PIN. */
+#define CTL_REQUEST_ROOM (2 * PATH_MAX)
+
+/* The control channel's requests, the PIN among them, arrive in locked memory that core files
+ * leave out: its buffer gets room for any of them once, so it never moves (a reset keeps the
+ * allocation), and those pages are locked. */
+static void
+lock_requests(struct p11mux_buf *in)
+{
+	uint8_t *p;
+
+	if (p11mux_buf_reserve(in, CTL_REQUEST_ROOM, &p) == 0)
+		p11mux_secret_lock(p, CTL_REQUEST_ROOM);
+	p11mux_buf_reset(in);
+}
+
 /* Serves one channel until the daemon closes it. */
 static void *
 serve(void *arg)
@@ -466,6 +484,8 @@ serve(void *arg)
 
 	sv->in = p11mux_buf_new(HELPER_FRAME_MAX);
 	sv->out = p11mux_buf_new(HELPER_FRAME_MAX);
+	if (!sv->op && sv->in != NULL)
+		lock_requests(sv->in);
 	while (sv->in != NULL && sv->out != NULL) {
 		if ((r = p11mux_frame_recv(sv->fd, sv->in, HELPER_FRAME_MAX)) != 0 ||
 		    handle(sv) != 0)
@@ -523,9 +543,6 @@ helper_main(const char *name, int use_syslog)
 		nop = HELPER_MAX_CHANNELS;
 	if (parent == NULL || getppid() != (pid_t)strtol(parent, NULL, 10))
 		return 1;
-	/* No core file with the PIN or plaintext in it (a vendor module that crashes is an
-	 * event this design expects), and no ptrace by other processes of the user. */
-	prctl(PR_SET_DUMPABLE, 0);
 	/* The channels are the helper's alone: nothing the module starts inherits them (else the
 	 * daemon would not see this process end). */
 	for (i = 0; i <= nop; i++)
@@ -540,6 +557,13 @@ helper_main(const char *name, int use_syslog)
 	p11mux_log_set_name(ident);
 	if (use_syslog)
 		p11mux_log_syslog(ident);
+	/* No core file with the PIN or plaintext in it (a vendor module that crashes is an
+	 * event this design expects), whatever core limit the daemon was started with, and no
+	 * ptrace by other processes of the user. Before the first request: the PIN comes later. */
+	if (p11mux_secret_protect_process() != 0) {
+		log_error("cannot turn core dumps off: %s", strerror(errno));
+		return 1;
+	}
 	memset(&h, 0, sizeof(h));
 	h.anchor = CK_INVALID_HANDLE;
 	h.nop = (unsigned)nop;

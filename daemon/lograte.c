@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void
 lograte_init(struct lograte *r, const char *what)
@@ -52,10 +53,18 @@ summary(const struct lograte *r, unsigned long held, uint64_t since, uint64_t no
 		         held, r->what, (unsigned long long)(now - since), last);
 }
 
+/* The second by the wall clock, as the log's time stamps count them: "5 lines a second" holds
+ * for the seconds a reader of the log sees. */
+static uint64_t
+now_s(void)
+{
+	return (uint64_t)time(NULL);
+}
+
 void
 lograte_warn(struct lograte *r, const char *fmt, ...)
 {
-	uint64_t sec = p11mux_now_ns() / 1000000000u, since = 0;
+	uint64_t sec = now_s(), since = 0;
 	char msg[sizeof(r->last)], last[sizeof(r->last)];
 	unsigned long held;
 	va_list ap;
@@ -82,7 +91,7 @@ lograte_warn(struct lograte *r, const char *fmt, ...)
 int
 lograte_flush(struct lograte *r)
 {
-	uint64_t sec = p11mux_now_ns() / 1000000000u, since = 0;
+	uint64_t sec = now_s(), since = 0;
 	char last[sizeof(r->last)];
 	unsigned long held;
 	int pending;

@@ -3,6 +3,8 @@
 #include "daemon.h"
 #include "helper.h"
 #include "log.h"
+#include "pin.h"
+#include "secret.h"
 #include "thread.h"
 
 #include <errno.h>
@@ -273,6 +275,38 @@ close_daemon(struct daemon *d)
 	pthread_mutex_destroy(&d->lock);
 }
 
+/*
+ * Checks every pool's pin file (it exists, is a regular file, belongs to the user the daemon
+ * runs as and is closed to everybody else), so that a bad one stops the start before any
+ * helper runs. For -t (checking), a credential is skipped when $CREDENTIALS_DIRECTORY is not
+ * set: only systemd sets it, for the service. 0, or -1 after printing or logging why.
+ */
+static int
+check_pin_files(const struct config *cfg, int checking)
+{
+	struct p11mux_err e = {""};
+	const char *file;
+	size_t i;
+	int r = 0;
+
+	for (i = 0; i < cfg->npools; i++) {
+		file = cfg->pools[i].pin_file;
+		if (checking && strncmp(file, PIN_CREDENTIAL, strlen(PIN_CREDENTIAL)) == 0 &&
+		    secure_getenv("CREDENTIALS_DIRECTORY") == NULL) {
+			printf("%s: not checked ($CREDENTIALS_DIRECTORY is not set)\n", file);
+			continue;
+		}
+		if (pin_check_file(file, &e) == 0)
+			continue;
+		if (checking)
+			fprintf(stderr, "p11muxd: %s\n", e.msg);
+		else
+			log_error("%s", e.msg);
+		r = -1;
+	}
+	return r;
+}
+
 /* Every member takes workers_per_member + 2 descriptors, every client one: the soft limit
  * (often 1024) goes up to the hard one, so that a probe's socketpair does not fail for want
  * of descriptors while clients are many. */
@@ -303,6 +337,12 @@ main(int argc, char **argv)
 		                           ? argv[0] + strlen(HELPER_TITLE)
 		                           : argv[0],
 		                   argc > 2 && strcmp(argv[2], "--syslog") == 0);
+	/* No core file with the PIN in it, whatever limit was inherited, and no ptrace or
+	 * /proc/PID/mem by other processes of the daemon's user. */
+	if (p11mux_secret_protect_process() != 0) {
+		fprintf(stderr, "p11muxd: cannot turn core dumps off: %s\n", strerror(errno));
+		return 1;
+	}
 	if ((status = parse_args(argc, argv, &o)) >= 0)
 		return status;
 	status = 1;
@@ -316,11 +356,16 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (o.check) {
-		printf("%s: configuration OK (%zu pools)\n", o.path, d.cfg->npools);
+		status = check_pin_files(d.cfg, 1) == 0 ? 0 : 2;
+		if (status == 0)
+			printf("%s: configuration OK (%zu pools)\n", o.path, d.cfg->npools);
 		config_free(d.cfg);
-		return 0;
+		return status;
 	}
 	p11mux_log_set_level(o.debug ? P11MUX_LOG_DEBUG : d.cfg->log_level);
+	/* Before detaching, so that the command that starts the daemon prints the reason. */
+	if (check_pin_files(d.cfg, 0) != 0)
+		goto out;
 	if (!o.foreground) {
 		if ((ready_fd = daemonize()) < 0) {
 			fprintf(stderr, "p11muxd: cannot detach: %s\n", strerror(errno));

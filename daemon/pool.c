@@ -520,10 +520,7 @@ pool_close(struct pool *p)
 	view_free(&p->view);
 	free(p->slot.mechs);
 	free(p->slot.infos);
-	if (p->pin != NULL) {
-		explicit_bzero(p->pin, p->pinlen);
-		free(p->pin);
-	}
+	pin_free(p->pin);
 	guard_close(&p->guard);
 	if (p->cfg != NULL)
 		pthread_mutex_destroy(&p->quarantine.lock);

@@ -36,6 +36,7 @@ eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 8 --pin "$PIN")"
 export SOFTHSM2_CONF
 mkdir "$W/faults"
 printf 'pool:%s\n' "$PIN" > "$W/pin"
+chmod 600 "$W/pin"
 export P11MUX_SOCKET="$W/p11mux.sock"
 
 # start_pool "hsm1 hsm2 ..." SCHEDULER [p11sim lines...]

@@ -38,6 +38,7 @@ export P11SIM_CONFIG="$W/p11sim.conf"
 sim_scale() { printf 'profile = nitrokey\nscale = %s\ncontrol_dir = %s\n' "$1" "$W/faults" > "$P11SIM_CONFIG"; }
 sim_scale "$SCALE"
 printf 'pool:%s\n' "$PIN" > "$W/pin"
+chmod 600 "$W/pin"
 mkdir "$W/db"
 certutil -N -d "sql:$W/db" --empty-password
 echo | modutil -dbdir "sql:$W/db" -add pool -libfile "$B/p11mux-pkcs11.so" -string "socket=$W/p11mux.sock" -force >/dev/null

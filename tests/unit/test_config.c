@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -65,6 +66,7 @@ write_file(struct tmp *t, const char *name, const char *text)
 	FILE *f;
 
 	snprintf(t->path, sizeof(t->path), "%s/%s", t->dir, name);
+	unlink(t->path); /* a new file: the last one may have been made read-only */
 	f = fopen(t->path, "w");
 	assert_non_null(f);
 	assert_int_equal(fputs(text, f) >= 0, 1);
@@ -717,6 +719,7 @@ expect_pin(struct tmp *t, const char *text, const char *const *labels, size_t n,
 	size_t len = 0;
 
 	write_file(t, "pin", text);
+	assert_int_equal(chmod(t->path, 0600), 0);
 	if (pin_read(t->path, labels, n, &pin, &len, &t->e) != 0)
 		fail_msg("pin_read failed: %s", t->e.msg);
 	assert_non_null(pin);
@@ -724,10 +727,10 @@ expect_pin(struct tmp *t, const char *text, const char *const *labels, size_t n,
 		char got[64];
 
 		snprintf(got, sizeof(got), "%s", pin);
-		free(pin);
+		pin_free(pin);
 		fail_msg("PIN \"%s\" (%zu bytes), expected \"%s\"", got, len, want);
 	}
-	free(pin);
+	pin_free(pin);
 }
 
 /* Reads the pin file text with labels; must fail, naming the file, saying what. */
@@ -738,9 +741,10 @@ expect_pin_error(struct tmp *t, const char *text, const char *const *labels, siz
 	char *pin = (char *)"untouched";
 	size_t len = 99;
 
-	if (text != NULL)
+	if (text != NULL) {
 		write_file(t, "pin", text);
-	else
+		assert_int_equal(chmod(t->path, 0600), 0);
+	} else
 		snprintf(t->path, sizeof(t->path), "%s/no-such-pin-file", t->dir);
 	assert_int_equal(pin_read(t->path, labels, n, &pin, &len, &t->e), -1);
 	assert_string_equal(pin, "untouched");
@@ -826,6 +830,127 @@ pin_missing_file(void **state)
 	static const char *const labels[] = {"Pool A"};
 
 	expect_pin_error(*state, NULL, labels, 1, "cannot read");
+}
+
+/* Writes a one-line pin file with mode: pin_read and pin_check_file must refuse it with
+ * "(mode MODE): chmod 600 FILE". */
+static void
+expect_mode_refused(struct tmp *t, mode_t mode)
+{
+	static const char *const labels[] = {"Pool A"};
+	char *pin = NULL, want[320];
+	size_t len = 0;
+
+	write_file(t, "pin", "1234\n");
+	assert_int_equal(chmod(t->path, mode), 0);
+	snprintf(want, sizeof(want), "(mode %04o): chmod 600 %s", (unsigned)mode, t->path);
+	assert_int_equal(pin_read(t->path, labels, 1, &pin, &len, &t->e), -1);
+	assert_null(pin);
+	if (strncmp(t->e.msg, t->path, strlen(t->path)) != 0 || strstr(t->e.msg, want) == NULL)
+		fail_msg("mode %04o: message \"%s\" does not say \"%s\"", (unsigned)mode, t->e.msg,
+		         want);
+	memset(&t->e, 0, sizeof(t->e));
+	assert_int_equal(pin_check_file(t->path, &t->e), -1);
+	if (strstr(t->e.msg, want) == NULL)
+		fail_msg("pin_check_file, mode %04o: \"%s\"", (unsigned)mode, t->e.msg);
+}
+
+/* A pin file that anybody but its owner may read or write is refused; 0600 and 0400 are not. */
+static void
+pin_file_mode(void **state)
+{
+	static const mode_t refused[] = {0644, 0640, 0604, 0660, 0606,       0620,
+	                                 0602, 0610, 0601, 0444, 0700 | 0040};
+	static const char *const labels[] = {"Pool A"};
+	struct tmp *t = *state;
+	char *pin = NULL;
+	size_t i, len = 0;
+
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		expect_mode_refused(t, refused[i]);
+	write_file(t, "pin", "1234\n");
+	assert_int_equal(chmod(t->path, 0400), 0);
+	assert_int_equal(pin_check_file(t->path, &t->e), 0);
+	assert_int_equal(pin_read(t->path, labels, 1, &pin, &len, &t->e), 0);
+	assert_string_equal(pin, "1234");
+	pin_free(pin);
+	expect_pin(t, "1234\n", labels, 1, "1234"); /* 0600 */
+}
+
+/* A pin file that another user owns is refused (as root: chown it to nobody). */
+static void
+pin_file_owner(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+	struct tmp *t = *state;
+	char *pin = NULL, want[320];
+	size_t len = 0;
+
+	if (geteuid() != 0)
+		skip(); /* only root can give a file away */
+	write_file(t, "pin", "1234\n");
+	assert_int_equal(chmod(t->path, 0600), 0);
+	assert_int_equal(chown(t->path, 65534, 65534), 0);
+	snprintf(want, sizeof(want), "chown 0 %s; chmod 600 %s", t->path, t->path);
+	assert_int_equal(pin_read(t->path, labels, 1, &pin, &len, &t->e), -1);
+	assert_null(pin);
+	if (strstr(t->e.msg, "belongs to") == NULL || strstr(t->e.msg, want) == NULL)
+		fail_msg("message \"%s\" does not say \"%s\"", t->e.msg, want);
+	assert_int_equal(pin_check_file(t->path, &t->e), -1);
+}
+
+/* A FIFO in the pin file's place is refused at once (it does not wait for a writer). */
+static void
+pin_file_not_regular(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+	struct tmp *t = *state;
+	char *pin = NULL;
+	size_t len = 0;
+
+	snprintf(t->path, sizeof(t->path), "%s/pin", t->dir);
+	assert_int_equal(mkfifo(t->path, 0600), 0);
+	assert_int_equal(pin_read(t->path, labels, 1, &pin, &len, &t->e), -1);
+	if (strstr(t->e.msg, "not a regular file") == NULL)
+		fail_msg("message \"%s\"", t->e.msg);
+}
+
+/* pin_file = "credential:NAME": $CREDENTIALS_DIRECTORY/NAME (systemd's LoadCredential=). */
+static void
+pin_credential(void **state)
+{
+	static const char *const labels[] = {"Pool A"};
+	static const char *const bad[] = {"credential:", "credential:../pin", "credential:a/b",
+	                                  "credential:.", "credential:.."};
+	struct tmp *t = *state;
+	char *pin = NULL;
+	size_t i, len = 0;
+
+	write_file(t, "pin", "Pool A:4321\n");
+	assert_int_equal(chmod(t->path, 0400), 0); /* as systemd writes it */
+	assert_int_equal(setenv("CREDENTIALS_DIRECTORY", t->dir, 1), 0);
+	assert_int_equal(pin_check_file("credential:pin", &t->e), 0);
+	assert_int_equal(pin_read("credential:pin", labels, 1, &pin, &len, &t->e), 0);
+	assert_string_equal(pin, "4321");
+	assert_int_equal(len, 4);
+	pin_free(pin);
+	pin = NULL;
+	/* The same rules; the message names the file read. */
+	assert_int_equal(chmod(t->path, 0640), 0);
+	assert_int_equal(pin_read("credential:pin", labels, 1, &pin, &len, &t->e), -1);
+	if (strncmp(t->e.msg, t->path, strlen(t->path)) != 0 ||
+	    strstr(t->e.msg, "chmod 600") == NULL)
+		fail_msg("message \"%s\"", t->e.msg);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(pin_read(bad[i], labels, 1, &pin, &len, &t->e), -1);
+		if (strstr(t->e.msg, "not a credential's name") == NULL)
+			fail_msg("%s: message \"%s\"", bad[i], t->e.msg);
+	}
+	assert_int_equal(unsetenv("CREDENTIALS_DIRECTORY"), 0);
+	assert_int_equal(pin_check_file("credential:pin", &t->e), -1);
+	if (strstr(t->e.msg, "$CREDENTIALS_DIRECTORY is not set") == NULL)
+		fail_msg("message \"%s\"", t->e.msg);
+	assert_null(pin);
 }
 
 /*
@@ -917,6 +1042,10 @@ main(int argc, char **argv)
 	        T(pin_bare),
 	        T(pin_no_match),
 	        T(pin_missing_file),
+	        T(pin_file_mode),
+	        T(pin_file_owner),
+	        T(pin_file_not_regular),
+	        T(pin_credential),
 	        cmocka_unit_test(pin_equal_cases),
 	};
 	const struct CMUnitTest known_bugs[] = {
