@@ -131,6 +131,7 @@ static int
 load_key(struct pin_guard *g, const char *dir, struct p11mux_err *e)
 {
 	char path[4096];
+	struct stat st;
 	ssize_t got = 0;
 	uint8_t extra;
 	int fd;
@@ -154,6 +155,14 @@ load_key(struct pin_guard *g, const char *dir, struct p11mux_err *e)
 	}
 	if (fd < 0)
 		return p11mux_err_set(e, "%s: %s", path, strerror(errno));
+	/* Whoever can read it can make tickets; whoever can write it, void them. */
+	if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		close(fd);
+		return p11mux_err_set(e,
+		                      "%s: the ticket key must belong to the daemon's user and be "
+		                      "readable by nobody else (chown it, and chmod 600)",
+		                      path);
+	}
 	got = read(fd, g->key, sizeof(g->key));
 	if (got != (ssize_t)sizeof(g->key) || read(fd, &extra, 1) != 0) {
 		close(fd);

@@ -209,6 +209,12 @@ guard_spoilt_state(void **state)
 	assert_int_equal(guard_failures(&f->g, &locked), 3);
 	assert_true(locked);
 	guard_close(&f->g);
+	snprintf(path, sizeof(path), "%s/ticket.key", f->dir);
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(guard_open(&f->g, f->dir, "my pool", 3, PIN, 6, &e), -1);
+	assert_non_null(strstr(e.msg, "chmod 600"));
+	guard_close(&f->g);
+	assert_int_equal(chmod(path, 0600), 0);
 	assert_int_equal(chmod(f->dir, 0777), 0);
 	assert_int_equal(guard_open(&f->g, f->dir, "my pool", 3, PIN, 6, &e), -1);
 	assert_non_null(strstr(e.msg, "chmod 700"));
