@@ -276,6 +276,46 @@ check_key_type(const CK_MECHANISM *mech, const struct pobject *o)
 	return CKR_OK;
 }
 
+/* The modulus length of an RSA key in bytes, from CKA_MODULUS or CKA_MODULUS_BITS; 0 when
+ * the pool does not know it. */
+static size_t
+rsa_modulus_len(const struct pobject *o)
+{
+	size_t i;
+
+	for (i = 0; i < o->n; i++) {
+		if (o->status[i] != CKR_OK || o->attrs[i].pValue == NULL)
+			continue;
+		if (o->attrs[i].type == CKA_MODULUS)
+			return o->attrs[i].ulValueLen;
+		if (o->attrs[i].type == CKA_MODULUS_BITS &&
+		    o->attrs[i].ulValueLen == sizeof(CK_ULONG))
+			return (*(CK_ULONG *)o->attrs[i].pValue + 7) / 8;
+	}
+	return 0;
+}
+
+/* Raw RSA input (CKM_RSA_PKCS, CKM_RSA_X_509, OAEP, PSS) and an RSA signature are never
+ * longer than the modulus: refused here, never sent to a device (SoftHSM 2.6 calls exit()
+ * for CKM_RSA_X_509 input longer than the modulus). */
+static CK_RV
+check_rsa_len(uint32_t call, const CK_MECHANISM *mech, const struct pobject *o, size_t inlen,
+              size_t siglen)
+{
+	size_t k;
+
+	if (o == NULL || o->ktype != CKK_RSA || (k = rsa_modulus_len(o)) == 0)
+		return CKR_OK;
+	if (call == P11MUX_CALL_VERIFY && siglen > k)
+		return CKR_SIGNATURE_LEN_RANGE;
+	if (mech->mechanism != CKM_RSA_PKCS && mech->mechanism != CKM_RSA_X_509 &&
+	    mech->mechanism != CKM_RSA_PKCS_OAEP && mech->mechanism != CKM_RSA_PKCS_PSS)
+		return CKR_OK;
+	if (inlen <= k)
+		return CKR_OK;
+	return call == P11MUX_CALL_DECRYPT ? CKR_ENCRYPTED_DATA_LEN_RANGE : CKR_DATA_LEN_RANGE;
+}
+
 /* The shim checked the key already; the daemon checks again, since it trusts no client. */
 static CK_RV
 check_key(const struct rpc_ctx *x, const struct rpc_handler *h, const CK_MECHANISM *mech,
@@ -321,7 +361,9 @@ run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 		return rv;
 	if (h->key_usage != 0) {
 		key = pool_object(x->p, r->u.op.key);
-		if ((rv = check_key(x, h, r->u.op.mech, key)) != CKR_OK)
+		if ((rv = check_key(x, h, r->u.op.mech, key)) != CKR_OK ||
+		    (rv = check_rsa_len(call, r->u.op.mech, key, r->u.op.inlen, r->u.op.siglen)) !=
+		            CKR_OK)
 			return rv;
 	}
 	rv = pool_crypto(x->p, call, r->u.op.mech, key, r->u.op.in, r->u.op.inlen, r->u.op.sig,
