@@ -246,15 +246,87 @@ check_mech(const struct pool *p, const CK_MECHANISM *mech, CK_FLAGS need)
 	return CKR_MECHANISM_INVALID;
 }
 
+/* The key types a mechanism family works with, by mechanism code range. */
+static const struct {
+	CK_MECHANISM_TYPE lo, hi;
+	CK_KEY_TYPE kt, kt2;
+} mech_keys[] = {
+        {0x0000, 0x000f, CKK_RSA, CKK_RSA},   /* CKM_RSA_PKCS ... CKM_SHA1_RSA_PKCS_PSS */
+        {0x0040, 0x0047, CKK_RSA, CKK_RSA},   /* CKM_SHA256_RSA_PKCS ... */
+        {0x0060, 0x0067, CKK_RSA, CKK_RSA},   /* CKM_SHA3_*_RSA_PKCS(_PSS) */
+        {0x0120, 0x012f, CKK_DES, CKK_DES},   /* CKM_DES_* */
+        {0x0130, 0x013f, CKK_DES3, CKK_DES2}, /* CKM_DES3_* */
+        {0x1040, 0x104f, CKK_EC, CKK_EC},     /* CKM_ECDSA, CKM_ECDSA_SHA* */
+        {0x1057, 0x1057, CKK_EC_EDWARDS, CKK_EC_EDWARDS}, /* CKM_EDDSA */
+        {0x1080, 0x108f, CKK_AES, CKK_AES},               /* CKM_AES_* */
+};
+
+/* A mechanism of a known family on a key of another type is the client's error: refused here,
+ * never sent to a device (SoftHSM 2.6 calls exit() for CKM_RSA_X_509 on an EC key). */
+static CK_RV
+check_key_type(const CK_MECHANISM *mech, const struct pobject *o)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(mech_keys) / sizeof(mech_keys[0]); i++)
+		if (mech->mechanism >= mech_keys[i].lo && mech->mechanism <= mech_keys[i].hi)
+			return o->ktype == mech_keys[i].kt || o->ktype == mech_keys[i].kt2
+			               ? CKR_OK
+			               : CKR_KEY_TYPE_INCONSISTENT;
+	return CKR_OK;
+}
+
+/* The modulus length of an RSA key in bytes, from CKA_MODULUS or CKA_MODULUS_BITS; 0 when
+ * the pool does not know it. */
+static size_t
+rsa_modulus_len(const struct pobject *o)
+{
+	size_t i;
+
+	for (i = 0; i < o->n; i++) {
+		if (o->status[i] != CKR_OK || o->attrs[i].pValue == NULL)
+			continue;
+		if (o->attrs[i].type == CKA_MODULUS)
+			return o->attrs[i].ulValueLen;
+		if (o->attrs[i].type == CKA_MODULUS_BITS &&
+		    o->attrs[i].ulValueLen == sizeof(CK_ULONG))
+			return (*(CK_ULONG *)o->attrs[i].pValue + 7) / 8;
+	}
+	return 0;
+}
+
+/* Raw RSA input (CKM_RSA_PKCS, CKM_RSA_X_509, OAEP, PSS) and an RSA signature are never
+ * longer than the modulus: refused here, never sent to a device (SoftHSM 2.6 calls exit()
+ * for CKM_RSA_X_509 input longer than the modulus). */
+static CK_RV
+check_rsa_len(uint32_t call, const CK_MECHANISM *mech, const struct pobject *o, size_t inlen,
+              size_t siglen)
+{
+	size_t k;
+
+	if (o == NULL || o->ktype != CKK_RSA || (k = rsa_modulus_len(o)) == 0)
+		return CKR_OK;
+	if (call == P11MUX_CALL_VERIFY && siglen > k)
+		return CKR_SIGNATURE_LEN_RANGE;
+	if (mech->mechanism != CKM_RSA_PKCS && mech->mechanism != CKM_RSA_X_509 &&
+	    mech->mechanism != CKM_RSA_PKCS_OAEP && mech->mechanism != CKM_RSA_PKCS_PSS)
+		return CKR_OK;
+	if (inlen <= k)
+		return CKR_OK;
+	return call == P11MUX_CALL_DECRYPT ? CKR_ENCRYPTED_DATA_LEN_RANGE : CKR_DATA_LEN_RANGE;
+}
+
 /* The shim checked the key already; the daemon checks again, since it trusts no client. */
 static CK_RV
-check_key(const struct rpc_ctx *x, const struct rpc_handler *h, const struct pobject *o)
+check_key(const struct rpc_ctx *x, const struct rpc_handler *h, const CK_MECHANISM *mech,
+          const struct pobject *o)
 {
 	size_t i;
 
 	if (o == NULL || !visible(x, o))
 		return CKR_KEY_HANDLE_INVALID;
-	if (o->cls != h->key_class && o->cls != CKO_SECRET_KEY)
+	if ((o->cls != h->key_class && o->cls != CKO_SECRET_KEY) ||
+	    check_key_type(mech, o) != CKR_OK)
 		return CKR_KEY_TYPE_INCONSISTENT;
 	for (i = 0; i < o->n; i++)
 		if (o->attrs[i].type == h->key_usage && o->status[i] == CKR_OK &&
@@ -289,7 +361,9 @@ run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 		return rv;
 	if (h->key_usage != 0) {
 		key = pool_object(x->p, r->u.op.key);
-		if ((rv = check_key(x, h, key)) != CKR_OK)
+		if ((rv = check_key(x, h, r->u.op.mech, key)) != CKR_OK ||
+		    (rv = check_rsa_len(call, r->u.op.mech, key, r->u.op.inlen, r->u.op.siglen)) !=
+		            CKR_OK)
 			return rv;
 	}
 	rv = pool_crypto(x->p, call, r->u.op.mech, key, r->u.op.in, r->u.op.inlen, r->u.op.sig,

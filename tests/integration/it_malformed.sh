@@ -3,7 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 it_setup
 start_daemon
-python3 - "$SOCK" <<'PY'
+PIN=$PIN python3 - "$SOCK" <<'PY'
 import socket, struct, sys, os
 path = sys.argv[1]
 def conn():
@@ -79,6 +79,52 @@ s.sendall(struct.pack(">I", len(one)) + one)
 assert reply_of(s) == (5, 0), "a FIND of 1 attribute after it"
 s.close()
 print("a FIND template of 40000 attributes: CKR_ARGUMENTS_BAD, the connection still serves")
+# A mechanism of one key type on a key of another is refused before any device: SoftHSM 2.6
+# calls exit(5) for CKM_RSA_X_509 on an EC key (found by scripts/fuzz-socket.sh).
+def call(s, payload):
+    s.sendall(struct.pack(">I", len(payload)) + payload)
+    n = struct.unpack(">I", s.recv(4))[0]
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    return struct.unpack(">IQ", data[:12])[1], data[12:]
+s = after_hello(struct.pack(">I", 2))
+n = struct.unpack(">I", s.recv(4))[0]
+data = b""
+while len(data) < n:
+    data += s.recv(n - len(data))
+slot = struct.unpack(">Q", data[16:24])[0]
+pin = os.environ["PIN"].encode()
+rv, _ = call(s, struct.pack(">IQQI", 3, slot, 1, len(pin)) + pin + struct.pack(">I", 0))
+assert rv == 0, "login: 0x%x" % rv
+for ktype, mech in ((3, 0x3), (3, 0x1), (3, 0x40), (0, 0x1041)):
+    tmpl = struct.pack(">I", 2) + struct.pack(">QQBQ", 0x0, 0, 2, 3) + struct.pack(">QQBQ", 0x100, 0, 2, ktype)
+    rv, h = call(s, struct.pack(">IQ", 5, slot) + tmpl)
+    assert rv == 0 and struct.unpack(">I", h[:4])[0] == 1, "find key type %d: 0x%x" % (ktype, rv)
+    key = struct.unpack(">Q", h[4:12])[0]
+    rv, _ = call(s, struct.pack(">IQQBQI", 7, slot, mech, 0, key, 32) + b"\x01" * 32)
+    assert rv == 0x63, "mechanism 0x%x on key type %d: 0x%x" % (mech, ktype, rv)
+# Raw RSA input longer than the modulus (SoftHSM 2.6 calls exit(5) for CKM_RSA_X_509), and a
+# signature longer than it, are refused before any device too.
+def rsa_key(cls):
+    tmpl = struct.pack(">I", 2) + struct.pack(">QQBQ", 0x0, 0, 2, cls) + struct.pack(">QQBQ", 0x100, 0, 2, 0)
+    rv, h = call(s, struct.pack(">IQ", 5, slot) + tmpl)
+    assert rv == 0 and struct.unpack(">I", h[:4])[0] == 1, "find RSA key of class %d: 0x%x" % (cls, rv)
+    return struct.unpack(">Q", h[4:12])[0]
+priv, pub = rsa_key(3), rsa_key(2)
+long = b"\x01" * 257
+for code, key, mech, sig, want in ((7, priv, 0x3, None, 0x21), (7, priv, 0x1, None, 0x21),
+                                   (9, pub, 0x3, None, 0x21), (8, pub, 0x3, b"\x01" * 256, 0x21),
+                                   (8, pub, 0x40, b"\x01" * 300, 0xc1),
+                                   (10, priv, 0x3, None, 0x41)):
+    req = struct.pack(">IQQBQI", code, slot, mech, 0, key, len(long)) + long
+    if sig is not None:
+        req = struct.pack(">IQQBQ", code, slot, mech, 0, key) + struct.pack(">I", 32 if mech == 0x40 else len(long)) + \
+            (b"\x01" * 32 if mech == 0x40 else long) + struct.pack(">I", len(sig)) + sig
+    rv, _ = call(s, req)
+    assert rv == want, "call %d mechanism 0x%x: 0x%x, not 0x%x" % (code, mech, rv, want)
+s.close()
+print("RSA mechanisms on the EC key and ECDSA on the RSA key: CKR_KEY_TYPE_INCONSISTENT; raw RSA input or a signature longer than the modulus: refused")
 PY
 kill -0 "$DAEMON_PID" || fail "the daemon died"
 "$P11MUX_BUILD/p11muxctl" status --json | python3 -c '

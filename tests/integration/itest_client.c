@@ -3,29 +3,32 @@
  *   itest_client SHIM threads N ITERATIONS RSA_PUB_PEM EC_PUB_PEM
  *       N threads sign at once (RSA PKCS#1 with SHA-256 and ECDSA, NSS's sequence of
  *       OpenSession/SignInit/Sign/CloseSession), each signature checked with OpenSSL.
+ *       With $ITEST_UNTIL set to a file name, each thread goes on signing past ITERATIONS
+ *       until that file exists. With $ITEST_PROGRESS set to a file name, "ops N failed M"
+ *       is written to it every second (and at the end); each failure is also reported on
+ *       stderr with its UTC time, to set beside the daemon's log.
  *   itest_client SHIM oaep CIPHERTEXT_FILE PLAINTEXT_FILE
  *       decrypts with RSA-OAEP (SHA-1, MGF1-SHA-1: all SoftHSM 2.6 offers; empty label as
  *       CKZ_DATA_SPECIFIED), which pkcs11-tool cannot ask of SoftHSM.
- *       With $ITEST_UNTIL set to a file name, each thread goes on signing past ITERATIONS
- *       until that file exists.
  *   itest_client SHIM guess N
  *       N logins with $P11MUX_PIN (a wrong one) on one session; prints how many were
  *       answered CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_OK and anything else.
  *   itest_client SHIM provoke N
  *       N RSA-PKCS decryptions of random bytes (bad padding) and N ECDSA signatures of data
- *       of a wrong length (1 to 200 bytes, never 32) that starts with ba d0 ba d0 ba d0 (the simulator's
- *       reject-on fault can refuse it); prints how often each answer came.
- *   itest_client SHIM fork RSA_PUB_PEM
- *       signs, forks; the child must get CKR_CRYPTOKI_NOT_INITIALIZED until it calls
+ *       of a wrong length (1 to 200 bytes, never 32) that starts with ba d0 ba d0 ba d0 (the
+ * simulator's reject-on fault can refuse it); prints how often each answer came. itest_client SHIM
+ * fork RSA_PUB_PEM signs, forks; the child must get CKR_CRYPTOKI_NOT_INITIALIZED until it calls
  *       C_Initialize again, then signs with the key handle its parent found.
  * The PIN is taken from $P11MUX_PIN. Exit 0 when every check passed.
  */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/ecdsa.h>
@@ -39,6 +42,8 @@ static CK_SLOT_ID slot;
 static CK_OBJECT_HANDLE rsa_key, ec_key;
 static EVP_PKEY *rsa_pub, *ec_pub;
 static int iterations;
+static atomic_long ops_done, ops_failed; /* signatures made and checked, and failed */
+static atomic_int finished;
 
 #define CHECK(call)                                                                                \
 	do {                                                                                       \
@@ -137,6 +142,21 @@ sign_and_verify(int ec, const unsigned char *msg, size_t len)
 	return ok ? 0 : -1;
 }
 
+/* A failed signature, with the time in the daemon log's format. */
+static void
+report_failure(long id, int i)
+{
+	struct timespec now;
+	struct tm tm;
+	char ts[32];
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ldZ itest_client: thread %ld signature %d failed\n", ts,
+	        now.tv_nsec / 1000000, id, i);
+}
+
 static void *
 worker(void *arg)
 {
@@ -147,26 +167,65 @@ worker(void *arg)
 
 	for (i = 0; i < iterations || (until != NULL && access(until, F_OK) != 0); i++) {
 		snprintf((char *)msg, sizeof(msg), "thread %ld message %d", id, i);
-		if (sign_and_verify((int)((id + i) & 1), msg, strlen((char *)msg)) != 0)
+		if (sign_and_verify((int)((id + i) & 1), msg, strlen((char *)msg)) != 0) {
 			bad++;
+			atomic_fetch_add(&ops_failed, 1);
+			report_failure(id, i);
+		}
+		atomic_fetch_add(&ops_done, 1);
 	}
 	return (void *)bad;
+}
+
+/* Writes "ops N failed M" to path (through a temporary file: a reader sees a whole line). */
+static void
+write_progress(const char *path)
+{
+	char tmp[4096];
+	FILE *fp;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fp = fopen(tmp, "w")) == NULL)
+		return;
+	fprintf(fp, "ops %ld failed %ld\n", atomic_load(&ops_done), atomic_load(&ops_failed));
+	if (fclose(fp) == 0)
+		rename(tmp, path);
+}
+
+static void *
+progress(void *arg)
+{
+	const char *path = arg;
+
+	while (!atomic_load(&finished)) {
+		write_progress(path);
+		sleep(1);
+	}
+	return NULL;
 }
 
 static int
 cmd_threads(int n)
 {
-	pthread_t t[256];
+	const char *path = getenv("ITEST_PROGRESS");
+	pthread_t t[256], pt;
 	long i, bad = 0;
 	void *r;
 
 	if (init_and_login() != 0 || find_key(1, &rsa_key) != 0 || find_key(2, &ec_key) != 0)
 		return 1;
+	if (path != NULL)
+		pthread_create(&pt, NULL, progress, (void *)path);
 	for (i = 0; i < n; i++)
 		pthread_create(&t[i], NULL, worker, (void *)i);
 	for (i = 0; i < n; i++) {
 		pthread_join(t[i], &r);
 		bad += (long)r;
+	}
+	if (path != NULL) {
+		atomic_store(&finished, 1);
+		pthread_join(pt, NULL);
+		write_progress(path);
 	}
 	f->C_Finalize(NULL);
 	printf("%d threads x %d%s signatures: %ld failed or did not verify\n", n, iterations,

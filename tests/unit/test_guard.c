@@ -86,9 +86,12 @@ guard_locks_after_max(void **state)
 	assert_int_equal(guard_flags(&f->g), CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY);
 	assert_int_equal(login(f, "000002", NULL, 0, 1000, t), CKR_PIN_INCORRECT);
 	third = p11mux_now_ns();
-	/* The second check waited 0.1 s after the first failure, the third 0.2 s more. */
+	/* The second check waited 0.1 s after the first failure, the third 0.2 s after the
+	 * second failure. The delay runs from the failure, which is before the call returns
+	 * (the count is saved and logged after it): measured from the calls' returns, the
+	 * third wait can look shorter on a loaded machine, so it is measured from the start. */
 	assert_true(second - start >= 100000000u);
-	assert_true(third - second >= 200000000u);
+	assert_true(third - start >= 300000000u);
 	assert_int_equal(guard_flags(&f->g), CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_LOCKED);
 	assert_int_equal(login(f, PIN, NULL, 0, 1000, t), CKR_PIN_LOCKED);
 	assert_int_equal(login(f, "000003", NULL, 0, 1000, t), CKR_PIN_LOCKED);
