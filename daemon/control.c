@@ -915,18 +915,42 @@ conn_close(struct conn *c)
 	c->fd = -1;
 }
 
+/* Answers the command in line[0..len) (len < sizeof(conn.line)), which it cuts at the first
+ * CR or LF, into o (o->s NULL: out of memory). */
+static void
+answer_line(struct daemon *d, char *line, size_t len, const struct asker *a, struct out *o)
+{
+	line[len] = '\0';
+	line[strcspn(line, "\r\n")] = '\0';
+	run_command(d, line, a, o);
+	if (o->failed || o->s == NULL) {
+		free(o->s);
+		memset(o, 0, sizeof(*o));
+		out_printf(o, "error: out of memory\n");
+	}
+}
+
+char *
+control_answer(struct daemon *d, const char *line, size_t len, const char *who, int admin,
+               int reader)
+{
+	struct asker a = {.admin = admin, .reader = reader};
+	char buf[sizeof(((struct conn *)NULL)->line)];
+	struct out o = {0};
+
+	snprintf(a.who, sizeof(a.who), "%s", who);
+	if (len > sizeof(buf) - 1)
+		len = sizeof(buf) - 1;
+	memcpy(buf, line, len);
+	answer_line(d, buf, len, &a, &o);
+	return o.s;
+}
+
 /* Runs the command line and starts writing the answer. */
 static void
 conn_answer(struct daemon *d, struct conn *c)
 {
-	c->line[c->len] = '\0';
-	c->line[strcspn(c->line, "\r\n")] = '\0';
-	run_command(d, c->line, &c->a, &c->o);
-	if (c->o.failed || c->o.s == NULL) {
-		free(c->o.s);
-		memset(&c->o, 0, sizeof(c->o));
-		out_printf(&c->o, "error: out of memory\n");
-	}
+	answer_line(d, c->line, c->len, &c->a, &c->o);
 	if (c->o.s == NULL) {
 		conn_close(c);
 		return;

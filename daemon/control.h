@@ -12,5 +12,12 @@ int control_listen(struct daemon *d);
 int control_start(struct daemon *d);
 /* Waits for that thread to end, then closes and removes the control socket. */
 void control_stop(struct daemon *d);
+/* The answer to one command line, as the control thread sends it to a peer: line[0..len) is
+ * what the peer sent (cut at the first CR or LF; past 255 bytes, ignored), who names the peer
+ * in messages; reader: it may read status, keys and metrics; admin: it may drain, resume and
+ * unlock-pin too. Returns a malloc()ed string the caller frees, or NULL when out of memory.
+ * The control thread's own path after reading a line; fuzz_ctlline calls it. */
+char *control_answer(struct daemon *d, const char *line, size_t len, const char *who, int admin,
+                     int reader);
 
 #endif

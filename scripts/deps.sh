@@ -2,8 +2,10 @@
 # Installs the Debian packages p11mux needs to build and test, when they are missing.
 # Run as root (or with sudo) on Debian 12.
 set -euo pipefail
+# libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes (the fuzz build); clang only
+# recommends it, and recommends are not installed here.
 PACKAGES=(
-	build-essential cmake pkg-config clang-format clang
+	build-essential cmake pkg-config clang-format clang libclang-rt-14-dev
 	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev libnss3-dev
 	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux procps systemd
 	libengine-pkcs11-openssl gnutls-bin nginx siege curl socat strace

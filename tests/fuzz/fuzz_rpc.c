@@ -1,0 +1,419 @@
+/*
+ * fuzz_rpc: the daemon's request handling (daemon/rpc.c), frame after frame on one connection
+ * as server.c's client loop drives it, against a daemon without devices (stubd.c). What would
+ * reach a member, member_run() (linked with --wrap), answers what the input says, so that
+ * dispatch.c's failover, second opinions and quarantine run too. Input format: fuzz_rpc.h.
+ *
+ * Checked after every frame (abort when broken), against a model of the connection kept here
+ * from the replies alone:
+ *   - a malformed request, a request before the handshake and a HELLO without the magic close
+ *     the connection; any other request gets a reply;
+ *   - every reply decodes as the shim reads it: p11mux_msg_read_reply() and the call's reply
+ *     signature, nothing left over, no field after an error, never P11MUX_RV_RETRY;
+ *   - no private object is in a FIND or GET_OBJECT answer, and no private object or private
+ *     key reaches a member, unless a LOGIN to its pool succeeded on this connection with no
+ *     LOGOUT since; the connection's logged_in and hello agree with the model;
+ *   - GET_SLOTS lists every pool.
+ *
+ * Environment: P11MUX_FUZZ_REPORT=1 prints at exit what each call's handler answered (with
+ * -runs=0 DIR: the corpus run once); P11MUX_FUZZ_WRITE_SEEDS=DIR and
+ * P11MUX_FUZZ_WRITE_DICT=FILE write the seed corpus and the dictionary, then exit.
+ */
+#include "fuzz_rpc.h"
+#include "log.h"
+#include "proto.h"
+#include "sigcodec.h"
+#include "thread.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "fuzz_rpc: %s:%d: check failed: %s\n", __FILE__, __LINE__, \
+			        #cond);                                                            \
+			abort();                                                                   \
+		}                                                                                  \
+	} while (0)
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void __wrap_member_run(struct member *m, struct job *j);
+
+static struct stubd sd;
+
+/* The connection, and what its replies said: whether the handshake is done, and to which
+ * pools it is logged in. */
+static struct {
+	struct client c;
+	int hello;
+	int logged_in[STUBD_NPOOLS];
+} conn;
+
+static struct p11mux_buf *in, *out, *copy, *built;
+
+/* The stub members' answers (into the input), and the last ticket a LOGIN got. */
+static struct {
+	const uint8_t *p;
+	size_t n, off;
+} answers;
+static uint8_t ticket[GUARD_TICKET_LEN];
+static size_t ticketlen;
+
+/* For the report: by call code, and the replies by CK_RV. */
+#define RV_KINDS 24
+static struct {
+	uint64_t requests, replies, closed, member_calls;
+	struct {
+		CK_RV rv;
+		uint64_t n;
+	} rv[RV_KINDS];
+	size_t nrv;
+	uint64_t rv_other;
+} stats[P11MUX_CALL_COUNT];
+
+static void
+count_rv(uint32_t call, CK_RV rv)
+{
+	size_t i;
+
+	stats[call].replies++;
+	for (i = 0; i < stats[call].nrv && stats[call].rv[i].rv != rv; i++)
+		;
+	if (i == stats[call].nrv && i == RV_KINDS) {
+		stats[call].rv_other++;
+		return;
+	}
+	stats[call].rv[i].rv = rv;
+	stats[call].rv[i].n++;
+	if (i == stats[call].nrv)
+		stats[call].nrv++;
+}
+
+static void
+report(void)
+{
+	uint32_t c;
+	size_t i;
+
+	printf("fuzz_rpc: what each call's handler answered\n");
+	printf("%-11s %10s %10s %8s %10s  %s\n", "call", "requests", "replies", "closed",
+	       "to member", "replies by CK_RV");
+	for (c = 1; c < P11MUX_CALL_COUNT; c++) {
+		printf("%-11s %10llu %10llu %8llu %10llu ", p11mux_calls[c].name,
+		       (unsigned long long)stats[c].requests, (unsigned long long)stats[c].replies,
+		       (unsigned long long)stats[c].closed,
+		       (unsigned long long)stats[c].member_calls);
+		for (i = 0; i < stats[c].nrv; i++)
+			printf(" %s %llu", p11mux_rv_name(stats[c].rv[i].rv),
+			       (unsigned long long)stats[c].rv[i].n);
+		if (stats[c].rv_other > 0)
+			printf(" (others %llu)", (unsigned long long)stats[c].rv_other);
+		printf("\n");
+	}
+	fflush(stdout);
+}
+
+/* Whether the connection may see or use the object: private ones, and private keys for an
+ * operation, only after a login to the pool. */
+static int
+may_see(const struct pool *p, const struct pobject *o)
+{
+	return !o->private || conn.logged_in[p->index];
+}
+
+static int
+may_use(const struct pool *p, const struct pobject *o)
+{
+	return may_see(p, o) && (o->cls != CKO_PRIVATE_KEY || conn.logged_in[p->index]);
+}
+
+static void
+connect_as(uid_t uid)
+{
+	stubd_client_free(&conn.c);
+	stubd_client_init(&sd, &conn.c, uid, 4242);
+	conn.hello = 0;
+	memset(conn.logged_in, 0, sizeof(conn.logged_in));
+}
+
+/* --- the stub members --- */
+
+static uint8_t
+next_answer(void)
+{
+	return answers.off < answers.n ? answers.p[answers.off++] : RPC_ANS_OK | 0x30;
+}
+
+static size_t
+out_len(uint8_t a, const struct job *j)
+{
+	static const size_t lens[8] = {0, 1, 20, 32, 64, 256, 512, 4096};
+
+	if (j->call == P11MUX_CALL_RANDOM)
+		return j->inlen + (a >> 4 == 15);
+	return lens[(a >> 4) & 7];
+}
+
+/* What the member's helper would have answered, as finish_locked() books it. */
+static void
+answer(struct member *m, struct job *j, uint8_t a)
+{
+	CK_RV rv;
+	int i;
+
+	switch (a & 15) {
+	case RPC_ANS_RETRY:
+	case RPC_ANS_RETRY_COST:
+		j->cost_helper = (a & 15) == RPC_ANS_RETRY_COST;
+		j->rv = P11MUX_RV_RETRY;
+		break;
+	case RPC_ANS_GENERAL_ERROR:
+	case RPC_ANS_DEVICE_ERROR:
+	case RPC_ANS_FUNCTION_FAILED:
+	case RPC_ANS_DEVICE_MEMORY: {
+		static const CK_RV amb[] = {CKR_GENERAL_ERROR, CKR_DEVICE_ERROR,
+		                            CKR_FUNCTION_FAILED, CKR_DEVICE_MEMORY};
+		j->rv = amb[(a & 15) - RPC_ANS_GENERAL_ERROR];
+		break;
+	}
+	case RPC_ANS_SIG_INVALID:
+		j->rv = CKR_SIGNATURE_INVALID;
+		break;
+	case RPC_ANS_DATA_LEN_RANGE:
+		j->rv = CKR_DATA_LEN_RANGE;
+		break;
+	case RPC_ANS_ENC_INVALID:
+		j->rv = CKR_ENCRYPTED_DATA_INVALID;
+		break;
+	case RPC_ANS_RAW:
+		for (i = 0, rv = 0; i < 4; i++)
+			rv = rv << 8 | next_answer();
+		j->rv = member_device_failure(rv) ? P11MUX_RV_RETRY : rv;
+		break;
+	default:
+		j->rv = CKR_OK;
+	}
+	if (j->rv == CKR_OK) {
+		/* As get_op() leaves it: always a buffer (VERIFY's is empty). */
+		j->outlen = j->call == P11MUX_CALL_VERIFY ? 0 : out_len(a, j);
+		CHECK((j->out = malloc(j->outlen + 1)) != NULL);
+		memset(j->out, 0xa5, j->outlen);
+	}
+	if (j->rv == P11MUX_RV_RETRY) {
+		/* The member is lost: out of service until the next input. */
+		p11mux_lock(&m->lock);
+		m->state = MEMBER_DOWN;
+		p11mux_unlock(&m->lock);
+	}
+}
+
+void
+__wrap_member_run(struct member *m, struct job *j)
+{
+	struct pool *p = m->pool;
+
+	p11mux_lock(&m->lock);
+	if (m->state != MEMBER_UP) {
+		j->rv = P11MUX_RV_RETRY;
+		p11mux_unlock(&m->lock);
+		return;
+	}
+	j->gen = m->generation;
+	p11mux_unlock(&m->lock);
+	if (j->key != NULL) {
+		/* The invariant that matters most: a private key is used for a client only
+		 * after its login. */
+		CHECK(may_use(p, j->key));
+		if (__atomic_load_n(&j->key->backend[m->index], __ATOMIC_ACQUIRE) ==
+		    CK_INVALID_HANDLE) {
+			j->rv = P11MUX_RV_RETRY;
+			return;
+		}
+	}
+	CHECK(j->call >= P11MUX_CALL_SIGN && j->call < P11MUX_CALL_COUNT);
+	stats[j->call].member_calls++;
+	answer(m, j, next_answer());
+}
+
+/* --- requests and replies --- */
+
+/* What the reply says, checked against the model, which it then updates. */
+static void
+check_reply(uint32_t call, const struct sc_fields *req)
+{
+	struct p11mux_msg m = {0};
+	struct pool *p = NULL;
+	const struct pobject *o;
+	struct sc_fields f;
+	CK_RV rv = 0;
+	size_t i;
+
+	CHECK(p11mux_msg_read_reply(&m, out, call, &rv) == 0);
+	CHECK(sc_decode(&m, &f) == 0);
+	CHECK(p11mux_msg_end(&m) == 0);
+	CHECK(rv == CKR_OK || f.n == 0);
+	CHECK(rv != P11MUX_RV_RETRY);
+	count_rv(call, rv);
+	if (call != P11MUX_CALL_HELLO && call != P11MUX_CALL_GET_SLOTS) {
+		p = daemon_pool(&sd.d, req->f[0].ul);
+		CHECK(p != NULL || rv == CKR_SLOT_ID_INVALID);
+	}
+	if (rv == CKR_OK && call == P11MUX_CALL_HELLO)
+		conn.hello = 1;
+	if (rv == CKR_OK && call == P11MUX_CALL_GET_SLOTS)
+		CHECK(f.f[0].nslots == STUBD_NPOOLS);
+	if (rv == CKR_OK && call == P11MUX_CALL_LOGIN) {
+		conn.logged_in[p->index] = 1;
+		CHECK(f.f[0].len == sizeof(ticket));
+		memcpy(ticket, f.f[0].bytes, sizeof(ticket));
+		ticketlen = sizeof(ticket);
+	}
+	if (call == P11MUX_CALL_LOGOUT && p != NULL)
+		conn.logged_in[p->index] = 0;
+	if (rv == CKR_OK && call == P11MUX_CALL_FIND)
+		for (i = 0; i < f.f[0].n; i++) {
+			CHECK((o = pool_object(p, f.f[0].ulongs[i])) != NULL);
+			CHECK(may_see(p, o));
+		}
+	if (rv == CKR_OK && call == P11MUX_CALL_GET_OBJECT) {
+		CHECK((o = pool_object(p, req->f[1].ul)) != NULL);
+		CHECK(may_see(p, o));
+	}
+	if (rv == CKR_OK && call >= P11MUX_CALL_SIGN && call <= P11MUX_CALL_DECRYPT) {
+		CHECK((o = pool_object(p, req->f[2].ul)) != NULL);
+		CHECK(may_use(p, o));
+	}
+	CHECK(conn.c.hello == conn.hello);
+	for (i = 0; i < STUBD_NPOOLS; i++)
+		CHECK(!conn.c.logged_in[i] == !conn.logged_in[i]);
+	p11mux_msg_clear(&m);
+}
+
+static void
+load(struct p11mux_buf *b, const uint8_t *p, size_t n)
+{
+	p11mux_buf_reset(b);
+	if (n > 0)
+		CHECK(p11mux_buf_put(b, p, n) == 0);
+}
+
+/* One request frame, as the client loop hands it to rpc_handle(). */
+static void
+request(const uint8_t *p, size_t n)
+{
+	struct p11mux_msg m = {0};
+	struct sc_fields req;
+	uint32_t call = 0;
+	int well_formed, closes, r;
+
+	/* The request as the codec reads it, from a copy (rpc_handle reads `in`). */
+	load(copy, p, n);
+	well_formed = p11mux_msg_read_request(&m, copy) == 0 && sc_decode(&m, &req) == 0 &&
+	              p11mux_msg_end(&m) == 0;
+	load(in, p, n);
+	r = rpc_handle(&sd.d, &conn.c, in, out);
+	p11mux_buf_reset(in);
+	if (well_formed) {
+		call = m.call->code;
+		stats[call].requests++;
+		closes = (!conn.hello && call != P11MUX_CALL_HELLO) ||
+		         (call == P11MUX_CALL_HELLO && req.f[0].ul != P11MUX_PROTO_MAGIC);
+		CHECK((r != 0) == closes);
+	} else {
+		CHECK(r != 0);
+	}
+	if (r == 0)
+		check_reply(call, &req);
+	else if (well_formed)
+		stats[call].closed++;
+	p11mux_msg_clear(&m);
+	if (r != 0)
+		connect_as(conn.c.uid);
+	/* A wrong PIN delays the next check by 0.1 s or more: not in a fuzzing loop. */
+	stubd_no_delay(&sd);
+}
+
+/* A LOGIN to pool p[0] with PIN p[1..n) and the last ticket (a bit flipped when flip). */
+static void
+ticket_login(const uint8_t *p, size_t n, int flip)
+{
+	uint8_t t[sizeof(ticket)];
+	struct p11mux_msg m = {0};
+
+	memcpy(t, ticket, sizeof(t));
+	if (flip && ticketlen > 0)
+		t[(n > 0 ? p[0] >> 2 : 0) % ticketlen] ^= (uint8_t)(1u << (n > 0 ? p[0] & 7 : 0));
+	p11mux_msg_begin_request(&m, built, P11MUX_CALL_LOGIN);
+	p11mux_msg_put_ulong(&m, sd.pools[n > 0 ? p[0] % STUBD_NPOOLS : 0].slot.id);
+	p11mux_msg_put_ulong(&m, CKU_USER);
+	p11mux_msg_put_bytes(&m, n > 1 ? p + 1 : NULL, n > 1 ? n - 1 : 0);
+	p11mux_msg_put_bytes(&m, t, ticketlen);
+	CHECK(p11mux_msg_end(&m) == 0);
+	p11mux_msg_clear(&m);
+	request(p11mux_buf_data(built), p11mux_buf_len(built));
+}
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *seeds = getenv("P11MUX_FUZZ_WRITE_SEEDS");
+	const char *dict = getenv("P11MUX_FUZZ_WRITE_DICT");
+
+	(void)argc;
+	(void)argv;
+	stubd_open(&sd);
+	CHECK((in = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
+	CHECK((out = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
+	CHECK((copy = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
+	CHECK((built = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
+	if (seeds != NULL || dict != NULL)
+		exit((seeds != NULL && rpc_write_seeds(&sd, seeds) != 0) ||
+		                     (dict != NULL && rpc_write_dict(&sd, dict) != 0)
+		             ? 1
+		             : 0);
+	if (getenv("P11MUX_FUZZ_REPORT") != NULL)
+		atexit(report);
+	return 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	size_t off = 0, n;
+	uint8_t tag;
+
+	stubd_reset(&sd);
+	connect_as(RPC_UID);
+	answers.n = answers.off = 0;
+	ticketlen = 0;
+	while (size - off >= 3) {
+		tag = data[off];
+		n = (size_t)data[off + 1] << 8 | data[off + 2];
+		off += 3;
+		if (n > size - off)
+			n = size - off;
+		switch (tag & 3) {
+		case RPC_REC_FRAME:
+			request(data + off, n);
+			break;
+		case RPC_REC_ANSWERS:
+			answers.p = data + off;
+			answers.n = n;
+			answers.off = 0;
+			break;
+		case RPC_REC_CONNECT:
+			connect_as(n >= 4 ? (uid_t)data[off] << 24 | (uid_t)data[off + 1] << 16 |
+			                            (uid_t)data[off + 2] << 8 | data[off + 3]
+			                  : RPC_UID);
+			break;
+		default:
+			ticket_login(data + off, n, (tag & RPC_REC_FLIP) != 0);
+		}
+		off += n;
+	}
+	stubd_client_free(&conn.c);
+	return 0;
+}

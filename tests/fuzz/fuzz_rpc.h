@@ -1,0 +1,47 @@
+/*
+ * fuzz_rpc's input format, shared by the target (fuzz_rpc.c) and its seed writer
+ * (rpc_seeds.c). An input is a list of records: a tag byte, a big-endian u16 length, and that
+ * many bytes (the last record takes what is left when it is cut short):
+ *   tag % 4 == RPC_REC_FRAME    a request frame's payload, for rpc_handle()
+ *   tag % 4 == RPC_REC_ANSWERS  what the stub members answer from now on, one byte per member
+ *                               call (RPC_ANS_*); once they are used up, every call succeeds
+ *   tag % 4 == RPC_REC_CONNECT  a new connection (the old one ends); 4 bytes: its uid
+ *   tag % 4 == RPC_REC_TICKET   a LOGIN with the last ticket a LOGIN was answered with in this
+ *                               input: 1 byte, the pool's index; then the PIN (may be empty).
+ *                               With tag & RPC_REC_FLIP, one bit of the ticket is flipped.
+ * A connection that the daemon closes is followed by a new one of the same uid.
+ */
+#ifndef P11MUX_FUZZ_RPC_H
+#define P11MUX_FUZZ_RPC_H
+
+#include "stubd.h"
+
+#define RPC_REC_FRAME   0
+#define RPC_REC_ANSWERS 1
+#define RPC_REC_CONNECT 2
+#define RPC_REC_TICKET  3
+#define RPC_REC_FLIP    4
+
+/* A member's answer: the low 4 bits say what, the high 4 bits how long the output of a
+ * success is (rpc_out_len; for RANDOM, 15 means one byte more than asked). */
+#define RPC_ANS_OK              0 /* 0..5 */
+#define RPC_ANS_RETRY           6 /* the device failed: the member goes down */
+#define RPC_ANS_RETRY_COST      7 /* the helper died running it */
+#define RPC_ANS_GENERAL_ERROR   8 /* 8..11: the ambiguous ones (member_ambiguous) */
+#define RPC_ANS_DEVICE_ERROR    9
+#define RPC_ANS_FUNCTION_FAILED 10
+#define RPC_ANS_DEVICE_MEMORY   11
+#define RPC_ANS_SIG_INVALID     12
+#define RPC_ANS_DATA_LEN_RANGE  13
+#define RPC_ANS_ENC_INVALID     14
+#define RPC_ANS_RAW             15 /* the next 4 answer bytes are the CK_RV, big-endian */
+
+/* The first uid of every input. */
+#define RPC_UID 1000
+
+/* Writes fuzz_rpc's seed corpus into dir (which must exist). 0, or -1 with a message. */
+int rpc_write_seeds(struct stubd *s, const char *dir);
+/* Writes fuzz_rpc's dictionary (call codes, slots, the objects' handles, ...) to path. */
+int rpc_write_dict(struct stubd *s, const char *path);
+
+#endif

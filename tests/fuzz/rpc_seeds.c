@@ -1,0 +1,572 @@
+/*
+ * fuzz_rpc's seed corpus and dictionary, written with the codec and the stub daemon's own
+ * handles (so that they stay right when the protocol or the objects change):
+ *   P11MUX_FUZZ_WRITE_SEEDS=tests/fuzz/rpc/seeds P11MUX_FUZZ_WRITE_DICT=tests/fuzz/rpc.dict \
+ *     build-fuzz/tests/fuzz/fuzz_rpc
+ * Each seed is a short session: the handshake, then one story (a login and what it unlocks,
+ * a guesser locking the PIN, a member failing, a ticket on a new connection, ...).
+ */
+#include "fuzz_rpc.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* rpc.c's P11MUX_FIND_MAX_ATTRS: a template of more is refused. */
+#define FIND_MAX_ATTRS 64
+
+struct seed {
+	uint8_t b[16384];
+	size_t n;
+};
+
+static struct p11mux_buf *rb;
+static struct stubd *sd;
+
+static void
+rec(struct seed *s, uint8_t tag, const void *p, size_t n)
+{
+	if (s->n + 3 + n > sizeof(s->b))
+		abort();
+	s->b[s->n++] = tag;
+	s->b[s->n++] = (uint8_t)(n >> 8);
+	s->b[s->n++] = (uint8_t)n;
+	if (n > 0)
+		memcpy(s->b + s->n, p, n);
+	s->n += n;
+}
+
+static struct p11mux_msg *
+begin(uint32_t call)
+{
+	static struct p11mux_msg m;
+
+	p11mux_msg_clear(&m);
+	memset(&m, 0, sizeof(m));
+	p11mux_msg_begin_request(&m, rb, call);
+	return &m;
+}
+
+static void
+frame(struct seed *s, struct p11mux_msg *m)
+{
+	if (p11mux_msg_end(m) != 0)
+		abort();
+	rec(s, RPC_REC_FRAME, p11mux_buf_data(rb), p11mux_buf_len(rb));
+	p11mux_msg_clear(m);
+}
+
+static CK_SLOT_ID
+slot(size_t pool)
+{
+	return sd->pools[pool].slot.id;
+}
+
+static CK_OBJECT_HANDLE
+handle(size_t pool, enum stubd_object o)
+{
+	return stubd_object(sd, pool, o)->handle;
+}
+
+static void
+hello_v(struct seed *s, CK_ULONG magic, CK_ULONG lowest, CK_ULONG highest)
+{
+	struct p11mux_msg *m = begin(P11MUX_CALL_HELLO);
+
+	p11mux_msg_put_ulong(m, magic);
+	p11mux_msg_put_ulong(m, lowest);
+	p11mux_msg_put_ulong(m, highest);
+	frame(s, m);
+}
+
+static void
+hello(struct seed *s)
+{
+	hello_v(s, P11MUX_PROTO_MAGIC, 1, P11MUX_PROTO_VERSION);
+}
+
+static void
+bare(struct seed *s, uint32_t call)
+{
+	frame(s, begin(call));
+}
+
+static void
+on_slot(struct seed *s, uint32_t call, CK_SLOT_ID id)
+{
+	struct p11mux_msg *m = begin(call);
+
+	p11mux_msg_put_ulong(m, id);
+	frame(s, m);
+}
+
+static void
+login_as(struct seed *s, CK_SLOT_ID id, CK_USER_TYPE user, const char *pin)
+{
+	struct p11mux_msg *m = begin(P11MUX_CALL_LOGIN);
+
+	p11mux_msg_put_ulong(m, id);
+	p11mux_msg_put_ulong(m, user);
+	p11mux_msg_put_bytes(m, pin, strlen(pin));
+	p11mux_msg_put_bytes(m, NULL, 0);
+	frame(s, m);
+}
+
+static void
+login(struct seed *s, size_t pool)
+{
+	login_as(s, slot(pool), CKU_USER, stubd_pins[pool]);
+}
+
+static void
+find(struct seed *s, CK_SLOT_ID id, const CK_ATTRIBUTE *t, size_t n)
+{
+	struct p11mux_msg *m = begin(P11MUX_CALL_FIND);
+
+	p11mux_msg_put_ulong(m, id);
+	p11mux_msg_put_attrs(m, t, NULL, n);
+	frame(s, m);
+}
+
+static void
+find_class(struct seed *s, size_t pool, CK_OBJECT_CLASS cls)
+{
+	CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
+
+	find(s, slot(pool), &t, 1);
+}
+
+static void
+get_object(struct seed *s, CK_SLOT_ID id, CK_OBJECT_HANDLE h)
+{
+	struct p11mux_msg *m = begin(P11MUX_CALL_GET_OBJECT);
+
+	p11mux_msg_put_ulong(m, id);
+	p11mux_msg_put_ulong(m, h);
+	frame(s, m);
+}
+
+static void
+op(struct seed *s, uint32_t call, CK_SLOT_ID id, const CK_MECHANISM *mech, CK_OBJECT_HANDLE key,
+   const char *data)
+{
+	struct p11mux_msg *m = begin(call);
+
+	p11mux_msg_put_ulong(m, id);
+	p11mux_msg_put_mech(m, mech);
+	if (call != P11MUX_CALL_DIGEST)
+		p11mux_msg_put_ulong(m, key);
+	p11mux_msg_put_bytes(m, data, strlen(data));
+	if (call == P11MUX_CALL_VERIFY)
+		p11mux_msg_put_bytes(m, "signature", 9);
+	frame(s, m);
+}
+
+static void
+op_plain(struct seed *s, uint32_t call, size_t pool, CK_MECHANISM_TYPE t, enum stubd_object key)
+{
+	CK_MECHANISM mech = {t, NULL, 0};
+
+	op(s, call, slot(pool), &mech, handle(pool, key), "data to sign");
+}
+
+static void
+random_bytes(struct seed *s, CK_SLOT_ID id, CK_ULONG n)
+{
+	struct p11mux_msg *m = begin(P11MUX_CALL_RANDOM);
+
+	p11mux_msg_put_ulong(m, id);
+	p11mux_msg_put_ulong(m, n);
+	frame(s, m);
+}
+
+static void
+answers(struct seed *s, const char *a, size_t n)
+{
+	rec(s, RPC_REC_ANSWERS, a, n);
+}
+
+static void
+connect_uid(struct seed *s, uint32_t uid)
+{
+	uint8_t b[4] = {(uint8_t)(uid >> 24), (uint8_t)(uid >> 16), (uint8_t)(uid >> 8),
+	                (uint8_t)uid};
+
+	rec(s, RPC_REC_CONNECT, b, sizeof(b));
+}
+
+static void
+ticket_login(struct seed *s, uint8_t pool, const char *pin, int flip)
+{
+	uint8_t b[64];
+
+	b[0] = pool;
+	memcpy(b + 1, pin, strlen(pin));
+	rec(s, RPC_REC_TICKET | (flip ? RPC_REC_FLIP : 0), b, 1 + strlen(pin));
+}
+
+/* --- the stories --- */
+
+static void
+seed_handshake(struct seed *s)
+{
+	hello(s);
+	bare(s, P11MUX_CALL_GET_SLOTS);
+}
+
+static void
+seed_bad_handshakes(struct seed *s)
+{
+	bare(s, P11MUX_CALL_GET_SLOTS); /* before the handshake: closed */
+	hello_v(s, P11MUX_PROTO_MAGIC, 7, 9);
+	hello_v(s, 0x1234, 1, 2); /* no magic: closed */
+	hello(s);
+	hello(s);
+}
+
+static void
+seed_browse_logged_out(struct seed *s)
+{
+	int w;
+
+	hello(s);
+	find(s, slot(0), NULL, 0);
+	for (w = 0; w < STUBD_NOBJECTS; w++)
+		get_object(s, slot(0), handle(0, (enum stubd_object)w));
+	get_object(s, slot(0), 12345);
+}
+
+static void
+seed_browse_logged_in(struct seed *s)
+{
+	int w;
+
+	hello(s);
+	login(s, 0);
+	find(s, slot(0), NULL, 0);
+	find_class(s, 0, CKO_PRIVATE_KEY);
+	for (w = 0; w < STUBD_NOBJECTS; w++)
+		get_object(s, slot(0), handle(0, (enum stubd_object)w));
+	on_slot(s, P11MUX_CALL_LOGOUT, slot(0));
+	find(s, slot(0), NULL, 0);
+	on_slot(s, P11MUX_CALL_LOGOUT, slot(0));
+}
+
+static void
+seed_other_pool(struct seed *s)
+{
+	hello(s);
+	login(s, 1);
+	find(s, slot(0), NULL, 0);
+	get_object(s, slot(0), handle(0, STUBD_RSA_PRIV));
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	find(s, slot(1), NULL, 0);
+}
+
+static void
+seed_find_templates(struct seed *s)
+{
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE t[2] = {{CKA_LABEL, "rsa", 3}, {CKA_SIGN, &yes, sizeof(yes)}};
+	CK_ATTRIBUTE many[FIND_MAX_ATTRS + 1];
+	size_t i;
+
+	hello(s);
+	login(s, 0);
+	find(s, slot(0), t, 2);
+	find(s, slot(0), t, 1);
+	for (i = 0; i < FIND_MAX_ATTRS + 1; i++)
+		many[i] = (CK_ATTRIBUTE){CKA_LABEL, "x", 1};
+	find(s, slot(0), many, FIND_MAX_ATTRS + 1);
+}
+
+static void
+seed_pin_guess(struct seed *s)
+{
+	hello(s);
+	login_as(s, slot(0), CKU_USER, "0000");
+	login_as(s, slot(0), CKU_USER, "1111");
+	login_as(s, slot(0), CKU_USER, "2222");
+	login(s, 0);
+	bare(s, P11MUX_CALL_GET_SLOTS);
+}
+
+static void
+seed_login_odd(struct seed *s)
+{
+	hello(s);
+	login_as(s, slot(0), CKU_SO, stubd_pins[0]);
+	login_as(s, slot(0), CKU_USER, "");
+	login_as(s, slot(0), CKU_USER, "0000");
+	login(s, 0);
+	login(s, 0);
+	login_as(s, 99, CKU_USER, stubd_pins[0]);
+}
+
+static void
+seed_tickets(struct seed *s)
+{
+	hello(s);
+	login(s, 0);
+	connect_uid(s, RPC_UID);
+	hello(s);
+	ticket_login(s, 0, "", 0);
+	find(s, slot(0), NULL, 0);
+	connect_uid(s, RPC_UID + 1);
+	hello(s);
+	ticket_login(s, 0, "", 0);
+	ticket_login(s, 0, stubd_pins[0], 0);
+	connect_uid(s, RPC_UID);
+	hello(s);
+	ticket_login(s, 0, "", 1);
+	ticket_login(s, 1, "", 0);
+}
+
+static void
+seed_sign(struct seed *s)
+{
+	hello(s);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV_OPEN);
+	login(s, 0);
+	answers(s, "\x20\x30\x40", 3);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_SHA256_RSA_PKCS, STUBD_RSA_PRIV_OPEN);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_ECDSA, STUBD_EC_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_CERT);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PUB);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_SHA256, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS_KEY_PAIR_GEN, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, 0x80001234, STUBD_RSA_PRIV);
+}
+
+static void
+seed_params(struct seed *s)
+{
+	CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+	CK_RSA_PKCS_OAEP_PARAMS oaep = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, "lbl", 3};
+	CK_AES_CTR_PARAMS ctr = {128, {0}};
+	uint8_t iv[16] = {1, 2, 3};
+	CK_MECHANISM m_pss = {CKM_RSA_PKCS_PSS, &pss, sizeof(pss)};
+	CK_MECHANISM m_pss256 = {CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)};
+	CK_MECHANISM m_oaep = {CKM_RSA_PKCS_OAEP, &oaep, sizeof(oaep)};
+	CK_MECHANISM m_cbc = {CKM_AES_CBC, iv, sizeof(iv)};
+	CK_MECHANISM m_ctr = {CKM_AES_CTR, &ctr, sizeof(ctr)};
+
+	hello(s);
+	login(s, 0);
+	op(s, P11MUX_CALL_SIGN, slot(0), &m_pss, handle(0, STUBD_RSA_PRIV), "hash");
+	op(s, P11MUX_CALL_VERIFY, slot(0), &m_pss256, handle(0, STUBD_RSA_PUB), "data");
+	op(s, P11MUX_CALL_ENCRYPT, slot(0), &m_oaep, handle(0, STUBD_RSA_PUB), "secret");
+	op(s, P11MUX_CALL_DECRYPT, slot(0), &m_oaep, handle(0, STUBD_RSA_PRIV), "ciphertext");
+	op(s, P11MUX_CALL_ENCRYPT, slot(0), &m_cbc, handle(0, STUBD_AES), "0123456789abcdef");
+	op(s, P11MUX_CALL_DECRYPT, slot(0), &m_ctr, handle(0, STUBD_AES), "ciphertext");
+}
+
+static void
+seed_public_ops(struct seed *s)
+{
+	hello(s);
+	op_plain(s, P11MUX_CALL_VERIFY, 0, CKM_RSA_PKCS, STUBD_RSA_PUB);
+	op_plain(s, P11MUX_CALL_ENCRYPT, 0, CKM_RSA_PKCS, STUBD_RSA_PUB);
+	op_plain(s, P11MUX_CALL_DECRYPT, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_ENCRYPT, 0, CKM_AES_CBC, STUBD_AES);
+	op_plain(s, P11MUX_CALL_DIGEST, 0, CKM_SHA256, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_DIGEST, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_VERIFY, 1, CKM_RSA_PKCS, STUBD_RSA_PUB);
+}
+
+static void
+seed_member_failures(struct seed *s)
+{
+	hello(s);
+	login(s, 0);
+	/* Failover, then two members disagreeing, then a device error everywhere. */
+	answers(s, "\x06\x00\x09\x00\x08\x08\x08\x0a\x0b\x0c\x0d\x0e", 12);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_DECRYPT, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_VERIFY, 0, CKM_RSA_PKCS, STUBD_RSA_PUB);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_ECDSA, STUBD_EC_PRIV);
+}
+
+static void
+seed_poison(struct seed *s)
+{
+	hello(s);
+	login(s, 0);
+	/* Two helpers lost to one operation: quarantined, then refused at once. */
+	answers(s, "\x07\x07", 2);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS, STUBD_RSA_PRIV);
+	answers(s, "\x0f\x00\x00\x00\x32\x0f\x00\x00\x00\x30\x0f\x00\x00\x01\x23", 15);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS_PSS, STUBD_RSA_PRIV);
+	op_plain(s, P11MUX_CALL_SIGN, 0, CKM_RSA_PKCS_PSS, STUBD_RSA_PRIV);
+}
+
+static void
+seed_random(struct seed *s)
+{
+	hello(s);
+	random_bytes(s, slot(0), 32);
+	random_bytes(s, slot(0), 0);
+	random_bytes(s, slot(0), 70000);
+	random_bytes(s, slot(1), 16);
+	answers(s, "\xf0\x06\x09\x09", 4);
+	random_bytes(s, slot(0), 32);
+	random_bytes(s, slot(0), 32);
+}
+
+static void
+seed_no_slot(struct seed *s)
+{
+	CK_MECHANISM mech = {CKM_RSA_PKCS, NULL, 0};
+
+	hello(s);
+	on_slot(s, P11MUX_CALL_LOGOUT, 3);
+	find(s, 3, NULL, 0);
+	get_object(s, 3, 1);
+	op(s, P11MUX_CALL_SIGN, 3, &mech, 1, "x");
+	random_bytes(s, 3, 1);
+}
+
+static const struct {
+	const char *name;
+	void (*build)(struct seed *s);
+} seeds[] = {
+        {"handshake", seed_handshake},
+        {"bad-handshakes", seed_bad_handshakes},
+        {"browse-logged-out", seed_browse_logged_out},
+        {"browse-logged-in", seed_browse_logged_in},
+        {"other-pool", seed_other_pool},
+        {"find-templates", seed_find_templates},
+        {"pin-guess", seed_pin_guess},
+        {"login-odd", seed_login_odd},
+        {"tickets", seed_tickets},
+        {"sign", seed_sign},
+        {"params", seed_params},
+        {"public-ops", seed_public_ops},
+        {"member-failures", seed_member_failures},
+        {"poison", seed_poison},
+        {"random", seed_random},
+        {"no-slot", seed_no_slot},
+};
+
+static void
+setup(struct stubd *s)
+{
+	sd = s;
+	if (rb == NULL && (rb = p11mux_buf_new(P11MUX_FRAME_MAX)) == NULL)
+		abort();
+}
+
+int
+rpc_write_seeds(struct stubd *s, const char *dir)
+{
+	static struct seed sb;
+	char path[4096];
+	size_t i;
+	FILE *f;
+
+	setup(s);
+	for (i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+		sb.n = 0;
+		seeds[i].build(&sb);
+		snprintf(path, sizeof(path), "%s/%s", dir, seeds[i].name);
+		if ((f = fopen(path, "we")) == NULL || fwrite(sb.b, 1, sb.n, f) != sb.n ||
+		    fclose(f) != 0) {
+			fprintf(stderr, "fuzz_rpc: %s: %s\n", path, strerror(errno));
+			return -1;
+		}
+	}
+	printf("fuzz_rpc: wrote %zu seeds to %s\n", i, dir);
+	return 0;
+}
+
+/* --- the dictionary --- */
+
+static void
+dict_entry(FILE *f, const char *name, const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	fprintf(f, "%s=\"", name);
+	for (i = 0; i < n; i++)
+		fprintf(f, "\\x%02x", p[i]);
+	fprintf(f, "\"\n");
+}
+
+/* A u64 as the codec writes it: big-endian. */
+static void
+dict_u64(FILE *f, const char *name, uint64_t v)
+{
+	uint8_t b[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (56 - 8 * i));
+	dict_entry(f, name, b, 8);
+}
+
+static void
+dict_u32(FILE *f, const char *name, uint32_t v)
+{
+	uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+
+	dict_entry(f, name, b, 4);
+}
+
+int
+rpc_write_dict(struct stubd *s, const char *path)
+{
+	static const CK_ULONG mechs[] = {
+	        CKM_RSA_PKCS,      CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS,
+	        CKM_RSA_PKCS_OAEP, CKM_ECDSA,        CKM_SHA256,
+	        CKM_AES_CBC,       CKM_AES_CTR};
+	static const CK_ULONG attrs[] = {CKA_CLASS, CKA_PRIVATE, CKA_LABEL, CKA_ID, CKA_SIGN};
+	char name[64];
+	size_t i, k;
+	int w;
+	FILE *f;
+
+	setup(s);
+	if ((f = fopen(path, "we")) == NULL) {
+		fprintf(stderr, "fuzz_rpc: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	fprintf(f, "# fuzz_rpc's dictionary: written by rpc_seeds.c (see there), do not edit.\n");
+	for (i = 1; i < P11MUX_CALL_COUNT; i++)
+		dict_u32(f, p11mux_calls[i].name, (uint32_t)i);
+	dict_u64(f, "magic", P11MUX_PROTO_MAGIC);
+	dict_u64(f, "version", P11MUX_PROTO_VERSION);
+	for (k = 0; k < STUBD_NPOOLS; k++) {
+		snprintf(name, sizeof(name), "slot_%zu", k);
+		dict_u64(f, name, slot(k));
+		snprintf(name, sizeof(name), "pin_%zu", k);
+		dict_entry(f, name, (const uint8_t *)stubd_pins[k], strlen(stubd_pins[k]));
+		for (w = 0; w < STUBD_NOBJECTS; w++) {
+			snprintf(name, sizeof(name), "handle_%zu_%d", k, w);
+			dict_u64(f, name, handle(k, (enum stubd_object)w));
+		}
+	}
+	for (i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
+		snprintf(name, sizeof(name), "mech_%lx", mechs[i]);
+		dict_u64(f, name, mechs[i]);
+	}
+	for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+		snprintf(name, sizeof(name), "attr_%lx", attrs[i]);
+		dict_u64(f, name, attrs[i]);
+	}
+	dict_u64(f, "private_key", CKO_PRIVATE_KEY);
+	/* Record headers (fuzz_rpc.h): answers, a new connection, a ticket login. */
+	dict_entry(f, "rec_answers", (const uint8_t *)"\x01\x00\x01", 3);
+	dict_entry(f, "rec_connect", (const uint8_t *)"\x02\x00\x04", 3);
+	dict_entry(f, "rec_ticket", (const uint8_t *)"\x03\x00\x01", 3);
+	dict_entry(f, "rec_ticket_flipped", (const uint8_t *)"\x07\x00\x01", 3);
+	fclose(f);
+	printf("fuzz_rpc: wrote the dictionary %s\n", path);
+	return 0;
+}
