@@ -40,7 +40,8 @@
 struct helper {
 	struct backend *backends; /* the one module, once loaded */
 	CK_FUNCTION_LIST *f;
-	pthread_mutex_t lock; /* protects slot and anchor */
+	CK_FUNCTION_LIST *given; /* helper_new()'s module: TOKENS and INIT take it as loaded */
+	pthread_mutex_t lock;    /* protects slot and anchor */
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE anchor; /* logged in for the helper's life */
 	unsigned nop;             /* operation channels */
@@ -68,6 +69,10 @@ load(struct helper *h, const uint8_t *path, size_t len)
 
 	if (h->f != NULL)
 		return CKR_OK;
+	if (h->given != NULL) {
+		h->f = h->given;
+		return CKR_OK;
+	}
 	if ((p = strndup((const char *)path, len)) == NULL)
 		return CKR_HOST_MEMORY;
 	b = backend_get(&h->backends, p, &e);
@@ -504,6 +509,42 @@ serve(void *arg)
 	p11mux_buf_free(sv->out);
 	free(sv);
 	return NULL;
+}
+
+struct helper *
+helper_new(CK_FUNCTION_LIST *f)
+{
+	struct helper *h;
+
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		return NULL;
+	h->given = f;
+	h->anchor = CK_INVALID_HANDLE;
+	pthread_mutex_init(&h->lock, NULL);
+	return h;
+}
+
+int
+helper_answer(struct helper *h, int op, CK_SESSION_HANDLE *s, struct p11mux_buf *in,
+              struct p11mux_buf *out)
+{
+	struct server sv = {.h = h, .fd = -1, .op = op, .in = in, .out = out, .s = *s};
+	int r;
+
+	r = handle(&sv);
+	*s = sv.s;
+	return r;
+}
+
+void
+helper_free(struct helper *h)
+{
+	if (h == NULL)
+		return;
+	if (h->anchor != CK_INVALID_HANDLE)
+		h->f->C_CloseSession(h->anchor);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
 }
 
 /* Stops the operation threads (their channels are shut down under them) and waits for them;

@@ -20,6 +20,22 @@
  * status. name is the member's, for the log. */
 int helper_main(const char *name, int use_syslog);
 
+/* The request dispatcher alone, without the process and its channels (tests/fuzz/fuzz_hproto.c
+ * drives it with a stub module). */
+struct helper;
+/* A helper whose module is f, initialised already: TOKENS and INIT take it as the module
+ * they load (the path they name is not opened). It has no operation channels: INIT starts no
+ * threads. NULL when out of memory. */
+struct helper *helper_new(CK_FUNCTION_LIST *f);
+/* Answers the request in `in` (one frame's payload) into out, as the helper's control channel
+ * (op 0) or an operation channel (op 1) whose session is *s (CK_INVALID_HANDLE: none yet;
+ * updated, the caller's to close) does. 0, or -1 when the helper would stop serving the
+ * channel. */
+int helper_answer(struct helper *h, int op, CK_SESSION_HANDLE *s, struct p11mux_buf *in,
+                  struct p11mux_buf *out);
+/* Closes h's login session and frees h; the module stays loaded. NULL is fine. */
+void helper_free(struct helper *h);
+
 /* One channel to a helper: a socketpair end and the buffer for its messages. */
 struct chan {
 	int fd; /* -1: none */

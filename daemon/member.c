@@ -207,11 +207,9 @@ put_init(struct p11mux_msg *msg, void *arg)
 	p11mux_msg_put_ulong(msg, ic->m->nworkers);
 }
 
-/* The token the helper found: label, serial, token info, mechanisms. */
-static CK_RV
-got_init(struct p11mux_msg *msg, void *arg)
+CK_RV
+member_got_token(struct member *m, struct p11mux_msg *msg)
 {
-	struct member *m = ((struct init_call *)arg)->m;
 	CK_MECHANISM_TYPE *mechs;
 	CK_MECHANISM_INFO *infos;
 	struct p11mux_slot *s;
@@ -240,6 +238,13 @@ got_init(struct p11mux_msg *msg, void *arg)
 	m->nmechs = s->nmechs;
 	p11mux_unlock(&m->lock);
 	return CKR_OK;
+}
+
+/* The token the helper found. */
+static CK_RV
+got_init(struct p11mux_msg *msg, void *arg)
+{
+	return member_got_token(((struct init_call *)arg)->m, msg);
 }
 
 CK_RV

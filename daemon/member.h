@@ -120,6 +120,10 @@ int member_init(struct member *m, struct pool *p, size_t index, const char *name
 /* Starts a helper and lets it find the token (label, serial, token info, mechanisms). CKR_OK,
  * or why not, with e filled; the helper is gone then. */
 CK_RV member_open(struct member *m, struct p11mux_err *e);
+/* Takes the helper's answer to INIT (the token it found: slot, token info, label, serial,
+ * mechanisms) into m. CKR_OK; LINK_RV_GONE for an answer that does not decode;
+ * CKR_HOST_MEMORY. member_open()'s reply decoder, apart for tests/fuzz/fuzz_hproto.c. */
+CK_RV member_got_token(struct member *m, struct p11mux_msg *msg);
 /* Sends the pool's PIN to the member's helper. CKR_OK, or the device's answer. */
 CK_RV member_login(struct member *m, struct p11mux_err *e);
 /* Reads the member's objects through its helper and appends them to *all (fingerprints not

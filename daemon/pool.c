@@ -144,24 +144,33 @@ put_module(struct p11mux_msg *m, void *arg)
 	p11mux_msg_put_bytes(m, t->module, strlen(t->module));
 }
 
+CK_RV
+pool_got_tokens(struct p11mux_msg *m, struct p11mux_slot **v, size_t *n)
+{
+	struct p11mux_slot *s, *copy;
+	size_t c, i;
+
+	if (p11mux_msg_get_slots(m, &s, &c) != 0 || p11mux_msg_end(m) != 0)
+		return LINK_RV_GONE;
+	if ((copy = calloc(c + 1, sizeof(*copy))) == NULL)
+		return CKR_HOST_MEMORY;
+	/* Only the slot and token info are kept; the mechanism arrays live in the message. */
+	for (i = 0; i < c; i++) {
+		copy[i].id = s[i].id;
+		copy[i].slot = s[i].slot;
+		copy[i].token = s[i].token;
+	}
+	*v = copy;
+	*n = c;
+	return CKR_OK;
+}
+
 static CK_RV
 got_tokens(struct p11mux_msg *m, void *arg)
 {
 	struct tokens *t = arg;
-	struct p11mux_slot *s;
-	size_t n;
 
-	if (p11mux_msg_get_slots(m, &s, &n) != 0 || p11mux_msg_end(m) != 0)
-		return LINK_RV_GONE;
-	if ((t->v = calloc(n + 1, sizeof(*t->v))) == NULL)
-		return CKR_HOST_MEMORY;
-	/* Only the slot and token info are kept; the mechanism arrays live in the message. */
-	for (t->n = 0; t->n < n; t->n++) {
-		t->v[t->n].id = s[t->n].id;
-		t->v[t->n].slot = s[t->n].slot;
-		t->v[t->n].token = s[t->n].token;
-	}
-	return CKR_OK;
+	return pool_got_tokens(m, &t->v, &t->n);
 }
 
 /* Lists the tokens of the pool's module with a helper of its own. 0, or -1 with e. */

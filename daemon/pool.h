@@ -91,5 +91,10 @@ CK_RV pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struc
 CK_RV pool_random(struct pool *p, uint8_t *out, size_t len);
 /* Logs one line per member: operations done and device errors. */
 void pool_log_stats(const struct pool *p);
+/* Takes a discovery helper's answer to TOKENS: *v (malloc'ed, *n entries) gets each token's
+ * slot ID, slot info and token info, no mechanisms. CKR_OK; LINK_RV_GONE for an answer that
+ * does not decode; CKR_HOST_MEMORY. The pool's reply decoder, apart for
+ * tests/fuzz/fuzz_hproto.c. */
+CK_RV pool_got_tokens(struct p11mux_msg *m, struct p11mux_slot **v, size_t *n);
 
 #endif

@@ -58,6 +58,8 @@ encode_rv(int r)
 static CK_RV
 roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
 {
+	/* Kept: a reply that does not decode leaves m->call NULL (or another call's). */
+	const char *name = m->call->name;
 	uint32_t call = m->call->code;
 	CK_RV rv;
 	int r;
@@ -65,12 +67,12 @@ roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
 	*broken = 0;
 	/* Every field was put without a check: a message that lost one is never sent. */
 	if ((r = p11mux_msg_end(m)) != 0) {
-		shim_debug("encoding %s failed: %s", m->call->name, p11mux_strerror(r));
+		shim_debug("encoding %s failed: %s", name, p11mux_strerror(r));
 		return encode_rv(r);
 	}
 	if ((r = p11mux_frame_send(c->fd, c->buf)) != 0 ||
 	    (r = p11mux_frame_recv(c->fd, c->buf, P11MUX_FRAME_MAX)) != 0) {
-		shim_debug("%s: %s (%s)", m->call->name, p11mux_strerror(r), strerror(errno));
+		shim_debug("%s: %s (%s)", name, p11mux_strerror(r), strerror(errno));
 		*broken = (r == P11MUX_ERR_IO || r == P11MUX_ERR_CLOSED) ? BROKEN_RESEND : BROKEN;
 		return CKR_DEVICE_ERROR;
 	}
@@ -78,7 +80,7 @@ roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
 	shim.calls[call]++;
 	shim_unlock();
 	if ((r = p11mux_msg_read_reply(m, c->buf, call, &rv)) != 0) {
-		shim_debug("bad reply to %s: %s", m->call->name, p11mux_strerror(r));
+		shim_debug("bad reply to %s: %s", name, p11mux_strerror(r));
 		*broken = 1;
 		return CKR_DEVICE_ERROR;
 	}
@@ -90,6 +92,13 @@ roundtrip(struct conn *c, struct p11mux_msg *m, int *broken)
 static CK_RV
 read_reply(struct p11mux_msg *m, CK_RV rv, struct conn *c, shim_get_fn get, void *arg)
 {
+	/* A reply carries its whole result, so the daemon's CKR_BUFFER_TOO_SMALL (a backend's,
+	 * passed on) is about no buffer of the application's; handed on, it would tell the
+	 * application that its operation is still active and its length set (PKCS#11 5.2). */
+	if (rv == CKR_BUFFER_TOO_SMALL) {
+		shim_debug("%s: CKR_BUFFER_TOO_SMALL from the daemon", m->call->name);
+		rv = CKR_DEVICE_ERROR;
+	}
 	if (rv == CKR_OK && get != NULL)
 		rv = get(m, c, arg);
 	if (rv == CKR_OK && p11mux_msg_end(m) != 0) {

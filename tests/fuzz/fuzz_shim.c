@@ -1,0 +1,1266 @@
+/*
+ * libFuzzer target: the shim's handling of the daemon's replies (issue 14).
+ *
+ * The shim (p11mux_shim_fuzz) is driven through the function list C_GetFunctionList gives, by a
+ * sequence of PKCS#11 calls that the input chooses. It talks to a fake daemon over a real Unix
+ * socket in a temporary directory, so its own connect, peer check and framing code run. The
+ * fake daemon runs in the fuzzing thread: the target is linked with
+ *   --wrap=p11mux_unix_connect  every connection the shim makes is accepted at once;
+ *   --wrap=p11mux_frame_recv    when the shim waits for a reply, the fake daemon first reads
+ *                               the request from its end, checks that it decodes, and answers.
+ * The answer comes from the input: mostly a well-formed reply to the call (slots with
+ * mechanisms, a ticket, handles, objects, outputs of chosen lengths), sometimes another call's
+ * reply, a mutated, cut or oversized frame, garbage, or a closed connection. Each request is
+ * answered, or its connection closed, before the shim reads: no thread and no wait, so nothing
+ * can hang.
+ *
+ * Besides ASan and UBSan, it checks that every request decodes as the call table says, and
+ * that what the shim returns obeys PKCS#11: lengths and bytes of outputs are the reply's, a
+ * size query or a short buffer keeps the operation and costs no round trip, any other error
+ * ends it, lists hold only what the daemon sent.
+ */
+#include "module.h"
+#include "err.h"
+#include "log.h"
+#include "proto.h"
+#include "sigcodec.h"
+#include "transport.h"
+#include "fuzz_stream.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_STEPS 40
+#define MAX_CONNS 32
+#define RND_MAX   (2 * 65536 + 64)
+
+/* The decisions the seeds script (fuzz_stream.h); every other byte of a seed is 0. */
+enum { S_ACTION = FS_FIRST, S_RV, S_KIND, S_MECH, S_OBJ, S_PARTS, S_LEN, S_CONNECT };
+#define S_STEP FS_STEP
+#define take   fs_take
+#define u8     fs_u8
+#define u16    fs_u16
+#define u64    fs_u64
+#define fill   fs_fill
+
+/* --- what the mechanisms, objects and error codes look like --- */
+
+static const struct {
+	CK_MECHANISM_TYPE type;
+	CK_FLAGS flags;
+} mechs[] = {
+        {CKM_RSA_PKCS, CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_SHA256_RSA_PKCS, CKF_SIGN | CKF_VERIFY},
+        {CKM_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
+        {CKM_RSA_PKCS_OAEP, CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_ECDSA, CKF_SIGN | CKF_VERIFY},
+        {CKM_SHA256, CKF_DIGEST},
+        {CKM_AES_CBC, CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_AES_CTR, CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_SHA_1, CKF_DIGEST},
+        {CKM_SHA256_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
+};
+#define NMECHS (sizeof(mechs) / sizeof(mechs[0]))
+
+static const CK_RV rvs[] = {
+        CKR_DEVICE_ERROR,
+        CKR_PIN_INCORRECT,
+        CKR_PIN_LOCKED,
+        CKR_USER_ALREADY_LOGGED_IN,
+        CKR_USER_NOT_LOGGED_IN,
+        CKR_BUFFER_TOO_SMALL,
+        CKR_OBJECT_HANDLE_INVALID,
+        CKR_KEY_HANDLE_INVALID,
+        CKR_SLOT_ID_INVALID,
+        CKR_SIGNATURE_INVALID,
+        CKR_DATA_LEN_RANGE,
+        CKR_MECHANISM_INVALID,
+        CKR_FUNCTION_FAILED,
+        CKR_GENERAL_ERROR,
+        CKR_VENDOR_DEFINED | 0x5031UL,
+        CKR_CRYPTOKI_NOT_INITIALIZED,
+};
+
+/* The CK_RV of a reply: mostly CKR_OK. */
+static CK_RV
+pick_rv(void)
+{
+	uint8_t b = take(S_RV);
+
+	if (b < 208)
+		return CKR_OK;
+	if (b == 255)
+		return u64();
+	return rvs[b % (sizeof(rvs) / sizeof(rvs[0]))];
+}
+
+/* Lengths of outputs, data and attribute values: small ones mostly, some large. */
+static size_t
+pick_len(size_t dflt)
+{
+	static const size_t lens[] = {0, 1, 20, 32, 64, 256, 512, 4096};
+	uint8_t b = u8();
+
+	if (b == 0)
+		return dflt;
+	if (b < 0xf0)
+		return lens[b % 8];
+	return u16() % 20000;
+}
+
+/* --- the fake daemon --- */
+
+static struct {
+	int listen_fd;
+	char dir[64], path[128], params[256];
+	struct {
+		int client, server; /* server -1: closed by the daemon */
+	} conns[MAX_CONNS];
+	size_t nconns;
+	struct p11mux_buf *req, *rep;
+	uint64_t requests; /* requests answered */
+	/* What the replies said, for the checks. A reply that was not sent as built (mutated,
+	 * another call's, garbage) makes its call dirty: its checks are off for the input. */
+	int dirty[P11MUX_CALL_COUNT];
+	CK_SLOT_ID slots[256];
+	size_t nslots;
+	CK_OBJECT_HANDLE handles[1024];
+	size_t nhandles;
+	size_t max_object_frame; /* largest frame sent for GET_OBJECT */
+	uint8_t *out;            /* the last output of an operation, sent with CKR_OK */
+	size_t outlen;
+	uint8_t rnd[RND_MAX]; /* the random bytes sent with CKR_OK since the last reset */
+	size_t nrnd;
+} fake = {.listen_fd = -1};
+
+static void
+fake_cleanup(void)
+{
+	if (fake.listen_fd >= 0)
+		close(fake.listen_fd);
+	unlink(fake.path);
+	rmdir(fake.dir);
+}
+
+/* The listening socket in a directory of our own: the shim's peer check passes (same uid,
+ * nothing writable by others). */
+static void
+fake_setup(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	const char *tmp = getenv("TMPDIR");
+
+	/* A socket's path has room for 107 bytes. */
+	if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 40)
+		tmp = "/tmp";
+	snprintf(fake.dir, sizeof(fake.dir), "%s/fuzz_shim.XXXXXX", tmp);
+	CHECK(mkdtemp(fake.dir) != NULL);
+	snprintf(fake.path, sizeof(fake.path), "%s/p11mux.sock", fake.dir);
+	snprintf(fake.params, sizeof(fake.params), "socket=\"%s\" reconnect_ms=0", fake.path);
+	memcpy(sa.sun_path, fake.path, strlen(fake.path) + 1);
+	CHECK((fake.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0);
+	CHECK(bind(fake.listen_fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK(chmod(fake.path, 0600) == 0);
+	CHECK(listen(fake.listen_fd, 64) == 0);
+	CHECK((fake.req = p11mux_buf_new(P11MUX_FRAME_MAX)) != NULL);
+	CHECK((fake.rep = p11mux_buf_new(P11MUX_FRAME_MAX)) != NULL);
+	atexit(fake_cleanup);
+}
+
+static void
+fake_close_server(size_t i)
+{
+	if (fake.conns[i].server >= 0)
+		close(fake.conns[i].server);
+	fake.conns[i].server = -1;
+}
+
+/* Forgets every connection (the shim has closed its ends, at C_Finalize). */
+static void
+fake_reset(void)
+{
+	size_t i;
+
+	for (i = 0; i < fake.nconns; i++)
+		fake_close_server(i);
+	fake.nconns = 0;
+	fake.requests = 0;
+	memset(fake.dirty, 0, sizeof(fake.dirty));
+	fake.nslots = fake.nhandles = fake.max_object_frame = fake.nrnd = 0;
+	free(fake.out);
+	fake.out = NULL;
+	fake.outlen = 0;
+}
+
+int __real_p11mux_unix_connect(const char *path);
+int __real_p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max);
+
+/* The shim connects: the daemon accepts at once, or (input's choice) is not there. */
+int
+__wrap_p11mux_unix_connect(const char *path)
+{
+	int fd, srv, size = 1 << 20;
+	size_t i;
+
+	if (take(S_CONNECT) == 0xff) {
+		errno = ECONNREFUSED;
+		return -1;
+	}
+	CHECK((fd = __real_p11mux_unix_connect(path)) >= 0);
+	CHECK((srv = accept4(fake.listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0);
+	setsockopt(srv, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	/* A descriptor number the shim closed and got again is a new connection. */
+	for (i = 0; i < fake.nconns && fake.conns[i].client != fd; i++)
+		;
+	if (i == fake.nconns) {
+		CHECK(fake.nconns < MAX_CONNS);
+		fake.conns[fake.nconns++].server = -1;
+	}
+	fake_close_server(i);
+	fake.conns[i].client = fd;
+	fake.conns[i].server = srv;
+	TRACE("fuzz_shim:   connection %d (daemon's end %d)\n", fd, srv);
+	return fd;
+}
+
+/* --- building replies --- */
+
+static void
+put_slots_reply(struct p11mux_msg *m)
+{
+	struct p11mux_slot s[20];
+	CK_MECHANISM_TYPE types[20][9];
+	CK_MECHANISM_INFO infos[20][9];
+	size_t n = (1 + u8()) % 20, i, j, nm, first;
+
+	memset(s, 0, sizeof(s));
+	for (i = 0; i < n; i++) {
+		uint8_t b = u8();
+
+		s[i].id = b < 0xf0 ? (CK_SLOT_ID)(i + b % 4) : (CK_SLOT_ID)u64();
+		memset(s[i].slot.slotDescription, ' ', sizeof(s[i].slot.slotDescription));
+		memset(s[i].token.label, 'L', sizeof(s[i].token.label));
+		s[i].slot.flags = CKF_TOKEN_PRESENT;
+		s[i].token.flags = CKF_TOKEN_INITIALIZED | CKF_LOGIN_REQUIRED |
+		                   CKF_USER_PIN_INITIALIZED | CKF_RNG;
+		if ((b = u8()) != 0)
+			s[i].token.flags ^= (CK_FLAGS)1 << (b % 24);
+		s[i].token.ulMaxPinLen = 255;
+		nm = (8 - u8() % 9);
+		first = u8() % NMECHS;
+		for (j = 0; j < nm; j++) {
+			types[i][j] = mechs[(first + j) % NMECHS].type;
+			infos[i][j].ulMinKeySize = 256;
+			infos[i][j].ulMaxKeySize = 4096;
+			infos[i][j].flags = mechs[(first + j) % NMECHS].flags;
+		}
+		s[i].nmechs = nm;
+		s[i].mechs = types[i];
+		s[i].infos = infos[i];
+		if (fake.nslots < sizeof(fake.slots) / sizeof(fake.slots[0]))
+			fake.slots[fake.nslots++] = s[i].id;
+	}
+	p11mux_msg_put_slots(m, s, n);
+}
+
+static void
+put_find_reply(struct p11mux_msg *m)
+{
+	CK_ULONG h[16];
+	size_t n = (2 + u8()) % 16, i;
+
+	for (i = 0; i < n; i++) {
+		h[i] = 0x100 + i + u8() % 8;
+		if (fake.nhandles < sizeof(fake.handles) / sizeof(fake.handles[0]))
+			fake.handles[fake.nhandles++] = h[i];
+	}
+	p11mux_msg_put_ulongs(m, h, n);
+}
+
+/* An object for handle h: a private, public or secret key or a certificate (h % 4), each
+ * attribute as a device would give it unless the input says otherwise. */
+static void
+put_object_reply(struct p11mux_msg *m, CK_OBJECT_HANDLE h)
+{
+	static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
+	                                          CKO_CERTIFICATE};
+	CK_OBJECT_CLASS cls = classes[h % 4];
+	CK_KEY_TYPE kt = cls == CKO_SECRET_KEY ? CKK_AES : CKK_RSA;
+	CK_BBOOL yes = CK_TRUE, priv = cls == CKO_PRIVATE_KEY || cls == CKO_SECRET_KEY;
+	uint8_t label[16], id[8], value[2048], junk[16];
+	CK_ATTRIBUTE a[16] = {
+	        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &yes, 1},
+	        {CKA_PRIVATE, &priv, 1},        {CKA_LABEL, label, sizeof(label)},
+	        {CKA_ID, id, sizeof(id)},       {CKA_SIGN, &yes, 1},
+	        {CKA_DECRYPT, &yes, 1},         {CKA_VERIFY, &yes, 1},
+	        {CKA_ENCRYPT, &yes, 1},         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	        {CKA_MODULUS, value, 256},
+	};
+	CK_RV st[16] = {0};
+	size_t n = 11, i, k;
+	uint8_t b;
+
+	fill(label, sizeof(label), (uint32_t)h);
+	fill(id, sizeof(id), (uint32_t)h + 1);
+	fill(value, sizeof(value), (uint32_t)h + 2);
+	fill(junk, sizeof(junk), 99);
+	for (i = 0; i < n; i++) {
+		switch ((b = u8()) >> 5) {
+		case 5: /* sensitive: no value */
+			st[i] = CKR_ATTRIBUTE_SENSITIVE;
+			a[i].pValue = NULL;
+			break;
+		case 6: /* another length */
+			if (a[i].type == CKA_MODULUS) {
+				a[i].ulValueLen = pick_len(256) % sizeof(value);
+			} else {
+				a[i].pValue = junk;
+				a[i].ulValueLen = b % 12;
+			}
+			break;
+		case 7: /* absent */
+			a[i] = a[--n];
+			st[i] = st[n];
+			i--;
+			break;
+		default:
+			break;
+		}
+	}
+	/* Some more, of any type. */
+	for (k = u8() % 8 / 5 * 4; k > 0 && n < 16; k--, n++) {
+		a[n].type = (CK_ATTRIBUTE_TYPE)u16();
+		a[n].pValue = junk;
+		a[n].ulValueLen = u8() % sizeof(junk);
+		st[n] = CKR_OK;
+	}
+	p11mux_msg_put_attrs(m, a, st, n);
+}
+
+/* An operation's output; kept for the checks (record) when it answers the request. */
+static void
+put_output(struct p11mux_msg *m, uint32_t call, size_t want, int record)
+{
+	size_t len = call == P11MUX_CALL_RANDOM ? want : pick_len(256);
+	uint8_t *p;
+	uint8_t b;
+
+	if (call == P11MUX_CALL_RANDOM && (b = u8()) >= 0xf0)
+		len = b == 0xff ? u16() : want + (b & 1 ? 1 : (size_t)-1);
+	if (len > 65536 + 1)
+		len = 65536 + 1;
+	CHECK((p = malloc(len + 1)) != NULL);
+	fill(p, len, (uint32_t)fake.requests);
+	p11mux_msg_put_bytes(m, p, len);
+	if (record && call == P11MUX_CALL_RANDOM && len == want && fake.nrnd + len <= RND_MAX) {
+		memcpy(fake.rnd + fake.nrnd, p, len);
+		fake.nrnd += len;
+	}
+	if (record && call != P11MUX_CALL_RANDOM) {
+		free(fake.out);
+		fake.out = p;
+		fake.outlen = len;
+		return;
+	}
+	free(p);
+}
+
+/* The reply to call with rv, built in fake.rep; req is the request's fields, record says
+ * whether the reply is for the request's own call. */
+static void
+build_reply(uint32_t call, CK_RV rv, const struct sc_fields *req, int record)
+{
+	struct p11mux_msg m = {0};
+	uint8_t ticket[SHIM_TICKET_LEN + 8];
+	size_t tlen;
+
+	p11mux_msg_begin_reply(&m, fake.rep, call, rv);
+	if (rv == CKR_OK) {
+		switch (call) {
+		case P11MUX_CALL_HELLO:
+			p11mux_msg_put_ulong(&m, u8() < 0xf8 ? P11MUX_PROTO_VERSION : u8() % 4);
+			p11mux_msg_put_bytes(&m, "p11muxd", 7);
+			break;
+		case P11MUX_CALL_GET_SLOTS:
+			put_slots_reply(&m);
+			break;
+		case P11MUX_CALL_LOGIN:
+			tlen = u8() < 0xf0 ? SHIM_TICKET_LEN : u8() % sizeof(ticket);
+			fill(ticket, sizeof(ticket), 7);
+			p11mux_msg_put_bytes(&m, ticket, tlen);
+			break;
+		case P11MUX_CALL_FIND:
+			put_find_reply(&m);
+			break;
+		case P11MUX_CALL_GET_OBJECT:
+			put_object_reply(&m, req->n > 1 ? req->f[1].ul : 0);
+			break;
+		case P11MUX_CALL_SIGN:
+		case P11MUX_CALL_ENCRYPT:
+		case P11MUX_CALL_DECRYPT:
+		case P11MUX_CALL_DIGEST:
+		case P11MUX_CALL_RANDOM:
+			put_output(&m, call, req->n > 1 ? req->f[1].ul : 0, record);
+			break;
+		default: /* LOGOUT, VERIFY: no fields */
+			break;
+		}
+	}
+	CHECK(p11mux_msg_end(&m) == 0);
+	p11mux_msg_clear(&m);
+}
+
+/* --- answering --- */
+
+/* Sends len bytes of a frame payload announced as `announced`; a frame the socket cannot take
+ * whole, or one announced longer than it is, ends with the connection's write side closed:
+ * the shim sees a cut frame, never waits. */
+static void
+send_frame(int fd, const uint8_t *p, size_t len, uint32_t announced)
+{
+	uint8_t hdr[4] = {announced >> 24, announced >> 16, announced >> 8, announced};
+	ssize_t n;
+	int whole;
+
+	n = send(fd, hdr, 4, MSG_NOSIGNAL | MSG_DONTWAIT);
+	whole = n == 4;
+	if (whole && len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		whole = n == (ssize_t)len;
+	}
+	if (!whole || len < announced)
+		shutdown(fd, SHUT_WR);
+}
+
+/* Answers the request in fake.req, from connection i, as the input says. */
+static void
+answer(size_t i, uint32_t call, const struct sc_fields *req)
+{
+	int fd = fake.conns[i].server;
+	uint8_t action = take(S_ACTION) % 32, junk[64];
+	uint32_t as = call;
+	const uint8_t *p;
+	size_t len, k;
+	uint8_t *mut;
+
+	CK_RV rv;
+
+	fake.requests++;
+	if (action == 22)
+		as = 1 + (call + u8() % 11) % 12;
+	rv = pick_rv();
+	TRACE("fuzz_shim:   daemon: %s -> action %u, %s %s\n", p11mux_calls[call].name, action,
+	      p11mux_calls[as].name, p11mux_rv_name(rv));
+	build_reply(as, rv, req, as == call);
+	p = p11mux_buf_data(fake.rep);
+	len = p11mux_buf_len(fake.rep);
+	if (call == P11MUX_CALL_GET_OBJECT && len + 4096 > fake.max_object_frame)
+		fake.max_object_frame = len + 4096;
+	if (action >= 22)
+		fake.dirty[call] = 1;
+	CHECK((mut = malloc(len + sizeof(junk))) != NULL);
+	memcpy(mut, p, len);
+	fill(junk, sizeof(junk), action);
+	switch (action) {
+	case 23: /* cut short, in a whole frame */
+		k = len > 0 ? u16() % len : 0;
+		send_frame(fd, mut, k, (uint32_t)k);
+		break;
+	case 24: /* bytes after the message */
+		k = 1 + u8() % sizeof(junk);
+		memcpy(mut + len, junk, k);
+		send_frame(fd, mut, len + k, (uint32_t)(len + k));
+		break;
+	case 25: /* one byte changed */
+		if (len > 0)
+			mut[u16() % len] ^= 1 + u8() % 255;
+		send_frame(fd, mut, len, (uint32_t)len);
+		break;
+	case 26: /* a frame announced longer than it is */
+		send_frame(fd, mut, len, (uint32_t)len + 1 + u8());
+		break;
+	case 27: /* larger than a frame may be */
+		send_frame(fd, NULL, 0, P11MUX_FRAME_MAX + 1 + u8());
+		break;
+	case 28: /* garbage from the input */
+		for (k = 0; k < 64 && k < len + 8; k++)
+			mut[k] = u8();
+		send_frame(fd, mut, k, (uint32_t)k);
+		break;
+	case 29: /* the daemon goes away instead of answering */
+		fake_close_server(i);
+		break;
+	case 30: /* answers, then goes away */
+		send_frame(fd, mut, len, (uint32_t)len);
+		fake_close_server(i);
+		break;
+	case 31: /* an empty frame */
+		send_frame(fd, NULL, 0, 0);
+		break;
+	default:
+		send_frame(fd, mut, len, (uint32_t)len);
+		break;
+	}
+	free(mut);
+}
+
+/* The request the shim sent on fd must decode as the call table says; then it is answered. */
+static void
+serve(int fd)
+{
+	struct p11mux_msg m = {0};
+	struct sc_fields f;
+	size_t i;
+	int srv, avail = 0;
+
+	for (i = 0; i < fake.nconns && fake.conns[i].client != fd; i++)
+		;
+	CHECK(i < fake.nconns);
+	if ((srv = fake.conns[i].server) < 0)
+		return; /* closed: the shim reads the end of the stream */
+	/* The shim's send returned: the whole request is there, and reading it waits for nothing
+	 * (a deadline could pass in a stall of the machine, with the bytes there). */
+	CHECK(ioctl(srv, FIONREAD, &avail) == 0 && avail >= 4);
+	CHECK(__real_p11mux_frame_recv(srv, fake.req, P11MUX_FRAME_MAX) == 0);
+	CHECK(p11mux_msg_read_request(&m, fake.req) == 0);
+	CHECK(sc_decode(&m, &f) == 0);
+	CHECK(p11mux_msg_end(&m) == 0);
+	switch (m.call->code) {
+	case P11MUX_CALL_HELLO:
+		CHECK(f.f[0].ul == P11MUX_PROTO_MAGIC);
+		break;
+	case P11MUX_CALL_LOGIN:
+		CHECK(f.f[2].len <= SHIM_MAX_PIN);
+		CHECK(f.f[3].len == 0 || f.f[3].len == SHIM_TICKET_LEN);
+		break;
+	case P11MUX_CALL_RANDOM:
+		CHECK(f.f[1].ul <= 65536);
+		break;
+	default:
+		break;
+	}
+	answer(i, m.call->code, &f);
+	p11mux_msg_clear(&m);
+}
+
+/* The shim waits for a reply: the daemon answers first. */
+int
+__wrap_p11mux_frame_recv(int fd, struct p11mux_buf *b, size_t max)
+{
+	serve(fd);
+	return __real_p11mux_frame_recv(fd, b, max);
+}
+
+/* --- the application --- */
+
+static struct {
+	CK_FUNCTION_LIST *f;
+	CK_SLOT_ID slots[SHIM_MAX_SLOTS];
+	CK_ULONG nslots;
+	CK_SESSION_HANDLE sess[8];
+	size_t nsess;
+	CK_OBJECT_HANDLE objs[16];
+	size_t nobjs;
+} app;
+
+static CK_RV
+app_init(void)
+{
+	CK_C_INITIALIZE_ARGS args = {0};
+
+	args.flags = CKF_OS_LOCKING_OK;
+	args.pReserved = fake.params;
+	app.nslots = app.nsess = app.nobjs = 0;
+	return app.f->C_Initialize(&args);
+}
+
+static void
+app_finalize(void)
+{
+	app.f->C_Finalize(NULL);
+	/* Tickets are kept across C_Finalize for a forked child: not across inputs. */
+	explicit_bzero(shim.kept, sizeof(shim.kept));
+	shim.nkept = 0;
+	shim.reached = 0;
+	fake_reset();
+}
+
+static CK_SLOT_ID
+pick_slot(void)
+{
+	uint8_t b = u8();
+
+	if (app.nslots > 0 && b < 0xf0)
+		return app.slots[b % app.nslots];
+	return b & 7;
+}
+
+static CK_SESSION_HANDLE
+pick_session(void)
+{
+	uint8_t b = u8();
+
+	if (app.nsess > 0 && b < 0xf0)
+		return app.sess[b % app.nsess];
+	return b & 15;
+}
+
+static CK_OBJECT_HANDLE
+pick_object(void)
+{
+	uint8_t b = take(S_OBJ);
+
+	if (app.nobjs > 0 && b < 0xc0)
+		return app.objs[b % app.nobjs];
+	return 0x100 + (b & 15);
+}
+
+static int
+slot_sent(CK_SLOT_ID id)
+{
+	size_t i;
+
+	for (i = 0; i < fake.nslots; i++)
+		if (fake.slots[i] == id)
+			return 1;
+	return 0;
+}
+
+static void
+step_slot_list(void)
+{
+	CK_SLOT_ID *list;
+	CK_ULONG n = 0, m, i;
+	CK_RV rv;
+
+	if ((rv = app.f->C_GetSlotList(CK_TRUE, NULL, &n)) != CKR_OK)
+		return;
+	CHECK(n <= SHIM_MAX_SLOTS);
+	CHECK((list = calloc(n + 1, sizeof(*list))) != NULL);
+	if (n > 0) {
+		m = n - 1;
+		CHECK(app.f->C_GetSlotList(CK_TRUE, list, &m) == CKR_BUFFER_TOO_SMALL && m == n);
+	}
+	m = n;
+	CHECK(app.f->C_GetSlotList(CK_TRUE, list, &m) == CKR_OK && m == n);
+	for (i = 0; i < n; i++)
+		CHECK(fake.dirty[P11MUX_CALL_GET_SLOTS] || slot_sent(list[i]));
+	memcpy(app.slots, list, n * sizeof(*list));
+	app.nslots = n;
+	free(list);
+}
+
+static void
+step_slot_info(void)
+{
+	CK_SLOT_ID id = pick_slot();
+	CK_MECHANISM_TYPE *types;
+	CK_MECHANISM_INFO mi;
+	CK_TOKEN_INFO ti;
+	CK_SLOT_INFO si;
+	CK_ULONG n = 0, m, i;
+
+	app.f->C_GetSlotInfo(id, &si);
+	app.f->C_GetTokenInfo(id, &ti);
+	if (app.f->C_GetMechanismList(id, NULL, &n) != CKR_OK)
+		return;
+	CHECK((types = calloc(n + 1, sizeof(*types))) != NULL);
+	m = n;
+	CHECK(app.f->C_GetMechanismList(id, types, &m) == CKR_OK && m == n);
+	for (i = 0; i < n; i++)
+		CHECK(app.f->C_GetMechanismInfo(id, types[i], &mi) == CKR_OK);
+	free(types);
+}
+
+static void
+step_open(void)
+{
+	CK_SESSION_HANDLE h;
+	CK_SESSION_INFO info;
+	CK_SLOT_ID id = pick_slot();
+	CK_FLAGS flags = CKF_SERIAL_SESSION | (u8() & 1 ? CKF_RW_SESSION : 0);
+
+	if (app.f->C_OpenSession(id, flags, NULL, NULL, &h) != CKR_OK)
+		return;
+	CHECK(app.f->C_GetSessionInfo(h, &info) == CKR_OK && info.slotID == id);
+	if (app.nsess < sizeof(app.sess) / sizeof(app.sess[0]))
+		app.sess[app.nsess++] = h;
+}
+
+static void
+step_close(void)
+{
+	CK_SESSION_HANDLE h = pick_session();
+	CK_SESSION_INFO info;
+
+	if (app.f->C_CloseSession(h) == CKR_OK)
+		CHECK(app.f->C_GetSessionInfo(h, &info) == CKR_SESSION_HANDLE_INVALID);
+}
+
+static int
+user_state(CK_SESSION_HANDLE h)
+{
+	CK_SESSION_INFO info;
+
+	if (app.f->C_GetSessionInfo(h, &info) != CKR_OK)
+		return -1;
+	return info.state == CKS_RO_USER_FUNCTIONS || info.state == CKS_RW_USER_FUNCTIONS;
+}
+
+static void
+step_login(void)
+{
+	static const CK_USER_TYPE users[] = {CKU_USER, CKU_SO, CKU_CONTEXT_SPECIFIC, 7};
+	CK_SESSION_HANDLE h = pick_session();
+	uint8_t u = u8(), pin[300], b = u8();
+	CK_USER_TYPE user = users[u < 0xf0 ? 0 : u % 4];
+	CK_ULONG len = b < 0xf0 ? 4 : b == 0xf0 ? 0 : b == 0xf1 ? sizeof(pin) : b % 40;
+
+	memset(pin, '1', sizeof(pin));
+	if (app.f->C_Login(h, user, b == 0xf2 ? NULL : pin, len) == CKR_OK)
+		CHECK(user_state(h) == 1);
+}
+
+static void
+step_logout(void)
+{
+	CK_SESSION_HANDLE h = pick_session();
+
+	if (app.f->C_Logout(h) == CKR_OK)
+		CHECK(user_state(h) == 0);
+}
+
+static int
+handle_sent(CK_OBJECT_HANDLE h)
+{
+	size_t i;
+
+	for (i = 0; i < fake.nhandles; i++)
+		if (fake.handles[i] == h)
+			return 1;
+	return 0;
+}
+
+static void
+step_find(void)
+{
+	CK_SESSION_HANDLE h = pick_session();
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, "key", 3}};
+	CK_OBJECT_HANDLE found[5];
+	CK_ULONG n, max, i, rounds;
+
+	if (app.f->C_FindObjectsInit(h, tmpl, u8() % 3) != CKR_OK)
+		return;
+	CHECK(app.f->C_FindObjectsInit(h, tmpl, 0) == CKR_OPERATION_ACTIVE);
+	for (rounds = 0; rounds < 20; rounds++) {
+		max = (u8() + 2) % 6;
+		CHECK(app.f->C_FindObjects(h, found, max, &n) == CKR_OK);
+		CHECK(n <= max);
+		for (i = 0; i < n; i++) {
+			CHECK(fake.dirty[P11MUX_CALL_FIND] || handle_sent(found[i]));
+			if (app.nobjs < sizeof(app.objs) / sizeof(app.objs[0]))
+				app.objs[app.nobjs++] = found[i];
+		}
+		if (n == 0 && max > 0)
+			break;
+	}
+	CHECK(app.f->C_FindObjectsFinal(h) == CKR_OK);
+	CHECK(app.f->C_FindObjects(h, found, 1, &n) == CKR_OPERATION_NOT_INITIALIZED);
+}
+
+/* A size query, the values in buffers of the sizes it gave, and a buffer one byte short. */
+static void
+step_attributes(void)
+{
+	static const CK_ATTRIBUTE_TYPE types[] = {CKA_CLASS,    CKA_LABEL, CKA_ID,
+	                                          CKA_MODULUS,  CKA_SIGN,  CKA_PRIVATE,
+	                                          CKA_KEY_TYPE, CKA_VALUE, 0x1234};
+	CK_SESSION_HANDLE h = pick_session();
+	CK_OBJECT_HANDLE o = pick_object();
+	CK_ATTRIBUTE t[4], one;
+	CK_ULONG lens[4], n = 1 + u8() % 4, i;
+	uint8_t *shorter;
+	CK_RV rv;
+
+	for (i = 0; i < n; i++) {
+		t[i].type = types[u8() % (sizeof(types) / sizeof(types[0]))];
+		t[i].pValue = NULL;
+		t[i].ulValueLen = 0;
+	}
+	rv = app.f->C_GetAttributeValue(h, o, t, n);
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_SENSITIVE && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+		return;
+	for (i = 0; i < n; i++) {
+		lens[i] = t[i].ulValueLen;
+		CHECK(lens[i] == CK_UNAVAILABLE_INFORMATION || lens[i] <= fake.max_object_frame);
+		if (lens[i] != CK_UNAVAILABLE_INFORMATION)
+			CHECK((t[i].pValue = malloc(lens[i] ? lens[i] : 1)) != NULL);
+	}
+	app.f->C_GetAttributeValue(h, o, t, n);
+	for (i = 0; i < n; i++) {
+		if (t[i].pValue == NULL)
+			continue;
+		CHECK(t[i].ulValueLen == lens[i]);
+		if (lens[i] > 0) {
+			CHECK((shorter = malloc(lens[i] - 1 ? lens[i] - 1 : 1)) != NULL);
+			one.type = t[i].type;
+			one.pValue = shorter;
+			one.ulValueLen = lens[i] - 1;
+			CHECK(app.f->C_GetAttributeValue(h, o, &one, 1) == CKR_BUFFER_TOO_SMALL);
+			CHECK(one.ulValueLen == CK_UNAVAILABLE_INFORMATION);
+			free(shorter);
+		}
+		free(t[i].pValue);
+	}
+}
+
+static void
+step_object_size(void)
+{
+	CK_ULONG size;
+
+	app.f->C_GetObjectSize(pick_session(), pick_object(), &size);
+}
+
+/* A mechanism of the table (or any), with a parameter as it wants one, sometimes not. */
+struct mech {
+	CK_MECHANISM m;
+	union {
+		CK_RSA_PKCS_PSS_PARAMS pss;
+		CK_RSA_PKCS_OAEP_PARAMS oaep;
+		CK_AES_CTR_PARAMS ctr;
+		uint8_t iv[16];
+	} u;
+	uint8_t label[16];
+};
+
+static void
+pick_mech(struct mech *mc)
+{
+	uint8_t b = take(S_MECH);
+
+	memset(mc, 0, sizeof(*mc));
+	mc->m.mechanism = b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16();
+	switch (mc->m.mechanism) {
+	case CKM_RSA_PKCS_PSS:
+	case CKM_SHA256_RSA_PKCS_PSS:
+		mc->u.pss.hashAlg = CKM_SHA256;
+		mc->u.pss.mgf = CKG_MGF1_SHA256;
+		mc->u.pss.sLen = 32;
+		mc->m.pParameter = &mc->u.pss;
+		mc->m.ulParameterLen = sizeof(mc->u.pss);
+		break;
+	case CKM_RSA_PKCS_OAEP:
+		mc->u.oaep.hashAlg = CKM_SHA256;
+		mc->u.oaep.mgf = CKG_MGF1_SHA256;
+		mc->u.oaep.source = CKZ_DATA_SPECIFIED;
+		mc->u.oaep.ulSourceDataLen = u8() % sizeof(mc->label);
+		mc->u.oaep.pSourceData = mc->u.oaep.ulSourceDataLen > 0 ? mc->label : NULL;
+		mc->m.pParameter = &mc->u.oaep;
+		mc->m.ulParameterLen = sizeof(mc->u.oaep);
+		break;
+	case CKM_AES_CBC:
+		mc->m.pParameter = mc->u.iv;
+		mc->m.ulParameterLen = sizeof(mc->u.iv);
+		break;
+	case CKM_AES_CTR:
+		mc->u.ctr.ulCounterBits = 128;
+		mc->m.pParameter = &mc->u.ctr;
+		mc->m.ulParameterLen = sizeof(mc->u.ctr);
+		break;
+	default:
+		break;
+	}
+	if ((b = u8()) >= 0xf8 && mc->m.pParameter != NULL)
+		mc->m.ulParameterLen = b & 3; /* a length the codec refuses */
+}
+
+/* The signature of the operations that produce output: sign, encrypt, decrypt, digest. */
+typedef CK_RV (*run_fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+typedef CK_RV (*update_fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+typedef CK_RV (*final_fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+
+/* One call of an operation: single-part (data) or the final of a multi-part one. */
+struct opcall {
+	uint32_t call;
+	CK_SESSION_HANDLE h;
+	run_fn run;
+	final_fn final;
+	uint8_t *data;
+	size_t len;
+};
+
+static CK_RV
+op_call(const struct opcall *oc, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
+{
+	if (oc->final != NULL)
+		return oc->final(oc->h, out, outlen);
+	return oc->run(oc->h, oc->data, oc->len, out, outlen);
+}
+
+/* Runs an initialised operation as an application does: a size query, a buffer one byte short,
+ * then one of the right size. Checks that the length is the reply's, that neither the query nor
+ * the short buffer ends the operation or costs a round trip, that the output is the reply's, and
+ * that any other error, or the output's delivery, ends the operation. */
+static void
+op_collect(const struct opcall *oc)
+{
+	uint64_t before = fake.requests;
+	CK_ULONG n = 0, m;
+	uint8_t *buf;
+	CK_RV rv;
+
+	fake.dirty[oc->call] = 0;
+	rv = op_call(oc, NULL, &n);
+	/* A NULL buffer asks for the length: never "too small". */
+	CHECK(rv != CKR_BUFFER_TOO_SMALL);
+	if (rv != CKR_OK) {
+		m = 1;
+		CHECK(op_call(oc, NULL, &m) == CKR_OPERATION_NOT_INITIALIZED);
+		return;
+	}
+	CHECK(fake.requests > before);
+	/* The length is the reply's, unless the reply was not sent as built. */
+	CHECK(fake.dirty[oc->call] || n == fake.outlen);
+	before = fake.requests;
+	CHECK((buf = malloc(n + 1)) != NULL);
+	if (n > 0) {
+		m = n - 1;
+		CHECK(op_call(oc, buf, &m) == CKR_BUFFER_TOO_SMALL && m == n);
+	}
+	m = n;
+	CHECK(op_call(oc, buf, &m) == CKR_OK && m == n);
+	CHECK(fake.requests == before);
+	CHECK(fake.dirty[oc->call] || n == 0 || memcmp(buf, fake.out, n) == 0);
+	m = n;
+	CHECK(op_call(oc, buf, &m) == CKR_OPERATION_NOT_INITIALIZED);
+	free(buf);
+}
+
+struct opkind {
+	uint32_t call;
+	CK_RV (*init)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+	run_fn run;
+	update_fn update;
+	final_fn final;
+};
+
+static CK_RV
+digest_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key)
+{
+	(void)key;
+	return app.f->C_DigestInit(h, m);
+}
+
+static void
+step_op(const struct opkind *k)
+{
+	struct opcall oc = {k->call, pick_session(), k->run, NULL, NULL, 0};
+	CK_OBJECT_HANDLE key = pick_object();
+	size_t parts = take(S_PARTS) % 4, i = 0;
+	struct mech mc;
+
+	pick_mech(&mc);
+	if (k->init(oc.h, &mc.m, key) != CKR_OK)
+		return;
+	oc.len = pick_len(32);
+	CHECK((oc.data = malloc(oc.len + 1)) != NULL);
+	fill(oc.data, oc.len, 3);
+	/* Multi-part: updates, then the final. */
+	if (parts == 3) {
+		for (i = 0; i < 3; i++)
+			if (k->update(oc.h, oc.data, oc.len) != CKR_OK)
+				break;
+		oc.final = k->final;
+	}
+	if (i == 3 || parts != 3)
+		op_collect(&oc);
+	free(oc.data);
+}
+
+static CK_RV
+encrypt_update(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n)
+{
+	CK_ULONG out = 0;
+
+	return app.f->C_EncryptUpdate(h, p, n, NULL, &out);
+}
+
+static CK_RV
+decrypt_update(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n)
+{
+	CK_ULONG out = 0;
+
+	return app.f->C_DecryptUpdate(h, p, n, NULL, &out);
+}
+
+static void
+step_crypto(void)
+{
+	struct opkind k;
+
+	switch (take(S_KIND) % 4) {
+	case 0:
+		k = (struct opkind){P11MUX_CALL_SIGN, app.f->C_SignInit, app.f->C_Sign,
+		                    app.f->C_SignUpdate, app.f->C_SignFinal};
+		break;
+	case 1:
+		k = (struct opkind){P11MUX_CALL_ENCRYPT, app.f->C_EncryptInit, app.f->C_Encrypt,
+		                    encrypt_update, app.f->C_EncryptFinal};
+		break;
+	case 2:
+		k = (struct opkind){P11MUX_CALL_DECRYPT, app.f->C_DecryptInit, app.f->C_Decrypt,
+		                    decrypt_update, app.f->C_DecryptFinal};
+		break;
+	default:
+		k = (struct opkind){P11MUX_CALL_DIGEST, digest_init, app.f->C_Digest,
+		                    app.f->C_DigestUpdate, app.f->C_DigestFinal};
+		break;
+	}
+	step_op(&k);
+}
+
+static void
+step_verify(void)
+{
+	CK_SESSION_HANDLE h = pick_session();
+	CK_OBJECT_HANDLE key = pick_object();
+	uint8_t data[32], sig[256];
+	struct mech mc;
+	CK_RV rv;
+
+	pick_mech(&mc);
+	if (app.f->C_VerifyInit(h, &mc.m, key) != CKR_OK)
+		return;
+	fill(data, sizeof(data), 1);
+	fill(sig, sizeof(sig), 2);
+	if (u8() & 1) {
+		rv = app.f->C_Verify(h, data, sizeof(data), sig, u8() % sizeof(sig));
+	} else {
+		app.f->C_VerifyUpdate(h, data, sizeof(data));
+		rv = app.f->C_VerifyFinal(h, sig, u8() % sizeof(sig));
+	}
+	(void)rv;
+	/* Verification ends the operation, whatever its result. */
+	CHECK(app.f->C_Verify(h, data, 1, sig, 1) == CKR_OPERATION_NOT_INITIALIZED);
+}
+
+static void
+step_random(void)
+{
+	static const CK_ULONG lens[] = {0, 1, 16, 32, 4096, 65536, 65537, 100};
+	CK_ULONG len = lens[take(S_LEN) % 8];
+	uint8_t *buf;
+
+	CHECK((buf = malloc(len + 1)) != NULL);
+	fake.nrnd = 0;
+	fake.dirty[P11MUX_CALL_RANDOM] = 0;
+	if (app.f->C_GenerateRandom(pick_session(), buf, len) == CKR_OK &&
+	    !fake.dirty[P11MUX_CALL_RANDOM]) {
+		CHECK(fake.nrnd == len);
+		CHECK(len == 0 || memcmp(buf, fake.rnd, len) == 0);
+	}
+	free(buf);
+}
+
+/* Calls the shim answers itself. */
+static void
+step_local(void)
+{
+	CK_SESSION_HANDLE h = pick_session();
+	CK_OBJECT_HANDLE o = 0;
+	CK_SESSION_INFO si;
+	CK_ULONG n = 0;
+	CK_INFO info;
+	uint8_t b = 0;
+
+	CHECK(app.f->C_GetInfo(&info) == CKR_OK);
+	app.f->C_GetSessionInfo(h, &si);
+	app.f->C_SeedRandom(h, &b, 1);
+	app.f->C_CreateObject(h, NULL, 0, &o);
+	app.f->C_CopyObject(h, 1, NULL, 0, &o);
+	app.f->C_DestroyObject(h, 1);
+	app.f->C_DigestKey(h, 1);
+	app.f->C_GetOperationState(h, NULL, &n);
+	app.f->C_SignRecoverInit(h, NULL, 1);
+	app.f->C_GenerateKey(h, NULL, NULL, 0, &o);
+}
+
+static void
+step_restart(void)
+{
+	app_finalize();
+	CHECK(app_init() == CKR_OK);
+}
+
+static void
+step_close_all(void)
+{
+	app.f->C_CloseAllSessions(pick_slot());
+}
+
+static void
+step(void)
+{
+	uint8_t which = take(S_STEP) % 19;
+
+	TRACE("fuzz_shim: step %u\n", which);
+	switch (which) {
+	case 0:
+		step_slot_list();
+		break;
+	case 1:
+		step_slot_info();
+		break;
+	case 2:
+	case 3:
+		step_open();
+		break;
+	case 4:
+		step_close();
+		break;
+	case 5:
+		step_login();
+		break;
+	case 6:
+		step_logout();
+		break;
+	case 7:
+		step_find();
+		break;
+	case 8:
+		step_attributes();
+		break;
+	case 9:
+		step_object_size();
+		break;
+	case 10:
+	case 11:
+	case 12:
+	case 13:
+		step_crypto();
+		break;
+	case 14:
+		step_verify();
+		break;
+	case 15:
+		step_random();
+		break;
+	case 16:
+		step_local();
+		break;
+	case 17:
+		step_close_all();
+		break;
+	default:
+		step_restart();
+		break;
+	}
+}
+
+static void
+run(void)
+{
+	size_t steps;
+
+	if (fake.listen_fd < 0) {
+		fs_trace = getenv("FUZZ_TRACE") != NULL;
+		fake_setup();
+		CHECK(C_GetFunctionList(&app.f) == CKR_OK);
+	}
+	CHECK(app_init() == CKR_OK);
+	for (steps = 0; steps < MAX_STEPS && fs_more(); steps++)
+		step();
+	app_finalize();
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	fs_begin(data, size);
+	run();
+	return 0;
+}
+
+/* --- the seeds: scripts of steps, with a twist here and there --- */
+
+enum {
+	SLOTS = 0,
+	SLOT_INFO = 1,
+	OPEN = 2,
+	CLOSE = 4,
+	LOGIN = 5,
+	LOGOUT = 6,
+	FIND = 7,
+	ATTRS = 8,
+	SIZE = 9,
+	CRYPTO = 10,
+	VERIFY = 14,
+	RANDOM = 15,
+	LOCAL = 16,
+	CLOSE_ALL = 17,
+	RESTART = 18,
+};
+#define STEP(x)                                                                                    \
+	{                                                                                          \
+		S_STEP, x                                                                          \
+	}
+/* Logged in, with the objects found and the first one's attributes cached. */
+#define READY STEP(OPEN), STEP(LOGIN), STEP(FIND), STEP(ATTRS)
+
+static const struct fs_seed seeds[] = {
+        FS_SEED("slots", STEP(SLOTS)),
+        FS_SEED("slot-info", STEP(SLOTS), STEP(SLOT_INFO)),
+        FS_SEED("session", STEP(OPEN), STEP(CLOSE)),
+        FS_SEED("login-logout", STEP(OPEN), STEP(LOGIN), STEP(LOGOUT)),
+        FS_SEED("find", STEP(OPEN), STEP(FIND)),
+        FS_SEED("attributes", STEP(OPEN), STEP(FIND), STEP(ATTRS), STEP(SIZE)),
+        FS_SEED("sign", READY, STEP(CRYPTO)),
+        FS_SEED("sign-pss", READY, STEP(CRYPTO), {S_MECH, 2}),
+        FS_SEED("sign-multipart", READY, STEP(CRYPTO), {S_PARTS, 3}),
+        FS_SEED("encrypt-public", STEP(OPEN), STEP(FIND), STEP(CRYPTO), {S_KIND, 1}, {S_OBJ, 1}),
+        FS_SEED("encrypt-aes", STEP(OPEN), STEP(LOGIN), STEP(CRYPTO), {S_KIND, 1}, {S_OBJ, 0xc2},
+                {S_MECH, 6}),
+        FS_SEED("decrypt-oaep", READY, STEP(CRYPTO), {S_KIND, 2}, {S_MECH, 3}),
+        FS_SEED("decrypt-multipart", READY, STEP(CRYPTO), {S_KIND, 2}, {S_PARTS, 3}),
+        FS_SEED("digest", STEP(OPEN), STEP(CRYPTO), {S_KIND, 3}, {S_MECH, 5}),
+        FS_SEED("digest-multipart", STEP(OPEN), STEP(CRYPTO), {S_KIND, 3}, {S_MECH, 5},
+                {S_PARTS, 3}),
+        FS_SEED("verify", STEP(OPEN), STEP(FIND), STEP(VERIFY), {S_OBJ, 1}),
+        FS_SEED("random", STEP(OPEN), STEP(RANDOM), {S_LEN, 6}),
+        FS_SEED("local", STEP(OPEN), STEP(LOCAL), STEP(CLOSE_ALL), STEP(RESTART), STEP(SLOTS)),
+        FS_SEED("restart-login", STEP(OPEN), STEP(LOGIN), STEP(RESTART), STEP(OPEN), STEP(LOGIN)),
+        /* The daemon misbehaves at the operation (the key is cached: the SIGN request is the
+         * step's first). */
+        FS_SEED("sign-buffer-too-small", READY, STEP(CRYPTO), {S_RV, 208 + 5}),
+        FS_SEED("sign-daemon-gone", READY, STEP(CRYPTO), {S_ACTION, 29}),
+        FS_SEED("sign-then-gone", READY, STEP(CRYPTO), {S_ACTION, 30}, STEP(CRYPTO)),
+        FS_SEED("sign-wrong-call", READY, STEP(CRYPTO), {S_ACTION, 22}),
+        FS_SEED("sign-cut", READY, STEP(CRYPTO), {S_ACTION, 23}),
+        FS_SEED("sign-trailing", READY, STEP(CRYPTO), {S_ACTION, 24}),
+        FS_SEED("sign-flipped", READY, STEP(CRYPTO), {S_ACTION, 25}),
+        FS_SEED("sign-short-frame", READY, STEP(CRYPTO), {S_ACTION, 26}),
+        FS_SEED("sign-huge-frame", READY, STEP(CRYPTO), {S_ACTION, 27}),
+        FS_SEED("sign-garbage", READY, STEP(CRYPTO), {S_ACTION, 28}),
+        /* Regression: a reply whose call code does not decode (an empty frame) made the shim
+         * read the name of a NULL call while logging (module/conn.c, roundtrip). */
+        FS_SEED("empty-reply", STEP(SLOTS), {S_ACTION, 31}),
+        FS_SEED("login-pin-incorrect", STEP(OPEN), STEP(LOGIN), {S_RV, 208 + 1}),
+        FS_SEED("connect-refused", STEP(SLOTS), {S_CONNECT, 0xff}, STEP(SLOTS)),
+        FS_SEED("attributes-gone", STEP(OPEN), STEP(FIND), STEP(ATTRS), {S_ACTION, 29}),
+};
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	fs_write_seeds_if_asked(*argc, *argv, seeds, sizeof(seeds) / sizeof(seeds[0]), run);
+	return 0;
+}

@@ -1,0 +1,117 @@
+#include "fuzz_stream.h"
+
+#include <string.h>
+
+int fs_trace;
+
+static struct {
+	const uint8_t *p;
+	size_t n, off;
+	/* Writing a seed: its script, and the bytes handed out. */
+	int writing;
+	const uint8_t (*script)[2];
+	size_t nscript, pos;
+	uint8_t rec[16384];
+	size_t nrec;
+} in;
+
+void
+fs_begin(const uint8_t *data, size_t size)
+{
+	in.p = data;
+	in.n = size;
+	in.off = 0;
+}
+
+uint8_t
+fs_take(int site)
+{
+	uint8_t v = 0;
+
+	if (!in.writing)
+		return in.off < in.n ? in.p[in.off++] : 0;
+	if (in.pos < in.nscript && in.script[in.pos][0] == site)
+		v = in.script[in.pos++][1];
+	CHECK(in.nrec < sizeof(in.rec));
+	in.rec[in.nrec++] = v;
+	return v;
+}
+
+uint8_t
+fs_u8(void)
+{
+	return fs_take(FS_ANY);
+}
+
+uint32_t
+fs_u16(void)
+{
+	uint32_t v = fs_u8();
+
+	return v << 8 | fs_u8();
+}
+
+uint64_t
+fs_u64(void)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | fs_u8();
+	return v;
+}
+
+int
+fs_more(void)
+{
+	if (!in.writing)
+		return in.off < in.n;
+	/* Values whose site never came up in their step are dropped. */
+	while (in.pos < in.nscript && in.script[in.pos][0] != FS_STEP)
+		in.pos++;
+	return in.pos < in.nscript;
+}
+
+void
+fs_fill(uint8_t *p, size_t n, uint32_t salt)
+{
+	size_t i, done;
+
+	/* A pattern of 251 bytes, then copies of what is there: few loop rounds, so that large
+	 * outputs cost the instrumented harness little. */
+	for (i = 0; i < n && i < 251; i++)
+		p[i] = (uint8_t)(salt * 131u + i * 7u);
+	for (done = i; done < n; done += i) {
+		i = done < n - done ? done : n - done;
+		memcpy(p + done, p, i);
+	}
+}
+
+void
+fs_write_seeds_if_asked(int argc, char **argv, const struct fs_seed *seeds, size_t n,
+                        void (*run)(void))
+{
+	const char *dir = NULL;
+	char path[512];
+	size_t i;
+	FILE *f;
+	int k;
+
+	for (k = 1; k < argc; k++)
+		if (strncmp(argv[k], "--write-seeds=", 14) == 0)
+			dir = argv[k] + 14;
+	if (dir == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		in.writing = 1;
+		in.script = seeds[i].script;
+		in.nscript = seeds[i].n;
+		in.pos = in.nrec = 0;
+		run();
+		snprintf(path, sizeof(path), "%s/%s", dir, seeds[i].name);
+		CHECK((f = fopen(path, "wb")) != NULL);
+		CHECK(fwrite(in.rec, 1, in.nrec, f) == in.nrec && fclose(f) == 0);
+	}
+	exit(0);
+}
