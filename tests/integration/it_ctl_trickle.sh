@@ -53,7 +53,7 @@ for line in open(sys.argv[1]):
 print("trickling control connections: %d closed after %.2f-%.2f s, %d refused at once "
       "(slowest %.2f s), %d answered" % (len(closed), min(closed), max(closed), len(refused),
                                          max(refused) if refused else 0, len(answered)))
-assert closed and all(0.7 <= t <= 2.5 for t in closed), closed
+assert closed and all(0.9 <= t <= 2.5 for t in closed), closed
 assert refused and all(t < 1.0 for t in refused), refused
 assert not answered, answered
 PY
