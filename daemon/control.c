@@ -458,17 +458,18 @@ fingerprint_hex(const struct pobject *o, char *dst, size_t n)
 /* Members of the pool with holding == want, comma-separated, into dst. Members never seen
  * (no serial) are left out: nothing is known of them. */
 static void
-members_with(const struct pool *p, const struct pobject *o, uint8_t want, char *dst, size_t n)
+members_with(struct pool *p, const struct pobject *o, uint8_t want, char *dst, size_t n)
 {
+	char label[33], serial[17];
 	size_t k, len = 0;
 
 	dst[0] = '\0';
 	for (k = 0; k < p->nmembers; k++) {
-		if (p->members[k].serial[0] == '\0' ||
-		    __atomic_load_n(&o->holding[k], __ATOMIC_ACQUIRE) != want)
+		member_names(&p->members[k], label, serial);
+		if (serial[0] == '\0' || __atomic_load_n(&o->holding[k], __ATOMIC_ACQUIRE) != want)
 			continue;
 		len += (size_t)snprintf(dst + len, len < n ? n - len : 0, "%s%s", len ? "," : "",
-		                        p->members[k].label);
+		                        label);
 	}
 	if (dst[0] == '\0')
 		snprintf(dst, n, "-");
@@ -677,36 +678,40 @@ metrics(struct daemon *d, struct out *o)
 	}
 }
 
-/* The member named (label or serial) in any pool; with a message when none or several. */
+/* The member named (label or serial) in any pool; with a message when none or several.
+ * label gets its label (33 bytes). */
 static struct member *
-find_member(struct daemon *d, const char *name, struct out *err)
+find_member(struct daemon *d, const char *name, char *label, struct out *err)
 {
 	struct member *found = NULL;
+	char serial[17];
 	size_t i, k, n = 0;
 
 	for (i = 0; i < d->npools; i++)
 		for (k = 0; k < d->pools[i].nmembers; k++) {
 			struct member *m = &d->pools[i].members[k];
 
-			if (strcmp(m->label, name) == 0 ||
-			    (m->serial[0] && strcmp(m->serial, name) == 0)) {
+			member_names(m, label, serial);
+			if (strcmp(label, name) == 0 || (serial[0] && strcmp(serial, name) == 0)) {
 				found = m;
 				n++;
 			}
 		}
-	if (n == 1)
+	if (n == 1) {
+		member_names(found, label, serial);
 		return found;
+	}
 	if (n > 1) {
 		out_printf(err, "error: \"%s\" names %zu members; use a serial number\n", name, n);
 		return NULL;
 	}
 	out_printf(err, "error: no member \"%s\"; members:", name);
 	for (i = 0; i < d->npools; i++)
-		for (k = 0; k < d->pools[i].nmembers; k++)
-			out_printf(err, " %s%s%s%s", d->pools[i].members[k].label,
-			           d->pools[i].members[k].serial[0] ? " (" : "",
-			           d->pools[i].members[k].serial,
-			           d->pools[i].members[k].serial[0] ? ")" : "");
+		for (k = 0; k < d->pools[i].nmembers; k++) {
+			member_names(&d->pools[i].members[k], label, serial);
+			out_printf(err, " %s%s%s%s", label, serial[0] ? " (" : "", serial,
+			           serial[0] ? ")" : "");
+		}
 	out_printf(err, "\n");
 	return NULL;
 }
@@ -774,14 +779,15 @@ static void
 member_command(struct daemon *d, const char *name, const struct asker *a, struct out *o, int drain)
 {
 	struct member *m;
+	char label[33];
 
-	if ((m = find_member(d, name, o)) == NULL)
+	if ((m = find_member(d, name, label, o)) == NULL)
 		return;
 	if ((drain ? member_drain(m) : member_resume(m)) == 0) {
-		out_printf(o, "ok\nmember %s %s\n", m->label,
+		out_printf(o, "ok\nmember %s %s\n", label,
 		           drain ? "draining: it finishes its queue and takes no new work"
 		                 : "back in service");
-		log_info("control: %s %s %s", a->who, drain ? "drained" : "resumed", m->label);
+		log_info("control: %s %s %s", a->who, drain ? "drained" : "resumed", label);
 		return;
 	}
 	p11mux_lock(&m->lock);

@@ -24,7 +24,9 @@ struct client {
 	pid_t pid;
 	uint64_t accepted_ns; /* when accepted: the handshake is due hello_timeout_ms later */
 	int hello;            /* the handshake is done */
-	uint8_t *logged_in;   /* by pool index: this connection logged in to the pool */
+	/* By pool index: this connection logged in to the pool. Written by the connection's
+	 * thread only, with __atomic_store_n: the control thread counts them (pool_clients). */
+	uint8_t *logged_in;
 };
 
 struct daemon {

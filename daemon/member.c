@@ -126,6 +126,15 @@ member_latency_locked(const struct member *m, double q, unsigned seconds, uint64
 	return lat_bounds_ms[LAT_NBUCKETS - 2];
 }
 
+void
+member_names(struct member *m, char *label, char *serial)
+{
+	p11mux_lock(&m->lock);
+	memcpy(label, m->label, sizeof(m->label));
+	memcpy(serial, m->serial, sizeof(m->serial));
+	p11mux_unlock(&m->lock);
+}
+
 /* --- jobs --- */
 
 struct job *
@@ -885,11 +894,10 @@ member_drain(struct member *m)
 		m->state = MEMBER_DRAINING;
 		m->since_ns = p11mux_now_ns();
 		snprintf(m->reason, sizeof(m->reason), "drained by an administrator");
+		log_info("pool \"%s\": member %s draining", m->pool->label, m->label);
 		r = 0;
 	}
 	p11mux_unlock(&m->lock);
-	if (r == 0)
-		log_info("pool \"%s\": member %s draining", m->pool->label, m->label);
 	return r;
 }
 
@@ -903,10 +911,9 @@ member_resume(struct member *m)
 		m->state = MEMBER_UP;
 		m->since_ns = p11mux_now_ns();
 		m->reason[0] = '\0';
+		log_info("pool \"%s\": member %s resumed", m->pool->label, m->label);
 		r = 0;
 	}
 	p11mux_unlock(&m->lock);
-	if (r == 0)
-		log_info("pool \"%s\": member %s resumed", m->pool->label, m->label);
 	return r;
 }

@@ -72,7 +72,7 @@ struct member {
 	pthread_cond_t work;  /* for the member thread: stop, a lost helper, a channel back */
 	pthread_cond_t free;  /* for request threads: a channel free, or the member gone */
 	char label[33];       /* the token's, or the configured name until it was seen */
-	char serial[17];      /* "" until seen */
+	char serial[17];      /* "" until seen; both rewritten by each probe (member_names) */
 	CK_TOKEN_INFO token;  /* as the helper saw it last */
 	CK_SLOT_ID slot;      /* in the helper's module: where the next helper looks first */
 	uint64_t generation;  /* bumped each time the member (re)joins */
@@ -152,6 +152,9 @@ int member_resume(struct member *m);
  * it falls in); -1 when nothing finished in that minute. *count gets the operations of the
  * last `seconds` seconds. Lock held. */
 double member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count);
+/* Copies the member's label and serial ("" until seen) into label[33] and serial[17]: a
+ * probe rewrites them under the member's lock, so other threads read them with this. */
+void member_names(struct member *m, char *label, char *serial);
 /* The state's name: "up", "draining", "down", "probing", "excluded". */
 const char *member_state_name(enum member_state s);
 

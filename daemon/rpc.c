@@ -184,7 +184,8 @@ run_login(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	                 r->u.login.ticket, r->u.login.ticketlen, x->c->uid, x->c->pid, ticket);
 	if (rv != CKR_OK)
 		return rv;
-	x->c->logged_in[p->index] = 1;
+	/* Stored with __atomic: the control thread counts the logged-in connections. */
+	__atomic_store_n(&x->c->logged_in[p->index], 1, __ATOMIC_RELAXED);
 	p11mux_msg_put_bytes(reply, ticket, sizeof(ticket));
 	explicit_bzero(ticket, sizeof(ticket));
 	return CKR_OK;
@@ -197,7 +198,7 @@ run_logout(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 
 	(void)r;
 	(void)reply;
-	x->c->logged_in[x->p->index] = 0;
+	__atomic_store_n(&x->c->logged_in[x->p->index], 0, __ATOMIC_RELAXED);
 	return rv;
 }
 

@@ -225,6 +225,9 @@ struct bench {
 struct worker {
 	pthread_t tid;
 	struct bench *b;
+	/* Protects the results below: the main thread reads them while a stuck worker may still
+	 * be writing (it is not joined). */
+	pthread_mutex_t mu;
 	uint64_t *lat; /* per-op latency in ns (successful ops) */
 	size_t n, cap;
 	uint64_t errors;
@@ -309,6 +312,7 @@ do_one_op(const struct bench *b, CK_SESSION_HANDLE kept, unsigned char *in, size
 static void
 worker_note_error(struct worker *w, CK_RV rv, bool mismatch, uint64_t t)
 {
+	pthread_mutex_lock(&w->mu);
 	w->errors++;
 	if (!w->have_err) {
 		w->have_err = true;
@@ -316,6 +320,32 @@ worker_note_error(struct worker *w, CK_RV rv, bool mismatch, uint64_t t)
 		w->first_mismatch = mismatch;
 		w->first_err_ns = t;
 	}
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Records a successful operation's latency. false when out of memory. */
+static bool
+worker_note_latency(struct worker *w, uint64_t ns)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&w->mu);
+	if (w->n == w->cap) {
+		size_t ncap = w->cap ? w->cap * 2 : 4096;
+		uint64_t *nl = realloc(w->lat, ncap * sizeof(*nl));
+
+		if (nl == NULL) {
+			w->oom = true;
+			ok = false;
+		} else {
+			w->lat = nl;
+			w->cap = ncap;
+		}
+	}
+	if (ok)
+		w->lat[w->n++] = ns;
+	pthread_mutex_unlock(&w->mu);
+	return ok;
 }
 
 static void *
@@ -342,8 +372,9 @@ worker_main(void *arg)
 	pthread_mutex_unlock(&b->gate_mu);
 
 	if (gate < 0 || in == NULL) {
-		if (in == NULL)
-			w->oom = true;
+		pthread_mutex_lock(&w->mu);
+		w->oom = in == NULL;
+		pthread_mutex_unlock(&w->mu);
 		free(in);
 		return NULL;
 	}
@@ -369,23 +400,53 @@ worker_main(void *arg)
 			worker_note_error(w, rv, mismatch, t1);
 			continue;
 		}
-		if (w->n == w->cap) {
-			size_t ncap = w->cap ? w->cap * 2 : 4096;
-			uint64_t *nl = realloc(w->lat, ncap * sizeof(*nl));
-			if (nl == NULL) {
-				w->oom = true;
-				break;
-			}
-			w->lat = nl;
-			w->cap = ncap;
-		}
-		w->lat[w->n++] = t1 - t0;
+		if (!worker_note_latency(w, t1 - t0))
+			break;
 	}
 
 	if (kept != CK_INVALID_HANDLE)
 		b->f->C_CloseSession(kept);
 	free(in);
 	return NULL;
+}
+
+/* Sums the workers' results: *total operations with their latencies in *all (malloc'ed),
+ * *errors (a stuck worker counts one more), *oom, and *first, the worker whose error came
+ * first (NULL: none). A stuck worker may still be writing: each is read under its lock, and
+ * only the operations counted here are copied. 0, or -1 when out of memory. */
+static int
+merge_results(struct worker *workers, long n, uint64_t **all, size_t *total, uint64_t *errors,
+              bool *oom, const struct worker **first)
+{
+	size_t *counted = calloc((size_t)n + 1, sizeof(*counted)), k = 0;
+
+	*all = NULL;
+	*total = 0;
+	for (long i = 0; i < n && counted != NULL; i++) {
+		struct worker *w = &workers[i];
+
+		pthread_mutex_lock(&w->mu);
+		counted[i] = w->n;
+		*total += w->n;
+		*errors += w->errors + (w->stuck ? 1 : 0);
+		*oom = *oom || w->oom;
+		if (w->have_err && (*first == NULL || w->first_err_ns < (*first)->first_err_ns))
+			*first = w;
+		pthread_mutex_unlock(&w->mu);
+	}
+	if (counted == NULL || (*all = malloc((*total ? *total : 1) * sizeof(**all))) == NULL) {
+		free(counted);
+		return -1;
+	}
+	for (long i = 0; i < n; i++) {
+		pthread_mutex_lock(&workers[i].mu);
+		if (counted[i] > 0)
+			memcpy(*all + k, workers[i].lat, counted[i] * sizeof(**all));
+		pthread_mutex_unlock(&workers[i].mu);
+		k += counted[i];
+	}
+	free(counted);
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1343,6 +1404,8 @@ main(int argc, char **argv)
 	pthread_cond_init(&b.gate_cv, NULL);
 	gate_init = true;
 
+	for (long i = 0; i < o.threads; i++)
+		pthread_mutex_init(&workers[i].mu, NULL);
 	for (created = 0; created < o.threads; created++) {
 		int e;
 		workers[created].b = &b;
@@ -1392,31 +1455,13 @@ main(int argc, char **argv)
 
 	/* --- merge + report --- */
 
-	for (long i = 0; i < o.threads; i++) {
-		const struct worker *w = &workers[i];
-		total += w->n;
-		errors += w->errors + (w->stuck ? 1 : 0);
-		oom = oom || w->oom;
-		if (w->have_err && (first == NULL || w->first_err_ns < first->first_err_ns))
-			first = w;
+	if (merge_results(workers, o.threads, &all, &total, &errors, &oom, &first) != 0) {
+		fprintf(stderr, PROG ": out of memory merging latencies\n");
+		goto out;
 	}
 	if (oom)
 		fprintf(stderr, PROG ": warning: out of memory recording latencies; "
 		                     "some threads stopped early\n");
-
-	all = malloc((total ? total : 1) * sizeof(*all));
-	if (all == NULL) {
-		fprintf(stderr, PROG ": out of memory merging latencies\n");
-		goto out;
-	}
-	{
-		size_t k = 0;
-		for (long i = 0; i < o.threads; i++) {
-			if (workers[i].n)
-				memcpy(all + k, workers[i].lat, workers[i].n * sizeof(*all));
-			k += workers[i].n;
-		}
-	}
 	qsort(all, total, sizeof(*all), cmp_u64);
 
 	p50 = percentile(all, total, 50.0);
@@ -1482,8 +1527,10 @@ main(int argc, char **argv)
 
 out:
 	if (workers) {
-		for (long i = 0; i < o.threads; i++)
+		for (long i = 0; i < o.threads; i++) {
 			free(workers[i].lat);
+			pthread_mutex_destroy(&workers[i].mu);
+		}
 		free(workers);
 	}
 	if (gate_init) {

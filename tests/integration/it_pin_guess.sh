@@ -9,6 +9,11 @@
 . "$(dirname "$0")/lib.sh"
 LABEL="SmartCard-HSM (UserPIN)"
 it_setup
+# The restart below comes while 400 processes have just come and gone: on a loaded machine
+# (or under ThreadSanitizer) it can take longer than the shims' default 2 s wait for a daemon
+# (it_restart tests that one).
+export P11MUX_RECONNECT_MS=10000
+[ "$TSAN_BUILD" -eq 0 ] || P11MUX_RECONNECT_MS=20000
 write_config "$SOFTHSM" 'allowed_users = [ "www-data" ]; socket_group = "www-data";'
 chmod 0755 "$WORK"
 start_daemon
@@ -31,7 +36,7 @@ PORT=$(awk '/^port /{print $2}' "$WORK/prefork.out")
 
 # (It waits up to 30 s for the daemon restarted below: a graceful stop and start under
 # sanitizers on a loaded machine can take longer than the default reconnect_ms of 2 s.)
-ITEST_UNTIL="$WORK/stop-signing" P11MUX_RECONNECT_MS=30000 P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" \
+ITEST_UNTIL="$WORK/stop-signing" P11MUX_RECONNECT_MS=30000 P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" \
 	threads 4 20 "$KEYS/rsa.pub.pem" "$KEYS/ec.pub.pem" > "$WORK/signer.out" 2>&1 &
 SIGNER=$!
 signed() { "$CTL" status --json | python3 -c '
@@ -43,14 +48,15 @@ wait_until 30 signed || fail "the signer did not start: $(cat "$WORK/signer.out"
 start=$(date +%s)
 GUESSERS=()
 for i in $(seq 1 400); do
-	P11MUX_PIN=000000 "$P11MUX_BUILD/tests/itest_client" "$SHIM" guess 10 > "$WORK/guess.$i" 2>&1 &
+	P11MUX_PIN=000000 "$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" guess 10 > "$WORK/guess.$i" 2>&1 &
 	GUESSERS+=($!)
 done
 wait "${GUESSERS[@]}" || true
+took=$(($(date +%s) - start))
 read -r incorrect locked ok other < <(cat "$WORK"/guess.* | awk '
 	/^incorrect/ { i += $2; l += $4; o += $6; x += $8; n++ }
 	END { print i, l, o, x + (400 - n) * 10 }')
-echo "400 processes x 10 wrong PINs in $(( $(date +%s) - start )) s: $incorrect CKR_PIN_INCORRECT, $locked CKR_PIN_LOCKED, $ok CKR_OK, $other other"
+echo "400 processes x 10 wrong PINs in $took s: $incorrect CKR_PIN_INCORRECT, $locked CKR_PIN_LOCKED, $ok CKR_OK, $other other"
 [ "$incorrect" -le 3 ] && [ "$incorrect" -ge 1 ] || fail "$incorrect wrong PINs answered CKR_PIN_INCORRECT (at most 3)"
 [ "$ok" -eq 0 ] && [ "$other" -eq 0 ] || fail "$ok logins succeeded, $other other answers: $(cat "$WORK"/guess.* | sort | uniq -c)"
 [ $((incorrect + locked)) -eq 4000 ] || fail "$incorrect + $locked answers of 4000"
@@ -61,7 +67,10 @@ wait_until 10 grep -q "more logins refused (PIN locked) in the last" "$WORK/daem
 lines=$(grep -c "wrong PIN from\|login refused" "$WORK/daemon.log")
 [ "$(grep -c "wrong PIN from" "$WORK/daemon.log")" -eq "$incorrect" ] || fail "not one line per wrong PIN"
 grep -q "wrong PIN from uid 0 pid [0-9]*" "$WORK/daemon.log" || fail "no uid and pid in the wrong-PIN line"
-[ "$lines" -lt 200 ] || fail "$lines log lines for 4000 refused logins"
+# At most 5 lines a second of each kind and a summary (lograte.c): under 200 for a run of
+# about 30 s; a slower run (ThreadSanitizer, a loaded machine) may log 6 a second.
+max_lines=$(((took + 5) * 6 > 200 ? (took + 5) * 6 : 200))
+[ "$lines" -lt "$max_lines" ] || fail "$lines log lines for 4000 refused logins in $took s"
 
 pass "the log has one line per wrong PIN (uid, pid), and $lines lines in all for 4000 attempts"
 

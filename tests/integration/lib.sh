@@ -6,6 +6,17 @@ set -euo pipefail
 : "${P11MUX_BUILD:?set by CTest}"
 : "${P11MUX_SOURCE:?set by CTest}"
 SHIM="$P11MUX_BUILD/p11mux-pkcs11.so"
+# The shim our own clients (itest_client, p11mux-bench) load: in a TSan build
+# (P11MUX_TSAN) the instrumented copy, as they are instrumented; the NSS tools, pkcs11-tool
+# and OpenSSL always load $SHIM.
+# TSAN_BUILD=1 there: the daemon is several times slower, and tests widen their time limits
+# accordingly.
+CLIENT_SHIM=$SHIM
+TSAN_BUILD=0
+if [ -e "$P11MUX_BUILD/p11mux-pkcs11-tsan.so" ]; then
+	CLIENT_SHIM="$P11MUX_BUILD/p11mux-pkcs11-tsan.so"
+	TSAN_BUILD=1
+fi
 DAEMON="$P11MUX_BUILD/p11muxd"
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 PIN=648219
@@ -108,6 +119,30 @@ import json, sys
 for m in json.load(sys.stdin)["pools"][0]["members"]:
     if m["label"] == sys.argv[1] and m["helper_pid"] > 0:
         print(m["helper_pid"])' "$1"
+}
+
+# ctl_poll_start: reads the control socket in a loop (status, status --json, keys, metrics,
+# and a drain of no member, whose answer lists every member) until ctl_poll_stop, so that the
+# control thread reads the members while request and member threads change them (the races
+# ThreadSanitizer looks for, scripts/test-tsan.sh). The loop ends with the test's directory.
+ctl_poll_start() {
+	(
+		set +e
+		while [ -d "$WORK" ] && [ ! -e "$WORK/ctl-poll.stop" ]; do
+			for cmd in status "status --json" keys metrics "drain no-such-member"; do
+				# shellcheck disable=SC2086 # cmd is a command and its arguments
+				"$P11MUX_BUILD/p11muxctl" $cmd > /dev/null 2>&1
+			done
+			sleep 0.2
+		done
+	) &
+	CTL_POLL=$!
+}
+
+ctl_poll_stop() {
+	touch "$WORK/ctl-poll.stop"
+	wait "$CTL_POLL"
+	rm -f "$WORK/ctl-poll.stop"
 }
 
 # member_ops LABEL: operations the member did, from the daemon's account at shutdown.
