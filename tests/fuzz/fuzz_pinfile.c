@@ -66,7 +66,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(!blank(pin[0]) && !blank_or_eol(pin[npin - 1]));
 	CHECK(strchr(pin, '\n') == NULL);
 	CHECK(memmem(data + 1, size - 1, pin, npin) != NULL);
-	explicit_bzero(pin, npin);
-	free(pin);
+	pin_free(pin); /* locked memory, wiped and unmapped (common/secret.c) */
 	return 0;
 }
