@@ -2,7 +2,8 @@
  * fuzz_rpc: the daemon's request handling (daemon/rpc.c), frame after frame on one connection
  * as server.c's client loop drives it, against a daemon without devices (stubd.c). What would
  * reach a member, member_run() (linked with --wrap), answers what the input says, so that
- * dispatch.c's failover, second opinions and quarantine run too. Input format: fuzz_rpc.h.
+ * dispatch.c's failover, second opinions and quarantine run too. Input format: fuzz_rpc.h
+ * (raw frames, and requests built from a few choice bytes by rpc_build.c).
  *
  * Checked after every frame (abort when broken), against a model of the connection kept here
  * from the replies alone:
@@ -379,40 +380,58 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* A request built from choice bytes. */
+static void
+built_request(const uint8_t *p, size_t n)
+{
+	struct rpc_build x = {&sd, ticket, ticketlen};
+
+	if (rpc_build(&x, built, p, n) == 0)
+		request(p11mux_buf_data(built), p11mux_buf_len(built));
+}
+
+/* One record: a tag byte and its bytes. */
+static void
+record(const uint8_t *p, size_t n)
+{
+	if (n == 0)
+		return;
+	switch ((p[0] & ~RPC_REC_FLIP) % RPC_REC_KINDS) {
+	case RPC_REC_FRAME:
+		request(p + 1, n - 1);
+		break;
+	case RPC_REC_ANSWERS:
+		answers.p = p + 1;
+		answers.n = n - 1;
+		answers.off = 0;
+		break;
+	case RPC_REC_CONNECT:
+		connect_as(n >= 5 ? (uid_t)p[1] << 24 | (uid_t)p[2] << 16 | (uid_t)p[3] << 8 | p[4]
+		                  : RPC_UID);
+		break;
+	case RPC_REC_TICKET:
+		ticket_login(p + 1, n - 1, (p[0] & RPC_REC_FLIP) != 0);
+		break;
+	default:
+		built_request(p + 1, n - 1);
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	const uint8_t *end;
 	size_t off = 0, n;
-	uint8_t tag;
 
 	stubd_reset(&sd);
 	connect_as(RPC_UID);
 	answers.n = answers.off = 0;
 	ticketlen = 0;
-	while (size - off >= 3) {
-		tag = data[off];
-		n = (size_t)data[off + 1] << 8 | data[off + 2];
-		off += 3;
-		if (n > size - off)
-			n = size - off;
-		switch (tag & 3) {
-		case RPC_REC_FRAME:
-			request(data + off, n);
-			break;
-		case RPC_REC_ANSWERS:
-			answers.p = data + off;
-			answers.n = n;
-			answers.off = 0;
-			break;
-		case RPC_REC_CONNECT:
-			connect_as(n >= 4 ? (uid_t)data[off] << 24 | (uid_t)data[off + 1] << 16 |
-			                            (uid_t)data[off + 2] << 8 | data[off + 3]
-			                  : RPC_UID);
-			break;
-		default:
-			ticket_login(data + off, n, (tag & RPC_REC_FLIP) != 0);
-		}
-		off += n;
+	while (off <= size) {
+		end = memmem(data + off, size - off, RPC_DELIM, RPC_DELIM_LEN);
+		n = end != NULL ? (size_t)(end - (data + off)) : size - off;
+		record(data + off, n);
+		off += n + RPC_DELIM_LEN;
 	}
 	stubd_client_free(&conn.c);
 	return 0;

@@ -28,11 +28,14 @@ static struct stubd *sd;
 static void
 rec(struct seed *s, uint8_t tag, const void *p, size_t n)
 {
-	if (s->n + 3 + n > sizeof(s->b))
+	if (s->n + RPC_DELIM_LEN + 1 + n > sizeof(s->b) ||
+	    (n > 0 && memmem(p, n, RPC_DELIM, RPC_DELIM_LEN) != NULL))
 		abort();
+	if (s->n > 0) {
+		memcpy(s->b + s->n, RPC_DELIM, RPC_DELIM_LEN);
+		s->n += RPC_DELIM_LEN;
+	}
 	s->b[s->n++] = tag;
-	s->b[s->n++] = (uint8_t)(n >> 8);
-	s->b[s->n++] = (uint8_t)n;
 	if (n > 0)
 		memcpy(s->b + s->n, p, n);
 	s->n += n;
@@ -433,6 +436,54 @@ seed_no_slot(struct seed *s)
 	random_bytes(s, 3, 1);
 }
 
+/* A built request (rpc_build.c): the call's code less one, then the choices. */
+static void
+built(struct seed *s, uint32_t call, const char *choices, size_t n)
+{
+	uint8_t b[64];
+
+	b[0] = (uint8_t)(call - 1);
+	memcpy(b + 1, choices, n);
+	rec(s, RPC_REC_BUILT, b, 1 + n);
+}
+
+static void
+seed_built(struct seed *s)
+{
+	built(s, P11MUX_CALL_HELLO, "", 0);
+	built(s, P11MUX_CALL_FIND, "\x00\x02\x00\x01", 4);  /* class, private of object 0 */
+	built(s, P11MUX_CALL_LOGIN, "\x00\x00\x00\x00", 4); /* pool 0, user, its PIN */
+	built(s, P11MUX_CALL_FIND, "\x00\x01\x00", 3);
+	built(s, P11MUX_CALL_SIGN,
+	      "\x00\x00\x00"
+	      "data",
+	      7); /* RSA_PKCS, the RSA key */
+	built(s, P11MUX_CALL_DECRYPT,
+	      "\x00\x04\x00"
+	      "data",
+	      7); /* OAEP */
+	built(s, P11MUX_CALL_VERIFY,
+	      "\x00\x01\x01\x04"
+	      "datasig",
+	      10);
+	built(s, P11MUX_CALL_ENCRYPT,
+	      "\x00\x07\x04"
+	      "data",
+	      7); /* AES-CBC, the AES key */
+	built(s, P11MUX_CALL_DIGEST,
+	      "\x00\x06"
+	      "data",
+	      6);
+	built(s, P11MUX_CALL_RANDOM, "\x00\x02", 2);
+	built(s, P11MUX_CALL_GET_OBJECT, "\x04\x80", 2); /* pool 1, pool 0's key */
+	built(s, P11MUX_CALL_LOGOUT, "\x00", 1);
+	built(s, P11MUX_CALL_GET_SLOTS, "", 0);
+	connect_uid(s, RPC_UID);
+	built(s, P11MUX_CALL_HELLO, "", 0);
+	built(s, P11MUX_CALL_LOGIN, "\x00\x00\x01\x01", 4); /* no PIN, the last ticket */
+	built(s, P11MUX_CALL_GET_OBJECT, "\x00\x06", 2);    /* the private data object */
+}
+
 static const struct {
 	const char *name;
 	void (*build)(struct seed *s);
@@ -453,6 +504,7 @@ static const struct {
         {"poison", seed_poison},
         {"random", seed_random},
         {"no-slot", seed_no_slot},
+        {"built", seed_built},
 };
 
 static void
@@ -527,6 +579,12 @@ rpc_write_dict(struct stubd *s, const char *path)
 	        CKM_RSA_PKCS_OAEP, CKM_ECDSA,        CKM_SHA256,
 	        CKM_AES_CBC,       CKM_AES_CTR};
 	static const CK_ULONG attrs[] = {CKA_CLASS, CKA_PRIVATE, CKA_LABEL, CKA_ID, CKA_SIGN};
+	static const uint8_t tags[] = {RPC_REC_FRAME,
+	                               RPC_REC_ANSWERS,
+	                               RPC_REC_CONNECT,
+	                               RPC_REC_TICKET,
+	                               RPC_REC_TICKET | RPC_REC_FLIP,
+	                               RPC_REC_BUILT};
 	char name[64];
 	size_t i, k;
 	int w;
@@ -561,11 +619,15 @@ rpc_write_dict(struct stubd *s, const char *path)
 		dict_u64(f, name, attrs[i]);
 	}
 	dict_u64(f, "private_key", CKO_PRIVATE_KEY);
-	/* Record headers (fuzz_rpc.h): answers, a new connection, a ticket login. */
-	dict_entry(f, "rec_answers", (const uint8_t *)"\x01\x00\x01", 3);
-	dict_entry(f, "rec_connect", (const uint8_t *)"\x02\x00\x04", 3);
-	dict_entry(f, "rec_ticket", (const uint8_t *)"\x03\x00\x01", 3);
-	dict_entry(f, "rec_ticket_flipped", (const uint8_t *)"\x07\x00\x01", 3);
+	/* Record starts (fuzz_rpc.h): the delimiter and each kind's tag. */
+	for (i = 0; i < sizeof(tags); i++) {
+		uint8_t b[RPC_DELIM_LEN + 1];
+
+		memcpy(b, RPC_DELIM, RPC_DELIM_LEN);
+		b[RPC_DELIM_LEN] = tags[i];
+		snprintf(name, sizeof(name), "record_%u", tags[i]);
+		dict_entry(f, name, b, sizeof(b));
+	}
 	fclose(f);
 	printf("fuzz_rpc: wrote the dictionary %s\n", path);
 	return 0;

@@ -1,5 +1,6 @@
 /* A daemon without devices (stubd.h). */
 #include "stubd.h"
+#include "scratch.h"
 #include "thread.h"
 
 #include <fcntl.h>
@@ -316,25 +317,6 @@ open_pool(struct stubd *s, size_t i)
 	}
 }
 
-static char *state_dir_to_remove;
-
-static void
-remove_state_dir(void)
-{
-	char path[128];
-	size_t i;
-
-	if (state_dir_to_remove == NULL)
-		return;
-	for (i = 0; i < STUBD_NPOOLS; i++) {
-		snprintf(path, sizeof(path), "%s/pin.%s", state_dir_to_remove, stubd_labels[i]);
-		unlink(path);
-	}
-	snprintf(path, sizeof(path), "%s/ticket.key", state_dir_to_remove);
-	unlink(path);
-	rmdir(state_dir_to_remove);
-}
-
 void
 stubd_open(struct stubd *s)
 {
@@ -343,11 +325,7 @@ stubd_open(struct stubd *s)
 	memset(s, 0, sizeof(*s));
 	/* The PIN counter is saved (and synced) on every wrong PIN: a memory file system keeps
 	 * that cheap. */
-	snprintf(s->state_dir, sizeof(s->state_dir), "%s/p11mux-fuzz-XXXXXX",
-	         access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-	CHECK(mkdtemp(s->state_dir) != NULL);
-	state_dir_to_remove = s->state_dir;
-	atexit(remove_state_dir);
+	scratch_mkdir("state", s->state_dir, sizeof(s->state_dir));
 	s->cfg.path = "/stub/p11mux.conf";
 	s->cfg.socket = "/stub/p11mux.sock";
 	s->cfg.control_socket = "/stub/control.sock";

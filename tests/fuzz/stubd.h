@@ -1,12 +1,12 @@
 /*
  * A daemon without devices, for the fuzz targets that drive the daemon's own code (fuzz_rpc,
  * fuzz_ctlline): STUBD_NPOOLS pools of STUBD_NMEMBERS members each, built as pool_open()
- * would leave them but without helpers. Each pool's view holds the objects of stubd_objects[]
- * (a private RSA key and its public key and certificate, a private EC key that may not sign,
- * a secret key, a private key marked CKA_PRIVATE false, a private data object, and a
- * certificate one member holds another version of). The PIN counters live in a temporary
- * state directory, removed at exit. Member threads are never started: members are set up,
- * and whatever would reach a device is the target's business (fuzz_rpc wraps member_run).
+ * would leave them but without helpers. Each pool's view holds the objects of enum
+ * stubd_object (a private RSA key and its public key and certificate, a private EC key that
+ * may not sign, a secret key, a private key marked CKA_PRIVATE false, a private data object,
+ * and a certificate one member holds another version of). The PIN counters live in a scratch
+ * directory (scratch.h). Member threads are never started: whatever would reach a device is
+ * the target's business (fuzz_rpc wraps member_run).
  */
 #ifndef P11MUX_FUZZ_STUBD_H
 #define P11MUX_FUZZ_STUBD_H
@@ -34,7 +34,7 @@ struct stubd {
 	struct config cfg;
 	struct pool_config pcfg[STUBD_NPOOLS];
 	struct pool pools[STUBD_NPOOLS];
-	char state_dir[64];
+	char state_dir[256];
 };
 
 /* The pools' PINs and labels, by pool index. */
