@@ -408,8 +408,13 @@ mech_param_is_raw(CK_MECHANISM_TYPE t)
 static int
 mech_param_kind(const CK_MECHANISM *mech)
 {
+	/* The hash-and-sign PSS mechanisms have no default parameter (OpenSC refuses them
+	 * without one too; CKM_RSA_PKCS_PSS alone has MGF1-SHA-1 as its default there). */
 	if (mech->pParameter == NULL || mech->ulParameterLen == 0)
-		return mech->ulParameterLen == 0 ? MECH_PARAM_NONE : -1;
+		return mech->ulParameterLen == 0 && !(mech_is_pss(mech->mechanism) &&
+		                                      mech->mechanism != CKM_RSA_PKCS_PSS)
+		               ? MECH_PARAM_NONE
+		               : -1;
 	if (mech_is_pss(mech->mechanism))
 		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_PSS_PARAMS) ? MECH_PARAM_PSS : -1;
 	if (mech->mechanism == CKM_RSA_PKCS_OAEP)
@@ -424,6 +429,49 @@ CK_RV
 p11mux_mech_param_ok(const CK_MECHANISM *mech)
 {
 	return mech_param_kind(mech) < 0 ? CKR_MECHANISM_PARAM_INVALID : CKR_OK;
+}
+
+/* The key types a mechanism family works with, by mechanism code range. */
+static const struct {
+	CK_MECHANISM_TYPE lo, hi;
+	CK_KEY_TYPE kt, kt2;
+} mech_keys[] = {
+        {0x0000, 0x000f, CKK_RSA, CKK_RSA},   /* CKM_RSA_PKCS ... CKM_SHA1_RSA_PKCS_PSS */
+        {0x0040, 0x0047, CKK_RSA, CKK_RSA},   /* CKM_SHA256_RSA_PKCS ... */
+        {0x0060, 0x0067, CKK_RSA, CKK_RSA},   /* CKM_SHA3_*_RSA_PKCS(_PSS) */
+        {0x0120, 0x012f, CKK_DES, CKK_DES},   /* CKM_DES_* */
+        {0x0130, 0x013f, CKK_DES3, CKK_DES2}, /* CKM_DES3_* */
+        {0x1040, 0x104f, CKK_EC, CKK_EC},     /* CKM_ECDSA, CKM_ECDSA_SHA* */
+        {0x1057, 0x1057, CKK_EC_EDWARDS, CKK_EC_EDWARDS}, /* CKM_EDDSA */
+        {0x1080, 0x108f, CKK_AES, CKK_AES},               /* CKM_AES_* */
+};
+
+int
+p11mux_mech_key_ok(CK_MECHANISM_TYPE mech, CK_KEY_TYPE kt)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(mech_keys) / sizeof(mech_keys[0]); i++)
+		if (mech >= mech_keys[i].lo && mech <= mech_keys[i].hi)
+			return kt == mech_keys[i].kt || kt == mech_keys[i].kt2;
+	return 1;
+}
+
+int
+p11mux_mech_single_part(CK_MECHANISM_TYPE mech)
+{
+	switch (mech) {
+	case CKM_RSA_PKCS:
+	case CKM_RSA_9796:
+	case CKM_RSA_X_509:
+	case CKM_RSA_PKCS_OAEP:
+	case CKM_RSA_PKCS_PSS:
+	case CKM_ECDSA:
+	case CKM_EDDSA:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 static int

@@ -171,6 +171,14 @@ int p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **s, size_t *n
  * (IVs, AES-CTR) or one the codec encodes field by field (RSA-PSS, RSA-OAEP). Returns
  * CKR_OK or CKR_MECHANISM_PARAM_INVALID. */
 CK_RV p11mux_mech_param_ok(const CK_MECHANISM *mech);
+/* Whether a key of type kt can serve the mechanism: 0 when the mechanism belongs to a family
+ * (RSA, EC, EdDSA, DES, DES3, AES) whose key type kt is not; 1 otherwise, unknown mechanisms
+ * included (the device decides). */
+int p11mux_mech_key_ok(CK_MECHANISM_TYPE mech, CK_KEY_TYPE kt);
+/* Whether PKCS#11's mechanism table gives the mechanism single-part operations only (raw RSA,
+ * RSA-OAEP, RSA-PSS without a hash, ECDSA without a hash, EdDSA): its C_*Update and
+ * C_*Final are not offered. */
+int p11mux_mech_single_part(CK_MECHANISM_TYPE mech);
 /* Whether attribute values of this type are CK_ULONGs (sent as u64). */
 int p11mux_attr_is_ulong(CK_ATTRIBUTE_TYPE type);
 /* A PKCS#11 blank-padded field of n bytes as a C string in dst (n + 1 bytes), trailing blanks

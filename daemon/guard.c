@@ -351,6 +351,32 @@ check_pin(struct pin_guard *g, const char *pool_pin, size_t pool_pinlen, const u
 	return CKR_OK;
 }
 
+/* The right PIN came with a valid ticket: the counter is reset, as a right PIN resets a
+ * device's, unless the PIN is locked (a lockout ends with p11muxctl unlock-pin only). */
+static void
+right_pin_with_ticket(struct pin_guard *g, uid_t uid, pid_t pid)
+{
+	unsigned failures;
+
+	p11mux_lock(&g->check);
+	p11mux_lock(&g->lock);
+	failures = g->failures;
+	if (g->max > 0 && failures >= g->max)
+		failures = 0;
+	if (failures != 0) {
+		g->failures = 0;
+		g->next_ns = 0;
+	}
+	p11mux_unlock(&g->lock);
+	if (failures != 0)
+		save(g, 0);
+	p11mux_unlock(&g->check);
+	if (failures != 0)
+		log_info(
+		        "pool \"%s\": right PIN from uid %lu pid %ld after %u wrong; counter reset",
+		        g->label, (unsigned long)uid, (long)pid, failures);
+}
+
 CK_RV
 guard_login(struct pin_guard *g, const char *pool_pin, size_t pool_pinlen, const uint8_t *pin,
             size_t pinlen, const uint8_t *ticket, size_t ticketlen, uid_t uid, pid_t pid,
@@ -366,6 +392,8 @@ guard_login(struct pin_guard *g, const char *pool_pin, size_t pool_pinlen, const
 		 * PIN goes the counted way below. */
 		if ((pinlen == 0 && holder == uid) ||
 		    (pinlen > 0 && pin_equal((const char *)pin, pinlen, pool_pin, pool_pinlen))) {
+			if (pinlen > 0)
+				right_pin_with_ticket(g, uid, pid);
 			make_ticket(g, uid, ticket_out);
 			return CKR_OK;
 		}

@@ -247,34 +247,12 @@ check_mech(const struct pool *p, const CK_MECHANISM *mech, CK_FLAGS need)
 	return CKR_MECHANISM_INVALID;
 }
 
-/* The key types a mechanism family works with, by mechanism code range. */
-static const struct {
-	CK_MECHANISM_TYPE lo, hi;
-	CK_KEY_TYPE kt, kt2;
-} mech_keys[] = {
-        {0x0000, 0x000f, CKK_RSA, CKK_RSA},   /* CKM_RSA_PKCS ... CKM_SHA1_RSA_PKCS_PSS */
-        {0x0040, 0x0047, CKK_RSA, CKK_RSA},   /* CKM_SHA256_RSA_PKCS ... */
-        {0x0060, 0x0067, CKK_RSA, CKK_RSA},   /* CKM_SHA3_*_RSA_PKCS(_PSS) */
-        {0x0120, 0x012f, CKK_DES, CKK_DES},   /* CKM_DES_* */
-        {0x0130, 0x013f, CKK_DES3, CKK_DES2}, /* CKM_DES3_* */
-        {0x1040, 0x104f, CKK_EC, CKK_EC},     /* CKM_ECDSA, CKM_ECDSA_SHA* */
-        {0x1057, 0x1057, CKK_EC_EDWARDS, CKK_EC_EDWARDS}, /* CKM_EDDSA */
-        {0x1080, 0x108f, CKK_AES, CKK_AES},               /* CKM_AES_* */
-};
-
 /* A mechanism of a known family on a key of another type is the client's error: refused here,
  * never sent to a device (SoftHSM 2.6 calls exit() for CKM_RSA_X_509 on an EC key). */
 static CK_RV
 check_key_type(const CK_MECHANISM *mech, const struct pobject *o)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(mech_keys) / sizeof(mech_keys[0]); i++)
-		if (mech->mechanism >= mech_keys[i].lo && mech->mechanism <= mech_keys[i].hi)
-			return o->ktype == mech_keys[i].kt || o->ktype == mech_keys[i].kt2
-			               ? CKR_OK
-			               : CKR_KEY_TYPE_INCONSISTENT;
-	return CKR_OK;
+	return p11mux_mech_key_ok(mech->mechanism, o->ktype) ? CKR_OK : CKR_KEY_TYPE_INCONSISTENT;
 }
 
 /* The modulus length of an RSA key in bytes, from CKA_MODULUS or CKA_MODULUS_BITS; 0 when

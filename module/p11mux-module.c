@@ -479,13 +479,35 @@ check_session(CK_SESSION_HANDLE h)
 	return idx < 0 ? CKR_SESSION_HANDLE_INVALID : CKR_OK;
 }
 
-static CK_RV
-refuse_write(CK_SESSION_HANDLE h, const char *func)
+/* Whether a template asks for a token object (CKA_TOKEN true). */
+static int
+wants_token(const CK_ATTRIBUTE *t, CK_ULONG n)
 {
-	CK_RV rv;
+	CK_ULONG i;
+
+	for (i = 0; t != NULL && i < n; i++)
+		if (t[i].type == CKA_TOKEN && t[i].pValue != NULL &&
+		    t[i].ulValueLen == sizeof(CK_BBOOL))
+			return *(const CK_BBOOL *)t[i].pValue != CK_FALSE;
+	return 0;
+}
+
+/* Refuses a change to the pool's tokens. A change to a token object in a read-only session
+ * gets CKR_SESSION_READ_ONLY first, as on a device (PKCS#11 2.40, 5.6). */
+static CK_RV
+refuse_write(CK_SESSION_HANDLE h, const char *func, int token)
+{
+	struct session *s;
+	CK_RV rv = CKR_OK;
 
 	ENTER();
-	if ((rv = check_session(h)) != CKR_OK)
+	shim_lock();
+	if (session_slot_locked(h, &s) < 0)
+		rv = CKR_SESSION_HANDLE_INVALID;
+	else if (token && !(s->flags & CKF_RW_SESSION))
+		rv = CKR_SESSION_READ_ONLY;
+	shim_unlock();
+	if (rv != CKR_OK)
 		return rv;
 	shim_refused(func, CKR_TOKEN_WRITE_PROTECTED,
 	             "the pool is read-only; change keys on the devices, then restart p11muxd");
@@ -508,12 +530,18 @@ mux_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen, CK_UTF
 	return CKR_TOKEN_WRITE_PROTECTED;
 }
 
+/* C_InitPIN needs the SO logged in (PKCS#11 2.40, 5.6), which a pool never is. */
 static CK_RV
 mux_InitPIN(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
+	CK_RV rv;
+
 	(void)pPin;
 	(void)ulPinLen;
-	return refuse_write(h, "C_InitPIN");
+	ENTER();
+	if ((rv = check_session(h)) != CKR_OK)
+		return rv;
+	return CKR_USER_NOT_LOGGED_IN;
 }
 
 static CK_RV
@@ -524,7 +552,7 @@ mux_SetPIN(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen, CK_U
 	(void)ulOldLen;
 	(void)pNewPin;
 	(void)ulNewLen;
-	return refuse_write(h, "C_SetPIN");
+	return refuse_write(h, "C_SetPIN", 1);
 }
 
 static CK_RV
@@ -765,10 +793,46 @@ got_login(struct p11mux_msg *m, struct conn *c, void *arg)
 	return rv;
 }
 
+struct ro_count {
+	CK_SLOT_ID slot;
+	size_t n;
+};
+
+static void
+count_ro_session(uint64_t key, void *value, void *arg)
+{
+	const struct session *s = value;
+	struct ro_count *rc = arg;
+
+	(void)key;
+	if (s->slot == rc->slot && !(s->flags & CKF_RW_SESSION))
+		rc->n++;
+}
+
+/* The login rules of PKCS#11 2.40 (5.6, C_Login) that need no PIN: the user is logged in
+ * already (on any session of the slot), or an SO login while a read-only session is open.
+ * Lock held. */
+static CK_RV
+login_state_locked(int idx, CK_USER_TYPE user)
+{
+	struct ro_count rc = {shim.slots[idx].info.id, 0};
+
+	if (shim.slots[idx].logged_in)
+		return user == CKU_SO ? CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+		                      : CKR_USER_ALREADY_LOGGED_IN;
+	if (user == CKU_SO) {
+		p11mux_hmap_foreach(shim.sessions, count_ro_session, &rc);
+		if (rc.n > 0)
+			return CKR_SESSION_READ_ONLY_EXISTS;
+	}
+	return CKR_OK;
+}
+
 static CK_RV
 mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
 	struct login_call lc = {0, userType, pPin, ulPinLen, {0}, 0};
+	CK_FLAGS counters;
 	int idx, k;
 	CK_RV rv;
 
@@ -779,7 +843,9 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 		return CKR_SESSION_HANDLE_INVALID;
 	}
 	lc.slot = shim.slots[idx].info.id;
-	rv = shim.slots[idx].logged_in ? CKR_USER_ALREADY_LOGGED_IN : CKR_OK;
+	rv = login_state_locked(idx, userType);
+	counters = shim.slots[idx].info.token.flags &
+	           (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED);
 	if ((k = kept_index_locked(lc.slot)) >= 0) {
 		memcpy(lc.kept, shim.kept[k].ticket, SHIM_TICKET_LEN);
 		lc.keptlen = SHIM_TICKET_LEN;
@@ -791,14 +857,22 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 		return CKR_USER_TYPE_INVALID;
 	if (rv != CKR_OK)
 		return rv;
+	/* The pool keeps its devices' SO PINs out of reach: a wrong SO PIN tried on every
+	 * member could lock them all, and a locked SO PIN cannot be reset. */
+	if (userType == CKU_SO) {
+		shim_refused("C_Login", CKR_USER_TYPE_INVALID,
+		             "SO login is not offered by a pool; use the devices' own tools");
+		return CKR_USER_TYPE_INVALID;
+	}
 	if (pPin == NULL)
 		return CKR_ARGUMENTS_BAD; /* no protected authentication path */
 	if (ulPinLen == 0 || ulPinLen > SHIM_MAX_PIN)
 		return CKR_PIN_LEN_RANGE;
 	rv = shim_call(P11MUX_CALL_LOGIN, put_login, got_login, &lc);
 	explicit_bzero(lc.kept, sizeof(lc.kept));
-	/* The token flags now show the pool's PIN counter (CKF_USER_PIN_COUNT_LOW, ...). */
-	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED)
+	/* The token flags now show the pool's PIN counter (CKF_USER_PIN_COUNT_LOW, ...); after a
+	 * good login, a counter the cached flags showed is reset. */
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || (rv == CKR_OK && counters != 0))
 		cache_refresh_slots();
 	return rv;
 }
@@ -834,10 +908,8 @@ static CK_RV
 mux_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
                  CK_OBJECT_HANDLE_PTR phObject)
 {
-	(void)pTemplate;
-	(void)ulCount;
 	(void)phObject;
-	return refuse_write(h, "C_CreateObject");
+	return refuse_write(h, "C_CreateObject", wants_token(pTemplate, ulCount));
 }
 
 static CK_RV
@@ -847,9 +919,9 @@ mux_CopyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR p
 	CK_RV rv;
 
 	(void)hObject;
-	(void)pTemplate;
-	(void)ulCount;
 	(void)phNewObject;
+	if (wants_token(pTemplate, ulCount))
+		return refuse_write(h, "C_CopyObject", 1);
 	ENTER();
 	if ((rv = check_session(h)) != CKR_OK)
 		return rv;
@@ -859,11 +931,28 @@ mux_CopyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR p
 	return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
+/* A change to an object: an unknown handle is CKR_OBJECT_HANDLE_INVALID before the pool
+ * refuses to change its objects. */
+static CK_RV
+refuse_change(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *func)
+{
+	struct object *obj = NULL;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+
+	ENTER();
+	if ((rv = session_slot(h, &slot)) != CKR_OK)
+		return rv;
+	if ((rv = cache_get_object(slot, o, &obj)) != CKR_OK)
+		return rv;
+	object_free(obj);
+	return refuse_write(h, func, 1);
+}
+
 static CK_RV
 mux_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject)
 {
-	(void)hObject;
-	return refuse_write(h, "C_DestroyObject");
+	return refuse_change(h, hObject, "C_DestroyObject");
 }
 
 static CK_RV
@@ -948,10 +1037,9 @@ static CK_RV
 mux_SetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
                       CK_ULONG ulCount)
 {
-	(void)hObject;
-	(void)pTemplate;
-	(void)ulCount;
-	return refuse_write(h, "C_SetAttributeValue");
+	if (pTemplate == NULL && ulCount > 0)
+		return CKR_ARGUMENTS_BAD;
+	return refuse_change(h, hObject, "C_SetAttributeValue");
 }
 
 /* A FIND request and the handles it found. */
@@ -1093,14 +1181,22 @@ static const uint32_t op_call[OP_COUNT] = {
         [OP_DIGEST] = P11MUX_CALL_DIGEST,
 };
 
-/* Checks the key against what the operation needs, from the cached object. */
+/* Checks the key against what the operation needs, from the cached object: a key at all
+ * (CKR_KEY_TYPE_INCONSISTENT), the other half of a key pair (CKR_KEY_FUNCTION_NOT_PERMITTED,
+ * as SoftHSM answers a signature with a public key), a key type of the mechanism's family
+ * (CKR_KEY_TYPE_INCONSISTENT at C_*Init, as OpenSC answers; SoftHSM accepts the key and
+ * fails at C_Sign), the usage attribute, and the login. */
 static CK_RV
-check_key(enum op_kind kind, const struct object *o, int logged_in)
+check_key(enum op_kind kind, CK_MECHANISM_TYPE mech, const struct object *o, int logged_in)
 {
 	CK_OBJECT_CLASS cls = object_ulong(o, CKA_CLASS, (CK_ULONG)-1);
 	int private_side = kind == OP_SIGN || kind == OP_DECRYPT;
 
+	if (cls != CKO_SECRET_KEY && cls != CKO_PRIVATE_KEY && cls != CKO_PUBLIC_KEY)
+		return CKR_KEY_TYPE_INCONSISTENT;
 	if (cls != CKO_SECRET_KEY && cls != (private_side ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY))
+		return CKR_KEY_FUNCTION_NOT_PERMITTED;
+	if (!p11mux_mech_key_ok(mech, object_ulong(o, CKA_KEY_TYPE, (CK_ULONG)-1)))
 		return CKR_KEY_TYPE_INCONSISTENT;
 	if (!object_bool(o, op_attr[kind], 1))
 		return CKR_KEY_FUNCTION_NOT_PERMITTED;
@@ -1111,6 +1207,7 @@ check_key(enum op_kind kind, const struct object *o, int logged_in)
 
 struct key_check {
 	enum op_kind kind;
+	CK_MECHANISM_TYPE mech;
 	int logged_in;
 };
 
@@ -1119,7 +1216,7 @@ check_key_cb(const struct object *o, void *arg)
 {
 	const struct key_check *kc = arg;
 
-	return check_key(kc->kind, o, kc->logged_in);
+	return check_key(kc->kind, kc->mech, o, kc->logged_in);
 }
 
 static CK_RV
@@ -1151,7 +1248,7 @@ op_init(CK_SESSION_HANDLE h, enum op_kind kind, CK_MECHANISM_PTR mech, CK_OBJECT
 	if ((rv = p11mux_mech_param_ok(mech)) != CKR_OK)
 		return rv;
 	if (kind != OP_DIGEST) {
-		struct key_check kc = {kind, logged_in};
+		struct key_check kc = {kind, mech->mechanism, logged_in};
 
 		rv = cache_with_object(slot, key, check_key_cb, &kc);
 		if (rv == CKR_OBJECT_HANDLE_INVALID)
@@ -1241,6 +1338,17 @@ get_op(struct p11mux_msg *m, struct conn *c, void *arg)
 	return CKR_OK;
 }
 
+/* Whether an encryption or decryption mechanism has no multi-part form: C_EncryptUpdate,
+ * C_EncryptFinal and their decryption twins answer CKR_FUNCTION_NOT_SUPPORTED and leave the
+ * operation for C_Encrypt, as SoftHSM does. (Signing and verifying with such a mechanism
+ * gather the parts, as OpenSC does: docs/conformance.md.) */
+static int
+crypt_single_part(enum op_kind kind, const CK_MECHANISM *mech)
+{
+	return (kind == OP_ENCRYPT || kind == OP_DECRYPT) &&
+	       p11mux_mech_single_part(mech->mechanism);
+}
+
 /* Takes what the request needs from the session's pending operation into oc. CKR_OK, or the
  * answer to give at once (a result kept from a size query, or an error). Lock held. */
 static CK_RV
@@ -1258,6 +1366,8 @@ op_take_locked(CK_SESSION_HANDLE h, struct op_call *oc, int accumulated, CK_BYTE
 		return CKR_OPERATION_NOT_INITIALIZED;
 	if (op->have_result)
 		return deliver_locked(op, out, outlen);
+	if (accumulated && crypt_single_part(oc->kind, &op->mech))
+		return CKR_FUNCTION_NOT_SUPPORTED;
 	if (!accumulated && op->multipart) {
 		/* C_Sign after C_SignUpdate is not allowed. */
 		op_reset(op);
@@ -1349,6 +1459,8 @@ op_update(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, CK_ULONG len
 		rv = CKR_SESSION_HANDLE_INVALID;
 	} else if (!s->ops[kind].active) {
 		rv = CKR_OPERATION_NOT_INITIALIZED;
+	} else if (crypt_single_part(kind, &s->ops[kind].mech)) {
+		rv = CKR_FUNCTION_NOT_SUPPORTED;
 	} else if ((rv = op_append(&s->ops[kind], data, len)) != CKR_OK) {
 		op_reset(&s->ops[kind]);
 	}
@@ -1621,10 +1733,8 @@ mux_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_P
                 CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey)
 {
 	(void)pMechanism;
-	(void)pTemplate;
-	(void)ulCount;
 	(void)phKey;
-	return refuse_write(h, "C_GenerateKey");
+	return refuse_write(h, "C_GenerateKey", wants_token(pTemplate, ulCount));
 }
 
 static CK_RV
@@ -1633,13 +1743,11 @@ mux_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_ATTRIBU
                     CK_OBJECT_HANDLE_PTR phPub, CK_OBJECT_HANDLE_PTR phPriv)
 {
 	(void)pMechanism;
-	(void)pPubTemplate;
-	(void)ulPubCount;
-	(void)pPrivTemplate;
-	(void)ulPrivCount;
 	(void)phPub;
 	(void)phPriv;
-	return refuse_write(h, "C_GenerateKeyPair");
+	return refuse_write(h, "C_GenerateKeyPair",
+	                    wants_token(pPubTemplate, ulPubCount) ||
+	                            wants_token(pPrivTemplate, ulPrivCount));
 }
 
 static CK_RV
@@ -1663,10 +1771,8 @@ mux_UnwrapKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE
 	(void)hUnwrappingKey;
 	(void)pWrappedKey;
 	(void)ulWrappedKeyLen;
-	(void)pTemplate;
-	(void)ulAttributeCount;
 	(void)phKey;
-	return refuse_write(h, "C_UnwrapKey");
+	return refuse_write(h, "C_UnwrapKey", wants_token(pTemplate, ulAttributeCount));
 }
 
 static CK_RV
@@ -1675,10 +1781,8 @@ mux_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE
 {
 	(void)pMechanism;
 	(void)hBaseKey;
-	(void)pTemplate;
-	(void)ulAttributeCount;
 	(void)phKey;
-	return refuse_write(h, "C_DeriveKey");
+	return refuse_write(h, "C_DeriveKey", wants_token(pTemplate, ulAttributeCount));
 }
 
 static CK_RV
@@ -1686,11 +1790,12 @@ mux_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen)
 {
 	CK_RV rv;
 
-	(void)pSeed;
-	(void)ulSeedLen;
 	ENTER();
+	if (pSeed == NULL && ulSeedLen > 0)
+		return CKR_ARGUMENTS_BAD;
 	if ((rv = check_session(h)) != CKR_OK)
 		return rv;
+	/* The devices' generators are not seeded by applications (OpenSC offers no seeding). */
 	return CKR_RANDOM_SEED_NOT_SUPPORTED;
 }
 
@@ -1764,12 +1869,13 @@ mux_CancelFunction(CK_SESSION_HANDLE h)
 static CK_RV
 mux_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot, CK_VOID_PTR pReserved)
 {
-	(void)flags;
 	(void)pSlot;
-	(void)pReserved;
 	ENTER();
-	/* The pool's slot never changes; callers poll instead. */
-	return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pReserved != NULL)
+		return CKR_ARGUMENTS_BAD;
+	/* The pool's slots never change: no event now, and none to wait for (a blocking call
+	 * is not supported, as on SoftHSM). */
+	return (flags & CKF_DONT_BLOCK) ? CKR_NO_EVENT : CKR_FUNCTION_NOT_SUPPORTED;
 }
 
 static CK_RV mux_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList);

@@ -136,6 +136,12 @@ guard_right_pin_resets(void **state)
 	assert_int_equal(login(f, PIN, NULL, 0, 0, t), CKR_OK);
 	assert_int_equal(guard_failures(&f->g, &locked), 0);
 	assert_int_equal(guard_flags(&f->g), 0);
+	/* With a valid ticket too (a process that logged in before: p11diff's wrong-pin row). */
+	assert_int_equal(login(f, "z", NULL, 0, 0, t), CKR_PIN_INCORRECT);
+	assert_int_equal(guard_flags(&f->g), CKF_USER_PIN_COUNT_LOW);
+	assert_int_equal(login(f, PIN, t, sizeof(t), 0, t), CKR_OK);
+	assert_int_equal(guard_failures(&f->g, &locked), 0);
+	assert_int_equal(guard_flags(&f->g), 0);
 }
 
 /* A ticket alone logs in its own uid only; with the right PIN it passes a lockout for any
