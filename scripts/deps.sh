@@ -8,7 +8,7 @@ PACKAGES=(
 	build-essential cmake pkg-config clang-format clang libclang-rt-14-dev
 	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev libnss3-dev
 	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux procps systemd
-	libengine-pkcs11-openssl gnutls-bin nginx siege curl socat strace
+	libengine-pkcs11-openssl gnutls-bin nginx siege curl socat strace openssh-server
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
