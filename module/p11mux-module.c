@@ -363,9 +363,26 @@ mux_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
 	return CKR_OK;
 }
 
+struct rw_count {
+	CK_SLOT_ID slot;
+	CK_ULONG n;
+};
+
+static void
+count_rw_session(uint64_t key, void *value, void *arg)
+{
+	const struct session *s = value;
+	struct rw_count *rc = arg;
+
+	(void)key;
+	if (s->slot == rc->slot && (s->flags & CKF_RW_SESSION))
+		rc->n++;
+}
+
 static CK_RV
 mux_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 {
+	struct rw_count rc = {slotID, 0};
 	CK_RV rv;
 	int idx;
 
@@ -376,7 +393,11 @@ mux_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 		return rv;
 	shim_lock();
 	*pInfo = shim.slots[idx].info.token;
+	/* This process's sessions, as a device counts an application's (SoftHSM says
+	 * CK_UNAVAILABLE_INFORMATION). */
+	p11mux_hmap_foreach(shim.sessions, count_rw_session, &rc);
 	pInfo->ulSessionCount = shim.slots[idx].nsessions;
+	pInfo->ulRwSessionCount = rc.n;
 	shim_unlock();
 	return CKR_OK;
 }
