@@ -31,6 +31,23 @@ const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT] = {
                                 "slot, mechanism, data -> digest"},
         [P11MUX_CALL_RANDOM] = {P11MUX_CALL_RANDOM, "RANDOM", "uu", "y",
                                 "slot, length -> random bytes"},
+        [P11MUX_CALL_CLIENT] = {P11MUX_CALL_CLIENT, "CLIENT", "u", "u",
+                                "application id -> this connection serves that application's "
+                                "session objects; the daemon's instance"},
+        [P11MUX_CALL_CREATE] = {P11MUX_CALL_CREATE, "CREATE", "uuA", "uA",
+                                "slot, session, template -> a session object: handle, "
+                                "attributes"},
+        [P11MUX_CALL_GENERATE] = {P11MUX_CALL_GENERATE, "GENERATE", "uuMA", "uA",
+                                  "slot, session, mechanism, template -> a session key: "
+                                  "handle, attributes"},
+        [P11MUX_CALL_GENERATE_PAIR] = {P11MUX_CALL_GENERATE_PAIR, "GENERATE_PAIR", "uuMAA", "uAuA",
+                                       "slot, session, mechanism, public and private "
+                                       "templates -> a session key pair: handles, attributes"},
+        [P11MUX_CALL_DESTROY] = {P11MUX_CALL_DESTROY, "DESTROY", "uu", "",
+                                 "slot, session object -> destroyed"},
+        [P11MUX_CALL_DROP] = {P11MUX_CALL_DROP, "DROP", "uu", "",
+                              "slot, session (0: all; all ones: the private ones) -> the "
+                              "application's session objects of that session destroyed"},
 };
 
 const struct p11mux_proto p11mux_client_proto = {"client", p11mux_calls, P11MUX_CALL_COUNT, 0};
@@ -408,13 +425,8 @@ mech_param_is_raw(CK_MECHANISM_TYPE t)
 static int
 mech_param_kind(const CK_MECHANISM *mech)
 {
-	/* The hash-and-sign PSS mechanisms have no default parameter (OpenSC refuses them
-	 * without one too; CKM_RSA_PKCS_PSS alone has MGF1-SHA-1 as its default there). */
 	if (mech->pParameter == NULL || mech->ulParameterLen == 0)
-		return mech->ulParameterLen == 0 && !(mech_is_pss(mech->mechanism) &&
-		                                      mech->mechanism != CKM_RSA_PKCS_PSS)
-		               ? MECH_PARAM_NONE
-		               : -1;
+		return mech->ulParameterLen == 0 ? MECH_PARAM_NONE : -1;
 	if (mech_is_pss(mech->mechanism))
 		return mech->ulParameterLen == sizeof(CK_RSA_PKCS_PSS_PARAMS) ? MECH_PARAM_PSS : -1;
 	if (mech->mechanism == CKM_RSA_PKCS_OAEP)
@@ -428,7 +440,15 @@ mech_param_kind(const CK_MECHANISM *mech)
 CK_RV
 p11mux_mech_param_ok(const CK_MECHANISM *mech)
 {
-	return mech_param_kind(mech) < 0 ? CKR_MECHANISM_PARAM_INVALID : CKR_OK;
+	if (mech_param_kind(mech) < 0)
+		return CKR_MECHANISM_PARAM_INVALID;
+	/* The hash-and-sign PSS mechanisms have no default parameter (OpenSC refuses them
+	 * without one too; CKM_RSA_PKCS_PSS alone has MGF1-SHA-1 as its default there). The
+	 * codec carries them without one: this is the application's check. */
+	if (mech_is_pss(mech->mechanism) && mech->mechanism != CKM_RSA_PKCS_PSS &&
+	    mech->pParameter == NULL)
+		return CKR_MECHANISM_PARAM_INVALID;
+	return CKR_OK;
 }
 
 /* The key types a mechanism family works with, by mechanism code range. */

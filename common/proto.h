@@ -23,9 +23,13 @@
 #include "buffer.h"
 
 #define P11MUX_PROTO_MAGIC   0x50313158u /* "P11X" */
-#define P11MUX_PROTO_VERSION 2u
+#define P11MUX_PROTO_VERSION 3u
 /* Hard cap on a frame's payload, checked before any allocation. */
 #define P11MUX_FRAME_MAX (1024u * 1024u)
+/* Session objects' handles have this bit set; token objects' never do (31 bits). */
+#define P11MUX_SESSION_OBJECT 0x80000000ul
+/* DROP's session for "the private objects of every session": the application logged out. */
+#define P11MUX_DROP_PRIVATE (~0ul)
 /* Largest data a client may send for one operation (multi-part data included). */
 #define P11MUX_DATA_MAX (P11MUX_FRAME_MAX - 4096u)
 
@@ -42,6 +46,12 @@ enum p11mux_call {
 	P11MUX_CALL_DECRYPT,
 	P11MUX_CALL_DIGEST,
 	P11MUX_CALL_RANDOM,
+	P11MUX_CALL_CLIENT,
+	P11MUX_CALL_CREATE,
+	P11MUX_CALL_GENERATE,
+	P11MUX_CALL_GENERATE_PAIR,
+	P11MUX_CALL_DESTROY,
+	P11MUX_CALL_DROP,
 	P11MUX_CALL_COUNT /* one past the last */
 };
 

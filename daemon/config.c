@@ -173,6 +173,11 @@ static const struct uint_key limit_keys[] = {
         {"hello_timeout_ms", 10, 3600000, offsetof(struct limits, hello_timeout_ms)},
         {"frame_timeout_ms", 10, 3600000, offsetof(struct limits, frame_timeout_ms)},
         {"write_timeout_ms", 10, 3600000, offsetof(struct limits, write_timeout_ms)},
+        {"session_objects", 0, 100000, offsetof(struct limits, session_objects)},
+        {"session_object_bytes", 0, 1073741824, offsetof(struct limits, session_object_bytes)},
+        {"session_objects_per_uid", 0, 1000000, offsetof(struct limits, session_objects_per_uid)},
+        {"session_object_bytes_per_uid", 0, 1073741824,
+         offsetof(struct limits, session_object_bytes_per_uid)},
 };
 
 /* The scheduling and health keys, at the top level or in a pool (prefix "" or
@@ -415,6 +420,10 @@ static const char *const top_known[] = {"socket",
                                         "hello_timeout_ms",
                                         "frame_timeout_ms",
                                         "write_timeout_ms",
+                                        "session_objects",
+                                        "session_object_bytes",
+                                        "session_objects_per_uid",
+                                        "session_object_bytes_per_uid",
                                         NULL};
 
 /* A path setting: absolute, dflt when absent. */
@@ -470,6 +479,14 @@ load_limits(struct ctx *x, const config_setting_t *root, struct limits *l)
 	l->hello_timeout_ms = 5000;
 	l->frame_timeout_ms = 5000;
 	l->write_timeout_ms = 5000;
+	/* A SmartCard-HSM has room for tens of keys: an application gets 32 session objects,
+	 * 256 KiB of them, at most (0: none). */
+	l->session_objects = 32;
+	l->session_object_bytes = 262144;
+	/* A user can start processes up to max_clients_per_uid: together they get 8 times one
+	 * process's share. */
+	l->session_objects_per_uid = 256;
+	l->session_object_bytes_per_uid = 2097152;
 	for (i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
 		if (get_uint(x, root, limit_keys[i].name, limit_keys[i].name, limit_keys[i].min,
 		             limit_keys[i].max,

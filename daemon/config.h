@@ -43,12 +43,16 @@ struct pool_config {
 
 /* Connection limits and time-outs of the client socket (docs/security.md). */
 struct limits {
-	unsigned max_clients;         /* connections at once, from everybody */
-	unsigned max_clients_per_uid; /* ... from one user */
-	unsigned max_clients_per_pid; /* ... from one process */
-	unsigned hello_timeout_ms;    /* from accept to the end of the handshake */
-	unsigned frame_timeout_ms;    /* for the rest of a frame once its first byte came */
-	unsigned write_timeout_ms;    /* for a reply the client does not read */
+	unsigned max_clients;             /* connections at once, from everybody */
+	unsigned max_clients_per_uid;     /* ... from one user */
+	unsigned max_clients_per_pid;     /* ... from one process */
+	unsigned hello_timeout_ms;        /* from accept to the end of the handshake */
+	unsigned frame_timeout_ms;        /* for the rest of a frame once its first byte came */
+	unsigned write_timeout_ms;        /* for a reply the client does not read */
+	unsigned session_objects;         /* session objects one application may hold */
+	unsigned session_object_bytes;    /* ... and their size, in bytes */
+	unsigned session_objects_per_uid; /* ... one user's processes together */
+	unsigned session_object_bytes_per_uid;
 };
 
 struct config {

@@ -271,10 +271,12 @@ status_text(struct daemon *d, struct out *o)
 				snprintf(c[13], 180, "-");
 			}
 		}
-		out_printf(o, "pool \"%s\"  slot %lu  clients %u  %.1f ops/s (last 10 s)  %s  %s\n",
+		out_printf(o,
+		           "pool \"%s\"  slot %lu  clients %u  %.1f ops/s (last 10 s)  %s  %s  "
+		           "session objects %zu\n",
 		           p->label, p->slot.id, pool_clients(d, p), (double)recent / 10,
 		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
-		           pin_state(p, pin, sizeof(pin)));
+		           pin_state(p, pin, sizeof(pin)), apps_count_pool(&d->apps, p, SIZE_MAX));
 		for (k = 0; k < NCOLS; k++) {
 			size_t r;
 
@@ -326,10 +328,11 @@ status_json(struct daemon *d, struct out *o)
 		failures = guard_failures(&p->guard, &locked);
 		out_printf(o,
 		           ",\"slot\":%lu,\"clients\":%u,\"scheduler\":\"%s\",\"pin_failures\":%u,"
-		           "\"pin_locked\":%s,\"members\":[",
+		           "\"pin_locked\":%s,\"session_objects\":%zu,\"members\":[",
 		           p->slot.id, pool_clients(d, p),
 		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
-		           failures, locked ? "true" : "false");
+		           failures, locked ? "true" : "false",
+		           apps_count_pool(&d->apps, p, SIZE_MAX));
 		recent = 0;
 		for (k = 0; k < p->nmembers; k++) {
 			snapshot(&p->members[k], &s);
@@ -338,6 +341,7 @@ status_json(struct daemon *d, struct out *o)
 			out_json_str(o, s.label);
 			out_printf(o, ",\"serial\":");
 			out_json_str(o, s.serial);
+			out_printf(o, ",\"session_objects\":%zu", apps_count_pool(&d->apps, p, k));
 			out_printf(o, ",\"state\":\"%s\",\"reason\":", member_state_name(s.state));
 			out_json_str(o, s.reason);
 			out_printf(o,

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "lograte.h"
 #include "pool.h"
+#include "sobject.h"
 
 /* One connection to the client socket, served by its own (detached) thread. It is listed in
  * the daemon's clients from accept until its thread unlinks it, closes fd and frees it, all
@@ -27,6 +28,7 @@ struct client {
 	/* By pool index: this connection logged in to the pool. Written by the connection's
 	 * thread only, with __atomic_store_n: the control thread counts them (pool_clients). */
 	uint8_t *logged_in;
+	struct app *app; /* the application it serves (CLIENT), for session objects */
 };
 
 struct daemon {
@@ -49,6 +51,7 @@ struct daemon {
 	struct lograte ctl_dropped; /* control connections closed for a time-out */
 	pthread_t control_thread;   /* serves control_fd */
 	int control_running;        /* control_thread was started */
+	struct apps apps;           /* applications and their session objects */
 };
 
 /* The pool whose slot ID is id, or NULL. */

@@ -204,6 +204,85 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 }
 
 CK_RV
+pool_make(struct pool *p, struct job *j, size_t *idx)
+{
+	uint8_t tried[P11MUX_POOL_MAX_MEMBERS] = {0};
+	unsigned attempt;
+	int i;
+
+	for (attempt = 0; attempt < p->cfg->max_attempts; attempt++) {
+		if ((i = pick_member(p, NULL, tried)) < 0)
+			break;
+		tried[i] = 1;
+		mobject_free(j->made[0]);
+		mobject_free(j->made[1]);
+		j->made[0] = j->made[1] = NULL;
+		member_run(&p->members[i], j);
+		if (j->rv != P11MUX_RV_RETRY) {
+			*idx = (size_t)i;
+			return j->rv;
+		}
+	}
+	return CKR_DEVICE_ERROR;
+}
+
+/* Runs j on member idx's helper of generation gen. */
+static CK_RV
+run_pinned(struct pool *p, size_t idx, uint64_t gen, struct job *j)
+{
+	if (idx >= p->nmembers)
+		return CKR_DEVICE_REMOVED;
+	j->pin_gen = gen;
+	member_run(&p->members[idx], j);
+	return j->rv == P11MUX_RV_RETRY ? CKR_DEVICE_REMOVED : j->rv;
+}
+
+CK_RV
+pool_pinned_crypto(struct pool *p, size_t idx, uint64_t gen, uint32_t call, CK_MECHANISM *mech,
+                   const struct pobject *key, const uint8_t *in, size_t inlen, const uint8_t *sig,
+                   size_t siglen, uint8_t **out, size_t *outlen)
+{
+	uint8_t digest[32];
+	struct job *j;
+	CK_RV rv;
+
+	*out = NULL;
+	*outlen = 0;
+	op_digest(call, mech, key, in, inlen, sig, siglen, digest);
+	if (atomic_load(&p->quarantine.count) > 0 && quarantined(&p->quarantine, digest))
+		return CKR_DEVICE_ERROR;
+	if ((j = job_new(call, mech, key, in, inlen, sig, siglen)) == NULL)
+		return CKR_HOST_MEMORY;
+	rv = run_pinned(p, idx, gen, j);
+	if (j->cost_helper) {
+		char what[160];
+
+		describe_op(call, mech, key, what, sizeof(what));
+		log_error("pool \"%s\": %s cost a member's helper; refused for %d s", p->label,
+		          what, QUARANTINE_S);
+		quarantine_add(&p->quarantine, digest);
+	}
+	*out = j->out;
+	*outlen = j->outlen;
+	j->out = NULL;
+	job_free(j);
+	return rv;
+}
+
+CK_RV
+pool_pinned_destroy(struct pool *p, size_t idx, uint64_t gen, const struct pobject *key)
+{
+	struct job *j;
+	CK_RV rv;
+
+	if ((j = job_new(P11MUX_CALL_DESTROY, NULL, key, NULL, 0, NULL, 0)) == NULL)
+		return CKR_HOST_MEMORY;
+	rv = run_pinned(p, idx, gen, j);
+	job_free(j);
+	return rv;
+}
+
+CK_RV
 pool_random(struct pool *p, uint8_t *out, size_t len)
 {
 	uint8_t *buf = NULL;

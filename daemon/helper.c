@@ -44,7 +44,12 @@ struct helper {
 	pthread_mutex_t lock;    /* protects slot and anchor */
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE anchor; /* logged in for the helper's life */
-	unsigned nop;             /* operation channels */
+	/* Where the daemon's clients' session objects live: a read-only session (a token
+	 * object cannot be made in one), opened on the first, kept for the helper's life. The
+	 * operation sessions use the objects: they are the same application's. */
+	pthread_mutex_t objlock; /* protects objs, and serialises the calls on it */
+	CK_SESSION_HANDLE objs;
+	unsigned nop; /* operation channels */
 	pthread_t threads[HELPER_MAX_CHANNELS];
 	unsigned started;
 };
@@ -423,12 +428,121 @@ run_random(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	return rv;
 }
 
+/* --- session objects --- */
+
+/* The session that holds the session objects, opened when there is none. objlock held. */
+static CK_RV
+objects_session(struct helper *h)
+{
+	CK_SLOT_ID slot;
+	CK_RV rv;
+
+	if (h->objs != CK_INVALID_HANDLE)
+		return CKR_OK;
+	p11mux_lock(&h->lock);
+	slot = h->slot;
+	p11mux_unlock(&h->lock);
+	if ((rv = h->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h->objs)) != CKR_OK)
+		h->objs = CK_INVALID_HANDLE;
+	return rv;
+}
+
+/* Checks a new object and puts it in the reply (handle, class, key type, attributes). One
+ * that turned out to be a token object (a module that ignored CKA_TOKEN false) is destroyed
+ * at once and refused: the pool never leaves an object on a device. objlock held. */
+static CK_RV
+put_new_object(struct helper *h, CK_OBJECT_HANDLE o, struct p11mux_msg *reply)
+{
+	CK_BBOOL token = CK_TRUE;
+	CK_ATTRIBUTE t = {CKA_TOKEN, &token, sizeof(token)};
+	struct device_object d;
+	CK_RV rv;
+
+	if ((rv = h->f->C_GetAttributeValue(h->objs, o, &t, 1)) != CKR_OK || token != CK_FALSE) {
+		h->f->C_DestroyObject(h->objs, o);
+		log_error("a new session object was a token object (or did not say): destroyed");
+		return CKR_TOKEN_WRITE_PROTECTED;
+	}
+	if ((rv = device_read_object(h->f, h->objs, o, &d)) == CKR_OK) {
+		p11mux_msg_put_ulong(reply, o);
+		p11mux_msg_put_ulong(reply, d.cls);
+		p11mux_msg_put_ulong(reply, d.ktype);
+		p11mux_msg_put_attrs(reply, d.attrs, d.status, d.n);
+	} else {
+		h->f->C_DestroyObject(h->objs, o);
+	}
+	device_object_free(&d);
+	return rv;
+}
+
+/* CREATE, GENERATE, GENERATE_PAIR: what the call asked for, made in the objects' session. */
+static CK_RV
+run_make(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	uint32_t call = req->call->code;
+	struct helper *h = sv->h;
+	struct p11mux_attrs t1 = {0}, t2 = {0};
+	CK_MECHANISM *mech = NULL;
+	CK_OBJECT_HANDLE o1 = CK_INVALID_HANDLE, o2 = CK_INVALID_HANDLE;
+	CK_RV rv;
+
+	if (call != HELPER_CREATE)
+		p11mux_msg_get_mech(req, &mech);
+	p11mux_msg_get_attrs(req, &t1);
+	if (call == HELPER_GENERATE_PAIR)
+		p11mux_msg_get_attrs(req, &t2);
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	p11mux_lock(&h->objlock);
+	if ((rv = objects_session(h)) != CKR_OK)
+		goto out;
+	if (call == HELPER_CREATE)
+		rv = h->f->C_CreateObject(h->objs, t1.attrs, t1.n, &o1);
+	else if (call == HELPER_GENERATE)
+		rv = h->f->C_GenerateKey(h->objs, mech, t1.attrs, t1.n, &o1);
+	else
+		rv = h->f->C_GenerateKeyPair(h->objs, mech, t1.attrs, t1.n, t2.attrs, t2.n, &o1,
+		                             &o2);
+	if (rv != CKR_OK)
+		goto out;
+	if ((rv = put_new_object(h, o1, reply)) != CKR_OK) {
+		if (o2 != CK_INVALID_HANDLE)
+			h->f->C_DestroyObject(h->objs, o2);
+	} else if (o2 != CK_INVALID_HANDLE && (rv = put_new_object(h, o2, reply)) != CKR_OK) {
+		h->f->C_DestroyObject(h->objs, o1);
+	}
+out:
+	p11mux_unlock(&h->objlock);
+	return rv;
+}
+
+static CK_RV
+run_destroy(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
+{
+	struct helper *h = sv->h;
+	CK_ULONG o = 0;
+	CK_RV rv;
+
+	(void)reply;
+	p11mux_msg_get_ulong(req, &o);
+	if (p11mux_msg_end(req) != 0)
+		return RV_MALFORMED;
+	p11mux_lock(&h->objlock);
+	rv = h->objs != CK_INVALID_HANDLE ? h->f->C_DestroyObject(h->objs, o)
+	                                  : CKR_OBJECT_HANDLE_INVALID;
+	p11mux_unlock(&h->objlock);
+	return rv;
+}
+
 /* Indexed by helper call code. */
 static CK_RV (*const runs[HELPER_CALL_COUNT])(struct server *, struct p11mux_msg *,
                                               struct p11mux_msg *) = {
-        [HELPER_TOKENS] = run_tokens, [HELPER_INIT] = run_init, [HELPER_LOGIN] = run_login,
-        [HELPER_FIND] = run_find,     [HELPER_READ] = run_read, [HELPER_OP] = run_op,
-        [HELPER_RANDOM] = run_random,
+        [HELPER_TOKENS] = run_tokens,   [HELPER_INIT] = run_init,
+        [HELPER_LOGIN] = run_login,     [HELPER_FIND] = run_find,
+        [HELPER_READ] = run_read,       [HELPER_OP] = run_op,
+        [HELPER_RANDOM] = run_random,   [HELPER_CREATE] = run_make,
+        [HELPER_GENERATE] = run_make,   [HELPER_GENERATE_PAIR] = run_make,
+        [HELPER_DESTROY] = run_destroy,
 };
 
 /* Answers the request in sv->in into sv->out. 0, or -1 on a request that does not decode or
@@ -445,7 +559,8 @@ handle(struct server *sv)
 	if (p11mux_msg_read(&req, sv->in, &helper_proto) != 0)
 		goto out;
 	call = req.call->code;
-	op = call == HELPER_OP || call == HELPER_RANDOM;
+	op = call == HELPER_OP || call == HELPER_RANDOM || call == HELPER_CREATE ||
+	     call == HELPER_GENERATE || call == HELPER_GENERATE_PAIR || call == HELPER_DESTROY;
 	/* Operations on their channels; on the control channel, nothing but TOKENS and INIT
 	 * before the module is loaded and the token found. */
 	if (op != sv->op || (sv->h->f == NULL && call != HELPER_TOKENS && call != HELPER_INIT))
@@ -520,7 +635,9 @@ helper_new(CK_FUNCTION_LIST *f)
 		return NULL;
 	h->given = f;
 	h->anchor = CK_INVALID_HANDLE;
+	h->objs = CK_INVALID_HANDLE;
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_mutex_init(&h->objlock, NULL);
 	return h;
 }
 
@@ -541,9 +658,12 @@ helper_free(struct helper *h)
 {
 	if (h == NULL)
 		return;
+	if (h->objs != CK_INVALID_HANDLE)
+		h->f->C_CloseSession(h->objs);
 	if (h->anchor != CK_INVALID_HANDLE)
 		h->f->C_CloseSession(h->anchor);
 	pthread_mutex_destroy(&h->lock);
+	pthread_mutex_destroy(&h->objlock);
 	free(h);
 }
 
@@ -607,8 +727,10 @@ helper_main(const char *name, int use_syslog)
 	}
 	memset(&h, 0, sizeof(h));
 	h.anchor = CK_INVALID_HANDLE;
+	h.objs = CK_INVALID_HANDLE;
 	h.nop = (unsigned)nop;
 	pthread_mutex_init(&h.lock, NULL);
+	pthread_mutex_init(&h.objlock, NULL);
 	if ((sv = calloc(1, sizeof(*sv))) == NULL)
 		return 1;
 	sv->h = &h;
@@ -619,6 +741,8 @@ helper_main(const char *name, int use_syslog)
 		/* A thread is inside the vendor module: leave everything as it is. */
 		_exit(0);
 	}
+	if (h.objs != CK_INVALID_HANDLE)
+		h.f->C_CloseSession(h.objs);
 	if (h.anchor != CK_INVALID_HANDLE)
 		h.f->C_CloseSession(h.anchor);
 	backend_free_all(&h.backends);

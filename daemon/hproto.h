@@ -12,14 +12,18 @@
 #include "proto.h"
 
 enum helper_call {
-	HELPER_TOKENS = 1, /* list the module's tokens (discovery, --list-tokens) */
-	HELPER_INIT,       /* load the module and find the member's token */
-	HELPER_LOGIN,      /* log in to it */
-	HELPER_FIND,       /* every object's handle */
-	HELPER_READ,       /* one object's attributes */
-	HELPER_OP,         /* a cryptographic operation */
-	HELPER_RANDOM,     /* random bytes */
-	HELPER_CALL_COUNT  /* one past the last */
+	HELPER_TOKENS = 1,    /* list the module's tokens (discovery, --list-tokens) */
+	HELPER_INIT,          /* load the module and find the member's token */
+	HELPER_LOGIN,         /* log in to it */
+	HELPER_FIND,          /* every object's handle */
+	HELPER_READ,          /* one object's attributes */
+	HELPER_OP,            /* a cryptographic operation */
+	HELPER_RANDOM,        /* random bytes */
+	HELPER_CREATE,        /* a session object */
+	HELPER_GENERATE,      /* a session key */
+	HELPER_GENERATE_PAIR, /* a session key pair */
+	HELPER_DESTROY,       /* a session object destroyed */
+	HELPER_CALL_COUNT     /* one past the last */
 };
 
 extern const struct p11mux_call_desc helper_calls[HELPER_CALL_COUNT];

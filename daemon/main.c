@@ -256,6 +256,7 @@ close_daemon(struct daemon *d)
 {
 	size_t i;
 
+	apps_destroy(&d->apps);
 	for (i = 0; i < d->npools; i++)
 		pool_close(&d->pools[i]);
 	free(d->pools);
@@ -375,8 +376,11 @@ main(int argc, char **argv)
 		d.use_syslog = 1;
 	}
 	raise_fd_limit();
-	if (catch_signals(&d) != 0 || open_pools(&d) != 0 || server_listen(&d) != 0 ||
-	    control_listen(&d) != 0)
+	if (catch_signals(&d) != 0 ||
+	    apps_init(&d.apps, d.cfg->limits.session_objects, d.cfg->limits.session_object_bytes,
+	              d.cfg->limits.session_objects_per_uid,
+	              d.cfg->limits.session_object_bytes_per_uid) != 0 ||
+	    open_pools(&d) != 0 || server_listen(&d) != 0 || control_listen(&d) != 0)
 		goto out;
 	log_info("ready");
 	announce_ready(ready_fd);

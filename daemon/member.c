@@ -194,6 +194,8 @@ job_free(struct job *j)
 		explicit_bzero(j->out, j->outlen);
 		free(j->out);
 	}
+	mobject_free(j->made[0]);
+	mobject_free(j->made[1]);
 	free(j);
 }
 
@@ -344,11 +346,12 @@ put_handle(struct p11mux_msg *msg, void *arg)
 	p11mux_msg_put_ulong(msg, ((struct read_call *)arg)->handle);
 }
 
+/* Reads an object's class, key type and attributes from a helper's reply into a member
+ * object of member/handle (values copied out of the message). */
 static CK_RV
-got_object(struct p11mux_msg *msg, void *arg)
+take_object(struct p11mux_msg *msg, size_t member, CK_ULONG handle, struct mobject **out)
 {
-	struct read_call *rc = arg;
-	struct p11mux_attrs a;
+	struct p11mux_attrs a = {0};
 	CK_ATTRIBUTE *attrs;
 	CK_ULONG cls = 0, ktype = 0;
 	CK_RV *status;
@@ -356,8 +359,7 @@ got_object(struct p11mux_msg *msg, void *arg)
 
 	p11mux_msg_get_ulong(msg, &cls);
 	p11mux_msg_get_ulong(msg, &ktype);
-	p11mux_msg_get_attrs(msg, &a);
-	if (p11mux_msg_end(msg) != 0)
+	if (p11mux_msg_get_attrs(msg, &a) != 0)
 		return LINK_RV_GONE;
 	attrs = calloc(a.n + 1, sizeof(*attrs));
 	status = calloc(a.n + 1, sizeof(*status));
@@ -378,8 +380,22 @@ got_object(struct p11mux_msg *msg, void *arg)
 		free(status);
 		return CKR_HOST_MEMORY;
 	}
-	rc->o = mobject_new(rc->member, rc->handle, cls, ktype, attrs, status, a.n);
-	return rc->o != NULL ? CKR_OK : CKR_HOST_MEMORY;
+	*out = mobject_new(member, handle, cls, ktype, attrs, status, a.n);
+	return *out != NULL ? CKR_OK : CKR_HOST_MEMORY;
+}
+
+static CK_RV
+got_object(struct p11mux_msg *msg, void *arg)
+{
+	struct read_call *rc = arg;
+	CK_RV rv = take_object(msg, rc->member, rc->handle, &rc->o);
+
+	if (rv == CKR_OK && p11mux_msg_end(msg) != 0) {
+		mobject_free(rc->o);
+		rc->o = NULL;
+		return LINK_RV_GONE;
+	}
+	return rv;
 }
 
 int
@@ -591,6 +607,77 @@ get_op(struct p11mux_msg *msg, void *arg)
 	return CKR_OK;
 }
 
+/* CREATE, GENERATE, GENERATE_PAIR: the mechanism and the templates. */
+static void
+put_make(struct p11mux_msg *msg, void *arg)
+{
+	const struct job *j = arg;
+
+	if (j->call != P11MUX_CALL_CREATE)
+		p11mux_msg_put_mech(msg, &j->mech);
+	p11mux_msg_put_attrs(msg, j->tmpl->attrs, NULL, j->tmpl->n);
+	if (j->call == P11MUX_CALL_GENERATE_PAIR)
+		p11mux_msg_put_attrs(msg, j->tmpl2->attrs, NULL, j->tmpl2->n);
+}
+
+/* What the member made: one object, or two for a key pair. */
+static CK_RV
+get_make(struct p11mux_msg *msg, void *arg)
+{
+	struct job *j = arg;
+	size_t i, n = j->call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+	CK_ULONG h;
+	CK_RV rv;
+
+	for (i = 0; i < n; i++) {
+		h = CK_INVALID_HANDLE;
+		if (p11mux_msg_get_ulong(msg, &h) != 0)
+			return LINK_RV_GONE;
+		if ((rv = take_object(msg, 0, h, &j->made[i])) != CKR_OK)
+			return rv;
+	}
+	return p11mux_msg_end(msg) == 0 ? CKR_OK : LINK_RV_GONE;
+}
+
+static void
+put_destroy(struct p11mux_msg *msg, void *arg)
+{
+	p11mux_msg_put_ulong(msg, ((const struct job *)arg)->started_key);
+}
+
+static CK_RV
+get_none(struct p11mux_msg *msg, void *arg)
+{
+	(void)arg;
+	return p11mux_msg_end(msg) == 0 ? CKR_OK : LINK_RV_GONE;
+}
+
+/* The helper call, and its encoder and decoder, for a job's call. */
+static uint32_t
+job_helper_call(const struct job *j, link_put_fn *put, link_get_fn *get)
+{
+	*put = put_op;
+	*get = get_op;
+	switch (j->call) {
+	case P11MUX_CALL_RANDOM:
+		return HELPER_RANDOM;
+	case P11MUX_CALL_CREATE:
+	case P11MUX_CALL_GENERATE:
+	case P11MUX_CALL_GENERATE_PAIR:
+		*put = put_make;
+		*get = get_make;
+		return j->call == P11MUX_CALL_CREATE     ? HELPER_CREATE
+		       : j->call == P11MUX_CALL_GENERATE ? HELPER_GENERATE
+		                                         : HELPER_GENERATE_PAIR;
+	case P11MUX_CALL_DESTROY:
+		*put = put_destroy;
+		*get = get_none;
+		return HELPER_DESTROY;
+	default:
+		return HELPER_OP;
+	}
+}
+
 /* Waits for a free channel, in arrival order; its index, or -1 when the member went out of
  * service meanwhile (even if it is back by the time this thread runs again: its ticket is
  * then of the old helper's). An operation that runs alone waits until no other runs, and no
@@ -638,7 +725,9 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 	pthread_cond_broadcast(&m->free);
 	pthread_cond_signal(&m->work);
 	j->rv = rv;
-	if (rv == CKR_OK) {
+	if (rv == CKR_OK && j->call > P11MUX_CALL_RANDOM) {
+		m->done++; /* object calls: no service time, they are not what is scheduled */
+	} else if (rv == CKR_OK) {
 		m->done++;
 		m->lone_failures = 0;
 		k = j->key != NULL ? j->key->index : m->nsvc - 1;
@@ -673,9 +762,16 @@ member_run(struct member *m, struct job *j)
 	int c, sent = 0;
 	CK_RV rv;
 
+	link_put_fn put;
+	link_get_fn get;
+	uint32_t hcall = job_helper_call(j, &put, &get);
+
 	p11mux_lock(&m->lock);
 	j->submitted_ns = p11mux_now_ns();
-	if (m->state != MEMBER_UP || (c = take_channel_locked(m, j->alone)) < 0) {
+	/* A session object's job runs on its own helper or nowhere (take_channel_locked()
+	 * fails when the helper changes while this waits). */
+	if (m->state != MEMBER_UP || (j->pin_gen != 0 && m->generation != j->pin_gen) ||
+	    (c = take_channel_locked(m, j->alone)) < 0) {
 		/* Out of service, or went out while this waited: another member does it. */
 		j->rv = P11MUX_RV_RETRY;
 		p11mux_unlock(&m->lock);
@@ -691,9 +787,7 @@ member_run(struct member *m, struct job *j)
 	if (j->key != NULL && j->started_key == CK_INVALID_HANDLE)
 		rv = P11MUX_RV_RETRY; /* it lacks the key now */
 	else
-		rv = chan_call(&m->link.op[c],
-		               j->call == P11MUX_CALL_RANDOM ? HELPER_RANDOM : HELPER_OP, put_op,
-		               get_op, j, cfg->op_timeout_ms, &e, &sent);
+		rv = chan_call(&m->link.op[c], hcall, put, get, j, cfg->op_timeout_ms, &e, &sent);
 	p11mux_lock(&m->lock);
 	finish_locked(m, j, (unsigned)c, gen, rv, sent);
 	p11mux_unlock(&m->lock);

@@ -48,6 +48,12 @@ struct job {
 	int cost_helper; /* the helper died or was killed while it ran this operation */
 	int alone;       /* it cost a helper before: run it with no other on the member */
 	uint64_t gen;    /* the helper generation it ran on */
+	/* Session objects (sobject.h): CREATE, GENERATE and GENERATE_PAIR carry templates and
+	 * get what the member made (DESTROY names its object as key). pin_gen, when not 0, is
+	 * the only helper generation the job may run on: a session object lives in one. */
+	const struct p11mux_attrs *tmpl, *tmpl2;
+	struct mobject *made[2];
+	uint64_t pin_gen;
 };
 
 /* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one

@@ -52,9 +52,9 @@ build_mechanisms(struct pool *p)
 		}
 		if (!everywhere)
 			continue;
-		/* Key generation, derivation and wrapping write to the devices: not offered. */
-		info.flags &= ~(CKF_GENERATE | CKF_GENERATE_KEY_PAIR | CKF_DERIVE | CKF_WRAP |
-		                CKF_UNWRAP);
+		/* Key generation makes session keys on one member (sobject.h); derivation and
+		 * wrapping are not offered. */
+		info.flags &= ~(CKF_DERIVE | CKF_WRAP | CKF_UNWRAP);
 		s->mechs[n] = m0->mechs[i];
 		s->infos[n] = info;
 		n++;

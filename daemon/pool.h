@@ -87,6 +87,19 @@ const struct pobject *pool_object(const struct pool *p, CK_OBJECT_HANDLE h);
 CK_RV pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobject *key,
                   const uint8_t *in, size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
                   size_t *outlen);
+/* Session objects (sobject.h). pool_make runs a CREATE, GENERATE or GENERATE_PAIR job on the
+ * member that is least busy (another when that one is out of service); *idx and j->gen say
+ * where it was made. pool_pinned_crypto runs an operation with session object key on member
+ * idx, on helper generation gen only: CKR_DEVICE_REMOVED when that helper is gone (the object
+ * went with it); an input that costs the helper is refused for QUARANTINE_S seconds at once
+ * (there is no second member to ask). pool_pinned_destroy destroys it there (CKR_DEVICE_REMOVED:
+ * nothing left to destroy). */
+CK_RV pool_make(struct pool *p, struct job *j, size_t *idx);
+CK_RV pool_pinned_crypto(struct pool *p, size_t idx, uint64_t gen, uint32_t call,
+                         CK_MECHANISM *mech, const struct pobject *key, const uint8_t *in,
+                         size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
+                         size_t *outlen);
+CK_RV pool_pinned_destroy(struct pool *p, size_t idx, uint64_t gen, const struct pobject *key);
 /* Fills out with random bytes from a member's RNG. */
 CK_RV pool_random(struct pool *p, uint8_t *out, size_t len);
 /* Logs one line per member: operations done and device errors. */

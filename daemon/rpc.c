@@ -10,6 +10,7 @@
 #include "err.h"
 #include "log.h"
 #include "proto.h"
+#include "thread.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,13 @@ struct rpc_req {
 			size_t inlen, siglen;
 		} op;
 		CK_ULONG random_len;
+		CK_ULONG client_id;
+		struct {
+			CK_SESSION_HANDLE session;
+			CK_MECHANISM *mech; /* GENERATE, GENERATE_PAIR */
+			struct p11mux_attrs t1, t2;
+		} make;
+		CK_SESSION_HANDLE session; /* DROP */
 	} u;
 };
 
@@ -112,6 +120,30 @@ static void
 dec_random(struct p11mux_msg *m, struct rpc_req *r)
 {
 	p11mux_msg_get_ulong(m, &r->u.random_len);
+}
+
+static void
+dec_client(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.client_id);
+}
+
+/* CREATE, GENERATE, GENERATE_PAIR: session, mechanism (not for CREATE), template(s). */
+static void
+dec_make(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.make.session);
+	if (m->call->code != P11MUX_CALL_CREATE)
+		p11mux_msg_get_mech(m, &r->u.make.mech);
+	p11mux_msg_get_attrs(m, &r->u.make.t1);
+	if (m->call->code == P11MUX_CALL_GENERATE_PAIR)
+		p11mux_msg_get_attrs(m, &r->u.make.t2);
+}
+
+static void
+dec_session(struct p11mux_msg *m, struct rpc_req *r)
+{
+	p11mux_msg_get_ulong(m, &r->u.session);
 }
 
 /* --- handlers --- */
@@ -202,6 +234,32 @@ run_logout(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	return rv;
 }
 
+/* Appends the application's session objects of the pool that match t to *handles (grown). */
+static void
+find_session_objects(const struct rpc_ctx *x, const struct p11mux_attrs *t, CK_ULONG **handles,
+                     size_t *n)
+{
+	struct apps *a = &x->d->apps;
+	struct sobj *o;
+	CK_ULONG *grown;
+
+	if (x->c->app == NULL)
+		return;
+	p11mux_lock(&a->lock);
+	size_t room = x->c->app->nobjs;
+
+	if ((grown = realloc(*handles, (*n + room + 1) * sizeof(**handles))) != NULL) {
+		*handles = grown;
+		for (o = x->c->app->objs; o != NULL && room > 0; o = o->next)
+			if (o->pool == x->p && !o->dead && visible(x, &o->po) &&
+			    pobject_matches(&o->po, t->attrs, t->n)) {
+				(*handles)[(*n)++] = o->po.handle;
+				room--;
+			}
+	}
+	p11mux_unlock(&a->lock);
+}
+
 static CK_RV
 run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
@@ -219,6 +277,7 @@ run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 		if (visible(x, p->view.objects[i]) &&
 		    pobject_matches(p->view.objects[i], r->u.find.attrs, r->u.find.n))
 			handles[n++] = p->view.objects[i]->handle;
+	find_session_objects(x, &r->u.find, &handles, &n);
 	p11mux_msg_put_ulongs(reply, handles, n);
 	free(handles);
 	return CKR_OK;
@@ -227,12 +286,20 @@ run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 static CK_RV
 run_get_object(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
-	const struct pobject *o = pool_object(x->p, r->u.object);
+	const struct pobject *o;
+	struct sobj *so = NULL;
 
-	if (!visible(x, o))
-		return CKR_OBJECT_HANDLE_INVALID;
-	p11mux_msg_put_attrs(reply, o->attrs, o->status, o->n);
-	return CKR_OK;
+	if (r->u.object & P11MUX_SESSION_OBJECT) {
+		so = sobj_get(&x->d->apps, x->c, x->p, r->u.object);
+		o = so != NULL ? &so->po : NULL;
+	} else {
+		o = pool_object(x->p, r->u.object);
+	}
+	if (visible(x, o))
+		p11mux_msg_put_attrs(reply, o->attrs, o->status, o->n);
+	if (so != NULL)
+		sobj_put(&x->d->apps, so);
+	return visible(x, o) ? CKR_OK : CKR_OBJECT_HANDLE_INVALID;
 }
 
 /* The mechanism is offered by the pool for this kind of operation. */
@@ -312,12 +379,48 @@ check_key(const struct rpc_ctx *x, const struct rpc_handler *h, const CK_MECHANI
 		    o->attrs[i].ulValueLen == sizeof(CK_BBOOL) &&
 		    *(CK_BBOOL *)o->attrs[i].pValue == CK_FALSE)
 			return CKR_KEY_FUNCTION_NOT_PERMITTED;
-	if ((o->private || o->cls == CKO_PRIVATE_KEY) && !x->c->logged_in[x->p->index])
+	/* The pool's private keys need a login whatever they say; a session key, what its
+	 * CKA_PRIVATE says (its application made it so). */
+	if ((o->private || (o->cls == CKO_PRIVATE_KEY && !(o->handle & P11MUX_SESSION_OBJECT))) &&
+	    !x->c->logged_in[x->p->index])
 		return CKR_USER_NOT_LOGGED_IN;
 	return CKR_OK;
 }
 
 static const struct rpc_handler handlers[P11MUX_CALL_COUNT];
+
+/* An operation with a session object's key: checked as a token key is, then run on the
+ * member the object lives on, and nowhere else. Its helper gone: CKR_DEVICE_REMOVED, as for a
+ * pulled device, and the object is no more (later: CKR_KEY_HANDLE_INVALID). */
+static CK_RV
+run_op_session(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	uint32_t call = reply->call->code;
+	const struct rpc_handler *h = &handlers[call];
+	struct sobj *so = sobj_get(&x->d->apps, x->c, x->p, r->u.op.key);
+	uint8_t *out = NULL;
+	size_t outlen = 0;
+	CK_RV rv;
+
+	if ((rv = check_key(x, h, r->u.op.mech, so != NULL ? &so->po : NULL)) != CKR_OK ||
+	    (rv = check_rsa_len(call, r->u.op.mech, &so->po, r->u.op.inlen, r->u.op.siglen)) !=
+	            CKR_OK)
+		goto out;
+	rv = pool_pinned_crypto(x->p, so->member, so->gen, call, r->u.op.mech, &so->po, r->u.op.in,
+	                        r->u.op.inlen, r->u.op.sig, r->u.op.siglen, &out, &outlen);
+	if (rv == CKR_DEVICE_REMOVED)
+		sobj_lost(&x->d->apps, so);
+	if (rv == CKR_OK && call != P11MUX_CALL_VERIFY)
+		p11mux_msg_put_bytes(reply, out, outlen);
+	if (out != NULL) {
+		explicit_bzero(out, outlen);
+		free(out);
+	}
+out:
+	if (so != NULL)
+		sobj_put(&x->d->apps, so);
+	return rv;
+}
 
 /* SIGN, VERIFY, ENCRYPT, DECRYPT, DIGEST: checked, then run on a member. */
 static CK_RV
@@ -338,6 +441,8 @@ run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 		return CKR_SIGNATURE_LEN_RANGE;
 	if ((rv = check_mech(x->p, r->u.op.mech, h->mech_flag)) != CKR_OK)
 		return rv;
+	if (h->key_usage != 0 && (r->u.op.key & P11MUX_SESSION_OBJECT))
+		return run_op_session(x, r, reply);
 	if (h->key_usage != 0) {
 		key = pool_object(x->p, r->u.op.key);
 		if ((rv = check_key(x, h, r->u.op.mech, key)) != CKR_OK ||
@@ -374,6 +479,164 @@ run_random(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	return rv;
 }
 
+/* CLIENT: this connection serves application id (its session objects). */
+static CK_RV
+run_client(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	CK_RV rv;
+
+	if ((rv = apps_bind(&x->d->apps, x->c, r->u.client_id)) == CKR_OK)
+		p11mux_msg_put_ulong(reply, x->d->apps.instance);
+	return rv;
+}
+
+/* The value of a CK_BBOOL attribute in a template: 1, 0, or dflt when absent. */
+static int
+template_bool(const struct p11mux_attrs *t, CK_ATTRIBUTE_TYPE type, int dflt)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		if (t->attrs[i].type == type && t->attrs[i].pValue != NULL &&
+		    t->attrs[i].ulValueLen == sizeof(CK_BBOOL))
+			return *(CK_BBOOL *)t->attrs[i].pValue != CK_FALSE;
+	return dflt;
+}
+
+/* What an object made from template t counts against the quota: its values, and room for
+ * what the device adds (a key's material). */
+static size_t
+template_bytes(const struct p11mux_attrs *t)
+{
+	size_t i, n = 1024;
+
+	for (i = 0; i < t->n; i++)
+		n += t->attrs[i].ulValueLen;
+	return n;
+}
+
+/* Whether a member made a private object (CKA_PRIVATE true or not read). */
+static int
+made_private(const struct mobject *mo)
+{
+	size_t i;
+
+	if (mo == NULL)
+		return 0;
+	for (i = 0; i < mo->n; i++)
+		if (mo->attrs[i].type == CKA_PRIVATE && mo->status[i] == CKR_OK &&
+		    mo->attrs[i].pValue != NULL && mo->attrs[i].ulValueLen == sizeof(CK_BBOOL))
+			return *(CK_BBOOL *)mo->attrs[i].pValue != CK_FALSE;
+	return 1;
+}
+
+/* The checks of CREATE, GENERATE and GENERATE_PAIR before a device sees them. */
+static CK_RV
+check_make(const struct rpc_ctx *x, struct rpc_req *r, uint32_t call)
+{
+	int pair = call == P11MUX_CALL_GENERATE_PAIR, logged_in = x->c->logged_in[x->p->index];
+
+	if (x->c->app == NULL)
+		return CKR_FUNCTION_FAILED; /* a shim always says CLIENT first */
+	if (r->u.make.t1.n > P11MUX_FIND_MAX_ATTRS || r->u.make.t2.n > P11MUX_FIND_MAX_ATTRS)
+		return CKR_ARGUMENTS_BAD;
+	/* Token objects are the operator's business, on the devices. */
+	if (template_bool(&r->u.make.t1, CKA_TOKEN, 0) ||
+	    (pair && template_bool(&r->u.make.t2, CKA_TOKEN, 0)))
+		return CKR_TOKEN_WRITE_PROTECTED;
+	/* The members are logged in whatever the client is: a private object needs the
+	 * client's own login. Refused here when the template says so; when it does not, the
+	 * device's default decides, and run_make() checks what was made. */
+	if (!logged_in && (template_bool(&r->u.make.t1, CKA_PRIVATE, 0) ||
+	                   (pair && template_bool(&r->u.make.t2, CKA_PRIVATE, 0))))
+		return CKR_USER_NOT_LOGGED_IN;
+	if (call == P11MUX_CALL_GENERATE)
+		return check_mech(x->p, r->u.make.mech, CKF_GENERATE);
+	if (pair)
+		return check_mech(x->p, r->u.make.mech, CKF_GENERATE_KEY_PAIR);
+	return CKR_OK;
+}
+
+/* CREATE, GENERATE, GENERATE_PAIR: made on the least busy member, pinned there. */
+static CK_RV
+run_make(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	uint32_t call = reply->call->code;
+	struct apps *a = &x->d->apps;
+	size_t i, idx = 0, n = call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+	size_t bytes[2] = {template_bytes(&r->u.make.t1), template_bytes(&r->u.make.t2)};
+	CK_OBJECT_HANDLE made[2] = {CK_INVALID_HANDLE, CK_INVALID_HANDLE};
+	struct job *j;
+	struct sobj *so;
+	CK_RV rv;
+
+	if ((rv = check_make(x, r, call)) != CKR_OK)
+		return rv;
+	if (n == 1)
+		bytes[1] = 0;
+	if ((rv = apps_reserve(a, x->c, n, bytes[0] + bytes[1])) != CKR_OK)
+		return rv;
+	if ((j = job_new(call, r->u.make.mech, NULL, NULL, 0, NULL, 0)) == NULL) {
+		apps_release(a, x->c, n, bytes[0] + bytes[1]);
+		return CKR_HOST_MEMORY;
+	}
+	j->tmpl = &r->u.make.t1;
+	j->tmpl2 = &r->u.make.t2;
+	if ((rv = pool_make(x->p, j, &idx)) != CKR_OK) {
+		job_free(j);
+		apps_release(a, x->c, n, bytes[0] + bytes[1]);
+		return rv;
+	}
+	/* A private object (the device's default) for a client that is not logged in: it must
+	 * not see it, nor anyone. Destroyed at once, as a device would have refused it. */
+	if (!x->c->logged_in[x->p->index])
+		for (i = 0; i < n; i++)
+			if (made_private(j->made[i]))
+				rv = CKR_USER_NOT_LOGGED_IN;
+	/* The quota reserved is the objects' now (each gives its share back when it ends). */
+	for (i = 0; i < n; i++) {
+		made[i] = sobj_add(a, x->c, x->p, idx, j->gen, r->u.make.session, j->made[i],
+		                   bytes[i]);
+		j->made[i] = NULL;
+		if (made[i] == CK_INVALID_HANDLE)
+			apps_release(a, x->c, 1, bytes[i]);
+	}
+	job_free(j);
+	for (i = 0; i < n && rv == CKR_OK; i++) {
+		if (made[i] == CK_INVALID_HANDLE ||
+		    (so = sobj_get(a, x->c, x->p, made[i])) == NULL) {
+			rv = CKR_HOST_MEMORY;
+			continue;
+		}
+		p11mux_msg_put_ulong(reply, made[i]);
+		p11mux_msg_put_attrs(reply, so->po.attrs, so->po.status, so->po.n);
+		sobj_put(a, so);
+	}
+	if (rv != CKR_OK)
+		for (i = 0; i < n; i++)
+			if (made[i] != CK_INVALID_HANDLE)
+				sobj_destroy(a, x->c, x->p, made[i]);
+	return rv;
+}
+
+static CK_RV
+run_destroy(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	(void)reply;
+	if (r->u.object & P11MUX_SESSION_OBJECT)
+		return sobj_destroy(&x->d->apps, x->c, x->p, r->u.object);
+	return visible(x, pool_object(x->p, r->u.object)) ? CKR_TOKEN_WRITE_PROTECTED
+	                                                  : CKR_OBJECT_HANDLE_INVALID;
+}
+
+static CK_RV
+run_drop(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
+{
+	(void)reply;
+	sobj_drop(&x->d->apps, x->c, x->p, r->u.session);
+	return CKR_OK;
+}
+
 /* Indexed by call code, as p11mux_calls[] is. */
 static const struct rpc_handler handlers[P11MUX_CALL_COUNT] = {
         [P11MUX_CALL_HELLO] = {dec_hello, run_hello, 0, 0, 0, 0},
@@ -388,6 +651,12 @@ static const struct rpc_handler handlers[P11MUX_CALL_COUNT] = {
         [P11MUX_CALL_DECRYPT] = {dec_op, run_op, 1, CKF_DECRYPT, CKA_DECRYPT, CKO_PRIVATE_KEY},
         [P11MUX_CALL_DIGEST] = {dec_op, run_op, 1, CKF_DIGEST, 0, 0},
         [P11MUX_CALL_RANDOM] = {dec_random, run_random, 1, 0, 0, 0},
+        [P11MUX_CALL_CLIENT] = {dec_client, run_client, 0, 0, 0, 0},
+        [P11MUX_CALL_CREATE] = {dec_make, run_make, 1, 0, 0, 0},
+        [P11MUX_CALL_GENERATE] = {dec_make, run_make, 1, 0, 0, 0},
+        [P11MUX_CALL_GENERATE_PAIR] = {dec_make, run_make, 1, 0, 0, 0},
+        [P11MUX_CALL_DESTROY] = {dec_object, run_destroy, 1, 0, 0, 0},
+        [P11MUX_CALL_DROP] = {dec_session, run_drop, 1, 0, 0, 0},
 };
 
 /* Closes the connection of a client that does not speak the protocol (a line a client can

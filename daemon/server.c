@@ -224,6 +224,7 @@ client_end(struct client *c)
 	*c->pprev = c->next;
 	d->nclients--;
 	close(c->fd);
+	apps_unbind(&d->apps, c);
 	free(c->logged_in);
 	free(c);
 	pthread_cond_broadcast(&d->gone);
@@ -448,6 +449,8 @@ flush_logs(struct daemon *d)
 
 	for (i = 0; i < d->npools; i++)
 		held |= guard_flush(&d->pools[i].guard);
+	/* Not a log line, but due within a second too: gone applications' session objects. */
+	held |= apps_sweep(&d->apps);
 	return held;
 }
 

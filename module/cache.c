@@ -102,7 +102,7 @@ object_free(struct object *o)
 }
 
 /* A deep copy of n attributes; NULL when out of memory. */
-static struct object *
+struct object *
 object_make(CK_SLOT_ID slot, const CK_ATTRIBUTE *a, const CK_RV *st, size_t n)
 {
 	struct object *o;
@@ -136,7 +136,11 @@ fail:
 struct object *
 object_dup(const struct object *o)
 {
-	return object_make(o->slot, o->attrs, o->status, o->n);
+	struct object *copy = object_make(o->slot, o->attrs, o->status, o->n);
+
+	if (copy != NULL)
+		copy->session = o->session;
+	return copy;
 }
 
 int
@@ -228,6 +232,12 @@ cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out)
 		object_free(oc.made);
 		return CKR_HOST_MEMORY;
 	}
+	if (h & P11MUX_SESSION_OBJECT) {
+		/* Cached only as they are made, with their session (which ends them). */
+		object_free(oc.made);
+		*out = copy;
+		return CKR_OK;
+	}
 	shim_lock();
 	object_free(p11mux_hmap_remove(shim.objects, h));
 	if (p11mux_hmap_put(shim.objects, h, oc.made) != 0)
@@ -256,6 +266,55 @@ cache_clear_objects_locked(void)
 	fresh = p11mux_hmap_new();
 	p11mux_hmap_free(shim.objects);
 	shim.objects = fresh;
+}
+
+void
+cache_forget_locked(CK_OBJECT_HANDLE h)
+{
+	if (shim.objects != NULL)
+		object_free(p11mux_hmap_remove(shim.objects, h));
+}
+
+struct forget {
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE session;
+	uint64_t *keys;
+	size_t n, cap;
+};
+
+static void
+collect_forget(uint64_t key, void *value, void *arg)
+{
+	struct forget *f = arg;
+	const struct object *o = value;
+	uint64_t *grown;
+
+	if (!(key & P11MUX_SESSION_OBJECT) || o->slot != f->slot)
+		return;
+	if (f->session == P11MUX_DROP_PRIVATE ? !object_bool(o, CKA_PRIVATE, 1)
+	                                      : f->session != 0 && o->session != f->session)
+		return;
+	if (f->n == f->cap) {
+		f->cap = f->cap ? f->cap * 2 : 16;
+		if ((grown = realloc(f->keys, f->cap * sizeof(*grown))) == NULL)
+			return;
+		f->keys = grown;
+	}
+	f->keys[f->n++] = key;
+}
+
+void
+cache_forget_session_locked(CK_SLOT_ID slot, CK_SESSION_HANDLE session)
+{
+	struct forget f = {slot, session, NULL, 0, 0};
+	size_t i;
+
+	if (shim.objects == NULL)
+		return;
+	p11mux_hmap_foreach(shim.objects, collect_forget, &f);
+	for (i = 0; i < f.n; i++)
+		cache_forget_locked(f.keys[i]);
+	free(f.keys);
 }
 
 CK_RV

@@ -229,6 +229,35 @@ get_hello(struct p11mux_msg *m, struct conn *c, void *arg)
 	                                                                 : CKR_DEVICE_ERROR;
 }
 
+static void
+put_client(struct p11mux_msg *m, void *arg)
+{
+	(void)arg;
+	p11mux_msg_put_ulong(m, shim.client_id);
+}
+
+/* The daemon's instance: one that is not the instance this process knew has none of the
+ * session objects the process made (the daemon restarted); cached ones are forgotten. */
+static CK_RV
+get_client(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	CK_ULONG instance = 0;
+
+	(void)c;
+	(void)arg;
+	if (p11mux_msg_get_ulong(m, &instance) != 0 || p11mux_msg_end(m) != 0)
+		return CKR_DEVICE_ERROR;
+	shim_lock();
+	if (shim.have_instance && shim.instance != instance) {
+		shim_debug("the daemon restarted: session objects of this process are gone");
+		cache_clear_objects_locked();
+	}
+	shim.instance = instance;
+	shim.have_instance = 1;
+	shim_unlock();
+	return CKR_OK;
+}
+
 /* Connects and shakes hands once. CKR_OK; CKR_DEVICE_ERROR with *retry set when the daemon
  * is not there (yet) or went away mid-handshake; another CK_RV when it refused us. */
 static CK_RV
@@ -245,7 +274,9 @@ open_once(struct conn *c, const char *path, int *retry)
 	}
 	if ((rv = peer_check(c, path)) != CKR_OK)
 		return rv;
-	if ((rv = conn_call(c, P11MUX_CALL_HELLO, put_hello, get_hello, NULL, &broken)) != CKR_OK) {
+	if ((rv = conn_call(c, P11MUX_CALL_HELLO, put_hello, get_hello, NULL, &broken)) != CKR_OK ||
+	    (rv = conn_call(c, P11MUX_CALL_CLIENT, put_client, get_client, NULL, &broken)) !=
+	            CKR_OK) {
 		/* A connection reset during the handshake: a daemon that was dying when we
 		 * connected. Its successor may be a moment away. */
 		*retry = broken == BROKEN_RESEND;

@@ -64,13 +64,15 @@ struct session {
 	int finding;
 	CK_OBJECT_HANDLE *found;
 	size_t nfound, foundpos;
+	int made_objects; /* session objects were made in it: the daemon drops them at close */
 };
 
 /* A pool object as the daemon described it; token objects of the pool never change, and
  * handles are derived from the object's identity, so the copy stays true. */
 struct object {
 	CK_SLOT_ID slot;
-	CK_ATTRIBUTE *attrs; /* values are copies */
+	CK_SESSION_HANDLE session; /* a session object's: the session that made it (else 0) */
+	CK_ATTRIBUTE *attrs;       /* values are copies */
 	CK_RV *status;
 	size_t n;
 };
@@ -81,6 +83,7 @@ struct slot {
 	uint8_t ticket[SHIM_TICKET_LEN]; /* the daemon's, while logged in: logs in new connections
 	                                  */
 	size_t nsessions;
+	int made_objects; /* session objects were made on it: dropped at C_Finalize */
 };
 
 struct shim {
@@ -109,6 +112,12 @@ struct shim {
 	} kept[SHIM_MAX_SLOTS];
 	size_t nkept;
 	uint64_t calls[P11MUX_CALL_COUNT]; /* round trips made, by call */
+	/* This process as an application of the daemon (its session objects): an id drawn at
+	 * C_Initialize, sent with CLIENT on every connection, and the daemon's instance that
+	 * answered; another instance means a restart, which took the session objects along. */
+	uint64_t client_id;
+	uint64_t instance;
+	int have_instance;
 };
 
 extern struct shim shim;
@@ -188,6 +197,11 @@ CK_RV cache_with_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h,
                         CK_RV (*fn)(const struct object *o, void *arg), void *arg);
 /* Drops every cached object (after logout, finalize). Lock held. */
 void cache_clear_objects_locked(void);
+/* Drops one cached object (a session object destroyed or gone). Lock held. */
+void cache_forget_locked(CK_OBJECT_HANDLE h);
+/* Drops the cached session objects of slot made in session (0: all; P11MUX_DROP_PRIVATE: the
+ * private ones). Lock held. */
+void cache_forget_session_locked(CK_SLOT_ID slot, CK_SESSION_HANDLE session);
 /* Finds attribute type in an object: its index or -1. */
 int object_find(const struct object *o, CK_ATTRIBUTE_TYPE type);
 /* A CK_BBOOL attribute of the object; dflt when absent. */
@@ -195,6 +209,8 @@ int object_bool(const struct object *o, CK_ATTRIBUTE_TYPE type, int dflt);
 /* A CK_ULONG attribute; dflt when absent. */
 CK_ULONG object_ulong(const struct object *o, CK_ATTRIBUTE_TYPE type, CK_ULONG dflt);
 struct object *object_dup(const struct object *o);
+/* An object of slot from n attributes, deep-copied; NULL when out of memory. */
+struct object *object_make(CK_SLOT_ID slot, const CK_ATTRIBUTE *a, const CK_RV *st, size_t n);
 void object_free(struct object *o);
 
 /* --- sessions and operations (session.c) --- */

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -238,6 +240,11 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		return CKR_HOST_MEMORY;
 	}
 	shim.reconnect_ms = reconnect_ms(params);
+	/* This process's id as an application of the daemon (a child after fork gets its own). */
+	if (getrandom(&shim.client_id, sizeof(shim.client_id), GRND_NONBLOCK) !=
+	    (ssize_t)sizeof(shim.client_id))
+		shim.client_id = ((uint64_t)pid << 32) ^ (uint64_t)time(NULL) ^ (uintptr_t)&pid;
+	shim.have_instance = 0;
 	shim.next_session = 1;
 	shim.auth_gen = 1;
 	shim.nslots = 0;
@@ -251,14 +258,26 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 	return CKR_OK;
 }
 
+static void drop_objects(CK_SLOT_ID slot, CK_SESSION_HANDLE session);
+
 static CK_RV
 mux_Finalize(CK_VOID_PTR pReserved)
 {
-	size_t i;
+	CK_SLOT_ID drop[SHIM_MAX_SLOTS];
+	size_t i, ndrop = 0;
 
 	if (pReserved != NULL)
 		return CKR_ARGUMENTS_BAD;
 	ENTER();
+	/* The application's session objects end (PKCS#11 2.40, 4.4), while there is a
+	 * connection to say so. */
+	shim_lock();
+	for (i = 0; i < shim.nslots; i++)
+		if (shim.slots[i].made_objects)
+			drop[ndrop++] = shim.slots[i].info.id;
+	shim_unlock();
+	for (i = 0; i < ndrop; i++)
+		drop_objects(drop[i], 0);
 	shim_lock();
 	write_stats_locked();
 	conn_close_all_locked(0);
@@ -628,6 +647,8 @@ static CK_RV
 mux_CloseSession(CK_SESSION_HANDLE h)
 {
 	struct session *s;
+	CK_SLOT_ID slot;
+	int made;
 
 	ENTER();
 	shim_lock();
@@ -635,8 +656,13 @@ mux_CloseSession(CK_SESSION_HANDLE h)
 		shim_unlock();
 		return CKR_SESSION_HANDLE_INVALID;
 	}
+	made = s->made_objects;
+	slot = s->slot;
 	close_session_locked(s);
 	shim_unlock();
+	/* Its session objects end with it (PKCS#11 2.40, 4.4). */
+	if (made)
+		drop_objects(slot, h);
 	return CKR_OK;
 }
 
@@ -672,11 +698,17 @@ mux_CloseAllSessions(CK_SLOT_ID slotID)
 		shim_unlock();
 		return CKR_HOST_MEMORY;
 	}
+	int made = 0;
+
 	p11mux_hmap_foreach(shim.sessions, collect_slot_sessions, &c);
-	for (i = 0; i < c.n; i++)
+	for (i = 0; i < c.n; i++) {
+		made |= c.v[i]->made_objects;
 		close_session_locked(c.v[i]);
+	}
 	shim_unlock();
 	free(c.v);
+	if (made)
+		drop_objects(slotID, 0);
 	return CKR_OK;
 }
 
@@ -901,7 +933,8 @@ mux_Login(CK_SESSION_HANDLE h, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_U
 static CK_RV
 mux_Logout(CK_SESSION_HANDLE h)
 {
-	int idx, k;
+	CK_SLOT_ID slot;
+	int idx, k, made;
 
 	ENTER();
 	shim_lock();
@@ -921,6 +954,133 @@ mux_Logout(CK_SESSION_HANDLE h)
 		explicit_bzero(&shim.kept[k], sizeof(shim.kept[k]));
 		shim.kept[k] = shim.kept[--shim.nkept];
 	}
+	made = shim.slots[idx].made_objects;
+	slot = shim.slots[idx].info.id;
+	shim_unlock();
+	/* A logout ends the private session objects, as on SoftHSM. */
+	if (made)
+		drop_objects(slot, P11MUX_DROP_PRIVATE);
+	return CKR_OK;
+}
+
+/* --- session objects (docs/architecture.md, "Session objects") --- */
+
+/* A CREATE, GENERATE or GENERATE_PAIR request, and the handles it got. */
+struct make_call {
+	uint32_t call;
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE session;
+	const CK_MECHANISM *mech;
+	const CK_ATTRIBUTE *t[2];
+	CK_ULONG n[2];
+	CK_OBJECT_HANDLE made[2];
+};
+
+static void
+put_make(struct p11mux_msg *m, void *arg)
+{
+	const struct make_call *mc = arg;
+
+	p11mux_msg_put_ulong(m, mc->slot);
+	p11mux_msg_put_ulong(m, mc->session);
+	if (mc->call != P11MUX_CALL_CREATE)
+		p11mux_msg_put_mech(m, mc->mech);
+	p11mux_msg_put_attrs(m, mc->t[0], NULL, mc->n[0]);
+	if (mc->call == P11MUX_CALL_GENERATE_PAIR)
+		p11mux_msg_put_attrs(m, mc->t[1], NULL, mc->n[1]);
+}
+
+/* The objects made, each a handle and its attributes, which go into the object cache. */
+static CK_RV
+get_make(struct p11mux_msg *m, struct conn *c, void *arg)
+{
+	struct make_call *mc = arg;
+	struct p11mux_attrs a;
+	struct object *o[2] = {NULL, NULL};
+	size_t i, n = mc->call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+	CK_ULONG h;
+	CK_RV rv = CKR_OK;
+
+	(void)c;
+	for (i = 0; i < n && rv == CKR_OK; i++) {
+		if (p11mux_msg_get_ulong(m, &h) != 0 || p11mux_msg_get_attrs(m, &a) != 0 ||
+		    !(h & P11MUX_SESSION_OBJECT))
+			rv = CKR_DEVICE_ERROR;
+		else if ((o[i] = object_make(mc->slot, a.attrs, a.status, a.n)) == NULL)
+			rv = CKR_HOST_MEMORY;
+		else {
+			o[i]->session = mc->session;
+			mc->made[i] = h;
+		}
+	}
+	if (rv == CKR_OK && p11mux_msg_end(m) != 0)
+		rv = CKR_DEVICE_ERROR;
+	shim_lock();
+	for (i = 0; i < n; i++) {
+		if (rv == CKR_OK && shim.objects != NULL) {
+			cache_forget_locked(mc->made[i]);
+			if (p11mux_hmap_put(shim.objects, mc->made[i], o[i]) == 0)
+				o[i] = NULL;
+		}
+		object_free(o[i]);
+	}
+	shim_unlock();
+	return rv;
+}
+
+/* Whether a template's CK_ULONG attributes have a CK_ULONG's length (the wire carries them as
+ * numbers); a device answers CKR_ATTRIBUTE_VALUE_INVALID to one that does not. */
+static CK_RV
+check_template(const CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	CK_ULONG i;
+
+	if (t == NULL && n > 0)
+		return CKR_ARGUMENTS_BAD;
+	for (i = 0; i < n; i++)
+		if (t[i].pValue != NULL && p11mux_attr_is_ulong(t[i].type) &&
+		    t[i].ulValueLen != sizeof(CK_ULONG))
+			return CKR_ATTRIBUTE_VALUE_INVALID;
+	return CKR_OK;
+}
+
+/* Makes session objects through the daemon: on one member, pinned there, owned by this
+ * process and session. mech (GENERATE*) is checked against the slot's list for flag. */
+static CK_RV
+make_objects(CK_SESSION_HANDLE h, struct make_call *mc, CK_FLAGS flag)
+{
+	struct session *s;
+	int idx, m;
+	CK_RV rv = CKR_OK;
+
+	if ((rv = check_template(mc->t[0], mc->n[0])) != CKR_OK ||
+	    (rv = check_template(mc->t[1], mc->n[1])) != CKR_OK)
+		return rv;
+	if (mc->call != P11MUX_CALL_CREATE && mc->mech == NULL)
+		return CKR_ARGUMENTS_BAD;
+	shim_lock();
+	if ((idx = session_slot_locked(h, &s)) < 0) {
+		rv = CKR_SESSION_HANDLE_INVALID;
+	} else if (mc->call != P11MUX_CALL_CREATE &&
+	           ((m = mech_index_locked(idx, mc->mech->mechanism)) < 0 ||
+	            !(shim.slots[idx].info.infos[m].flags & flag))) {
+		rv = CKR_MECHANISM_INVALID;
+	} else {
+		mc->slot = s->slot;
+		mc->session = h;
+	}
+	shim_unlock();
+	if (rv != CKR_OK)
+		return rv;
+	if (mc->call != P11MUX_CALL_CREATE && (rv = p11mux_mech_param_ok(mc->mech)) != CKR_OK)
+		return rv;
+	if ((rv = shim_call(mc->call, put_make, get_make, mc)) != CKR_OK)
+		return rv;
+	shim_lock();
+	if ((s = session_get_locked(h)) != NULL)
+		s->made_objects = 1;
+	if ((idx = cache_slot_index_locked(mc->slot)) >= 0)
+		shim.slots[idx].made_objects = 1;
 	shim_unlock();
 	return CKR_OK;
 }
@@ -929,8 +1089,50 @@ static CK_RV
 mux_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
                  CK_OBJECT_HANDLE_PTR phObject)
 {
-	(void)phObject;
-	return refuse_write(h, "C_CreateObject", wants_token(pTemplate, ulCount));
+	struct make_call mc = {.call = P11MUX_CALL_CREATE, .t = {pTemplate}, .n = {ulCount}};
+	CK_RV rv;
+
+	ENTER();
+	if (phObject == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (wants_token(pTemplate, ulCount))
+		return refuse_write(h, "C_CreateObject", 1);
+	if ((rv = make_objects(h, &mc, 0)) == CKR_OK)
+		*phObject = mc.made[0];
+	return rv;
+}
+
+struct drop_call {
+	CK_SLOT_ID slot;
+	CK_ULONG what; /* a session, or 0: all; or the object for DESTROY */
+};
+
+static void
+put_drop(struct p11mux_msg *m, void *arg)
+{
+	const struct drop_call *dc = arg;
+
+	p11mux_msg_put_ulong(m, dc->slot);
+	p11mux_msg_put_ulong(m, dc->what);
+}
+
+/* Tells the daemon that the session objects of session (0: of every session) of slot end. */
+static void
+drop_objects(CK_SLOT_ID slot, CK_SESSION_HANDLE session)
+{
+	struct drop_call dc = {slot, session};
+	CK_RV rv;
+
+	shim_lock();
+	cache_forget_session_locked(slot, session);
+	shim_unlock();
+	rv = shim_call(P11MUX_CALL_DROP, put_drop, NULL, &dc);
+
+	/* Not reached, they end anyway: the daemon destroys an application's objects when its
+	 * connections have been closed for a while. */
+	if (rv != CKR_OK)
+		shim_debug("session objects of slot %lu, session %lu not dropped: %s", slot,
+		           session, p11mux_rv_name(rv));
 }
 
 static CK_RV
@@ -940,7 +1142,8 @@ mux_CopyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR p
 	CK_RV rv;
 
 	(void)hObject;
-	(void)phNewObject;
+	if (phNewObject == NULL || (pTemplate == NULL && ulCount > 0))
+		return CKR_ARGUMENTS_BAD;
 	if (wants_token(pTemplate, ulCount))
 		return refuse_write(h, "C_CopyObject", 1);
 	ENTER();
@@ -973,7 +1176,21 @@ refuse_change(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *func)
 static CK_RV
 mux_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject)
 {
-	return refuse_change(h, hObject, "C_DestroyObject");
+	struct drop_call dc = {0, hObject};
+	CK_RV rv;
+
+	ENTER();
+	if (!(hObject & P11MUX_SESSION_OBJECT))
+		return refuse_change(h, hObject, "C_DestroyObject");
+	if ((rv = session_slot(h, &dc.slot)) != CKR_OK)
+		return rv;
+	rv = shim_call(P11MUX_CALL_DESTROY, put_drop, NULL, &dc);
+	if (rv == CKR_OK || rv == CKR_OBJECT_HANDLE_INVALID) {
+		shim_lock();
+		cache_forget_locked(hObject);
+		shim_unlock();
+	}
+	return rv;
 }
 
 static CK_RV
@@ -1058,9 +1275,21 @@ static CK_RV
 mux_SetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
                       CK_ULONG ulCount)
 {
+	struct object *o = NULL;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+
 	if (pTemplate == NULL && ulCount > 0)
 		return CKR_ARGUMENTS_BAD;
-	return refuse_change(h, hObject, "C_SetAttributeValue");
+	if (!(hObject & P11MUX_SESSION_OBJECT))
+		return refuse_change(h, hObject, "C_SetAttributeValue");
+	/* A session object's attributes are what its member made: not changed (yet). */
+	ENTER();
+	if ((rv = session_slot(h, &slot)) != CKR_OK ||
+	    (rv = cache_get_object(slot, hObject, &o)) != CKR_OK)
+		return rv;
+	object_free(o);
+	return CKR_ATTRIBUTE_READ_ONLY;
 }
 
 /* A FIND request and the handles it found. */
@@ -1455,6 +1684,13 @@ op_run(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, size_t len, int
 	}
 	rv = oc.len > P11MUX_DATA_MAX ? CKR_DATA_LEN_RANGE
 	                              : shim_call(op_call[kind], put_op, get_op, &oc);
+	/* A session key whose member failed is gone, as on a pulled device. */
+	if ((oc.copy.key & P11MUX_SESSION_OBJECT) &&
+	    (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_DEVICE_REMOVED)) {
+		shim_lock();
+		cache_forget_locked(oc.copy.key);
+		shim_unlock();
+	}
 	shim_lock();
 	rv = op_finish_locked(h, &oc, rv, out, outlen);
 	shim_unlock();
@@ -1753,9 +1989,18 @@ static CK_RV
 mux_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,
                 CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey)
 {
-	(void)pMechanism;
-	(void)phKey;
-	return refuse_write(h, "C_GenerateKey", wants_token(pTemplate, ulCount));
+	struct make_call mc = {
+	        .call = P11MUX_CALL_GENERATE, .mech = pMechanism, .t = {pTemplate}, .n = {ulCount}};
+	CK_RV rv;
+
+	ENTER();
+	if (phKey == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (wants_token(pTemplate, ulCount))
+		return refuse_write(h, "C_GenerateKey", 1);
+	if ((rv = make_objects(h, &mc, CKF_GENERATE)) == CKR_OK)
+		*phKey = mc.made[0];
+	return rv;
 }
 
 static CK_RV
@@ -1763,12 +2008,22 @@ mux_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_ATTRIBU
                     CK_ULONG ulPubCount, CK_ATTRIBUTE_PTR pPrivTemplate, CK_ULONG ulPrivCount,
                     CK_OBJECT_HANDLE_PTR phPub, CK_OBJECT_HANDLE_PTR phPriv)
 {
-	(void)pMechanism;
-	(void)phPub;
-	(void)phPriv;
-	return refuse_write(h, "C_GenerateKeyPair",
-	                    wants_token(pPubTemplate, ulPubCount) ||
-	                            wants_token(pPrivTemplate, ulPrivCount));
+	struct make_call mc = {.call = P11MUX_CALL_GENERATE_PAIR,
+	                       .mech = pMechanism,
+	                       .t = {pPubTemplate, pPrivTemplate},
+	                       .n = {ulPubCount, ulPrivCount}};
+	CK_RV rv;
+
+	ENTER();
+	if (phPub == NULL || phPriv == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (wants_token(pPubTemplate, ulPubCount) || wants_token(pPrivTemplate, ulPrivCount))
+		return refuse_write(h, "C_GenerateKeyPair", 1);
+	if ((rv = make_objects(h, &mc, CKF_GENERATE_KEY_PAIR)) == CKR_OK) {
+		*phPub = mc.made[0];
+		*phPriv = mc.made[1];
+	}
+	return rv;
 }
 
 static CK_RV
@@ -1793,7 +2048,9 @@ mux_UnwrapKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE
 	(void)pWrappedKey;
 	(void)ulWrappedKeyLen;
 	(void)phKey;
-	return refuse_write(h, "C_UnwrapKey", wants_token(pTemplate, ulAttributeCount));
+	if (wants_token(pTemplate, ulAttributeCount))
+		return refuse_write(h, "C_UnwrapKey", 1);
+	return not_supported_op(h); /* session keys from wrapped ones: not yet */
 }
 
 static CK_RV
@@ -1803,7 +2060,9 @@ mux_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE
 	(void)pMechanism;
 	(void)hBaseKey;
 	(void)phKey;
-	return refuse_write(h, "C_DeriveKey", wants_token(pTemplate, ulAttributeCount));
+	if (wants_token(pTemplate, ulAttributeCount))
+		return refuse_write(h, "C_DeriveKey", 1);
+	return not_supported_op(h); /* derived session keys: not yet */
 }
 
 static CK_RV

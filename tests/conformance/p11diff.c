@@ -1234,6 +1234,248 @@ r_ops_at_once(struct side *s)
 	C(s, C_Digest, h, data32, sizeof(data32), out, &len);
 }
 
+/* --- rows: session objects (issue 16) --- */
+
+static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+static CK_BYTE aes_value[16] = "p11diff aes key!";
+static CK_BYTE hmac_value[32] = "p11diff hmac key of 32 bytes...";
+static CK_BYTE iv[16] = "0123456789abcdef";
+
+/* A session secret key of type kt with value v, for usage attributes u1 and u2. */
+static CK_OBJECT_HANDLE
+secret_key(struct side *s, CK_SESSION_HANDLE h, CK_KEY_TYPE kt, CK_BYTE *v, CK_ULONG len,
+           CK_ATTRIBUTE_TYPE u1, CK_ATTRIBUTE_TYPE u2)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	                    {CKA_TOKEN, &no, sizeof(no)},   {CKA_VALUE, v, len},
+	                    {u1, &yes, sizeof(yes)},        {u2, &yes, sizeof(yes)}};
+	CK_OBJECT_HANDLE k = CK_INVALID_HANDLE;
+
+	C(s, C_CreateObject, h, t, 6, &k);
+	return k;
+}
+
+static void
+r_session_aes(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_OBJECT_HANDLE k = secret_key(s, h, CKK_AES, aes_value, 16, CKA_ENCRYPT, CKA_DECRYPT);
+	CK_MECHANISM m = {CKM_AES_CBC_PAD, iv, sizeof(iv)};
+	CK_BYTE out[128], back[128];
+	CK_ULONG len = 0, blen = sizeof(back), vlen = 0;
+	CK_KEY_TYPE kt = 0;
+	CK_ATTRIBUTE t[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_VALUE_LEN, &vlen, sizeof(vlen)}};
+
+	C(s, C_GetAttributeValue, h, k, t, 2);
+	val(s, "key type", kt);
+	val(s, "value length", vlen);
+	C(s, C_EncryptInit, h, &m, k);
+	C(s, C_Encrypt, h, data32, 20, NULL, &len);
+	val(s, "size query", len);
+	len = sizeof(out);
+	C(s, C_Encrypt, h, data32, 20, out, &len);
+	bytes(s, "ciphertext", out, len);
+	C(s, C_DecryptInit, h, &m, k);
+	C(s, C_Decrypt, h, out, len, back, &blen);
+	bytes(s, "plaintext", back, blen);
+	C(s, C_DestroyObject, h, k);
+	C(s, C_GetAttributeValue, h, k, t, 2);
+	C(s, C_DestroyObject, h, k);
+}
+
+static void
+r_session_aes_generate(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0}, m = {CKM_AES_CBC_PAD, iv, sizeof(iv)};
+	CK_ULONG vlen = 32;
+	CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &vlen, sizeof(vlen)},
+	                    {CKA_TOKEN, &no, sizeof(no)},
+	                    {CKA_ENCRYPT, &yes, sizeof(yes)},
+	                    {CKA_DECRYPT, &yes, sizeof(yes)}};
+	CK_OBJECT_HANDLE k = CK_INVALID_HANDLE;
+	CK_BYTE out[128], back[128];
+	CK_ULONG len = sizeof(out), blen = sizeof(back);
+
+	C(s, C_GenerateKey, h, &gen, t, 4, &k);
+	C(s, C_EncryptInit, h, &m, k);
+	C(s, C_Encrypt, h, data32, sizeof(data32), out, &len);
+	val(s, "ciphertext length", len);
+	C(s, C_DecryptInit, h, &m, k);
+	C(s, C_Decrypt, h, out, len, back, &blen);
+	bytes(s, "plaintext", back, blen);
+	C(s, C_DestroyObject, h, k);
+}
+
+static void
+r_session_hmac(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_OBJECT_HANDLE k =
+	        secret_key(s, h, CKK_GENERIC_SECRET, hmac_value, 32, CKA_SIGN, CKA_VERIFY);
+	CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+	CK_BYTE mac[64];
+	CK_ULONG len = sizeof(mac);
+
+	C(s, C_SignInit, h, &m, k);
+	C(s, C_Sign, h, data32, sizeof(data32), mac, &len);
+	bytes(s, "HMAC", mac, len);
+	C(s, C_VerifyInit, h, &m, k);
+	C(s, C_Verify, h, data32, sizeof(data32), mac, len);
+	mac[0] ^= 1;
+	C(s, C_VerifyInit, h, &m, k);
+	C(s, C_Verify, h, data32, sizeof(data32), mac, len);
+	C(s, C_DestroyObject, h, k);
+}
+
+static void
+r_session_pairs(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_MECHANISM rsagen = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0},
+	             ecgen = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	CK_ULONG bits = 1024;
+	CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+	CK_ATTRIBUTE rpub[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)},
+	                       {CKA_TOKEN, &no, sizeof(no)},
+	                       {CKA_VERIFY, &yes, sizeof(yes)}};
+	CK_ATTRIBUTE epub[] = {{CKA_EC_PARAMS, p256, sizeof(p256)},
+	                       {CKA_TOKEN, &no, sizeof(no)},
+	                       {CKA_VERIFY, &yes, sizeof(yes)}};
+	CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &no, sizeof(no)},
+	                       {CKA_SIGN, &yes, sizeof(yes)},
+	                       {CKA_SENSITIVE, &yes, sizeof(yes)}};
+	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, prv = CK_INVALID_HANDLE;
+	CK_BYTE sig[512];
+	CK_ULONG len = sizeof(sig);
+
+	C(s, C_GenerateKeyPair, h, &rsagen, rpub, 3, priv, 3, &pub, &prv);
+	C(s, C_SignInit, h, &m_sha256_rsa, prv);
+	C(s, C_Sign, h, data32, sizeof(data32), sig, &len);
+	val(s, "RSA-1024 signature length", len);
+	C(s, C_VerifyInit, h, &m_sha256_rsa, pub);
+	C(s, C_Verify, h, data32, sizeof(data32), sig, len);
+	C(s, C_DestroyObject, h, prv);
+	C(s, C_DestroyObject, h, pub);
+	C(s, C_GenerateKeyPair, h, &ecgen, epub, 3, priv, 3, &pub, &prv);
+	len = sizeof(sig);
+	C(s, C_SignInit, h, &m_ecdsa, prv);
+	C(s, C_Sign, h, data32, sizeof(data32), sig, &len);
+	val(s, "ECDSA P-256 signature length", len);
+	C(s, C_VerifyInit, h, &m_ecdsa, pub);
+	C(s, C_Verify, h, data32, sizeof(data32), sig, len);
+}
+
+static void
+r_session_data(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s), h2 = open_s(s, 0);
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_BYTE label[] = "p11diff data", value[] = "some data";
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_TOKEN, &no, sizeof(no)},
+	                    {CKA_LABEL, label, sizeof(label) - 1},
+	                    {CKA_VALUE, value, sizeof(value) - 1}};
+	CK_BYTE got[64];
+	CK_ATTRIBUTE tv = {CKA_VALUE, got, sizeof(got)};
+	CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+
+	C(s, C_CreateObject, h, t, 4, &o);
+	val(s, "found by label", count(s, h, &t[2], 1, 4));
+	val(s, "found by label in another session", count(s, h2, &t[2], 1, 4));
+	C(s, C_GetAttributeValue, h2, o, &tv, 1);
+	bytes(s, "value", got, tv.ulValueLen);
+	C(s, C_CloseSession, h);
+	val(s, "found after its session closed", count(s, h2, &t[2], 1, 4));
+	C(s, C_GetAttributeValue, h2, o, &tv, 1);
+	C(s, C_DestroyObject, h2, o);
+}
+
+static void
+r_session_private(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_BYTE label[] = "p11diff private";
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_TOKEN, &no, sizeof(no)},
+	                    {CKA_PRIVATE, &yes, sizeof(yes)},
+	                    {CKA_LABEL, label, sizeof(label) - 1}};
+	CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+
+	C(s, C_CreateObject, h, t, 4, &o);
+	val(s, "found, logged in", count(s, h, &t[3], 1, 4));
+	C(s, C_Logout, h);
+	val(s, "found, logged out", count(s, h, &t[3], 1, 4));
+	C(s, C_CreateObject, h, t, 4, &o);
+	login(s, h);
+	val(s, "found, logged in again", count(s, h, &t[3], 1, 4));
+	t[2].pValue = &no;
+	C(s, C_Logout, h);
+	C(s, C_CreateObject, h, t, 4, &o);
+	val(s, "public one found, logged out", count(s, h, &t[3], 1, 4));
+}
+
+static void
+r_session_change(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_OBJECT_HANDLE k = secret_key(s, h, CKK_AES, aes_value, 16, CKA_ENCRYPT, CKA_DECRYPT), c;
+	CK_BYTE label[] = "renamed";
+	CK_ATTRIBUTE t = {CKA_LABEL, label, sizeof(label) - 1};
+	CK_ATTRIBUTE session = {CKA_TOKEN, &no, sizeof(no)};
+
+	C(s, C_SetAttributeValue, h, k, &t, 1);
+	C(s, C_CopyObject, h, k, &session, 1, &c);
+}
+
+static void
+r_session_args(struct side *s)
+{
+	CK_SESSION_HANDLE h = open_s(s, 0);
+	CK_OBJECT_CLASS secret = CKO_SECRET_KEY, data = CKO_DATA;
+	CK_BYTE label[] = "p11diff public data";
+	CK_ATTRIBUTE incomplete[] = {{CKA_CLASS, &secret, sizeof(secret)},
+	                             {CKA_TOKEN, &no, sizeof(no)}};
+	CK_ATTRIBUTE pub[] = {{CKA_CLASS, &data, sizeof(data)},
+	                      {CKA_TOKEN, &no, sizeof(no)},
+	                      {CKA_PRIVATE, &no, sizeof(no)},
+	                      {CKA_LABEL, label, sizeof(label) - 1}};
+	CK_OBJECT_HANDLE o = CK_INVALID_HANDLE, o2;
+
+	C(s, C_CreateObject, h, pub, 4, NULL);
+	C(s, C_CreateObject, h, NULL, 1, &o);
+	C(s, C_CreateObject, h, incomplete, 2, &o);
+	C(s, C_CreateObject, h, pub, 4, &o);
+	val(s, "public object found, logged out", count(s, h, &pub[3], 1, 4));
+	C(s, C_CopyObject, h, o, NULL, 1, &o2);
+	C(s, C_CopyObject, h, o, pub, 0, NULL);
+	C(s, C_GenerateKey, h, NULL, incomplete, 2, &o2);
+	C(s, C_DestroyObject, h, o);
+	C(s, C_DestroyObject, h, o);
+	C(s, C_DestroyObject, h, 0x80001234);
+}
+
+static void
+r_session_multipart(struct side *s)
+{
+	CK_SESSION_HANDLE h = user_s(s);
+	CK_OBJECT_HANDLE k = secret_key(s, h, CKK_AES, aes_value, 16, CKA_ENCRYPT, CKA_DECRYPT);
+	CK_MECHANISM m = {CKM_AES_CBC_PAD, iv, sizeof(iv)};
+	CK_BYTE out[128];
+	CK_ULONG len = sizeof(out), total = 0;
+
+	C(s, C_EncryptInit, h, &m, k);
+	C(s, C_EncryptUpdate, h, data32, 20, out, &len);
+	val(s, "first part's output", len);
+	total += len;
+	len = sizeof(out) - total;
+	C(s, C_EncryptFinal, h, out + total, &len);
+	total += len;
+	bytes(s, "ciphertext", out, total);
+}
+
 /* --- rows: random numbers and the rest --- */
 
 static void
@@ -1361,6 +1603,19 @@ static const struct row rows[] = {
         {"seed-random", "C_SeedRandom with a seed", r_seed_random},
         {"unsupported", "operation state, parallel and dual functions, slot events", r_unsupported},
         {"wrap-key", "C_WrapKey of a private key", r_wrap_key},
+        {"session-aes", "a session AES key: attributes, CBC, destroyed", r_session_aes},
+        {"session-aes-generate", "a generated session AES key", r_session_aes_generate},
+        {"session-hmac", "a session HMAC key: SHA-256 HMAC, verified, a bad MAC", r_session_hmac},
+        {"session-pairs", "session RSA and EC key pairs: sign, verify, destroyed", r_session_pairs},
+        {"session-data", "a session data object: found in other sessions, ends with its own",
+         r_session_data},
+        {"session-private", "private and public session objects, logged in and out",
+         r_session_private},
+        {"session-multipart", "multi-part AES-CBC with a session key", r_session_multipart},
+        {"session-args", "session object arguments, an incomplete template, a public object",
+         r_session_args},
+        {"session-change", "C_SetAttributeValue and C_CopyObject of a session key",
+         r_session_change},
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -1514,6 +1769,50 @@ slurp(const char *path)
 	return buf;
 }
 
+/* What the rows gave: rows the same as the device, documented deviations, failures, and the
+ * steps run. */
+struct tally {
+	size_t same, documented, bad, steps;
+};
+
+/* Runs every row (or the one named only) on both sides and prints each that differs. */
+static void
+run_rows(struct side *dev, struct side *pool, const char *only, struct tally *t)
+{
+	size_t i;
+
+	for (i = 0; i < NROWS; i++) {
+		const struct row *r = &rows[i];
+		int agree, listed = documented(r->name);
+
+		if (only != NULL && strcmp(only, r->name) != 0)
+			continue;
+		run_row(r, dev);
+		run_row(r, pool);
+		t->steps += dev->n;
+		agree = compare(r, dev, pool);
+		if (agree && !listed) {
+			t->same++;
+			if (verbose)
+				printf("same        %-24s %s (%zu steps)\n", r->name, r->rule,
+				       dev->n);
+		} else if (!agree && listed) {
+			t->documented++;
+			printf("deviation   %-24s %s (docs/conformance.md)\n", r->name, r->rule);
+		} else if (agree) {
+			t->bad++;
+			printf("STALE       %-24s the pool now agrees with the device: take the "
+			       "row "
+			       "out of docs/conformance.md\n",
+			       r->name);
+		} else {
+			t->bad++;
+			printf("DIFFERENT   %-24s %s: not a documented deviation\n", r->name,
+			       r->rule);
+		}
+	}
+}
+
 static void
 usage(void)
 {
@@ -1529,7 +1828,8 @@ main(int argc, char **argv)
 	struct side *dev = calloc(1, sizeof(*dev)), *pool = calloc(1, sizeof(*pool));
 	const char *devmod = NULL, *token = NULL, *poolmod = NULL, *pooltoken = NULL;
 	const char *only = NULL;
-	size_t i, same = 0, documented_n = 0, bad = 0, steps = 0;
+	struct tally tally = {0, 0, 0, 0};
+	size_t i;
 	int list = 0;
 
 	for (i = 1; i < (size_t)argc; i++) {
@@ -1576,40 +1876,11 @@ main(int argc, char **argv)
 	if (load(dev, devmod) != 0 || load(pool, poolmod) != 0 || find_slot(dev, token) != 0 ||
 	    find_slot(pool, pooltoken != NULL ? pooltoken : token) != 0)
 		return 2;
-	for (i = 0; i < NROWS; i++) {
-		const struct row *r = &rows[i];
-		int agree, listed = documented(r->name);
-
-		if (only != NULL && strcmp(only, r->name) != 0)
-			continue;
-		run_row(r, dev);
-		run_row(r, pool);
-		steps += dev->n;
-		agree = compare(r, dev, pool);
-		if (agree && !listed) {
-			same++;
-			if (verbose)
-				printf("same        %-24s %s (%zu steps)\n", r->name, r->rule,
-				       dev->n);
-		} else if (!agree && listed) {
-			documented_n++;
-			printf("deviation   %-24s %s (docs/conformance.md)\n", r->name, r->rule);
-		} else if (agree) {
-			bad++;
-			printf("STALE       %-24s the pool now agrees with the device: take the "
-			       "row "
-			       "out of docs/conformance.md\n",
-			       r->name);
-		} else {
-			bad++;
-			printf("DIFFERENT   %-24s %s: not a documented deviation\n", r->name,
-			       r->rule);
-		}
-	}
+	run_rows(dev, pool, only, &tally);
 	printf("p11diff: %zu rows (%zu steps), %zu PKCS#11 functions of %zu covered: %zu the same "
 	       "as the device, %zu documented deviations, %zu failures\n",
-	       only != NULL ? same + documented_n + bad : NROWS, steps, ncovered, NFUNCTIONS, same,
-	       documented_n, bad);
+	       only != NULL ? tally.same + tally.documented + tally.bad : NROWS, tally.steps,
+	       ncovered, NFUNCTIONS, tally.same, tally.documented, tally.bad);
 	printf("p11diff: not called:");
 	for (i = 0; i < NFUNCTIONS; i++) {
 		size_t k;
@@ -1625,5 +1896,5 @@ main(int argc, char **argv)
 	free(dev);
 	free(pool);
 	free(doc);
-	return bad == 0 ? 0 : 1;
+	return tally.bad == 0 ? 0 : 1;
 }

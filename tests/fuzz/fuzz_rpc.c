@@ -158,6 +158,36 @@ out_len(uint8_t a, const struct job *j)
 	return lens[(a >> 4) & 7];
 }
 
+/* What a member makes of a CREATE, GENERATE or GENERATE_PAIR job: objects with the
+ * templates' attributes, as get_make() leaves them. */
+static void
+made(struct job *j)
+{
+	size_t i, k, n = j->call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+
+	for (i = 0; i < n; i++) {
+		const struct p11mux_attrs *t = i == 0 ? j->tmpl : j->tmpl2;
+		CK_ATTRIBUTE *a = calloc(t->n + 1, sizeof(*a));
+		CK_RV *st = calloc(t->n + 1, sizeof(*st));
+		CK_OBJECT_CLASS cls = CKO_DATA;
+
+		CHECK(a != NULL && st != NULL);
+		for (k = 0; k < t->n; k++) {
+			a[k].type = t->attrs[k].type;
+			a[k].ulValueLen = t->attrs[k].ulValueLen;
+			st[k] = t->attrs[k].pValue != NULL ? CKR_OK : CKR_ATTRIBUTE_SENSITIVE;
+			if (t->attrs[k].pValue == NULL)
+				continue;
+			CHECK((a[k].pValue = malloc(a[k].ulValueLen + 1)) != NULL);
+			memcpy(a[k].pValue, t->attrs[k].pValue, a[k].ulValueLen);
+			if (a[k].type == CKA_CLASS && a[k].ulValueLen == sizeof(cls))
+				memcpy(&cls, a[k].pValue, sizeof(cls));
+		}
+		CHECK((j->made[i] = mobject_new(0, 1000 + i, cls, (CK_ULONG)-1, a, st, t->n)) !=
+		      NULL);
+	}
+}
+
 /* What the member's helper would have answered, as finish_locked() books it. */
 static void
 answer(struct member *m, struct job *j, uint8_t a)
@@ -197,7 +227,10 @@ answer(struct member *m, struct job *j, uint8_t a)
 	default:
 		j->rv = CKR_OK;
 	}
-	if (j->rv == CKR_OK) {
+	if (j->rv == CKR_OK && (j->call == P11MUX_CALL_CREATE || j->call == P11MUX_CALL_GENERATE ||
+	                        j->call == P11MUX_CALL_GENERATE_PAIR)) {
+		made(j);
+	} else if (j->rv == CKR_OK) {
 		/* As get_op() leaves it: always a buffer (VERIFY's is empty). */
 		j->outlen = j->call == P11MUX_CALL_VERIFY ? 0 : out_len(a, j);
 		CHECK((j->out = malloc(j->outlen + 1)) != NULL);
@@ -241,13 +274,31 @@ __wrap_member_run(struct member *m, struct job *j)
 
 /* --- requests and replies --- */
 
+/* An object a reply named: the pool's, or a session object of this connection's application;
+ * visible (used: usable) to the connection as its logins say. */
+static void
+check_object(struct pool *p, CK_OBJECT_HANDLE h, int used)
+{
+	const struct pobject *o;
+	struct sobj *so = NULL;
+
+	if (h & P11MUX_SESSION_OBJECT) {
+		CHECK((so = sobj_get(&sd.d.apps, &conn.c, p, h)) != NULL);
+		o = &so->po;
+	} else {
+		CHECK((o = pool_object(p, h)) != NULL);
+	}
+	CHECK(used ? may_use(p, o) : may_see(p, o));
+	if (so != NULL)
+		sobj_put(&sd.d.apps, so);
+}
+
 /* What the reply says, checked against the model, which it then updates. */
 static void
 check_reply(uint32_t call, const struct sc_fields *req)
 {
 	struct p11mux_msg m = {0};
 	struct pool *p = NULL;
-	const struct pobject *o;
 	struct sc_fields f;
 	CK_RV rv = 0;
 	size_t i;
@@ -258,7 +309,8 @@ check_reply(uint32_t call, const struct sc_fields *req)
 	CHECK(rv == CKR_OK || f.n == 0);
 	CHECK(rv != P11MUX_RV_RETRY);
 	count_rv(call, rv);
-	if (call != P11MUX_CALL_HELLO && call != P11MUX_CALL_GET_SLOTS) {
+	if (call != P11MUX_CALL_HELLO && call != P11MUX_CALL_GET_SLOTS &&
+	    call != P11MUX_CALL_CLIENT) {
 		p = daemon_pool(&sd.d, req->f[0].ul);
 		CHECK(p != NULL || rv == CKR_SLOT_ID_INVALID);
 	}
@@ -275,18 +327,16 @@ check_reply(uint32_t call, const struct sc_fields *req)
 	if (call == P11MUX_CALL_LOGOUT && p != NULL)
 		conn.logged_in[p->index] = 0;
 	if (rv == CKR_OK && call == P11MUX_CALL_FIND)
-		for (i = 0; i < f.f[0].n; i++) {
-			CHECK((o = pool_object(p, f.f[0].ulongs[i])) != NULL);
-			CHECK(may_see(p, o));
-		}
-	if (rv == CKR_OK && call == P11MUX_CALL_GET_OBJECT) {
-		CHECK((o = pool_object(p, req->f[1].ul)) != NULL);
-		CHECK(may_see(p, o));
-	}
-	if (rv == CKR_OK && call >= P11MUX_CALL_SIGN && call <= P11MUX_CALL_DECRYPT) {
-		CHECK((o = pool_object(p, req->f[2].ul)) != NULL);
-		CHECK(may_use(p, o));
-	}
+		for (i = 0; i < f.f[0].n; i++)
+			check_object(p, f.f[0].ulongs[i], 0);
+	if (rv == CKR_OK && call == P11MUX_CALL_GET_OBJECT)
+		check_object(p, req->f[1].ul, 0);
+	if (rv == CKR_OK && call >= P11MUX_CALL_SIGN && call <= P11MUX_CALL_DECRYPT)
+		check_object(p, req->f[2].ul, 1);
+	if (rv == CKR_OK && (call == P11MUX_CALL_CREATE || call == P11MUX_CALL_GENERATE ||
+	                     call == P11MUX_CALL_GENERATE_PAIR))
+		for (i = 0; i < f.n; i += 2)
+			check_object(p, f.f[i].ul, 0);
 	CHECK(conn.c.hello == conn.hello);
 	for (i = 0; i < STUBD_NPOOLS; i++)
 		CHECK(!conn.c.logged_in[i] == !conn.logged_in[i]);

@@ -409,7 +409,25 @@ build_reply(uint32_t call, CK_RV rv, const struct sc_fields *req, int record)
 		case P11MUX_CALL_RANDOM:
 			put_output(&m, call, req->n > 1 ? req->f[1].ul : 0, record);
 			break;
-		default: /* LOGOUT, VERIFY: no fields */
+		case P11MUX_CALL_CREATE:
+		case P11MUX_CALL_GENERATE:
+		case P11MUX_CALL_GENERATE_PAIR: {
+			/* Session objects: usually a session object's handle, now and then not. */
+			int k, n = call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+
+			for (k = 0; k < n; k++) {
+				CK_OBJECT_HANDLE h =
+				        u8() < 0xf0 ? P11MUX_SESSION_OBJECT | u8() : u8();
+
+				p11mux_msg_put_ulong(&m, h);
+				put_object_reply(&m, h);
+			}
+			break;
+		}
+		case P11MUX_CALL_CLIENT: /* the daemon's instance: now and then another one */
+			p11mux_msg_put_ulong(&m, u8() < 0xf0 ? 7 : u8());
+			break;
+		default: /* LOGOUT, VERIFY, DESTROY, DROP: no fields */
 			break;
 		}
 	}

@@ -330,7 +330,7 @@ stubd_open(struct stubd *s)
 	s->cfg.socket = "/stub/p11mux.sock";
 	s->cfg.control_socket = "/stub/control.sock";
 	s->cfg.state_dir = s->state_dir;
-	s->cfg.limits = (struct limits){4096, 2048, 256, 5000, 5000, 5000};
+	s->cfg.limits = (struct limits){4096, 2048, 256, 5000, 5000, 5000, 4, 16384, 6, 32768};
 	s->cfg.pools = s->pcfg;
 	s->cfg.npools = STUBD_NPOOLS;
 	for (i = 0; i < STUBD_NPOOLS; i++)
@@ -343,6 +343,9 @@ stubd_open(struct stubd *s)
 	s->d.max_clients = s->cfg.limits.max_clients;
 	pthread_mutex_init(&s->d.lock, NULL);
 	p11mux_cond_init(&s->d.gone);
+	CHECK(apps_init(&s->d.apps, s->cfg.limits.session_objects,
+	                s->cfg.limits.session_object_bytes, s->cfg.limits.session_objects_per_uid,
+	                s->cfg.limits.session_object_bytes_per_uid) == 0);
 	lograte_init(&s->d.refused, "refused connections or accept errors");
 	lograte_init(&s->d.dropped, "connections closed for a time-out or an error");
 	lograte_init(&s->d.ctl_refused, "control connections refused");
@@ -400,6 +403,11 @@ stubd_reset(struct stubd *s)
 		for (k = 0; k < p->nmembers; k++)
 			reset_member(&p->members[k]);
 	}
+	/* Session objects of the input before are gone, as with a daemon restart. */
+	apps_destroy(&s->d.apps);
+	CHECK(apps_init(&s->d.apps, s->cfg.limits.session_objects,
+	                s->cfg.limits.session_object_bytes, s->cfg.limits.session_objects_per_uid,
+	                s->cfg.limits.session_object_bytes_per_uid) == 0);
 	stubd_no_delay(s);
 }
 
@@ -425,6 +433,9 @@ stubd_client_init(struct stubd *s, struct client *c, uid_t uid, pid_t pid)
 void
 stubd_client_free(struct client *c)
 {
+	if (c->d != NULL && c->app != NULL && c->d->apps.ready)
+		apps_unbind(&c->d->apps, c);
+	c->app = NULL;
 	free(c->logged_in);
 	c->logged_in = NULL;
 }

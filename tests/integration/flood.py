@@ -29,7 +29,7 @@ import threading
 import time
 
 MAGIC = 0x50313158
-HELLO = struct.pack(">IIQQQ", 28, 1, MAGIC, 2, 2)  # length, call HELLO, magic, versions (2)
+HELLO = struct.pack(">IIQQQ", 28, 1, MAGIC, 3, 3)  # length, call HELLO, magic, versions (3)
 GET_SLOTS = struct.pack(">II", 4, 2)
 GONE = (BrokenPipeError, ConnectionResetError, ConnectionRefusedError)
 # A connection the daemon closes sooner than this was refused, not timed out: the shortest

@@ -4,7 +4,7 @@
   fuzz_socket.py SOCK PIN SECONDS PROCS OUT [POISON_HEX CTL]
 
 PROCS processes, each with a few connections, send random requests for SECONDS: mostly
-well-formed ones (docs/protocol.md, version 2) with random but plausible values (slots,
+well-formed ones (docs/protocol.md, version 3) with random but plausible values (slots,
 handles, mechanisms and parameters, templates, data, PINs right and wrong, tickets), the rest
 mutated (bit flips, truncation, bytes added, a wrong length prefix, a wrong call code,
 garbage). Each process logs in once with the right PIN and then uses its ticket; wrong PINs
@@ -170,7 +170,7 @@ class Gen:
     def request(self, call):
         r = self.r
         if call == 1:
-            lo, hi = r.choice([(2, 2), (1, 2), (2, 3), (1, 1), (3, 9), (0, 0xffffffff)])
+            lo, hi = r.choice([(3, 3), (1, 3), (3, 4), (2, 2), (4, 9), (0, 0xffffffff)])
             return u32(1) + u64(MAGIC if r.random() < 0.95 else r.getrandbits(64)) + u64(lo) + u64(hi)
         if call == 2:
             return u32(2)
@@ -317,7 +317,7 @@ class Client:
         self.stats = Stats()
 
     def handshake(self, c):
-        c.send(u32(28) + u32(1) + u64(MAGIC) + u64(2) + u64(2))
+        c.send(u32(28) + u32(1) + u64(MAGIC) + u64(3) + u64(3))
         call, rv, _ = c.reply(30)
         if (call, rv) != (1, 0):
             raise Closed()

@@ -16,7 +16,7 @@ def closed(s):
         return s.recv(1) == b""
     except ConnectionResetError:
         return True
-hello = struct.pack(">IQQQ", 1, 0x50313158, 2, 2)  # protocol version 2
+hello = struct.pack(">IQQQ", 1, 0x50313158, 3, 3)  # protocol version 3
 cases = {
     "oversized length": struct.pack(">I", 0x7fffffff) + b"x" * 16,
     "unknown call": struct.pack(">I", 4) + struct.pack(">I", 999),

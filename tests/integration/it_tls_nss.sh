@@ -4,7 +4,8 @@
 # over three simulated members:
 #   TLS 1.3 (RSA-PSS), TLS 1.2 ECDHE-RSA with PKCS#1 v1.5 and with PSS, TLS 1.2 RSA key
 #   exchange (C_Decrypt), an EC P-256 server key (ECDSA), 200 full handshakes with
-#   strsclnt -N, all of them successful, and the server keeps serving across a daemon restart.
+#   strsclnt -N, all of them successful and spread over every member, and the server keeps
+#   serving across a daemon restart.
 . "$(dirname "$0")/lib.sh"
 it_setup
 DAEMON_EXTRA='probe_interval_ms = 100;'
@@ -48,6 +49,15 @@ pass "TLS 1.2 RSA key exchange (C_Decrypt through the pool)"
 
 strsclnt_full "$DB" "$PORT" 200 8
 pass "strsclnt -N: 200 full handshakes, 8 at a time, every one successful"
+# selfserv copied its server key once (C_CopyObject, refused): it signs with the token key,
+# which the pool spreads over its members. A session copy would pin all of it to one.
+spread=$("$P11MUX_BUILD/p11muxctl" status --json | python3 -c '
+import json, sys
+print(" ".join(str(m["done"]) for m in json.load(sys.stdin)["pools"][0]["members"]))')
+for n in $spread; do
+	[ "$n" -gt 0 ] || fail "a member did none of the handshakes' operations: $spread"
+done
+pass "the handshakes' private-key operations reached every member: $spread"
 
 # The daemon restarts; the same selfserv process keeps serving.
 stop_daemon

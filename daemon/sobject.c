@@ -1,0 +1,486 @@
+/* Session objects: who owns them, the quota, and their end (sobject.h). */
+#include "sobject.h"
+
+#include "daemon.h"
+#include "log.h"
+#include "thread.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+int
+apps_init(struct apps *a, unsigned max_objects, size_t max_bytes, unsigned max_uid_objects,
+          size_t max_uid_bytes)
+{
+	memset(a, 0, sizeof(*a));
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->reaped, NULL);
+	a->ready = 1;
+	a->max_objects = max_objects;
+	a->max_bytes = max_bytes;
+	a->max_uid_objects = max_uid_objects;
+	a->max_uid_bytes = max_uid_bytes;
+	if (getrandom(&a->instance, sizeof(a->instance), 0) != (ssize_t)sizeof(a->instance)) {
+		log_error("getrandom: %s", strerror(errno));
+		return -1;
+	}
+	/* Handles of an earlier daemon's objects, still in a shim's cache, are unlikely to be
+	 * this one's: numbers start somewhere else each time. */
+	a->next = (a->instance & 0x3fffffff) | 1;
+	return 0;
+}
+
+static void
+sobj_free(struct sobj *o)
+{
+	size_t i;
+
+	for (i = 0; i < o->po.n; i++) {
+		if (o->po.attrs[i].pValue != NULL)
+			explicit_bzero(o->po.attrs[i].pValue, o->po.attrs[i].ulValueLen);
+		free(o->po.attrs[i].pValue);
+	}
+	free(o->po.attrs);
+	free(o->po.status);
+	free(o->po.backend);
+	free(o);
+}
+
+void
+apps_destroy(struct apps *a)
+{
+	struct app *app, *next;
+	struct sobj *o, *on;
+
+	if (!a->ready)
+		return;
+	p11mux_lock(&a->lock);
+	while (a->reapers > 0)
+		pthread_cond_wait(&a->reaped, &a->lock);
+	p11mux_unlock(&a->lock);
+	for (app = a->list; app != NULL; app = next) {
+		next = app->next;
+		for (o = app->objs; o != NULL; o = on) {
+			on = o->next;
+			sobj_free(o);
+		}
+		free(app);
+	}
+	a->list = NULL;
+	pthread_cond_destroy(&a->reaped);
+	pthread_mutex_destroy(&a->lock);
+	a->ready = 0;
+}
+
+CK_RV
+apps_bind(struct apps *a, struct client *c, uint64_t id)
+{
+	struct app *app;
+
+	if (c->app != NULL)
+		return CKR_FUNCTION_FAILED;
+	p11mux_lock(&a->lock);
+	for (app = a->list; app != NULL; app = app->next)
+		if (app->id == id && app->uid == c->uid && app->pid == c->pid)
+			break;
+	if (app == NULL) {
+		if ((app = calloc(1, sizeof(*app))) == NULL) {
+			p11mux_unlock(&a->lock);
+			return CKR_HOST_MEMORY;
+		}
+		app->id = id;
+		app->uid = c->uid;
+		app->pid = c->pid;
+		app->next = a->list;
+		a->list = app;
+		a->napps++;
+	}
+	app->conns++;
+	c->app = app;
+	p11mux_unlock(&a->lock);
+	return CKR_OK;
+}
+
+void
+apps_unbind(struct apps *a, struct client *c)
+{
+	if (c->app == NULL)
+		return;
+	p11mux_lock(&a->lock);
+	if (--c->app->conns == 0)
+		c->app->idle_ns = p11mux_now_ns();
+	p11mux_unlock(&a->lock);
+	c->app = NULL;
+}
+
+CK_RV
+apps_reserve(struct apps *a, struct client *c, size_t n, size_t bytes)
+{
+	struct app *app = c->app, *other;
+	size_t uid_objs = 0, uid_bytes = 0;
+	CK_RV rv = CKR_OK;
+
+	if (app == NULL)
+		return CKR_FUNCTION_FAILED;
+	p11mux_lock(&a->lock);
+	for (other = a->list; other != NULL; other = other->next)
+		if (other->uid == app->uid) {
+			uid_objs += other->nobjs;
+			uid_bytes += other->bytes;
+		}
+	if (app->nobjs + n > a->max_objects || app->bytes + bytes > a->max_bytes ||
+	    uid_objs + n > a->max_uid_objects || uid_bytes + bytes > a->max_uid_bytes) {
+		a->refused++;
+		rv = CKR_DEVICE_MEMORY;
+	} else {
+		app->nobjs += n;
+		app->bytes += bytes;
+	}
+	p11mux_unlock(&a->lock);
+	if (rv != CKR_OK)
+		log_warn("client pid %ld uid %lu: session object quota reached (%u objects, %zu "
+		         "bytes at most a process, %u and %zu a user); refused with "
+		         "CKR_DEVICE_MEMORY",
+		         (long)c->pid, (unsigned long)c->uid, a->max_objects, a->max_bytes,
+		         a->max_uid_objects, a->max_uid_bytes);
+	return rv;
+}
+
+void
+apps_release(struct apps *a, struct client *c, size_t n, size_t bytes)
+{
+	p11mux_lock(&a->lock);
+	c->app->nobjs -= n;
+	c->app->bytes -= bytes;
+	p11mux_unlock(&a->lock);
+}
+
+/* An attribute's CK_BBOOL value in mo; dflt when absent. */
+static int
+mobject_bool(const struct mobject *mo, CK_ATTRIBUTE_TYPE t, int dflt)
+{
+	size_t i;
+
+	for (i = 0; i < mo->n; i++)
+		if (mo->attrs[i].type == t && mo->status[i] == CKR_OK &&
+		    mo->attrs[i].pValue != NULL && mo->attrs[i].ulValueLen == sizeof(CK_BBOOL))
+			return *(CK_BBOOL *)mo->attrs[i].pValue != CK_FALSE;
+	return dflt;
+}
+
+CK_OBJECT_HANDLE
+sobj_add(struct apps *a, struct client *c, struct pool *p, size_t idx, uint64_t gen,
+         CK_SESSION_HANDLE session, struct mobject *mo, size_t bytes)
+{
+	struct sobj *o;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	size_t i;
+
+	if ((o = calloc(1, sizeof(*o))) == NULL ||
+	    (o->po.backend = calloc(p->nmembers, sizeof(*o->po.backend))) == NULL) {
+		free(o);
+		mobject_free(mo);
+		return CK_INVALID_HANDLE;
+	}
+	for (i = 0; i < p->nmembers; i++)
+		o->po.backend[i] = CK_INVALID_HANDLE;
+	o->po.backend[idx] = mo->h;
+	o->po.index = p->view.nobjects; /* the members' "no key" service time */
+	o->po.cls = mo->cls;
+	o->po.ktype = mo->ktype;
+	o->po.private = mobject_bool(mo, CKA_PRIVATE, 1);
+	o->po.attrs = mo->attrs;
+	o->po.status = mo->status;
+	o->po.n = mo->n;
+	mo->attrs = NULL;
+	mo->status = NULL;
+	mo->n = 0;
+	mobject_free(mo);
+	o->pool = p;
+	o->member = idx;
+	o->gen = gen;
+	o->session = session;
+	o->bytes = bytes;
+	p11mux_lock(&a->lock);
+	h = P11MUX_SESSION_OBJECT | (a->next++ & 0x7fffffff);
+	if ((a->next & 0x7fffffff) == 0)
+		a->next = 1;
+	o->po.handle = h;
+	snprintf(o->po.desc, sizeof(o->po.desc), "session object %lu of pid %ld", h & 0x7fffffff,
+	         (long)c->pid);
+	o->next = c->app->objs;
+	c->app->objs = o;
+	a->made++;
+	p11mux_unlock(&a->lock);
+	return h;
+}
+
+/* c's application's live object h of pool p, or NULL. Lock held. */
+static struct sobj **
+find_locked(struct client *c, const struct pool *p, CK_OBJECT_HANDLE h)
+{
+	struct sobj **op;
+
+	if (c->app == NULL)
+		return NULL;
+	for (op = &c->app->objs; *op != NULL; op = &(*op)->next)
+		if ((*op)->po.handle == h && (*op)->pool == p && !(*op)->dead)
+			return op;
+	return NULL;
+}
+
+struct sobj *
+sobj_get(struct apps *a, struct client *c, const struct pool *p, CK_OBJECT_HANDLE h)
+{
+	struct sobj **op, *o = NULL;
+
+	p11mux_lock(&a->lock);
+	if ((op = find_locked(c, p, h)) != NULL) {
+		o = *op;
+		o->refs++;
+	}
+	p11mux_unlock(&a->lock);
+	return o;
+}
+
+void
+sobj_put(struct apps *a, struct sobj *o)
+{
+	int gone;
+
+	p11mux_lock(&a->lock);
+	gone = --o->refs == 0 && o->dead;
+	p11mux_unlock(&a->lock);
+	if (gone)
+		sobj_free(o);
+}
+
+/* Unlinks o from its application (which gets its quota back) and marks it dead; the caller
+ * holds a reference. Lock held. */
+static void
+unlink_locked(struct app *app, struct sobj **op)
+{
+	struct sobj *o = *op;
+
+	*op = o->next;
+	o->next = NULL;
+	o->dead = 1;
+	app->nobjs--;
+	app->bytes -= o->bytes;
+}
+
+void
+sobj_lost(struct apps *a, struct sobj *o)
+{
+	struct app *app;
+	struct sobj **op;
+
+	p11mux_lock(&a->lock);
+	for (app = a->list; app != NULL && !o->dead; app = app->next)
+		for (op = &app->objs; *op != NULL; op = &(*op)->next)
+			if (*op == o) {
+				unlink_locked(app, op);
+				a->lost++;
+				break;
+			}
+	p11mux_unlock(&a->lock);
+}
+
+/* Destroys o on its member (nothing to do when its helper is gone: the object went with it),
+ * then drops the caller's reference. */
+static void
+destroy_on_member(struct apps *a, struct sobj *o)
+{
+	CK_RV rv = pool_pinned_destroy(o->pool, o->member, o->gen, &o->po);
+
+	if (rv != CKR_OK && rv != CKR_DEVICE_REMOVED)
+		log_warn("pool \"%s\": %s could not be destroyed on its member: %s", o->pool->label,
+		         o->po.desc, p11mux_rv_name(rv));
+	sobj_put(a, o);
+}
+
+CK_RV
+sobj_destroy(struct apps *a, struct client *c, struct pool *p, CK_OBJECT_HANDLE h)
+{
+	struct sobj **op, *o;
+
+	p11mux_lock(&a->lock);
+	if ((op = find_locked(c, p, h)) == NULL) {
+		p11mux_unlock(&a->lock);
+		return CKR_OBJECT_HANDLE_INVALID;
+	}
+	o = *op;
+	o->refs++;
+	unlink_locked(c->app, op);
+	a->destroyed++;
+	p11mux_unlock(&a->lock);
+	destroy_on_member(a, o);
+	return CKR_OK;
+}
+
+/* Unlinks the objects of app in pool p (NULL: all pools) made in session (0: all;
+ * P11MUX_DROP_PRIVATE: the private ones) onto a list, each with a reference for the caller.
+ * Lock held. */
+static struct sobj *
+take_locked(struct apps *a, struct app *app, const struct pool *p, CK_SESSION_HANDLE session)
+{
+	struct sobj **op = &app->objs, *taken = NULL, *o;
+
+	while (*op != NULL) {
+		o = *op;
+		if (o->dead || (p != NULL && o->pool != p) ||
+		    (session == P11MUX_DROP_PRIVATE ? !o->po.private
+		                                    : session != 0 && o->session != session)) {
+			op = &o->next;
+			continue;
+		}
+		o->refs++;
+		unlink_locked(app, op);
+		a->destroyed++;
+		o->next = taken;
+		taken = o;
+	}
+	return taken;
+}
+
+static void
+destroy_list(struct apps *a, struct sobj *o)
+{
+	struct sobj *next;
+
+	for (; o != NULL; o = next) {
+		next = o->next;
+		destroy_on_member(a, o);
+	}
+}
+
+void
+sobj_drop(struct apps *a, struct client *c, struct pool *p, CK_SESSION_HANDLE session)
+{
+	struct sobj *taken;
+
+	if (c->app == NULL)
+		return;
+	p11mux_lock(&a->lock);
+	taken = take_locked(a, c->app, p, session);
+	p11mux_unlock(&a->lock);
+	destroy_list(a, taken);
+}
+
+struct reaper {
+	struct apps *a;
+	struct sobj *objs;
+};
+
+static void *
+reap(void *arg)
+{
+	struct reaper *r = arg;
+
+	struct apps *a = r->a;
+
+	destroy_list(a, r->objs);
+	free(r);
+	p11mux_lock(&a->lock);
+	a->reapers--;
+	pthread_cond_broadcast(&a->reaped);
+	p11mux_unlock(&a->lock);
+	return NULL;
+}
+
+int
+apps_sweep(struct apps *a)
+{
+	uint64_t now = p11mux_now_ns();
+	struct sobj *taken = NULL, *t;
+	struct app **ap, *app;
+	struct reaper *r;
+	pthread_t th;
+	int waiting = 0;
+
+	p11mux_lock(&a->lock);
+	for (ap = &a->list; *ap != NULL;) {
+		app = *ap;
+		if (app->conns > 0) {
+			ap = &app->next;
+			continue;
+		}
+		if (app->objs != NULL && now - app->idle_ns < APP_GRACE_S * 1000000000ull) {
+			waiting = 1;
+			ap = &app->next;
+			continue;
+		}
+		if (app->objs != NULL) {
+			log_info("client pid %ld uid %lu is gone: its %zu session objects are "
+			         "destroyed",
+			         (long)app->pid, (unsigned long)app->uid, app->nobjs);
+			t = take_locked(a, app, NULL, 0);
+			while (t != NULL) {
+				struct sobj *next = t->next;
+
+				t->next = taken;
+				taken = t;
+				t = next;
+			}
+		}
+		*ap = app->next;
+		a->napps--;
+		free(app);
+	}
+	p11mux_unlock(&a->lock);
+	if (taken == NULL)
+		return waiting;
+	/* Device calls do not belong in the accept loop. */
+	if ((r = malloc(sizeof(*r))) != NULL) {
+		r->a = a;
+		r->objs = taken;
+		p11mux_lock(&a->lock);
+		a->reapers++;
+		p11mux_unlock(&a->lock);
+		if (pthread_create(&th, NULL, reap, r) == 0) {
+			pthread_detach(th);
+			return waiting;
+		}
+		p11mux_lock(&a->lock);
+		a->reapers--;
+		p11mux_unlock(&a->lock);
+		free(r);
+	}
+	destroy_list(a, taken);
+	return waiting;
+}
+
+size_t
+apps_count_pool(struct apps *a, const struct pool *p, size_t idx)
+{
+	struct app *app;
+	struct sobj *o;
+	size_t n = 0;
+
+	if (!a->ready)
+		return 0;
+	p11mux_lock(&a->lock);
+	for (app = a->list; app != NULL; app = app->next)
+		for (o = app->objs; o != NULL; o = o->next)
+			n += !o->dead && o->pool == p && (idx == SIZE_MAX || o->member == idx);
+	p11mux_unlock(&a->lock);
+	return n;
+}
+
+void
+apps_count(struct apps *a, size_t *napps, size_t *nobjs, size_t *bytes)
+{
+	struct app *app;
+
+	*nobjs = *bytes = 0;
+	p11mux_lock(&a->lock);
+	*napps = a->napps;
+	for (app = a->list; app != NULL; app = app->next) {
+		*nobjs += app->nobjs;
+		*bytes += app->bytes;
+	}
+	p11mux_unlock(&a->lock);
+}
