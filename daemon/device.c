@@ -1,4 +1,5 @@
 #include "device.h"
+#include "log.h"
 #include "proto.h"
 
 #include <stdlib.h>
@@ -148,6 +149,14 @@ read_attrs(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
 		return rv;
 	}
 	for (i = 0; i < ntypes; i++) {
+		/* A value the helper's frame could not carry (a client can make a session object
+		 * with a huge one): left out, as if the object lacked it. */
+		if (t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+		    t[i].ulValueLen > DEVICE_ATTR_MAX) {
+			log_warn("object %lu: attribute 0x%lx of %lu bytes left out (more than %u)",
+			         h, types[i], t[i].ulValueLen, DEVICE_ATTR_MAX);
+			continue;
+		}
 		if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION) {
 			one.type = types[i];
 			one.pValue = NULL;

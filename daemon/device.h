@@ -12,6 +12,10 @@
 #include <p11-kit/pkcs11.h>
 
 /* An object as the device describes it. */
+/* The largest attribute value read from a device: a certificate chain fits many times, and
+ * an object's values all fit a helper's frame. */
+#define DEVICE_ATTR_MAX 65536u
+
 struct device_object {
 	CK_OBJECT_CLASS cls; /* (CK_ULONG)-1 when the device does not say */
 	CK_KEY_TYPE ktype;   /* (CK_ULONG)-1 for objects that are not keys */

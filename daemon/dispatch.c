@@ -222,6 +222,15 @@ pool_make(struct pool *p, struct job *j, size_t *idx)
 			*idx = (size_t)i;
 			return j->rv;
 		}
+		/* A request that cost a helper (a key generation that outlived op_timeout_ms, a
+		 * template the module choked on) is not tried on another: it would cost that
+		 * one's too, and its session objects with it. */
+		if (j->cost_helper) {
+			log_error("pool \"%s\": %s of a session object cost a member's helper; not "
+			          "tried on another",
+			          p->label, p11mux_calls[j->call].name);
+			return CKR_DEVICE_ERROR;
+		}
 	}
 	return CKR_DEVICE_ERROR;
 }

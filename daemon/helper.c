@@ -459,8 +459,13 @@ put_new_object(struct helper *h, CK_OBJECT_HANDLE o, struct p11mux_msg *reply)
 	CK_RV rv;
 
 	if ((rv = h->f->C_GetAttributeValue(h->objs, o, &t, 1)) != CKR_OK || token != CK_FALSE) {
-		h->f->C_DestroyObject(h->objs, o);
-		log_error("a new session object was a token object (or did not say): destroyed");
+		if ((rv = h->f->C_DestroyObject(h->objs, o)) == CKR_OK)
+			log_error("a new session object was a token object (or did not say so): "
+			          "destroyed");
+		else
+			log_error("a new session object is a token object (or did not say so), and "
+			          "could not be destroyed (%s): remove object %lu from the device",
+			          p11mux_rv_name(rv), o);
 		return CKR_TOKEN_WRITE_PROTECTED;
 	}
 	if ((rv = device_read_object(h->f, h->objs, o, &d)) == CKR_OK) {

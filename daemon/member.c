@@ -743,7 +743,11 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 		j->cost_helper = sent && (rv == LINK_RV_TIMEOUT || m->killed_gen != gen);
 		j->rv = P11MUX_RV_RETRY;
 		lose_locked(m, gen, MEMBER_DOWN, rv == LINK_RV_TIMEOUT ? why : NULL);
-	} else if (member_device_failure(rv)) {
+	} else if (member_device_failure(rv) &&
+	           !(rv == CKR_USER_NOT_LOGGED_IN &&
+	             (j->pin_gen != 0 || j->call > P11MUX_CALL_RANDOM))) {
+		/* (A session object's own policy, not the member's login, can say
+		 * CKR_USER_NOT_LOGGED_IN: that answer goes to its client.) */
 		char reason[96];
 
 		m->errors++;
@@ -770,7 +774,8 @@ member_run(struct member *m, struct job *j)
 	j->submitted_ns = p11mux_now_ns();
 	/* A session object's job runs on its own helper or nowhere (take_channel_locked()
 	 * fails when the helper changes while this waits). */
-	if (m->state != MEMBER_UP || (j->pin_gen != 0 && m->generation != j->pin_gen) ||
+	if ((j->pin_gen != 0 ? !usable_locked(m) || m->generation != j->pin_gen
+	                     : m->state != MEMBER_UP) ||
 	    (c = take_channel_locked(m, j->alone)) < 0) {
 		/* Out of service, or went out while this waited: another member does it. */
 		j->rv = P11MUX_RV_RETRY;

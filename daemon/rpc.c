@@ -295,11 +295,13 @@ run_get_object(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *re
 	} else {
 		o = pool_object(x->p, r->u.object);
 	}
-	if (visible(x, o))
+	int seen = visible(x, o);
+
+	if (seen)
 		p11mux_msg_put_attrs(reply, o->attrs, o->status, o->n);
 	if (so != NULL)
 		sobj_put(&x->d->apps, so);
-	return visible(x, o) ? CKR_OK : CKR_OBJECT_HANDLE_INVALID;
+	return seen ? CKR_OK : CKR_OBJECT_HANDLE_INVALID;
 }
 
 /* The mechanism is offered by the pool for this kind of operation. */
@@ -332,8 +334,18 @@ rsa_modulus_len(const struct pobject *o)
 	for (i = 0; i < o->n; i++) {
 		if (o->status[i] != CKR_OK || o->attrs[i].pValue == NULL)
 			continue;
-		if (o->attrs[i].type == CKA_MODULUS)
-			return o->attrs[i].ulValueLen;
+		if (o->attrs[i].type == CKA_MODULUS) {
+			/* Leading zero bytes (an imported session key may have them) are no
+			 * part of the modulus's length. */
+			const uint8_t *v = o->attrs[i].pValue;
+			size_t n = o->attrs[i].ulValueLen;
+
+			while (n > 0 && *v == 0) {
+				v++;
+				n--;
+			}
+			return n;
+		}
 		if (o->attrs[i].type == CKA_MODULUS_BITS &&
 		    o->attrs[i].ulValueLen == sizeof(CK_ULONG))
 			return (*(CK_ULONG *)o->attrs[i].pValue + 7) / 8;
@@ -515,6 +527,17 @@ template_bytes(const struct p11mux_attrs *t)
 	return n;
 }
 
+/* What an object a member made counts against the quota: its values, and 1 KiB. */
+static size_t
+made_bytes(const struct mobject *mo)
+{
+	size_t i, n = 1024;
+
+	for (i = 0; mo != NULL && i < mo->n; i++)
+		n += mo->attrs[i].ulValueLen;
+	return n;
+}
+
 /* Whether a member made a private object (CKA_PRIVATE true or not read). */
 static int
 made_private(const struct mobject *mo)
@@ -530,16 +553,83 @@ made_private(const struct mobject *mo)
 	return 1;
 }
 
+/* The CK_BBOOL attributes of PKCS#11 2.40's objects. */
+static int
+attr_is_bool(CK_ATTRIBUTE_TYPE t)
+{
+	switch (t) {
+	case CKA_TOKEN:
+	case CKA_PRIVATE:
+	case CKA_MODIFIABLE:
+	case CKA_COPYABLE:
+	case CKA_DESTROYABLE:
+	case CKA_TRUSTED:
+	case CKA_SENSITIVE:
+	case CKA_ENCRYPT:
+	case CKA_DECRYPT:
+	case CKA_WRAP:
+	case CKA_UNWRAP:
+	case CKA_SIGN:
+	case CKA_SIGN_RECOVER:
+	case CKA_VERIFY:
+	case CKA_VERIFY_RECOVER:
+	case CKA_DERIVE:
+	case CKA_EXTRACTABLE:
+	case CKA_LOCAL:
+	case CKA_NEVER_EXTRACTABLE:
+	case CKA_ALWAYS_SENSITIVE:
+	case CKA_ALWAYS_AUTHENTICATE:
+	case CKA_WRAP_WITH_TRUSTED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* What a device must never get from a client's template: an attribute array (its values hold
+ * pointers the module would follow, in the helper), a vendor's attribute (its value's shape is
+ * unknown), a boolean of another size, the same attribute twice (the first one is what the
+ * daemon checks), or CKA_ALWAYS_AUTHENTICATE (a key that wants a login per operation, which
+ * the pool's members cannot give: the device would answer CKR_USER_NOT_LOGGED_IN). */
+static CK_RV
+check_template(const struct p11mux_attrs *t)
+{
+	size_t i, k;
+
+	if (t->n > P11MUX_FIND_MAX_ATTRS)
+		return CKR_ARGUMENTS_BAD;
+	for (i = 0; i < t->n; i++) {
+		const CK_ATTRIBUTE *a = &t->attrs[i];
+
+		if ((a->type & CKF_ARRAY_ATTRIBUTE) || a->type >= CKA_VENDOR_DEFINED)
+			return CKR_ATTRIBUTE_TYPE_INVALID;
+		if (attr_is_bool(a->type) &&
+		    (a->pValue == NULL || a->ulValueLen != sizeof(CK_BBOOL)))
+			return CKR_ATTRIBUTE_VALUE_INVALID;
+		if (a->type == CKA_ALWAYS_AUTHENTICATE && *(CK_BBOOL *)a->pValue != CK_FALSE)
+			return CKR_ATTRIBUTE_VALUE_INVALID;
+		for (k = 0; k < i; k++)
+			if (t->attrs[k].type == a->type)
+				return CKR_TEMPLATE_INCONSISTENT;
+	}
+	return CKR_OK;
+}
+
 /* The checks of CREATE, GENERATE and GENERATE_PAIR before a device sees them. */
 static CK_RV
 check_make(const struct rpc_ctx *x, struct rpc_req *r, uint32_t call)
 {
 	int pair = call == P11MUX_CALL_GENERATE_PAIR, logged_in = x->c->logged_in[x->p->index];
+	CK_RV rv;
 
 	if (x->c->app == NULL)
 		return CKR_FUNCTION_FAILED; /* a shim always says CLIENT first */
-	if (r->u.make.t1.n > P11MUX_FIND_MAX_ATTRS || r->u.make.t2.n > P11MUX_FIND_MAX_ATTRS)
-		return CKR_ARGUMENTS_BAD;
+	if ((rv = check_template(&r->u.make.t1)) != CKR_OK ||
+	    (pair && (rv = check_template(&r->u.make.t2)) != CKR_OK))
+		return rv;
+	/* A user whose request cost a member's helper makes nothing for a while. */
+	if (apps_struck(&x->d->apps, x->c->uid))
+		return CKR_DEVICE_ERROR;
 	/* Token objects are the operator's business, on the devices. */
 	if (template_bool(&r->u.make.t1, CKA_TOKEN, 0) ||
 	    (pair && template_bool(&r->u.make.t2, CKA_TOKEN, 0)))
@@ -583,9 +673,23 @@ run_make(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	j->tmpl = &r->u.make.t1;
 	j->tmpl2 = &r->u.make.t2;
 	if ((rv = pool_make(x->p, j, &idx)) != CKR_OK) {
+		if (j->cost_helper)
+			apps_strike(a, x->c);
 		job_free(j);
 		apps_release(a, x->c, n, bytes[0] + bytes[1]);
 		return rv;
+	}
+	/* What the member made counts, if it is more than the template said (a generated
+	 * value): past the quota, refused and destroyed. */
+	for (i = 0; i < n; i++) {
+		size_t actual = made_bytes(j->made[i]);
+
+		if (rv == CKR_OK && actual > bytes[i]) {
+			if (apps_reserve(a, x->c, 0, actual - bytes[i]) == CKR_OK)
+				bytes[i] = actual;
+			else
+				rv = CKR_DEVICE_MEMORY;
+		}
 	}
 	/* A private object (the device's default) for a client that is not logged in: it must
 	 * not see it, nor anyone. Destroyed at once, as a device would have refused it. */

@@ -249,13 +249,21 @@ sobj_get(struct apps *a, struct client *c, const struct pool *p, CK_OBJECT_HANDL
 void
 sobj_put(struct apps *a, struct sobj *o)
 {
-	int gone;
+	int gone, destroy;
+	CK_RV rv;
 
 	p11mux_lock(&a->lock);
 	gone = --o->refs == 0 && o->dead;
+	destroy = o->destroy;
 	p11mux_unlock(&a->lock);
-	if (gone)
-		sobj_free(o);
+	if (!gone)
+		return;
+	/* Nothing to do when its helper is gone: the object went with it. */
+	if (destroy && (rv = pool_pinned_destroy(o->pool, o->member, o->gen, &o->po)) != CKR_OK &&
+	    rv != CKR_DEVICE_REMOVED)
+		log_warn("pool \"%s\": %s could not be destroyed on its member: %s", o->pool->label,
+		         o->po.desc, p11mux_rv_name(rv));
+	sobj_free(o);
 }
 
 /* Unlinks o from its application (which gets its quota back) and marks it dead; the caller
@@ -289,16 +297,14 @@ sobj_lost(struct apps *a, struct sobj *o)
 	p11mux_unlock(&a->lock);
 }
 
-/* Destroys o on its member (nothing to do when its helper is gone: the object went with it),
- * then drops the caller's reference. */
+/* Has o (dead, unlinked) destroyed on its member once no request uses it, and drops the
+ * caller's reference. */
 static void
 destroy_on_member(struct apps *a, struct sobj *o)
 {
-	CK_RV rv = pool_pinned_destroy(o->pool, o->member, o->gen, &o->po);
-
-	if (rv != CKR_OK && rv != CKR_DEVICE_REMOVED)
-		log_warn("pool \"%s\": %s could not be destroyed on its member: %s", o->pool->label,
-		         o->po.desc, p11mux_rv_name(rv));
+	p11mux_lock(&a->lock);
+	o->destroy = 1;
+	p11mux_unlock(&a->lock);
 	sobj_put(a, o);
 }
 
@@ -451,6 +457,33 @@ apps_sweep(struct apps *a)
 	}
 	destroy_list(a, taken);
 	return waiting;
+}
+
+void
+apps_strike(struct apps *a, struct client *c)
+{
+	p11mux_lock(&a->lock);
+	a->struck[a->next_strike].uid = c->uid;
+	a->struck[a->next_strike].until_ns = p11mux_now_ns() + QUARANTINE_S * 1000000000ull;
+	a->next_strike = (a->next_strike + 1) % (sizeof(a->struck) / sizeof(a->struck[0]));
+	p11mux_unlock(&a->lock);
+	log_error("client pid %ld uid %lu: making a session object cost a member's helper; this "
+	          "user makes none for %d s",
+	          (long)c->pid, (unsigned long)c->uid, QUARANTINE_S);
+}
+
+int
+apps_struck(struct apps *a, uid_t uid)
+{
+	uint64_t now = p11mux_now_ns();
+	size_t i;
+	int found = 0;
+
+	p11mux_lock(&a->lock);
+	for (i = 0; i < sizeof(a->struck) / sizeof(a->struck[0]) && !found; i++)
+		found = a->struck[i].until_ns > now && a->struck[i].uid == uid;
+	p11mux_unlock(&a->lock);
+	return found;
 }
 
 size_t

@@ -37,6 +37,9 @@ struct sobj {
 	size_t bytes;              /* what it counts against the application's quota */
 	unsigned refs;             /* requests using it */
 	int dead;                  /* destroyed or lost: freed with its last reference */
+	int destroy; /* dead and still on its member: destroyed there with the last reference
+	              * (an operation in flight keeps it, so the member never reuses its handle
+	              * under that operation) */
 };
 
 /* An application: one process of a client, as the shim's id, uid and pid name it. */
@@ -63,6 +66,11 @@ struct apps {
 	unsigned max_uid_objects; /* per user: a user's processes together */
 	size_t max_uid_bytes;
 	uint64_t made, destroyed, lost, refused; /* since start */
+	struct {
+		uid_t uid;
+		uint64_t until_ns;
+	} struck[16]; /* users whose request cost a helper: no objects made for a while */
+	size_t next_strike;
 	unsigned reapers;      /* threads destroying a gone application's objects */
 	pthread_cond_t reaped; /* signalled when one ends */
 	int ready;             /* apps_init() ran */
@@ -105,6 +113,10 @@ void sobj_drop(struct apps *a, struct client *c, struct pool *p, CK_SESSION_HAND
  * destroyed by a thread of their own (this is the accept loop). 1 while an idle application
  * still has objects (the loop should come back within a second), else 0. */
 int apps_sweep(struct apps *a);
+/* A request of c's user to make objects cost a member's helper: that user makes no more for
+ * QUARANTINE_S seconds (another process of the user would only repeat it). */
+void apps_strike(struct apps *a, struct client *c);
+int apps_struck(struct apps *a, uid_t uid);
 /* For p11muxctl and the metrics: applications, objects and bytes held now. */
 void apps_count(struct apps *a, size_t *napps, size_t *nobjs, size_t *bytes);
 /* The live session objects of pool p on member idx (SIZE_MAX: on any). */

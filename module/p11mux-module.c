@@ -1074,15 +1074,13 @@ make_objects(CK_SESSION_HANDLE h, struct make_call *mc, CK_FLAGS flag)
 		return rv;
 	if (mc->call != P11MUX_CALL_CREATE && (rv = p11mux_mech_param_ok(mc->mech)) != CKR_OK)
 		return rv;
-	if ((rv = shim_call(mc->call, put_make, get_make, mc)) != CKR_OK)
-		return rv;
+	/* Marked before the call: a C_CloseSession meanwhile then drops what it makes. */
 	shim_lock();
 	if ((s = session_get_locked(h)) != NULL)
 		s->made_objects = 1;
-	if ((idx = cache_slot_index_locked(mc->slot)) >= 0)
-		shim.slots[idx].made_objects = 1;
+	shim.slots[idx].made_objects = 1;
 	shim_unlock();
-	return CKR_OK;
+	return shim_call(mc->call, put_make, get_make, mc);
 }
 
 static CK_RV

@@ -8,7 +8,9 @@
 #     CKR_DEVICE_MEMORY, as a full device does;
 #   - the member holding a session key loses its helper: the operation in flight gets
 #     CKR_DEVICE_REMOVED, the key is gone (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID),
-#     and the pool's token keys still sign.
+#     and the pool's token keys still sign;
+#   - templates that must not reach a module (attribute arrays, vendor attributes, CKA_TOKEN
+#     twice, CKA_ALWAYS_AUTHENTICATE, a wide CK_BBOOL) are refused by the daemon.
 . "$(dirname "$0")/lib.sh"
 it_setup
 write_config "$SOFTHSM" "session_objects = 4;"
@@ -88,5 +90,17 @@ grep -q '^attribute CKR_OBJECT_HANDLE_INVALID$' "$WORK/fault.out" || fail "the o
 grep -q '^token CKR_OK$' "$WORK/fault.out" || fail "the token key did not sign"
 count_is 0 || fail "$(count) objects left"
 pass "the session key's member lost its helper ($holder): CKR_DEVICE_REMOVED in flight, the key gone, token keys unaffected"
+
+# 4. Templates that must not reach a device: refused by the daemon, no member harmed.
+P11MUX_PIN="$PIN" "$CLIENT" "$CLIENT_SHIM" hostile > "$WORK/hostile.out" 2>&1 ||
+	fail "hostile: $(cat "$WORK/hostile.out")"
+cat "$WORK/hostile.out"
+for want in "array CKR_ATTRIBUTE_TYPE_INVALID" "vendor CKR_ATTRIBUTE_TYPE_INVALID" \
+	"token-twice CKR_TEMPLATE_INCONSISTENT" "always-authenticate CKR_ATTRIBUTE_VALUE_INVALID" \
+	"wide-boolean CKR_ATTRIBUTE_VALUE_INVALID"; do
+	grep -qx "$want" "$WORK/hostile.out" || fail "expected: $want"
+done
+count_is 0 || fail "$(count) objects left"
+pass "attribute arrays, vendor attributes, doubled CKA_TOKEN, CKA_ALWAYS_AUTHENTICATE and a wide CK_BBOOL are refused"
 
 stop_daemon

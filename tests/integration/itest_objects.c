@@ -12,6 +12,10 @@
  *       C_EncryptInit with the key gives ("again CKR_..."), what C_GetAttributeValue of it
  *       gives ("attribute CKR_..."), and what a signature with the pool's token RSA key gives
  *       ("token CKR_...").
+ *   itest_objects SHIM hostile
+ *       templates the daemon must refuse before a device sees them, one line each, "NAME
+ *       CKR_...": an attribute array (pointers), a vendor attribute, CKA_TOKEN twice (false,
+ *       then true), CKA_ALWAYS_AUTHENTICATE true, a CK_BBOOL of 4 bytes.
  * The PIN is taken from $P11MUX_PIN. Exit 0 when it got as far as it was asked to.
  */
 #include <dlfcn.h>
@@ -46,6 +50,12 @@ rv_name(CK_RV rv)
 		return "CKR_SESSION_HANDLE_INVALID";
 	case CKR_OPERATION_NOT_INITIALIZED:
 		return "CKR_OPERATION_NOT_INITIALIZED";
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+		return "CKR_ATTRIBUTE_TYPE_INVALID";
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+		return "CKR_ATTRIBUTE_VALUE_INVALID";
+	case CKR_TEMPLATE_INCONSISTENT:
+		return "CKR_TEMPLATE_INCONSISTENT";
 	default:
 		snprintf(buf, sizeof(buf), "0x%lx", rv);
 		return buf;
@@ -177,6 +187,48 @@ fault(CK_SESSION_HANDLE s)
 	return 0;
 }
 
+static int
+hostile(CK_SESSION_HANDLE s)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ULONG wide = 1;
+	CK_BYTE value[16] = "itest aes key 16", blob[16] = {0};
+	CK_ATTRIBUTE inner = {CKA_SIGN, &yes, sizeof(yes)};
+	CK_ATTRIBUTE base[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                       {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	                       {CKA_TOKEN, &no, sizeof(no)},
+	                       {CKA_VALUE, value, sizeof(value)},
+	                       {0, NULL, 0}};
+	static const struct {
+		const char *name;
+		CK_ATTRIBUTE_TYPE type;
+		int what; /* 0 the array, 1 blob, 2 CK_TRUE, 3 a 4-byte boolean */
+	} bad[] = {{"array", CKA_WRAP_TEMPLATE, 0},
+	           {"vendor", CKA_VENDOR_DEFINED | 7, 1},
+	           {"token-twice", CKA_TOKEN, 2},
+	           {"always-authenticate", CKA_ALWAYS_AUTHENTICATE, 2},
+	           {"wide-boolean", CKA_ENCRYPT, 3}};
+	CK_OBJECT_HANDLE k;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		base[4].type = bad[i].type;
+		base[4].pValue = bad[i].what == 0   ? (void *)&inner
+		                 : bad[i].what == 1 ? (void *)blob
+		                 : bad[i].what == 2 ? (void *)&yes
+		                                    : (void *)&wide;
+		base[4].ulValueLen = bad[i].what == 0   ? sizeof(inner)
+		                     : bad[i].what == 1 ? sizeof(blob)
+		                     : bad[i].what == 2 ? sizeof(yes)
+		                                        : 4;
+		printf("%s %s\n", bad[i].name, rv_name(f->C_CreateObject(s, base, 5, &k)));
+	}
+	f->C_Finalize(NULL);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -191,6 +243,10 @@ main(int argc, char **argv)
 		s = setup(argv[1]);
 		return fault(s);
 	}
-	fprintf(stderr, "usage: itest_objects SHIM hold N | itest_objects SHIM fault\n");
+	if (argc == 3 && strcmp(argv[2], "hostile") == 0) {
+		s = setup(argv[1]);
+		return hostile(s);
+	}
+	fprintf(stderr, "usage: itest_objects SHIM hold N | fault | hostile\n");
 	return 2;
 }
