@@ -215,6 +215,18 @@ add_member(struct pool *p, const char *name, const char *serial, const struct me
 	return m;
 }
 
+/* A hint for a member that SoftHSM (or the simulator over it) does not show: SoftHSM finds
+ * its tokens through $SOFTHSM2_CONF, which a daemon started by hand often lacks. */
+static const char *
+softhsm_hint(const char *module)
+{
+	if (module == NULL || getenv("SOFTHSM2_CONF") != NULL ||
+	    (strstr(module, "softhsm") == NULL && strstr(module, "p11sim") == NULL))
+		return "";
+	return " (SOFTHSM2_CONF is not set in the daemon's environment: SoftHSM looks for its "
+	       "tokens in /etc/softhsm/softhsm2.conf)";
+}
+
 /* The members named by strings: each token of the module whose label or serial a name gives;
  * a name that matches none is a member too, down until it appears. */
 static int
@@ -245,8 +257,8 @@ plain_members(struct pool *p, const struct tokens *t, struct p11mux_err *e)
 			       strcmp(p->members[i].serial, cfg->members[k].token) == 0;
 		if (seen)
 			continue;
-		log_warn("pool %zu: member \"%s\" is not present in %s; it joins when it appears",
-		         p->index, cfg->members[k].token, cfg->module);
+		log_warn("pool %zu: member \"%s\" is not present in %s; it joins when it appears%s",
+		         p->index, cfg->members[k].token, cfg->module, softhsm_hint(cfg->module));
 		if (add_member(p, cfg->members[k].token, "", &p->plain, e) != NULL)
 			snprintf(p->members[p->nmembers - 1].reason, sizeof(p->members[0].reason),
 			         "not present");
@@ -320,8 +332,8 @@ pick_label(struct pool *p, struct p11mux_err *e)
 		return p11mux_err_set(
 		        e,
 		        "pool %zu (line %d): no member token present in %s: the pool's "
-		        "objects are read from its members at start-up",
-		        p->index, p->cfg->line, p->cfg->module);
+		        "objects are read from its members at start-up%s",
+		        p->index, p->cfg->line, p->cfg->module, softhsm_hint(p->cfg->module));
 	if (strchr(first, ':') != NULL)
 		return p11mux_err_set(e,
 		                      "pool %zu: the members' label \"%s\" contains ':', which NSS "
