@@ -13,7 +13,7 @@ chmod 0755 "$WORK"
 chmod 0644 "$SOFTHSM2_CONF" || true
 as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups env P11MUX_SOCKET="$SOCK" "$@"; }
 out=$(as_nobody pkcs11-tool --module "$SHIM" -L 2>&1 || true)
-echo "$out" | grep -q "CKR_FUNCTION_FAILED\|CKR_DEVICE_ERROR" || fail "nobody was served: $out"
+grep -q "CKR_FUNCTION_FAILED\|CKR_DEVICE_ERROR" <<< "$out" || fail "nobody was served: $out"
 grep -q "refused a connection from uid $(id -u nobody)" "$WORK/daemon.log" || fail "refusal not logged"
 stop_daemon
 pass "user nobody refused"

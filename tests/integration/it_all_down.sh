@@ -20,7 +20,7 @@ wait_until 30 refused || fail "expected CKR_DEVICE_ERROR with every member out: 
 t0=$(date +%s%N)
 out=$(sign || true)
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-echo "$out" | grep -q "CKR_DEVICE_ERROR" || fail "expected CKR_DEVICE_ERROR with every member out: $out"
+grep -q "CKR_DEVICE_ERROR" <<< "$out" || fail "expected CKR_DEVICE_ERROR with every member out: $out"
 [ "$ms" -lt 15000 ] || fail "the client waited $ms ms with every member out: a hang"
 pass "every member out: CKR_DEVICE_ERROR after $ms ms"
 fault hsm3 ""

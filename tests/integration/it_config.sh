@@ -7,7 +7,7 @@ expect_error() { # file expected-substring
 	local out rc=0
 	out=$("$DAEMON" -c "$1" -f 2>&1) || rc=$?
 	[ "$rc" -ne 0 ] || fail "p11muxd accepted $1"
-	echo "$out" | grep -qF "$2" || fail "expected '$2', got: $out"
+	grep -qF "$2" <<< "$out" || fail "expected '$2', got: $out"
 	echo "  $out"
 }
 C="$WORK/bad.conf"
@@ -25,11 +25,11 @@ pass "configuration errors name file, line and key"
 
 printf '%s:%s\n' "$LABEL" 999999 > "$WORK/pin"
 out=$("$DAEMON" -c "$WORK/p11mux.conf" -f 2>&1) && fail "started with a wrong PIN"
-echo "$out" | grep -q "rejected the PIN from $WORK/pin (CKR_PIN_INCORRECT); not tried on any other member" ||
+grep -q "rejected the PIN from $WORK/pin (CKR_PIN_INCORRECT); not tried on any other member" <<< "$out" ||
 	fail "wrong pool PIN not reported as expected: $out"
 printf 'other label:%s\n' "$PIN" > "$WORK/pin"
 out=$("$DAEMON" -c "$WORK/p11mux.conf" -f 2>&1) && fail "started without a PIN"
-echo "$out" | grep -q "$WORK/pin: no PIN for token \"$LABEL\"" || fail "missing PIN not reported: $out"
+grep -q "$WORK/pin: no PIN for token \"$LABEL\"" <<< "$out" || fail "missing PIN not reported: $out"
 pass "PIN file errors"
 # -t checks the pin file too (docs/security.md): the example's, /etc/p11mux/pin, is ours here.
 sed "s|\"/etc/p11mux/pin\"|\"$WORK/pin\"|" "$P11MUX_SOURCE/config/p11mux.conf.example" > "$WORK/example.conf"

@@ -14,7 +14,7 @@ CTL="$P11MUX_BUILD/p11muxctl"
 out=$("$CTL" status)
 echo "$out"
 for m in hsm1 hsm2 hsm3; do
-	echo "$out" | grep -qE "^$m +[0-9a-f]+ +up " || fail "status does not show $m up"
+	grep -qE "^$m +[0-9a-f]+ +up " <<< "$out" || fail "status does not show $m up"
 done
 pass "status lists every member, up"
 
@@ -63,7 +63,7 @@ P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$SHIM" threads 4 10 "$KEYS/r
 	fail "signing with hsm3 out"
 out=$("$CTL" status)
 echo "$out"
-echo "$out" | grep -qE "^hsm3 .* (down: CKR_DEVICE_REMOVED|down: probe: not present|probing)" ||
+grep -qE "^hsm3 .* (down: CKR_DEVICE_REMOVED|down: probe: not present|probing)" <<< "$out" ||
 	fail "status does not show hsm3 out of service"
 fault hsm3 ""
 for _ in $(seq 1 300); do "$CTL" status | grep -qE "^hsm3 +[0-9a-f]+ +up " && break; sleep 0.1; done

@@ -79,7 +79,7 @@ print("%.2f %s" % (time.time() - t0, data.decode().strip()))
 PY
 ) || fail "the refused user's client failed"
 echo "$out"
-echo "$out" | grep -q "^0\.[0-4][0-9] error: user daemon (uid [0-9]*) may not use the control socket" ||
+grep -q "^0\.[0-4][0-9] error: user daemon (uid [0-9]*) may not use the control socket" <<< "$out" ||
 	fail "no prompt refusal before reading: $out"
 stop_daemon
 pass "a user without control access is refused before anything is read"

@@ -50,7 +50,7 @@ for t in httpdcert:RSA-SHA256 httpdcert:RSA-PSS-SHA256:--sign-params=RSA-PSS ecc
 		fail "p11tool --test-sign $obj $opt: $out"
 	for line in "Signing using $alg... ok" "Verifying against private key parameters... ok" \
 		"Verifying against public key in the token... ok"; do
-		echo "$out" | grep -qF "$line" || fail "p11tool --test-sign $obj $opt: no '$line' in: $out"
+		grep -qF "$line" <<< "$out" || fail "p11tool --test-sign $obj $opt: no '$line' in: $out"
 	done
 done
 pass "p11tool --test-sign with the pool's RSA (PKCS#1, PSS) and EC keys: signatures verified"

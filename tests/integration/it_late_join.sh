@@ -10,7 +10,7 @@ start_daemon
 grep -q 'member "hsm3" is not present' "$WORK/daemon.log" || fail "absent member not reported"
 # Between two probes the member is "down"; during one, "probing".
 status=$("$P11MUX_BUILD/p11muxctl" status)
-echo "$status" | grep -qE "^hsm3 +- +(down: .*not present|probing)" || fail "hsm3 not shown out of service: $status"
+grep -qE "^hsm3 +- +(down: .*not present|probing)" <<< "$status" || fail "hsm3 not shown out of service: $status"
 fault hsm3 ""
 joined() { grep -q "member hsm3 (serial [0-9a-f]*) back in service" "$WORK/daemon.log"; }
 wait_until 20 joined || fail "hsm3 did not join"

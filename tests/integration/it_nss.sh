@@ -11,8 +11,8 @@ nss_pool_db "$DB"
 unset P11MUX_SOCKET
 list=$(certutil -d "sql:$DB" -L -h all -f "$WORK/nsspin")
 echo "$list"
-echo "$list" | grep -q "^$LABEL:httpdcert " || fail "certificate nickname '$LABEL:httpdcert' missing"
-echo "$list" | grep -q "^$LABEL:eccert " || fail "certificate nickname '$LABEL:eccert' missing"
+grep -q "^$LABEL:httpdcert " <<< "$list" || fail "certificate nickname '$LABEL:httpdcert' missing"
+grep -q "^$LABEL:eccert " <<< "$list" || fail "certificate nickname '$LABEL:eccert' missing"
 certutil -d "sql:$DB" -K -h "$LABEL" -f "$WORK/nsspin" | grep -q httpdcert ||
 	fail "certutil -K does not show the pool's private key"
 pass "modutil -add, certutil -L -h all and -K"

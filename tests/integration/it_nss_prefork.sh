@@ -42,7 +42,7 @@ tst() { echo "GET / HTTP/1.0" | timeout 20 tstclnt -h 127.0.0.1 -p "$PORT" -d "s
 tst -V tls1.3:tls1.3 || fail "tstclnt TLS 1.3: $(cat "$WORK/tst.out")"
 out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -cipher AES128-GCM-SHA256 \
 	-ign_eof < <(printf 'GET / HTTP/1.0\r\n\r\n') 2>&1 || true)
-echo "$out" | grep -q "Cipher is AES128-GCM-SHA256" && echo "$out" | grep -q "^served by [0-9]*" ||
+grep -q "Cipher is AES128-GCM-SHA256" <<< "$out" && grep -q "^served by [0-9]*" <<< "$out" ||
 	fail "openssl s_client, RSA key exchange: $out"
 pass "a worker served TLS 1.3 (tstclnt) and TLS 1.2 with RSA key exchange (openssl s_client)"
 

@@ -21,9 +21,9 @@ diff <(openssl x509 -in "$WORK/cert.pem" -noout -pubkey) "$KEYS/rsa.pub.pem" > /
 pass "openssl req -engine pkcs11: certificate signed by the pool's key verifies"
 
 out=$(command p11tool --provider "$SHIM" --list-tokens 2>&1 || true)
-echo "$out" | grep -q "Label: $LABEL" || fail "p11tool --list-tokens: $out"
+grep -q "Label: $LABEL" <<< "$out" || fail "p11tool --list-tokens: $out"
 out=$(command p11tool --provider "$SHIM" --login --set-pin="$PIN" --list-privkeys "pkcs11:token=p11mux%20pool" 2>&1 || true)
-echo "$out" | grep -q "object=httpdcert" || fail "p11tool --list-privkeys: $out"
+grep -q "object=httpdcert" <<< "$out" || fail "p11tool --list-privkeys: $out"
 pass "p11tool (GnuTLS) lists the pool's token and private keys"
 
 stop_daemon

@@ -34,13 +34,13 @@ pass "cmake --install writes $MODDIR/p11mux.module naming the installed $modpath
 
 start_daemon
 out=$(p11-kit list-modules 2>&1 || true)
-echo "$out" | grep -q "^p11mux-it-.*: $WORK/dest$modpath" && echo "$out" | grep -q "token: $LABEL" ||
+grep -q "^p11mux-it-.*: $WORK/dest$modpath" <<< "$out" && grep -q "token: $LABEL" <<< "$out" ||
 	fail "p11-kit list-modules: $out"
 out=$(command p11tool --list-tokens 2>&1 || true)
-echo "$out" | grep -q "Label: $LABEL" || fail "p11tool --list-tokens: $out"
+grep -q "Label: $LABEL" <<< "$out" || fail "p11tool --list-tokens: $out"
 TOKEN="pkcs11:token=p11mux%20pool"
 out=$(command p11tool --login --set-pin="$PIN" --list-privkeys "$TOKEN" 2>&1 || true)
-echo "$out" | grep -q "object=httpdcert" || fail "p11tool --list-privkeys: $out"
+grep -q "object=httpdcert" <<< "$out" || fail "p11tool --list-privkeys: $out"
 pass "p11-kit list-modules and p11tool --list-tokens find the pool; p11tool lists its private keys"
 
 # p11-kit-proxy.so, the one module that stands for every registered one (what an NSS
@@ -48,7 +48,7 @@ pass "p11-kit list-modules and p11tool --list-tokens find the pool; p11tool list
 PROXY=$(find /usr/lib -name p11-kit-proxy.so 2>/dev/null | head -1)
 [ -n "$PROXY" ] || fail "p11-kit-proxy.so is not installed"
 out=$(pkcs11-tool --module "$PROXY" -L 2>&1) || fail "pkcs11-tool on p11-kit-proxy.so: $out"
-echo "$out" | grep -q "token label *: $LABEL" || fail "p11-kit-proxy.so does not show the pool: $out"
+grep -q "token label *: $LABEL" <<< "$out" || fail "p11-kit-proxy.so does not show the pool: $out"
 echo "signed through the proxy" > "$WORK/data"
 pkcs11-tool --module "$PROXY" --token-label "$LABEL" --login --pin "$PIN" --sign -m SHA256-RSA-PKCS \
 	--id 01 -i "$WORK/data" -o "$WORK/sig" > "$WORK/proxy-sign.log" 2>&1 ||
@@ -63,10 +63,10 @@ GNUTLS_PIN=$PIN gnutls-serv --x509keyfile "$TOKEN;object=httpdcert;type=private"
 GS=$!
 for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_3 < /dev/null 2>&1 || true)
-echo "$out" | grep -q "New, TLSv1.3" && echo "$out" | grep -q "Peer signature type: RSA-PSS" ||
+grep -q "New, TLSv1.3" <<< "$out" && grep -q "Peer signature type: RSA-PSS" <<< "$out" ||
 	fail "gnutls-serv TLS 1.3: $out $(cat "$WORK/gnutls-serv.log")"
 out=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 < /dev/null 2>&1 || true)
-echo "$out" | grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" || fail "gnutls-serv TLS 1.2: $out"
+grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" <<< "$out" || fail "gnutls-serv TLS 1.2: $out"
 kill "$GS"
 GS=
 pass "gnutls-serv serves TLS 1.3 and 1.2 with the pool's key, named by a pkcs11: URI only"
@@ -76,6 +76,6 @@ pass "gnutls-serv serves TLS 1.3 and 1.2 with the pool's key, named by a pkcs11:
 stop_daemon
 out=$(P11MUX_RECONNECT_MS=60000 timeout 30 p11tool --list-tokens 2>&1) ||
 	fail "p11tool --list-tokens with the daemon stopped (status $?): $out"
-echo "$out" | grep -q "Label: $LABEL" && fail "the pool's token listed with the daemon stopped: $out"
-echo "$out" | grep -q "System Trust" || fail "p11tool lost the other tokens: $out"
+grep -q "Label: $LABEL" <<< "$out" && fail "the pool's token listed with the daemon stopped: $out"
+grep -q "System Trust" <<< "$out" || fail "p11tool lost the other tokens: $out"
 pass "with the daemon stopped, p11tool answers at once and lists the other tokens"

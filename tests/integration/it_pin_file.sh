@@ -31,7 +31,7 @@ pass "5 starts with a wrong PIN file: status 3 each, 1 device login in all"
 rc=0
 err=$("$DAEMON" -c "$WORK/p11mux.conf" 2>&1 >/dev/null) || rc=$?
 [ "$rc" -eq 3 ] || fail "a background start with a wrong PIN: status $rc"
-echo "$err" | grep -q "failed to start: .*refused by a member" || fail "a background start says: $err"
+grep -q "failed to start: .*refused by a member" <<< "$err" || fail "a background start says: $err"
 pass "a background start prints why it failed: ${err:0:100}..."
 
 printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"

@@ -78,7 +78,7 @@ p11tool -T > "$WORK/token.txt" 2>&1
 grep -qi "user PIN locked" "$WORK/token.txt" || fail "token info does not show the lock: $(cat "$WORK/token.txt")"
 "$CTL" status | grep -q "PIN LOCKED" || fail "p11muxctl status does not show the lock"
 out=$(p11tool --login --pin "$PIN" -O 2>&1 || true)
-echo "$out" | grep -q CKR_PIN_LOCKED || fail "the right PIN from a new process during the lockout: $out"
+grep -q CKR_PIN_LOCKED <<< "$out" || fail "the right PIN from a new process during the lockout: $out"
 pass "locked: token flags, p11muxctl status, and the right PIN refused (CKR_PIN_LOCKED)"
 
 # The running server serves, and a worker forked now logs in with its parent's ticket.
@@ -93,7 +93,7 @@ stop_daemon
 start_daemon
 grep -q "PIN locked after 3 wrong PINs in a row" "$WORK/daemon.log" || fail "the restarted daemon did not keep the count"
 out=$(p11tool --login --pin "$PIN" -O 2>&1 || true)
-echo "$out" | grep -q CKR_PIN_LOCKED || fail "after a restart the right PIN was not refused: $out"
+grep -q CKR_PIN_LOCKED <<< "$out" || fail "after a restart the right PIN was not refused: $out"
 strsclnt_full "$DB" "$PORT" 20 4
 pass "after a daemon restart the pool is still locked, and the server still serves"
 

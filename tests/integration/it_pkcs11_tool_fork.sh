@@ -11,16 +11,16 @@ direct=$(pkcs11-tool --module "$SOFTHSM" --token-label hsm1 --login --pin "$PIN"
 	echo "SoftHSM directly: --test-fork fails: $(echo "$direct" | grep -m1 'rv = ' || echo "$direct")"
 out=$(timeout 30 pkcs11-tool --module "$SHIM" --login --pin "$PIN" --test-fork 2>&1) ||
 	fail "pkcs11-tool --test-fork through the pool: $out"
-echo "$out" | grep -qF "*** Calling C_Initialize in forked child process ***" ||
+grep -qF "*** Calling C_Initialize in forked child process ***" <<< "$out" ||
 	fail "pkcs11-tool --test-fork: the child did not run: $out"
-echo "$out" | grep -qiE "error|failed|Aborting" && fail "pkcs11-tool --test-fork: $out"
+grep -qiE "error|failed|Aborting" <<< "$out" && fail "pkcs11-tool --test-fork: $out"
 pass "pkcs11-tool --test-fork: C_Initialize in the forked child succeeds through the pool"
 
 # The parent goes on using the pool after its child has been and gone.
 echo "after the fork" > "$WORK/data"
 out=$(p11tool --login --pin "$PIN" --test-fork --sign -m SHA256-RSA-PKCS --id 01 -i "$WORK/data" \
 	-o "$WORK/sig" 2>&1) || fail "pkcs11-tool --test-fork --sign: $out"
-echo "$out" | grep -qF "in forked child process" || fail "pkcs11-tool --test-fork --sign: no child: $out"
+grep -qF "in forked child process" <<< "$out" || fail "pkcs11-tool --test-fork --sign: no child: $out"
 verify_rsa "$WORK/data" "$WORK/sig" || fail "the signature made after --test-fork does not verify"
 pass "pkcs11-tool --test-fork --sign: the parent signs through the pool after its child's C_Initialize"
 stop_daemon

@@ -19,7 +19,7 @@ printf '\xde\xad poison' > "$WORK/poison"
 printf 'harmless' > "$WORK/good"
 sign() { p11tool --login --pin "$PIN" --sign -m RSA-PKCS --id 01 -i "$1" -o "$WORK/sig" 2>&1; }
 out=$(sign "$WORK/poison" || true)
-echo "$out" | grep -q CKR_DEVICE_ERROR || fail "the poison input did not get CKR_DEVICE_ERROR: $out"
+grep -q CKR_DEVICE_ERROR <<< "$out" || fail "the poison input did not get CKR_DEVICE_ERROR: $out"
 grep -q 'SIGN with mechanism 0x1 on private key "httpdcert" (id 01) cost the helpers of two members' \
 	"$WORK/daemon.log" || fail "the log does not name the operation"
 all_up() { "$P11MUX_BUILD/p11muxctl" status | awk '/^hsm/ && $3 != "up" {bad=1} END {exit bad}'; }
@@ -33,7 +33,7 @@ done
 [ "$same" -eq 1 ] || fail "helpers before: $before; after: $after (one member should be spared)"
 pass "a poison input cost 2 helpers, not 3, and the client got CKR_DEVICE_ERROR"
 out=$(sign "$WORK/poison" || true)
-echo "$out" | grep -q CKR_DEVICE_ERROR || fail "the repeated poison input: $out"
+grep -q CKR_DEVICE_ERROR <<< "$out" || fail "the repeated poison input: $out"
 [ "$(started)" -eq 5 ] || fail "the repeated poison input cost helpers again: $("$P11MUX_BUILD/p11muxctl" status)"
 pass "the same input again is refused at once: no more helpers lost"
 sign "$WORK/good" >/dev/null || fail "a harmless input after the poison one"
@@ -68,7 +68,7 @@ wait_until 30 busy || fail "the load did not start"
 out=$(sign "$WORK/poison2" || true)
 kill -0 "$LOAD" 2>/dev/null || fail "the load ended before the poison input was answered: $(cat "$WORK/load.out")"
 touch "$WORK/poisoned"
-echo "$out" | grep -q CKR_DEVICE_ERROR || fail "the poison input under load did not get CKR_DEVICE_ERROR: $out"
+grep -q CKR_DEVICE_ERROR <<< "$out" || fail "the poison input under load did not get CKR_DEVICE_ERROR: $out"
 wait "$LOAD" || true
 charged=$(grep -c 'cost the helpers of two members' "$WORK/daemon.log")
 [ "$charged" -eq 2 ] || fail "$((charged - 1)) operations were taken for poison inputs, not 1: $(grep 'cost the helpers' "$WORK/daemon.log" | tail -n +2)"

@@ -38,8 +38,8 @@ import json, sys
 p = json.load(sys.stdin)["pools"][0]
 print(" ".join("%s=%s/%d" % (m["label"], m["state"], m["errors"]) for m in p["members"]))')
 echo "members: $states"
-echo "$states" | grep -q "down\|probing\|excluded" && fail "a member went out of service: $states"
-echo "$states" | grep -q "/[1-9]" && fail "a member was blamed for the client's input: $states"
+grep -q "down\|probing\|excluded" <<< "$states" && fail "a member went out of service: $states"
+grep -q "/[1-9]" <<< "$states" && fail "a member was blamed for the client's input: $states"
 grep -q "member .* down" "$WORK/daemon.log" && fail "a member went down: $(grep "down" "$WORK/daemon.log")"
 pass "1000 bad-padding decryptions and 1000 wrong-length ECDSA signatures: every member up, none blamed, 0 failed signatures"
 for t in hsm1 hsm2 hsm3; do fault $t ""; done

@@ -37,11 +37,11 @@ pass "p11mux-sim-setup: a pool of 3 simulated HSMs starts from its env and signs
 	. "$S/env"
 	unset P11SIM_CONFIG
 	out=$("$P11MUX_BUILD/p11muxd" --help > /dev/null 2>&1; pkcs11-tool --module "$P11MUX_BUILD/p11sim-pkcs11.so" -L 2>&1 || true)
-	echo "$out" | grep -q "P11SIM_CONFIG is not set" || fail "no hint without P11SIM_CONFIG: $out"
+	grep -q "P11SIM_CONFIG is not set" <<< "$out" || fail "no hint without P11SIM_CONFIG: $out"
 	unset SOFTHSM2_CONF
 	rc=0
 	out=$("$DAEMON" -c "$S/p11mux.conf" -f 2>&1) || rc=$?
 	[ "$rc" -ne 0 ] || fail "started without SOFTHSM2_CONF"
-	echo "$out" | grep -q "SOFTHSM2_CONF is not set in the daemon.s environment" || fail "no hint without SOFTHSM2_CONF: $out"
+	grep -q "SOFTHSM2_CONF is not set in the daemon.s environment" <<< "$out" || fail "no hint without SOFTHSM2_CONF: $out"
 )
 pass "without P11SIM_CONFIG the simulator says so; without SOFTHSM2_CONF the daemon's error says where SoftHSM looks"

@@ -7,11 +7,11 @@ start_daemon
 out=$(p11tool -L)
 echo "$out"
 [ "$(echo "$out" | grep -c '^Slot ')" -eq 1 ] || fail "expected exactly one slot"
-echo "$out" | grep -q "token label *: $LABEL\$" || fail "pool label not shown"
-echo "$out" | grep -q "login required" || fail "CKF_LOGIN_REQUIRED missing"
-echo "$out" | grep -q "PIN initialized" || fail "CKF_USER_PIN_INITIALIZED missing"
-echo "$out" | grep -q "token initialized" || fail "CKF_TOKEN_INITIALIZED missing"
-echo "$out" | grep -q "rng" || fail "CKF_RNG missing (all members have an RNG)"
+grep -q "token label *: $LABEL\$" <<< "$out" || fail "pool label not shown"
+grep -q "login required" <<< "$out" || fail "CKF_LOGIN_REQUIRED missing"
+grep -q "PIN initialized" <<< "$out" || fail "CKF_USER_PIN_INITIALIZED missing"
+grep -q "token initialized" <<< "$out" || fail "CKF_TOKEN_INITIALIZED missing"
+grep -q "rng" <<< "$out" || fail "CKF_RNG missing (all members have an RNG)"
 # The same slot ID after a daemon restart: NSS keeps slot IDs for the life of a process.
 id1=$(echo "$out" | sed -n 's/^Slot \([0-9]*\).*/\1/p')
 stop_daemon

@@ -15,7 +15,7 @@ detached_start_stop() { # how
 	[ -n "$pid" ] || fail "no detached p11muxd is running ($1)"
 	DAEMON_PID=$pid # test_cleanup stops it if the test fails
 	out=$(p11tool -L 2>&1) || fail "the pool did not answer right after p11muxd returned ($1): $out"
-	echo "$out" | grep -q "token label *: $LABEL" || fail "pkcs11-tool -L ($1): $out"
+	grep -q "token label *: $LABEL" <<< "$out" || fail "pkcs11-tool -L ($1): $out"
 	kill -TERM "$pid"
 	for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	kill -0 "$pid" 2>/dev/null && fail "the detached p11muxd did not stop on SIGTERM ($1)"
@@ -37,7 +37,7 @@ printf '%s:%s\n' "$LABEL" 999999 > "$WORK/pin"
 rc=0
 out=$("$DAEMON" -c "$WORK/p11mux.conf" 2>&1) || rc=$?
 [ "$rc" -eq 3 ] || fail "p11muxd with a wrong PIN: exit $rc, expected 3: $out"
-echo "$out" | grep -q "failed to start: .*rejected the PIN" || fail "no reason from the failed start: $out"
+grep -q "failed to start: .*rejected the PIN" <<< "$out" || fail "no reason from the failed start: $out"
 # The failed daemon may still be exiting (LeakSanitizer runs at exit) when the command returns.
 for _ in $(seq 1 300); do
 	pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null || break

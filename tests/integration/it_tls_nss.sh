@@ -33,18 +33,18 @@ tst() { echo | timeout 20 tstclnt -h 127.0.0.1 -p "$PORT" -d "sql:$DB" -o -Q "$@
 serve "$LABEL:httpdcert"
 tst -V tls1.3:tls1.3 || fail "tstclnt TLS 1.3: $(cat "$WORK/tst.out")"
 out=$(s_client -tls1_3)
-echo "$out" | grep -q "New, TLSv1.3" && echo "$out" | grep -q "Peer signature type: RSA-PSS" ||
+grep -q "New, TLSv1.3" <<< "$out" && grep -q "Peer signature type: RSA-PSS" <<< "$out" ||
 	fail "TLS 1.3 with RSA-PSS: $out"
 pass "TLS 1.3, RSA-PSS signature by the pool (tstclnt and openssl s_client)"
 out=$(s_client -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 -sigalgs RSA+SHA256)
-echo "$out" | grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" && echo "$out" | grep -q "Peer signature type: RSA$" ||
+grep -q "Cipher is ECDHE-RSA-AES128-GCM-SHA256" <<< "$out" && grep -q "Peer signature type: RSA$" <<< "$out" ||
 	fail "TLS 1.2 ECDHE-RSA PKCS#1: $out"
 out=$(s_client -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 -sigalgs RSA-PSS+SHA256)
-echo "$out" | grep -q "Peer signature type: RSA-PSS" || fail "TLS 1.2 ECDHE-RSA PSS: $out"
+grep -q "Peer signature type: RSA-PSS" <<< "$out" || fail "TLS 1.2 ECDHE-RSA PSS: $out"
 pass "TLS 1.2 ECDHE-RSA with PKCS#1 v1.5 and with PSS signatures"
 tst -V tls1.2:tls1.2 -c :009C || fail "tstclnt RSA key exchange: $(cat "$WORK/tst.out")"
 out=$(s_client -tls1_2 -cipher AES128-GCM-SHA256)
-echo "$out" | grep -q "Cipher is AES128-GCM-SHA256" || fail "TLS 1.2 RSA key exchange: $out"
+grep -q "Cipher is AES128-GCM-SHA256" <<< "$out" || fail "TLS 1.2 RSA key exchange: $out"
 pass "TLS 1.2 RSA key exchange (C_Decrypt through the pool)"
 
 strsclnt_full "$DB" "$PORT" 200 8
@@ -68,7 +68,7 @@ pass "selfserv kept serving across a daemon restart"
 serve "$LABEL:eccert"
 tst -V tls1.3:tls1.3 || fail "tstclnt with the EC key: $(cat "$WORK/tst.out")"
 out=$(s_client -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256)
-echo "$out" | grep -q "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" && echo "$out" | grep -q "Peer signature type: ECDSA" ||
+grep -q "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" <<< "$out" && grep -q "Peer signature type: ECDSA" <<< "$out" ||
 	fail "ECDSA server: $out"
 pass "EC P-256 server key: ECDSA handshakes (TLS 1.3 and 1.2)"
 stop_daemon

@@ -16,7 +16,7 @@ logins_at_start=$(grep -c "C_Login" "$WORK/spy.log")
 
 for wrong in 000000 6482190 64821 ""; do
 	out=$(p11tool --login --pin "${wrong:-x}" -O 2>&1 || true)
-	echo "$out" | grep -q "CKR_PIN_INCORRECT" || fail "wrong PIN '$wrong' not refused with CKR_PIN_INCORRECT: $out"
+	grep -q "CKR_PIN_INCORRECT" <<< "$out" || fail "wrong PIN '$wrong' not refused with CKR_PIN_INCORRECT: $out"
 done
 grep -q "wrong PIN" "$WORK/daemon.log" || fail "daemon did not log the wrong PIN"
 logins_after=$(grep -c "C_Login" "$WORK/spy.log")

@@ -39,7 +39,7 @@ grep -q ': ready$' "$WORK/daemon.log" || fail "p11muxd did not become ready in 3
 
 out=$(pkcs11-tool --module "$SHIM" -L)
 echo "$out"
-echo "$out" | grep -q "token label *: $LABEL\$" || fail "pkcs11-tool -L does not show the pool"
+grep -q "token label *: $LABEL\$" <<< "$out" || fail "pkcs11-tool -L does not show the pool"
 pass "pkcs11-tool -L through the shim shows the pool of simulated devices"
 
 P11MUX_PIN=$PIN "$CLIENT" "$SHIM" threads 8 10 "$KEYS/rsa.pub.pem" "$KEYS/ec.pub.pem" ||
@@ -57,7 +57,7 @@ for f in "$CTL"/hsm?.retries; do
 	[ "$(cat "$f")" = 3 ] || fail "$f: $(cat "$f") before the wrong PIN"
 done
 out=$(pkcs11-tool --module "$SHIM" --login --pin 000000 -O 2>&1 || true)
-echo "$out" | grep -q CKR_PIN_INCORRECT || fail "a wrong PIN was not refused: $out"
+grep -q CKR_PIN_INCORRECT <<< "$out" || fail "a wrong PIN was not refused: $out"
 for f in "$CTL"/hsm?.retries; do
 	[ "$(cat "$f")" = 3 ] || fail "a wrong PIN to the pool cost $(basename "$f") a try"
 done

@@ -24,7 +24,7 @@ first=$(echo "$serials" | head -n 1)
 second=$(echo "$serials" | tail -n 1)
 echo removed > "$CTL/$first"
 out=$(simtool -L)
-echo "$out" | grep -q "serial num *: $second" || fail "the other device is gone too: $out"
-echo "$out" | grep -q "serial num *: $first" && fail "device $first still present: $out"
+grep -q "serial num *: $second" <<< "$out" || fail "the other device is gone too: $out"
+grep -q "serial num *: $first" <<< "$out" && fail "device $first still present: $out"
 [ "$(echo "$out" | grep -c '(empty)')" -eq 1 ] || fail "expected one empty slot: $out"
 pass "same label: '$CTL/$first' removes only the device with that serial number"
