@@ -582,8 +582,8 @@ load_pools(struct ctx *x, const config_setting_t *root, struct config *c)
 	return 0;
 }
 
-/* libconfig says only "syntax error", at the line where it gave up: most often the line after
- * a missing ';' or ',', or a key without a value. */
+/* libconfig says only "syntax error", at the line where it gave up: often the line after a
+ * ',' missing between two groups of a list, a key without a value, or a path without quotes. */
 static void
 syntax_error(const config_t *cf, const char *path, struct p11mux_err *e)
 {
@@ -591,11 +591,11 @@ syntax_error(const config_t *cf, const char *path, struct p11mux_err *e)
 	const char *text = config_error_text(cf) ? config_error_text(cf) : "syntax error";
 
 	if (strcmp(text, "syntax error") == 0)
-		p11mux_err_set(
-		        e,
-		        "%s:%d: syntax error on this line or at the end of the line before "
-		        "(a missing ';' or ',', a value missing, or a string without quotes?)",
-		        file, config_error_line(cf));
+		p11mux_err_set(e,
+		               "%s:%d: syntax error on this line or at the end of the line before "
+		               "(a missing ',' between list elements, a missing value, or a string "
+		               "without its double quotes?)",
+		               file, config_error_line(cf));
 	else
 		p11mux_err_set(e, "%s:%d: syntax error: %s", file, config_error_line(cf), text);
 }
