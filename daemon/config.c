@@ -329,6 +329,15 @@ load_members(struct ctx *x, const config_setting_t *ps, const char *key, struct 
 	return 0;
 }
 
+/* The line of group's member name, else dflt. */
+static int
+setting_line(const config_setting_t *group, const char *name, int dflt)
+{
+	const config_setting_t *s = config_setting_get_member(group, name);
+
+	return s != NULL ? (int)config_setting_source_line(s) : dflt;
+}
+
 static int
 load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_config *p,
           const struct pool_config *defaults)
@@ -374,12 +383,14 @@ load_pool(struct ctx *x, const config_setting_t *ps, size_t idx, struct pool_con
 		return -1;
 	if (p->module == NULL && (p->module = strdup(CONFIG_DEFAULT_MODULE)) == NULL)
 		return fail(x, ps, key, "out of memory");
+	p->module_line = setting_line(ps, "module", 0);
 	pool_key(key, sizeof(key), idx, "members");
 	if (load_members(x, ps, key, p) != 0)
 		return -1;
 	pool_key(key, sizeof(key), idx, "pin_file");
 	if (get_string(x, ps, "pin_file", key, 1, &p->pin_file) != 0)
 		return -1;
+	p->pin_file_line = setting_line(ps, "pin_file", p->line);
 	if (load_sched(x, ps, prefix, p) != 0)
 		return -1;
 	if ((s = config_setting_get_member(ps, "slot_id")) != NULL) {
@@ -571,6 +582,158 @@ load_pools(struct ctx *x, const config_setting_t *root, struct config *c)
 	return 0;
 }
 
+/* libconfig says only "syntax error", at the line where it gave up: often the line after a
+ * ',' missing between two groups of a list, a key without a value, or a path without quotes. */
+static void
+syntax_error(const config_t *cf, const char *path, struct p11mux_err *e)
+{
+	const char *file = config_error_file(cf) ? config_error_file(cf) : path;
+	const char *text = config_error_text(cf) ? config_error_text(cf) : "syntax error";
+
+	if (strcmp(text, "syntax error") == 0)
+		p11mux_err_set(e,
+		               "%s:%d: syntax error on this line or at the end of the line before "
+		               "(a missing ',' between list elements, a missing value, or a string "
+		               "without its double quotes?)",
+		               file, config_error_line(cf));
+	else
+		p11mux_err_set(e, "%s:%d: syntax error: %s", file, config_error_line(cf), text);
+}
+
+/* Skips a comment that starts at c ('#', "//" or a C comment); 1 when c started one. */
+static int
+skip_comment(FILE *f, int c, unsigned *line)
+{
+	int d, prev = 0;
+
+	if (c == '/') {
+		if ((d = getc(f)) != '/' && d != '*') {
+			if (d != EOF)
+				ungetc(d, f);
+			return 0;
+		}
+		c = d == '/' ? '#' : '*';
+	}
+	if (c == '#') {
+		while ((d = getc(f)) != EOF && d != '\n')
+			;
+		*line += d == '\n';
+		return 1;
+	}
+	if (c != '*')
+		return 0;
+	while ((d = getc(f)) != EOF && !(prev == '*' && d == '/')) {
+		*line += d == '\n';
+		prev = d;
+	}
+	return 1;
+}
+
+/* Reads a string literal whose opening quote was read; its text (cut) into dst. */
+static void
+read_literal(FILE *f, char *dst, size_t n, unsigned *line)
+{
+	size_t len = 0;
+	int c;
+
+	while ((c = getc(f)) != EOF && c != '"') {
+		*line += c == '\n';
+		if (c == '\\' && (c = getc(f)) == EOF)
+			break;
+		if (len + 1 < n)
+			dst[len++] = (char)c;
+	}
+	dst[len] = '\0';
+}
+
+/* Where check_joined_strings() is: the line, the nesting, the key being set. */
+struct scan {
+	unsigned line, depth, pools_depth; /* pools_depth: the pools list's, 0 before it */
+	long pool;                         /* the pool being read, -1 before the first */
+	char stack[64];                    /* the open brackets (the innermost last) */
+	char last[64], key[64];            /* the last name read; the last one set */
+};
+
+/* Takes one bracket or a '=' / ':' (c) at the scan's position. */
+static void
+scan_punct(struct scan *sc, int c)
+{
+	if (c == '=' || c == ':') {
+		snprintf(sc->key, sizeof(sc->key), "%s", sc->last);
+		return;
+	}
+	if (c == '{' && sc->pools_depth != 0 && sc->depth == sc->pools_depth)
+		sc->pool++;
+	if ((c == '[' || c == '(' || c == '{') && sc->depth++ < sizeof(sc->stack)) {
+		sc->stack[sc->depth - 1] = (char)c;
+		if (c != '{' && sc->depth == 1 && strcmp(sc->key, "pools") == 0)
+			sc->pools_depth = 1;
+	} else if ((c == ']' || c == ')' || c == '}') && sc->depth > 0) {
+		if (sc->depth-- == sc->pools_depth)
+			sc->pools_depth = 0;
+	}
+}
+
+/*
+ * libconfig joins string literals that follow each other: [ "hsm1" "hsm2" ] is one element,
+ * "hsm1hsm2". In a list ([ ] or ( )) that is always a missing ',': refused, at the second
+ * literal's line. The file is read again for it, as text (libconfig's tree no longer shows it).
+ */
+static int
+check_joined_strings(struct ctx *x)
+{
+	struct scan sc = {.line = 1, .pool = -1};
+	char word[64], prev[64] = "", cur[64], key[96];
+	size_t wl = 0;
+	int c, after_string = 0, r = 0;
+	FILE *f;
+
+	if ((f = fopen(x->path, "r")) == NULL)
+		return 0; /* it was just read: a file that went away meanwhile is not ours to judge
+		           */
+	while (r == 0 && (c = getc(f)) != EOF) {
+		if ((c == '#' || c == '/') && skip_comment(f, c, &sc.line))
+			continue;
+		if (c == '_' || c == '-' || c == '.' || (c >= 'a' && c <= 'z') ||
+		    (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+			if (wl + 1 < sizeof(word))
+				word[wl++] = (char)c;
+			after_string = 0;
+			continue;
+		}
+		if (wl > 0) {
+			word[wl] = '\0';
+			snprintf(sc.last, sizeof(sc.last), "%s", word);
+			wl = 0;
+		}
+		if (c == '\n' || c == ' ' || c == '\t' || c == '\r') {
+			sc.line += c == '\n';
+			continue;
+		}
+		if (c != '"') {
+			after_string = 0;
+			scan_punct(&sc, c);
+			continue;
+		}
+		read_literal(f, cur, sizeof(cur), &sc.line);
+		if (after_string && sc.depth > 0 && sc.depth <= sizeof(sc.stack) &&
+		    sc.stack[sc.depth - 1] != '{') {
+			if (sc.pools_depth != 0 && sc.depth > sc.pools_depth && sc.pool >= 0)
+				snprintf(key, sizeof(key), "pools.[%ld].%s", sc.pool, sc.key);
+			else
+				snprintf(key, sizeof(key), "%s", sc.key);
+			r = p11mux_err_set(x->e,
+			                   "%s:%u: %s: \"%s\" \"%s\" is one string to libconfig: "
+			                   "a ',' is missing between them",
+			                   x->path, sc.line, key, prev, cur);
+		}
+		snprintf(prev, sizeof(prev), "%s", cur);
+		after_string = 1;
+	}
+	fclose(f);
+	return r;
+}
+
 struct config *
 config_load(const char *path, struct p11mux_err *e)
 {
@@ -585,11 +748,11 @@ config_load(const char *path, struct p11mux_err *e)
 		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
 			p11mux_err_set(e, "%s: cannot read: %s", path, strerror(errno));
 		else
-			p11mux_err_set(e, "%s:%d: syntax error: %s",
-			               config_error_file(&cf) ? config_error_file(&cf) : path,
-			               config_error_line(&cf), config_error_text(&cf));
+			syntax_error(&cf, path, e);
 		goto out;
 	}
+	if (check_joined_strings(&x) != 0)
+		goto out;
 	root = config_root_setting(&cf);
 	if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(path)) == NULL) {
 		p11mux_err_set(e, "%s: out of memory", path);

@@ -28,8 +28,10 @@ struct pool_config {
 	struct member_config *members; /* NULL: every token present */
 	size_t nmembers;
 	char *pin_file;
-	long slot_id; /* -1: the pool's position (0, 1, ...) */
-	int line;     /* where the pool starts, for later messages */
+	long slot_id;                   /* -1: the pool's position (0, 1, ...) */
+	int line;                       /* where the pool starts, for later messages */
+	int module_line;   /* where the module key is; 0: absent (the default) */
+	int pin_file_line; /* where the pin_file key is */
 	/* Scheduling and health; set at the top level, overridable per pool. */
 	int scheduler;               /* enum sched_policy */
 	unsigned op_timeout_ms;      /* a member that does not answer in this time goes down */

@@ -479,13 +479,53 @@ members_with(struct pool *p, const struct pobject *o, uint8_t want, char *dst, s
 		snprintf(dst, n, "-");
 }
 
+/* A key of the inventory, with what it is sorted by. */
+struct key_row {
+	const struct pobject *ob;
+	char label[80], id[48];
+};
+
+static int
+key_row_cmp(const void *a, const void *b)
+{
+	const struct key_row *x = a, *y = b;
+	int r;
+
+	if ((r = strcmp(x->label, y->label)) != 0 || (r = strcmp(x->id, y->id)) != 0)
+		return r;
+	return x->ob->cls < y->ob->cls ? -1 : x->ob->cls > y->ob->cls;
+}
+
+/* The pool's keys sorted by label, then ID, then class (public, private, secret); malloc'ed,
+ * *n entries. NULL when out of memory. */
+static struct key_row *
+sorted_keys(const struct pool *p, size_t *n)
+{
+	struct key_row *v = calloc(p->view.nobjects + 1, sizeof(*v));
+	size_t k;
+
+	*n = 0;
+	if (v == NULL)
+		return NULL;
+	for (k = 0; k < p->view.nobjects; k++) {
+		if (!is_key(p->view.objects[k]))
+			continue;
+		v[*n].ob = p->view.objects[k];
+		key_names(v[*n].ob, v[*n].label, sizeof(v[*n].label), v[*n].id, sizeof(v[*n].id));
+		(*n)++;
+	}
+	qsort(v, *n, sizeof(*v), key_row_cmp);
+	return v;
+}
+
 /* Writes the key inventory; returns 1 when some member lacks a key or holds another one. */
 static int
 keys_out(struct daemon *d, struct out *o, int json)
 {
-	char label[80], id[48], fp[72], have[512], lack[512], diff[512];
+	char fp[72], have[512], lack[512], diff[512];
 	int inconsistent = 0, first = 1;
-	size_t i, k;
+	struct key_row *rows;
+	size_t i, k, nrows;
 
 	if (json)
 		out_printf(o, "{\"version\":1,\"keys\":[");
@@ -496,13 +536,14 @@ keys_out(struct daemon *d, struct out *o, int json)
 			out_printf(o, "%spool \"%s\"\n%-40s %-6s %-5s %5s  %-16s  %-20s %-20s %s\n",
 			           i ? "\n" : "", p->label, "KEY", "ID", "TYPE", "BITS",
 			           "SHA-256 (start)", "HELD BY", "LACKING", "DIFFERENT KEY");
-		for (k = 0; k < p->view.nobjects; k++) {
-			const struct pobject *ob = p->view.objects[k];
+		/* Out of memory: an inventory that cannot be complete is not a consistent one. */
+		if ((rows = sorted_keys(p, &nrows)) == NULL)
+			inconsistent = 1;
+		for (k = 0; k < nrows; k++) {
+			const struct pobject *ob = rows[k].ob;
+			const char *label = rows[k].label, *id = rows[k].id;
 			char name[128];
 
-			if (!is_key(ob))
-				continue;
-			key_names(ob, label, sizeof(label), id, sizeof(id));
 			fingerprint_hex(ob, fp, sizeof(fp));
 			members_with(p, ob, HOLD_SAME, have, sizeof(have));
 			members_with(p, ob, HOLD_LACKS, lack, sizeof(lack));
@@ -537,6 +578,7 @@ keys_out(struct daemon *d, struct out *o, int json)
 				           fp, have, lack, diff);
 			}
 		}
+		free(rows);
 	}
 	if (json)
 		out_printf(o, "],\"consistent\":%s}\n", inconsistent ? "false" : "true");

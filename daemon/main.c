@@ -2,6 +2,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "helper.h"
+#include "inspect.h"
 #include "log.h"
 #include "pin.h"
 #include "secret.h"
@@ -9,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -35,14 +37,29 @@ on_signal(int sig)
 	errno = saved;
 }
 
+/* Where the configuration is when -c does not say. */
+#define DEFAULT_CONFIG "/etc/p11mux/p11mux.conf"
+
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: p11muxd -c FILE [-f] [-d]\n"
-	           "  -c FILE  configuration file (libconfig syntax)\n"
-	           "  -f       stay in the foreground and log to stderr\n"
-	           "  -d       log debug messages\n"
-	           "  -t       check the configuration file and exit\n");
+	fprintf(f,
+	        "usage: p11muxd [-c FILE] [-f] [-d]\n"
+	        "       p11muxd [-c FILE] -t\n"
+	        "       p11muxd [-c FILE] --list-tokens\n"
+	        "       p11muxd --help | --version\n"
+	        "  -c, --config FILE  configuration file (libconfig syntax; default " DEFAULT_CONFIG
+	        ")\n"
+	        "  -f, --foreground   stay in the foreground and log to stderr\n"
+	        "  -d, --debug        log debug messages\n"
+	        "  -t, --check        check the configuration, its module and pin files, and "
+	        "exit;\n"
+	        "                     no device is touched\n"
+	        "  -l, --list-tokens  list the tokens each pool's module shows (no login), and "
+	        "exit\n"
+	        "  -h, --help         print this help and exit\n"
+	        "  -V, --version      print the version and exit\n"
+	        "See p11muxd(8) and p11mux.conf(5).\n");
 }
 
 /* How long a detaching daemon's command waits for it to be ready. */
@@ -199,17 +216,24 @@ announce_ready(int ready_fd)
 /* What the command line asks for. */
 struct opts {
 	const char *path;
-	int foreground, debug, check;
+	int foreground, debug, check, list;
 };
 
 /* Parses the command line. -1 to go on, else the exit status. */
 static int
 parse_args(int argc, char **argv, struct opts *o)
 {
+	static const struct option longopts[] = {
+	        {"config", required_argument, NULL, 'c'}, {"foreground", no_argument, NULL, 'f'},
+	        {"debug", no_argument, NULL, 'd'},        {"check", no_argument, NULL, 't'},
+	        {"list-tokens", no_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+	};
 	int opt;
 
 	memset(o, 0, sizeof(*o));
-	while ((opt = getopt(argc, argv, "c:fdth")) != -1) {
+	o->path = DEFAULT_CONFIG;
+	while ((opt = getopt_long(argc, argv, "c:fdtlhV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			o->path = optarg;
@@ -223,15 +247,21 @@ parse_args(int argc, char **argv, struct opts *o)
 		case 't':
 			o->check = 1;
 			break;
+		case 'l':
+			o->list = 1;
+			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("p11muxd %s\n", P11MUX_VERSION);
 			return 0;
 		default:
 			usage(stderr);
 			return 2;
 		}
 	}
-	if (o->path == NULL || optind != argc) {
+	if (optind != argc || (o->check && o->list)) {
 		usage(stderr);
 		return 2;
 	}
@@ -315,33 +345,35 @@ close_daemon(struct daemon *d)
 /*
  * Checks every pool's pin file (it exists, is a regular file, belongs to the user the daemon
  * runs as and is closed to everybody else), so that a bad one stops the start before any
- * helper runs. For -t (checking), a credential is skipped when $CREDENTIALS_DIRECTORY is not
- * set: only systemd sets it, for the service. 0, or -1 after printing or logging why.
+ * helper runs. 0, or -1 after logging why.
  */
 static int
-check_pin_files(const struct config *cfg, int checking)
+check_pin_files(const struct config *cfg)
 {
 	struct p11mux_err e = {""};
-	const char *file;
 	size_t i;
 	int r = 0;
 
 	for (i = 0; i < cfg->npools; i++) {
-		file = cfg->pools[i].pin_file;
-		if (checking && strncmp(file, PIN_CREDENTIAL, strlen(PIN_CREDENTIAL)) == 0 &&
-		    secure_getenv("CREDENTIALS_DIRECTORY") == NULL) {
-			printf("%s: not checked ($CREDENTIALS_DIRECTORY is not set)\n", file);
+		if (pin_check_file(cfg->pools[i].pin_file, &e) == 0)
 			continue;
-		}
-		if (pin_check_file(file, &e) == 0)
-			continue;
-		if (checking)
-			fprintf(stderr, "p11muxd: %s\n", e.msg);
-		else
-			log_error("%s", e.msg);
+		log_error("%s", e.msg);
 		r = -1;
 	}
 	return r;
+}
+
+/* p11muxd -t and --list-tokens: the exit status. */
+static int
+inspect(const struct opts *o, const struct config *cfg)
+{
+	if (o->list)
+		return inspect_tokens(cfg, "/proc/self/exe") == 0 ? 0 : 1;
+	if (inspect_check(cfg) != 0)
+		return 2;
+	printf("%s: configuration OK (%zu pool%s)\n", o->path, cfg->npools,
+	       cfg->npools == 1 ? "" : "s");
+	return 0;
 }
 
 /* Every member takes workers_per_member + 2 descriptors, every client one: the soft limit
@@ -392,16 +424,14 @@ main(int argc, char **argv)
 		fprintf(stderr, "p11muxd: %s\n", err.msg);
 		return 2;
 	}
-	if (o.check) {
-		status = check_pin_files(d.cfg, 1) == 0 ? 0 : 2;
-		if (status == 0)
-			printf("%s: configuration OK (%zu pools)\n", o.path, d.cfg->npools);
+	if (o.check || o.list) {
+		status = inspect(&o, d.cfg);
 		config_free(d.cfg);
 		return status;
 	}
 	p11mux_log_set_level(o.debug ? P11MUX_LOG_DEBUG : d.cfg->log_level);
 	/* Before detaching, so that the command that starts the daemon prints the reason. */
-	if (check_pin_files(d.cfg, 0) != 0)
+	if (check_pin_files(d.cfg) != 0)
 		goto out;
 	if (!o.foreground) {
 		if ((ready_fd = daemonize()) < 0) {

@@ -173,26 +173,37 @@ got_tokens(struct p11mux_msg *m, void *arg)
 	return pool_got_tokens(m, &t->v, &t->n);
 }
 
-/* Lists the tokens of the pool's module with a helper of its own. 0, or -1 with e. */
-static int
-list_tokens(struct pool *p, struct tokens *t, struct p11mux_err *e)
+int
+pool_discover(const char *exe, const char *module, char *const *env, int use_syslog,
+              unsigned timeout_ms, struct p11mux_slot **v, size_t *n, struct p11mux_err *e)
 {
-	struct link_spec spec = {p->exe, "token discovery",    NULL, p->use_syslog,
-	                         1,      p->cfg->op_timeout_ms};
+	struct link_spec spec = {exe, "token discovery", env, use_syslog, 1, timeout_ms};
+	struct tokens t = {module, NULL, 0};
 	struct link l;
 	CK_RV rv;
 
 	link_init(&l);
 	if (link_spawn(&l, &spec, e) != 0)
 		return -1;
-	t->module = p->cfg->module;
-	rv = chan_call(&l.ctl, HELPER_TOKENS, put_module, got_tokens, t, p->cfg->op_timeout_ms, e,
-	               NULL);
+	rv = chan_call(&l.ctl, HELPER_TOKENS, put_module, got_tokens, &t, timeout_ms, e, NULL);
 	link_close(&l, 2000);
 	link_free(&l);
-	if (rv != CKR_OK)
-		return p11mux_err_set(e, "%s: cannot list its tokens: %s", p->cfg->module, e->msg);
+	if (rv != CKR_OK) {
+		free(t.v);
+		return p11mux_err_set(e, "%s: cannot list its tokens: %s", module, e->msg);
+	}
+	*v = t.v;
+	*n = t.n;
 	return 0;
+}
+
+/* Lists the tokens of the pool's module with a helper of its own. 0, or -1 with e. */
+static int
+list_tokens(struct pool *p, struct tokens *t, struct p11mux_err *e)
+{
+	t->module = p->cfg->module;
+	return pool_discover(p->exe, p->cfg->module, NULL, p->use_syslog, p->cfg->op_timeout_ms,
+	                     &t->v, &t->n, e);
 }
 
 /* Adds a member; for a token seen by discovery, serial is its serial. */
@@ -590,11 +601,13 @@ pool_log_stats(const struct pool *p)
 		struct member *m = &p->members[i];
 
 		p11mux_lock(&m->lock);
-		log_info("pool \"%s\": member %s: %llu operations, %llu device errors, %llu "
-		         "failovers, %llu helpers, %s",
-		         p->label, m->label, (unsigned long long)m->done,
-		         (unsigned long long)m->errors, (unsigned long long)m->failovers,
-		         (unsigned long long)m->helpers, member_state_name(m->state));
+		log_info("pool \"%s\": member %s: %llu operation%s, %llu device error%s, %llu "
+		         "failover%s, %llu helper%s, %s",
+		         p->label, m->label, (unsigned long long)m->done, m->done == 1 ? "" : "s",
+		         (unsigned long long)m->errors, m->errors == 1 ? "" : "s",
+		         (unsigned long long)m->failovers, m->failovers == 1 ? "" : "s",
+		         (unsigned long long)m->helpers, m->helpers == 1 ? "" : "s",
+		         member_state_name(m->state));
 		p11mux_unlock(&m->lock);
 	}
 }

@@ -105,6 +105,12 @@ CK_RV pool_pinned_destroy(struct pool *p, size_t idx, uint64_t gen, const struct
 CK_RV pool_random(struct pool *p, uint8_t *out, size_t len);
 /* Logs one line per member: operations done and device errors. */
 void pool_log_stats(const struct pool *p);
+/* Lists the tokens that module shows, through a helper started from exe with env added to its
+ * environment (NULL-ended; NULL: none), waiting timeout_ms at most: C_Initialize, the slot
+ * list and each token's info, never a session or a login. *v (malloc'ed, *n entries) as
+ * pool_got_tokens() gives them. 0, or -1 with e. */
+int pool_discover(const char *exe, const char *module, char *const *env, int use_syslog,
+                  unsigned timeout_ms, struct p11mux_slot **v, size_t *n, struct p11mux_err *e);
 /* Takes a discovery helper's answer to TOKENS: *v (malloc'ed, *n entries) gets each token's
  * slot ID, slot info and token info, no mechanisms. CKR_OK; LINK_RV_GONE for an answer that
  * does not decode; CKR_HOST_MEMORY. The pool's reply decoder, apart for

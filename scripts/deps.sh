@@ -9,6 +9,7 @@ PACKAGES=(
 	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev libnss3-dev
 	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux procps systemd
 	libengine-pkcs11-openssl gnutls-bin nginx siege curl socat strace openssh-server
+	groff-base
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

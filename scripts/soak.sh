@@ -143,7 +143,7 @@ read -r _ ops _ failed < "$W/progress" || true
 	violations+=("${failed:-?} of ${ops:-?} operations failed (client status $lrc): $(grep -v '^20' "$W/client.err" | sort | uniq -c | sort -rn | head -3)")
 echo
 echo "faults: $(awk '{print $3}' "$W/faults.log" | sort | uniq -c | awk '{printf "%s%s %d", (NR>1?", ":""), $2, $1}')"
-echo "members at the end: $(grep -o 'member hsm[0-9]: [0-9]* operations, [0-9]* device errors, [0-9]* failovers, [0-9]* helpers' "$W/daemon.log" | awk '{printf "%s %s operations, %s failovers, %s helpers; ", $2, $3, $8, $10}')"
+echo "members at the end: $(grep -o 'member hsm[0-9]: [0-9]* operations*, [0-9]* device errors*, [0-9]* failovers*, [0-9]* helpers*' "$W/daemon.log" | awk '{printf "%s %s operations, %s failovers, %s helpers; ", $2, $3, $8, $10}')"
 echo "operations: ${ops:-?}, failed: ${failed:-?} ($(awk -v o="${ops:-0}" -v m="$MINUTES" 'BEGIN{printf "%.0f", o/(m*60)}') per second)"
 steady=$(python3 - "$W/samples" "$MINUTES" <<'PY'
 import sys

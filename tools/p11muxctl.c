@@ -1,7 +1,7 @@
 /*
  * p11muxctl: see and steer a running p11muxd through its control socket.
  *   p11muxctl [-s SOCKET] status [--json] [--watch SECONDS]
- *   p11muxctl [-s SOCKET] keys [--json]       exit 1 when the pool is inconsistent
+ *   p11muxctl [-s SOCKET] keys [--json]       sorted; exit 1 when the pool is inconsistent
  *   p11muxctl [-s SOCKET] metrics             Prometheus text format
  *   p11muxctl [-s SOCKET] drain MEMBER | resume MEMBER
  *   p11muxctl [-s SOCKET] unlock-pin POOL     reset the pool's PIN counter (root)
@@ -22,13 +22,29 @@
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: p11muxctl [-s SOCKET] status [--json] [--watch SECONDS]\n"
-	           "       p11muxctl [-s SOCKET] keys [--json]\n"
-	           "       p11muxctl [-s SOCKET] metrics\n"
-	           "       p11muxctl [-s SOCKET] drain MEMBER\n"
-	           "       p11muxctl [-s SOCKET] resume MEMBER\n"
-	           "       p11muxctl [-s SOCKET] unlock-pin POOL\n"
-	           "SOCKET: -s, else $P11MUX_CONTROL, else " DEFAULT_CONTROL "\n");
+	fprintf(f,
+	        "usage: p11muxctl [-s SOCKET] COMMAND [ARGUMENTS]\n"
+	        "       p11muxctl --help | --version\n"
+	        "Commands:\n"
+	        "  status [--json] [--watch SECONDS]\n"
+	        "                    every pool and member: state, load, latency, errors "
+	        "(--watch redraws)\n"
+	        "  keys [--json]     the key inventory, sorted by label and ID: which members hold "
+	        "each key,\n"
+	        "                    lack it or hold another; exit 1 when they differ\n"
+	        "  metrics           the members' counters in the Prometheus text format\n"
+	        "  drain MEMBER      the member (label or serial) finishes its queue and takes no "
+	        "new work\n"
+	        "  resume MEMBER     a drained member takes work again\n"
+	        "  unlock-pin POOL   after pin_max_failures wrong PINs: reset the pool's PIN "
+	        "counter (root)\n"
+	        "Options:\n"
+	        "  -s SOCKET         the control socket: -s, else $P11MUX_CONTROL, "
+	        "else " DEFAULT_CONTROL "\n"
+	        "  -h, --help        print this help and exit\n"
+	        "  -V, --version     print the version and exit\n"
+	        "Exit status: 0 ok, 1 the daemon said no (or keys differ), 2 usage or no daemon.\n"
+	        "See p11muxctl(8).\n");
 }
 
 /* Sends one command and returns the whole answer (malloc()ed), or NULL after a message. */
@@ -143,6 +159,10 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
+		printf("p11muxctl %s\n", P11MUX_VERSION);
 		return 0;
 	}
 	if (strcmp(argv[i], "status") == 0 || strcmp(argv[i], "keys") == 0) {

@@ -55,7 +55,14 @@ echo "$keys" | grep -E '^private "httpdcert" +01 +RSA +2048 ' | grep -q ' hsm2$'
 "$CTL" keys --json > "$WORK/keys.json" || true
 python3 -c 'import json,sys; k=json.load(open(sys.argv[1])); assert k["consistent"] is False; assert any(x["different"]=="hsm2" for x in k["keys"])' "$WORK/keys.json" ||
 	fail "keys --json"
-pass "keys flags hsm2's different key and exits 1"
+# Sorted by label, then ID (then class), in the text and in the JSON.
+rows=$(echo "$keys" | awk 'NR > 2 && NF { l = $2; gsub(/"/, "", l); print l "\t" $3 }')
+[ "$(echo "$rows" | wc -l)" -ge 2 ] || fail "keys lists fewer than 2 keys: $keys"
+[ "$rows" = "$(echo "$rows" | LC_ALL=C sort -s -t "$(printf '\t')" -k1,1 -k2,2)" ] ||
+	fail "keys is not sorted by label, then ID: $keys"
+python3 -c 'import json,sys; k=[(x["label"],x["id"]) for x in json.load(open(sys.argv[1]))["keys"]]; assert k==sorted(k), k' "$WORK/keys.json" ||
+	fail "keys --json is not sorted by label, then ID"
+pass "keys flags hsm2's different key and exits 1, sorted by label and ID"
 
 # A removal shows in the status, with its reason; the member comes back.
 fault hsm3 removed

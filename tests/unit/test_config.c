@@ -147,6 +147,8 @@ config_full(void **state)
 	assert_string_equal(c->pools[0].pin_file, "/etc/p11mux/pin-a");
 	assert_int_equal(c->pools[0].slot_id, 7);
 	assert_int_equal(c->pools[0].line, 8);
+	assert_int_equal(c->pools[0].module_line, 10);
+	assert_int_equal(c->pools[0].pin_file_line, 12);
 
 	/* The second pool takes every default. */
 	assert_null(c->pools[1].label);
@@ -156,6 +158,8 @@ config_full(void **state)
 	assert_string_equal(c->pools[1].pin_file, "/etc/p11mux/pin-b");
 	assert_int_equal(c->pools[1].slot_id, 1);
 	assert_int_equal(c->pools[1].line, 15);
+	assert_int_equal(c->pools[1].module_line, 0); /* absent: the default */
+	assert_int_equal(c->pools[1].pin_file_line, 16);
 	config_free(c);
 }
 
@@ -235,6 +239,72 @@ config_err_syntax(void **state)
 	snprintf(want, sizeof(want), "%s:3: syntax error", t->path);
 	if (strncmp(t->e.msg, want, strlen(want)) != 0)
 		fail_msg("message \"%s\" does not start with \"%s\"", t->e.msg, want);
+	/* Not libconfig's "syntax error: syntax error": what to look for. */
+	if (strstr(t->e.msg, "syntax error: syntax error") != NULL ||
+	    strstr(t->e.msg, "a missing value") == NULL)
+		fail_msg("message \"%s\" gives no hint", t->e.msg);
+}
+
+/* A ',' missing between two pools is reported at the second, with the hint to look at the
+ * line before. */
+static void
+config_err_missing_comma(void **state)
+{
+	struct tmp *t = *state;
+	char want[320];
+
+	write_file(t, "p11mux.conf",
+	           "pools = (\n"
+	           "  { pin_file = \"/p\"; }\n"
+	           "  { pin_file = \"/q\"; }\n"
+	           ");\n");
+	assert_null(config_load(t->path, &t->e));
+	snprintf(want, sizeof(want),
+	         "%s:3: syntax error on this line or at the end of the line before (a missing ','",
+	         t->path);
+	if (strncmp(t->e.msg, want, strlen(want)) != 0)
+		fail_msg("message \"%s\" does not start with \"%s\"", t->e.msg, want);
+}
+
+/* libconfig joins "hsm1" "hsm2" into one string: in a list, that is a missing ','. */
+static void
+config_err_joined_strings(void **state)
+{
+	expect_error(*state,
+	             "pools = (\n"
+	             "  { pin_file = \"/p\"; },\n"
+	             "  { pin_file = \"/q\";\n"
+	             "    members = [ \"hsm1\" # the first\n"
+	             "                \"hsm2\", \"hsm3\" ];\n"
+	             "  }\n"
+	             ");\n",
+	             5, "pools.[1].members", "\"hsm1\" \"hsm2\" is one string to libconfig");
+	expect_error(*state,
+	             "allowed_users = [ \"root\" /* two? */ \"daemon\" ];\n"
+	             "pools = ( { pin_file = \"/p\"; } );\n",
+	             1, "allowed_users", "a ',' is missing");
+}
+
+/* Joined strings outside a list, and strings in comments, are left alone. */
+static void
+config_joined_strings_elsewhere(void **state)
+{
+	struct tmp *t = *state;
+	struct config *c;
+
+	write_file(t, "p11mux.conf",
+	           "# [ \"a\" \"b\" ] in a comment\n"
+	           "socket = \"/run/p11mux/\" \"p.sock\";\n"
+	           "pools = ( { pin_file = \"/p\"; /* [ \"x\" \"y\" ] */\n"
+	           "            members = [ \"a\", // \"x\" \"y\"\n"
+	           "                        \"b\\\"\" ]; } );\n");
+	c = config_load(t->path, &t->e);
+	if (c == NULL)
+		fail_msg("refused: %s", t->e.msg);
+	assert_string_equal(c->socket, "/run/p11mux/p.sock");
+	assert_int_equal(c->pools[0].nmembers, 2);
+	assert_string_equal(c->pools[0].members[1].token, "b\"");
+	config_free(c);
 }
 
 static void
@@ -1015,6 +1085,9 @@ main(int argc, char **argv)
 	        T(config_defaults),
 	        T(config_log_levels),
 	        T(config_err_syntax),
+	        T(config_err_missing_comma),
+	        T(config_err_joined_strings),
+	        T(config_joined_strings_elsewhere),
 	        T(config_err_unknown_top_key),
 	        T(config_err_unknown_pool_key),
 	        T(config_err_members_wrong_type),
