@@ -176,6 +176,14 @@ fi
 stop_daemon
 pass "the installed p11muxd stops cleanly"
 
+# With no daemon, a GnuTLS program that loads every registered module stays quiet: the
+# module file's quiet=1 silences the shim's "cannot reach p11muxd" line.
+p11-kit list-modules > /dev/null 2> "$WORK/list.err" || true
+if grep -q 'p11mux' "$WORK/list.err"; then
+	fail "p11-kit list-modules, no daemon: the shim spoke despite quiet=1: $(cat "$WORK/list.err")"
+fi
+pass "with the daemon stopped, p11-kit list-modules prints nothing from the shim (quiet=1)"
+
 # ---------------------------------------------------------------- remove
 dpkg-query -L p11mux p11mux-sim | sort -u > "$WORK/files"
 "${APT[@]}" remove --purge p11mux p11mux-sim > "$WORK/remove.log" 2>&1 ||
