@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <syslog.h>
@@ -31,6 +32,19 @@ p11mux_log_syslog(const char *ident)
 	use_syslog = 1;
 }
 
+/* The last error logged, for a daemon that fails to start in the background: the command
+ * that started it prints it. */
+static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[1024];
+
+void
+p11mux_log_last_error(char *dst, size_t n)
+{
+	pthread_mutex_lock(&last_lock);
+	snprintf(dst, n, "%s", last_error);
+	pthread_mutex_unlock(&last_lock);
+}
+
 void
 p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
 {
@@ -46,6 +60,11 @@ p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (level == P11MUX_LOG_ERROR) {
+		pthread_mutex_lock(&last_lock);
+		snprintf(last_error, sizeof(last_error), "%s", msg);
+		pthread_mutex_unlock(&last_lock);
+	}
 	if (use_syslog) {
 		syslog(prio[level], "%s", msg);
 		return;

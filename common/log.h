@@ -3,6 +3,8 @@
 #ifndef P11MUX_LOG_H
 #define P11MUX_LOG_H
 
+#include <stddef.h>
+
 enum p11mux_log_level { P11MUX_LOG_ERROR, P11MUX_LOG_WARN, P11MUX_LOG_INFO, P11MUX_LOG_DEBUG };
 
 /* Messages above level are dropped. */
@@ -11,6 +13,8 @@ void p11mux_log_set_level(enum p11mux_log_level level);
 void p11mux_log_set_name(const char *name);
 /* Sends messages to syslog under ident instead of stderr. */
 void p11mux_log_syslog(const char *ident);
+/* Copies the last error-level message logged into dst ("" when none). */
+void p11mux_log_last_error(char *dst, size_t n);
 void p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 

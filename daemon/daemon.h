@@ -54,6 +54,10 @@ struct daemon {
 	struct apps apps;           /* applications and their session objects */
 };
 
+/* p11muxd's exit status when a member refused the pool's PIN, now or at an earlier start
+ * (the unit's RestartPreventExitStatus): a restart cannot help until the PIN file changes. */
+#define P11MUXD_EXIT_PIN_REFUSED 3
+
 /* The pool whose slot ID is id, or NULL. */
 struct pool *daemon_pool(struct daemon *d, CK_SLOT_ID id);
 

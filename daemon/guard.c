@@ -59,9 +59,9 @@ state_dir_ok(const char *dir, struct p11mux_err *e)
 /* STATE_DIR/pin.LABEL, with the label's bytes other than letters, digits, '-', '_' and '.'
  * written as %XX. */
 static int
-counter_path(char *dst, size_t n, const char *dir, const char *label)
+state_path(char *dst, size_t n, const char *dir, const char *prefix, const char *label)
 {
-	size_t k = (size_t)snprintf(dst, n, "%s/pin.", dir);
+	size_t k = (size_t)snprintf(dst, n, "%s/%s.", dir, prefix);
 	const unsigned char *s;
 
 	for (s = (const unsigned char *)label; *s != '\0' && k + 4 < n; s++) {
@@ -189,7 +189,8 @@ guard_open(struct pin_guard *g, const char *state_dir, const char *label, unsign
 	SHA256((const unsigned char *)pin, pinlen, g->pin_hash);
 	if (state_dir_ok(state_dir, e) != 0)
 		return -1;
-	if (counter_path(g->path, sizeof(g->path), state_dir, label) != 0)
+	if (state_path(g->path, sizeof(g->path), state_dir, "pin", label) != 0 ||
+	    state_path(g->refused_path, sizeof(g->refused_path), state_dir, "refused", label) != 0)
 		return p11mux_err_set(e, "%s: state_dir path too long", state_dir);
 	if (load_key(g, state_dir, e) != 0)
 		return -1;
@@ -246,6 +247,70 @@ make_ticket(const struct pin_guard *g, uid_t uid, uint8_t out[GUARD_TICKET_LEN])
 	memcpy(out, &u, 4);
 	HMAC(EVP_sha256(), g->key, sizeof(g->key), msg, n, out + 4, &len);
 	OPENSSL_cleanse(msg, sizeof(msg));
+}
+
+/* The refused PIN's fingerprint, as hex: an HMAC of the pool's label and PIN's hash. */
+static void
+refused_fingerprint(const struct pin_guard *g, char hex[65])
+{
+	static const char tag[] = "p11mux refused PIN 1";
+	uint8_t msg[sizeof(tag) + 33 + 32], mac[32];
+	size_t n = 0, llen = strlen(g->label), i;
+	unsigned len = sizeof(mac);
+
+	memcpy(msg, tag, sizeof(tag));
+	n += sizeof(tag);
+	memcpy(msg + n, g->label, llen + 1);
+	n += llen + 1;
+	memcpy(msg + n, g->pin_hash, 32);
+	n += 32;
+	HMAC(EVP_sha256(), g->key, sizeof(g->key), msg, n, mac, &len);
+	OPENSSL_cleanse(msg, sizeof(msg));
+	for (i = 0; i < sizeof(mac); i++)
+		snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+int
+guard_pin_refused(struct pin_guard *g)
+{
+	char want[65], line[128], got[80];
+	FILE *f;
+	int same = 0;
+
+	if ((f = fopen(g->refused_path, "re")) == NULL)
+		return 0;
+	refused_fingerprint(g, want);
+	if (fgets(line, sizeof(line), f) != NULL && sscanf(line, "refused %70s", got) == 1)
+		same = strcmp(got, want) == 0;
+	fclose(f);
+	return same;
+}
+
+int
+guard_refuse_pin(struct pin_guard *g, struct p11mux_err *e)
+{
+	char tmp[sizeof(g->refused_path) + 8], hex[65];
+	FILE *f;
+	int ok;
+
+	refused_fingerprint(g, hex);
+	snprintf(tmp, sizeof(tmp), "%s.new", g->refused_path);
+	if ((f = fopen(tmp, "we")) == NULL)
+		return p11mux_err_set(e, "%s: %s", tmp, strerror(errno));
+	ok = fprintf(f, "refused %s\n", hex) > 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+	if (fclose(f) != 0 || !ok || rename(tmp, g->refused_path) != 0) {
+		unlink(tmp);
+		return p11mux_err_set(e, "%s: %s", g->refused_path, strerror(errno));
+	}
+	return 0;
+}
+
+void
+guard_pin_accepted(struct pin_guard *g)
+{
+	if (unlink(g->refused_path) != 0 && errno != ENOENT)
+		log_warn("pool \"%s\": cannot remove %s: %s", g->label, g->refused_path,
+		         strerror(errno));
 }
 
 /* Whether t is a ticket of this pool's key and PIN; *uid the user it was given to. */

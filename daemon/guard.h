@@ -36,6 +36,7 @@ struct pin_guard {
 	uint64_t wrong, refused; /* since start: wrong PINs, logins refused while locked */
 	struct lograte log_wrong, log_refused; /* a guesser must not flood the log */
 	char path[4096];                       /* the counter's file */
+	char refused_path[4096];               /* the PIN a member refused (its fingerprint) */
 	uint8_t key[32];                       /* the ticket key */
 	uint8_t pin_hash[32];
 };
@@ -45,6 +46,18 @@ struct pin_guard {
 int guard_open(struct pin_guard *g, const char *state_dir, const char *label, unsigned max,
                const char *pin, size_t pinlen, struct p11mux_err *e);
 void guard_close(struct pin_guard *g);
+
+/*
+ * The pool's PIN that a member refused at start-up is remembered, as a fingerprint keyed with
+ * the ticket key (state_dir/refused.LABEL: "refused" and an HMAC of the PIN), until the PIN file
+ * holds another PIN: a daemon restarting in a loop with a wrong PIN file (Restart=on-failure)
+ * would otherwise spend one try on a device each time, and lock them all.
+ * guard_pin_refused: 1 when the pool's PIN is the one remembered. guard_refuse_pin remembers
+ * it (0, or -1 with e). guard_pin_accepted forgets it (a member took the PIN).
+ */
+int guard_pin_refused(struct pin_guard *g);
+int guard_refuse_pin(struct pin_guard *g, struct p11mux_err *e);
+void guard_pin_accepted(struct pin_guard *g);
 
 /*
  * A login with pin (may be empty) and ticket (may be empty) from uid/pid. CKR_OK when the PIN

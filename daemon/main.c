@@ -63,6 +63,43 @@ above_stdio(int *fd)
 	return 0;
 }
 
+/* The starting process's end when the daemon failed to start: the daemon's exit status
+ * and its last error come down the pipe ('f', the status, the message), printed here so that
+ * the command that starts the daemon says why, where there is no system log too. */
+static void __attribute__((noreturn)) failed_start(int fd, int told)
+{
+	char msg[1040];
+	ssize_t n = 0, got;
+	unsigned char status = 1;
+
+	if (told && read(fd, &status, 1) == 1)
+		while (n < (ssize_t)sizeof(msg) - 1 &&
+		       ((got = read(fd, msg + n, sizeof(msg) - 1 - (size_t)n)) > 0 ||
+		        (got < 0 && errno == EINTR)))
+			n += got > 0 ? got : 0;
+	msg[n] = '\0';
+	if (n > 0)
+		fprintf(stderr, "p11muxd: failed to start: %s\n", msg);
+	else
+		fprintf(stderr, "p11muxd: failed to start; see the system log\n");
+	_exit(status != 0 ? status : 1);
+}
+
+/* Tells the starting process that the daemon failed to start, with status and the last error
+ * logged (the daemon logs to syslog by now). */
+static void
+announce_failure(int ready_fd, int status)
+{
+	char msg[1040];
+	unsigned char st = (unsigned char)status;
+
+	p11mux_log_last_error(msg, sizeof(msg));
+	if (write(ready_fd, "f", 1) != 1 || write(ready_fd, &st, 1) != 1 ||
+	    write(ready_fd, msg, strlen(msg)) < 0)
+		log_error("cannot tell the starting process why the daemon failed");
+	close(ready_fd);
+}
+
 /*
  * Detaches. The process that was started stays until the daemon is ready (exit 0) or has
  * failed (exit 1; the reason is in syslog), so "p11muxd -c FILE && start the web server"
@@ -105,8 +142,7 @@ daemonize(void)
 		while (n < 0 && errno == EINTR);
 		if (n == 1 && c == 'r')
 			_exit(0);
-		fprintf(stderr, "p11muxd: failed to start; see the system log\n");
-		_exit(1);
+		failed_start(ready[0], n == 1 && c == 'f');
 	}
 	close(ready[0]);
 	if (setsid() < 0)
@@ -380,8 +416,14 @@ main(int argc, char **argv)
 	    apps_init(&d.apps, d.cfg->limits.session_objects, d.cfg->limits.session_object_bytes,
 	              d.cfg->limits.session_objects_per_uid,
 	              d.cfg->limits.session_object_bytes_per_uid) != 0 ||
-	    open_pools(&d) != 0 || server_listen(&d) != 0 || control_listen(&d) != 0)
+	    open_pools(&d) != 0 || server_listen(&d) != 0 || control_listen(&d) != 0) {
+		/* A PIN a member refused has its own status: the unit does not restart on it
+		 * (RestartPreventExitStatus), a restart would only fail the same way. */
+		for (i = 0; i < d.npools; i++)
+			if (d.pools[i].pin_refused)
+				status = P11MUXD_EXIT_PIN_REFUSED;
 		goto out;
+	}
 	log_info("ready");
 	announce_ready(ready_fd);
 	ready_fd = -1;
@@ -391,8 +433,8 @@ main(int argc, char **argv)
 		pool_log_stats(&d.pools[i]);
 	status = 0;
 out:
-	close_daemon(&d);
 	if (ready_fd >= 0)
-		close(ready_fd); /* never ready: the starting process exits 1 */
+		announce_failure(ready_fd, status); /* never ready: the starting process says why */
+	close_daemon(&d);
 	return status;
 }

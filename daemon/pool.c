@@ -215,6 +215,18 @@ add_member(struct pool *p, const char *name, const char *serial, const struct me
 	return m;
 }
 
+/* A hint for a member that SoftHSM (or the simulator over it) does not show: SoftHSM finds
+ * its tokens through $SOFTHSM2_CONF, which a daemon started by hand often lacks. */
+static const char *
+softhsm_hint(const char *module)
+{
+	if (module == NULL || getenv("SOFTHSM2_CONF") != NULL ||
+	    (strstr(module, "softhsm") == NULL && strstr(module, "p11sim") == NULL))
+		return "";
+	return " (SOFTHSM2_CONF is not set in the daemon's environment: SoftHSM looks for its "
+	       "tokens in /etc/softhsm/softhsm2.conf)";
+}
+
 /* The members named by strings: each token of the module whose label or serial a name gives;
  * a name that matches none is a member too, down until it appears. */
 static int
@@ -245,8 +257,8 @@ plain_members(struct pool *p, const struct tokens *t, struct p11mux_err *e)
 			       strcmp(p->members[i].serial, cfg->members[k].token) == 0;
 		if (seen)
 			continue;
-		log_warn("pool %zu: member \"%s\" is not present in %s; it joins when it appears",
-		         p->index, cfg->members[k].token, cfg->module);
+		log_warn("pool %zu: member \"%s\" is not present in %s; it joins when it appears%s",
+		         p->index, cfg->members[k].token, cfg->module, softhsm_hint(cfg->module));
 		if (add_member(p, cfg->members[k].token, "", &p->plain, e) != NULL)
 			snprintf(p->members[p->nmembers - 1].reason, sizeof(p->members[0].reason),
 			         "not present");
@@ -320,8 +332,8 @@ pick_label(struct pool *p, struct p11mux_err *e)
 		return p11mux_err_set(
 		        e,
 		        "pool %zu (line %d): no member token present in %s: the pool's "
-		        "objects are read from its members at start-up",
-		        p->index, p->cfg->line, p->cfg->module);
+		        "objects are read from its members at start-up%s",
+		        p->index, p->cfg->line, p->cfg->module, softhsm_hint(p->cfg->module));
 	if (strchr(first, ':') != NULL)
 		return p11mux_err_set(e,
 		                      "pool %zu: the members' label \"%s\" contains ':', which NSS "
@@ -365,14 +377,29 @@ login_one(struct pool *p, struct member *m, int verified, struct p11mux_err *e)
 	if (pin_risky(m) && !verified) {
 		exclude(p, m,
 		        "PIN retry counter low and the PIN not yet confirmed by another member");
+		log_error("pool \"%s\": member %s: to reset its counter, log in once on that "
+		          "device alone with the right PIN (pkcs11-tool --module %s --token-label "
+		          "\"%s\" --login --test), or unblock it with the SO PIN (sc-hsm-tool "
+		          "--unlock-pin); then restart p11muxd",
+		          p->label, m->label, m->cfg->module != NULL ? m->cfg->module : "MODULE",
+		          m->label);
 		return 0;
 	}
 	rv = member_login(m, &why);
-	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE)
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
+		struct p11mux_err save = {""};
+
+		p->pin_refused = 1;
+		if (guard_refuse_pin(&p->guard, &save) != 0)
+			log_error("pool \"%s\": the refused PIN is not remembered: %s", p->label,
+			          save.msg);
 		return p11mux_err_set(e,
 		                      "pool \"%s\": member %s rejected the PIN from %s (%s); not "
-		                      "tried on any other member, to spare their retry counters",
-		                      p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv));
+		                      "tried on any other member, to spare their retry counters, "
+		                      "nor at the next start until %s holds another PIN",
+		                      p->label, m->label, p->cfg->pin_file, p11mux_rv_name(rv),
+		                      p->cfg->pin_file);
+	}
 	if (rv == CKR_PIN_LOCKED) {
 		exclude(p, m, "user PIN locked");
 		return 0;
@@ -386,6 +413,7 @@ login_one(struct pool *p, struct member *m, int verified, struct p11mux_err *e)
 	}
 	m->state = MEMBER_UP;
 	m->reason[0] = '\0';
+	guard_pin_accepted(&p->guard);
 	log_info("pool \"%s\": member %s (serial %s) logged in", p->label, m->label, m->serial);
 	return 1;
 }
@@ -475,8 +503,19 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, const cha
 		labels[nlabels++] = p->members[i].label;
 	if (pin_read(cfg->pin_file, labels, nlabels, &p->pin, &p->pinlen, e) != 0 ||
 	    guard_open(&p->guard, cfg->state_dir, p->label, cfg->pin_max_failures, p->pin,
-	               p->pinlen, e) != 0 ||
-	    login_members(p, e) != 0)
+	               p->pinlen, e) != 0)
+		goto out;
+	/* Before any device sees the PIN: one that a member refused is not tried again. */
+	if (guard_pin_refused(&p->guard)) {
+		p->pin_refused = 1;
+		p11mux_err_set(e,
+		               "pool \"%s\": the PIN in %s was refused by a member at an earlier "
+		               "start; no device is tried with it again until the file holds "
+		               "another PIN (%s remembers it)",
+		               p->label, cfg->pin_file, p->guard.refused_path);
+		goto out;
+	}
+	if (login_members(p, e) != 0)
 		goto out;
 	build_slot_info(p);
 	if (read_view(p, e) != 0)

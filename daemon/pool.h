@@ -65,7 +65,8 @@ struct pool {
 	int has_rng;
 	struct quarantine quarantine;
 	enum sched_policy policy;
-	atomic_uint rr; /* rotates the start of the member scan */
+	atomic_uint rr;  /* rotates the start of the member scan */
+	int pin_refused; /* a member refused the PIN, now or at an earlier start (guard.h) */
 };
 
 /* Opens the pool described by cfg: finds its members' tokens (each through its own helper,

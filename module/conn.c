@@ -6,6 +6,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,9 +324,12 @@ conn_open(CK_RV *rv)
 			break;
 		nanosleep(&pause, NULL);
 	}
-	free(path);
-	if (*rv != CKR_OK)
+	if (*rv != CKR_OK) {
+		shim_unreachable(path, retry);
+		free(path);
 		goto fail;
+	}
+	free(path);
 	shim_lock();
 	shim.reached = 1;
 	c->all_next = shim.all;
@@ -335,6 +339,28 @@ conn_open(CK_RV *rv)
 fail:
 	conn_free(c);
 	return NULL;
+}
+
+/* Says once per process, on stderr, that the daemon cannot be reached and where it was
+ * looked for: applications then show the reason, not only CKR_FUNCTION_FAILED (quiet=1 in
+ * the module's parameters silences it, as p11-kit's module file does). */
+void
+shim_unreachable(const char *path, int absent)
+{
+	static int said;
+	int first;
+
+	shim_lock();
+	first = !said && !shim.quiet;
+	said = 1;
+	shim_unlock();
+	if (first)
+		fprintf(stderr,
+		        "p11mux-pkcs11: cannot reach p11muxd at %s (%s); is it running? "
+		        "(systemctl status p11mux; the socket is set by socket= in the module's "
+		        "parameters or P11MUX_SOCKET)\n",
+		        path,
+		        absent ? "no daemon listening" : "the connection was refused or closed");
 }
 
 struct conn *

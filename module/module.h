@@ -118,6 +118,7 @@ struct shim {
 	uint64_t client_id;
 	uint64_t instance;
 	int have_instance;
+	int quiet; /* quiet=1 among the module's parameters: no stderr lines of its own */
 };
 
 extern struct shim shim;
@@ -129,6 +130,8 @@ void shim_unlock(void);
 void shim_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Tells the application's log that a call was refused (once per function). */
 void shim_refused(const char *func, CK_RV rv, const char *why);
+/* Tells the application's log that the daemon cannot be reached at path (once per process). */
+void shim_unreachable(const char *path, int absent);
 
 /* --- C_Initialize's parameter string (params.c) --- */
 

@@ -63,8 +63,8 @@ shim_refused(const char *func, CK_RV rv, const char *why)
 	for (i = 0; i < nsaid; i++)
 		if (said[i] == func)
 			break;
-	first = i == nsaid;
-	if (first && nsaid < 16)
+	first = i == nsaid && !shim.quiet;
+	if (i == nsaid && nsaid < 16)
 		said[nsaid++] = func;
 	shim_unlock();
 	if (first || secure_getenv("P11MUX_DEBUG") != NULL)
@@ -180,6 +180,19 @@ init_args(const CK_C_INITIALIZE_ARGS *args, char **params)
 
 /* The daemon's socket: socket= in the parameters, else $P11MUX_SOCKET, else the default.
  * A copy, or NULL when memory ran out. */
+/* quiet=1 (or yes, true) among the module's parameters, or P11MUX_QUIET=1. */
+static int
+quiet(const char *params)
+{
+	char *v = params != NULL ? params_get(params, "quiet") : NULL;
+	const char *e = v != NULL ? v : secure_getenv("P11MUX_QUIET");
+	int q = e != NULL &&
+	        (strcmp(e, "1") == 0 || strcmp(e, "yes") == 0 || strcmp(e, "true") == 0);
+
+	free(v);
+	return q;
+}
+
 static char *
 socket_path(const char *params)
 {
@@ -240,6 +253,7 @@ mux_Initialize(CK_VOID_PTR pInitArgs)
 		return CKR_HOST_MEMORY;
 	}
 	shim.reconnect_ms = reconnect_ms(params);
+	shim.quiet = quiet(params);
 	/* This process's id as an application of the daemon (a child after fork gets its own). */
 	if (getrandom(&shim.client_id, sizeof(shim.client_id), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(shim.client_id))

@@ -173,7 +173,7 @@ fi
 
 want siege || exit 0
 echo
-echo "### The seed's siege shape: concurrent clients against 1 and 4 members (RSA-2048 sign)"
+echo "### The raymii.org article's siege shape: concurrent clients against 1 and 4 members (RSA-2048 sign)"
 echo
 echo "| clients | 1 member ops/s | availability | p99 | 4 members ops/s | availability | p99 | ratio |"
 echo "|---|---|---|---|---|---|---|---|"

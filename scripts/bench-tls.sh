@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Full TLS handshakes per second through NSS's TLS server (selfserv, the engine under mod_nss)
 # with the pool's key, driven by strsclnt -N (no session reuse: every connection is a full
-# handshake with one private-key operation), at the seed's siege concurrencies (5, 10, 20,
+# handshake with one private-key operation), at the raymii.org article's siege concurrencies (5, 10, 20,
 # 60 clients), on 1 and on 4 simulated Nitrokey HSMs (p11sim "nitrokey" profile at SCALE),
 # RSA-2048 and EC P-256; then nginx (OpenSSL's PKCS#11 engine, forked workers) under siege at
 # the same concurrencies, RSA-2048. Usage:

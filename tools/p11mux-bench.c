@@ -477,7 +477,9 @@ usage(FILE *fp)
 	        "  --slot ID          select the slot by id (decimal or 0x-hex)\n"
 	        "                     (default: the only initialized token present)\n"
 	        "  --pin PIN          user PIN\n"
-	        "  --pin-file FILE    read the user PIN from the first line of FILE\n"
+	        "  --pin-file FILE    read the user PIN from FILE: a mod_nss PIN file (the line\n"
+	        "                     \"LABEL:PIN\" of --token's label, or the first such line),\n"
+	        "                     or a bare PIN on its first line\n"
 	        "  --key-label LABEL  private key CKA_LABEL\n"
 	        "  --key-id HEX       private key CKA_ID in hex (':' separators allowed)\n"
 	        "  --op OP            sign | decrypt\n"
@@ -556,30 +558,59 @@ bad:
 	return NULL;
 }
 
+/* The PIN in a line "LABEL:PIN" of a mod_nss PIN file (p11muxd's pin_file) for the token
+ * label (any label when NULL), moved to the line's start; NULL when the line does not match. */
 static char *
-read_pin_file(const char *path)
+pin_of_line(char *line, const char *label)
+{
+	char *colon = strchr(line, ':');
+	size_t n;
+
+	if (colon == NULL)
+		return NULL;
+	n = (size_t)(colon - line);
+	if (label != NULL && (strlen(label) != n || strncmp(line, label, n) != 0))
+		return NULL;
+	memmove(line, colon + 1, strlen(colon + 1) + 1);
+	return line;
+}
+
+/* The user PIN from path: the PIN of the line "LABEL:PIN" for the token's label (the first
+ * such line without --token), as mod_nss and p11muxd read the file; or the first line, when
+ * it has no ':' (a bare PIN). */
+static char *
+read_pin_file(const char *path, const char *label)
 {
 	FILE *fp = fopen(path, "r");
-	char *line = NULL;
-	size_t cap = 0;
+	char *line = NULL, *found = NULL;
+	size_t cap = 0, lines = 0;
 	ssize_t len;
 
 	if (fp == NULL) {
 		fprintf(stderr, PROG ": cannot open PIN file %s: %s\n", path, strerror(errno));
 		return NULL;
 	}
-	len = getline(&line, &cap, fp);
-	fclose(fp);
-	if (len < 0) {
-		free(line);
-		line = strdup(""); /* empty file: empty PIN */
-		if (line == NULL)
-			fprintf(stderr, PROG ": out of memory\n");
-		return line;
+	while (found == NULL && (len = getline(&line, &cap, fp)) >= 0) {
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (lines++ == 0 && strchr(line, ':') == NULL)
+			found = line; /* a bare PIN */
+		else if (pin_of_line(line, label) != NULL)
+			found = line;
 	}
-	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-		line[--len] = '\0';
-	return line;
+	fclose(fp);
+	if (found == NULL && lines > 0) {
+		fprintf(stderr, PROG ": %s has no line \"%s:PIN\"\n", path,
+		        label != NULL ? label : "LABEL");
+		free(line);
+		return NULL;
+	}
+	if (found == NULL) {
+		free(line);
+		if ((found = strdup("")) == NULL) /* empty file: empty PIN */
+			fprintf(stderr, PROG ": out of memory\n");
+	}
+	return found;
 }
 
 static void
@@ -800,7 +831,7 @@ parse_options(int argc, char **argv, struct options *o)
 #undef REQUIRE
 
 	if (pin_file) {
-		o->pin = read_pin_file(pin_file);
+		o->pin = read_pin_file(pin_file, o->token);
 		if (o->pin == NULL)
 			return EXIT_SETUP;
 	} else {

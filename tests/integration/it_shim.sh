@@ -25,6 +25,19 @@ served() {
 	"$T" "$SHIM" slots > "$WORK/out" 2>&1 || fail "not served $1: $(cat "$WORK/out")"
 }
 
+# No daemon at the socket: one line on stderr per process names it (two calls); quiet=1 in
+# the module's parameters, or P11MUX_QUIET=1, silences it.
+rc=0
+P11MUX_SOCKET="$WORK/none.sock" "$T" "$SHIM" slots > /dev/null 2> "$WORK/err" || rc=$?
+[ "$rc" -eq 3 ] || fail "slots without a daemon: status $rc"
+[ "$(grep -c "cannot reach p11muxd at $WORK/none.sock (no daemon listening)" "$WORK/err")" -eq 1 ] ||
+	fail "no single line naming the socket: $(cat "$WORK/err")"
+P11MUX_SOCKET="$WORK/none.sock" P11MUX_QUIET=1 "$T" "$SHIM" slots > /dev/null 2> "$WORK/err" || true
+[ ! -s "$WORK/err" ] || fail "P11MUX_QUIET=1 did not silence: $(cat "$WORK/err")"
+"$T" "$SHIM" slots "socket=$WORK/none.sock quiet=1" > /dev/null 2> "$WORK/err" || true
+[ ! -s "$WORK/err" ] || fail "quiet=1 did not silence: $(cat "$WORK/err")"
+pass "no daemon: one stderr line names the socket; quiet=1 and P11MUX_QUIET=1 silence it"
+
 served "at first"
 chmod o+w "$WORK"
 slots_refused "the directory of the socket, $WORK, is writable by others"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start-up as init systems see it: a detaching p11muxd returns only once its socket accepts
-# (exit 0), or with exit 1 when it could not start (a wrong PIN here); in the foreground under
+# (exit 0), or fails with the reason on stderr (a wrong PIN here: exit 3, the status the
+# unit does not restart on); in the foreground under
 # systemd's Type=notify it sends READY=1 to $NOTIFY_SOCKET once ready; and the systemd unit
 # that `cmake --install` writes passes `systemd-analyze verify` and starts the installed daemon.
 . "$(dirname "$0")/lib.sh"
@@ -35,8 +36,8 @@ cp "$WORK/pin" "$WORK/pin.good"
 printf '%s:%s\n' "$LABEL" 999999 > "$WORK/pin"
 rc=0
 out=$("$DAEMON" -c "$WORK/p11mux.conf" 2>&1) || rc=$?
-[ "$rc" -eq 1 ] || fail "p11muxd with a wrong PIN: exit $rc, expected 1: $out"
-echo "$out" | grep -q "failed to start" || fail "no message from the failed start: $out"
+[ "$rc" -eq 3 ] || fail "p11muxd with a wrong PIN: exit $rc, expected 3: $out"
+echo "$out" | grep -q "failed to start: .*rejected the PIN" || fail "no reason from the failed start: $out"
 # The failed daemon may still be exiting (LeakSanitizer runs at exit) when the command returns.
 for _ in $(seq 1 300); do
 	pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null || break
@@ -44,7 +45,7 @@ for _ in $(seq 1 300); do
 done
 pgrep -f "^$DAEMON -c $WORK/p11mux.conf\$" > /dev/null && fail "a p11muxd is left running"
 cp "$WORK/pin.good" "$WORK/pin"
-pass "a detaching p11muxd that cannot start exits 1"
+pass "a detaching p11muxd that cannot start says why and exits 3 (a PIN a member refused)"
 
 # systemd Type=notify: READY=1 arrives once the socket accepts, on a socket path and on an
 # abstract socket ("@name", what systemd usually hands out).

@@ -7,8 +7,9 @@
  *       nothing initialised; "socket=SOCKET" (also quoted, and ending on the last byte
  *       before a PROT_NONE page) works. Once more in a child whose seccomp filter makes
  *       process_vm_readv fail with EPERM, as a sandbox's allow-list may.
- *   itest_shim SHIM slots
- *       C_GetSlotList twice with the socket of $P11MUX_SOCKET. Exit 0 when it listed slots,
+ *   itest_shim SHIM slots [PARAMETERS]
+ *       C_GetSlotList twice with the socket of $P11MUX_SOCKET (C_Initialize's parameter string
+ *       PARAMETERS, when given). Exit 0 when it listed slots,
  *       3 when both calls failed as they do when no daemon is there (CKR_FUNCTION_FAILED, what
  *       C_GetSlotList makes of the shim's CKR_DEVICE_ERROR), 1 otherwise.
  *   itest_shim SHIM oaep RSA_KEY_PEM
@@ -217,12 +218,14 @@ cmd_initargs(const char *sock)
 }
 
 static int
-cmd_slots(void)
+cmd_slots(const char *params)
 {
+	CK_C_INITIALIZE_ARGS args = {NULL, NULL, NULL, NULL, CKF_OS_LOCKING_OK, NULL};
 	CK_ULONG n = 0;
 	CK_RV rv, rv2;
 
-	if ((rv = f->C_Initialize(NULL)) != CKR_OK) {
+	args.pReserved = (void *)params;
+	if ((rv = f->C_Initialize(params != NULL ? &args : NULL)) != CKR_OK) {
 		fprintf(stderr, "C_Initialize: 0x%lx\n", rv);
 		return 1;
 	}
@@ -435,8 +438,10 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[2], "initargs") == 0 && argc == 4)
 		return cmd_initargs(argv[3]);
+	if (strcmp(argv[2], "slots") == 0 && argc == 4)
+		return cmd_slots(argv[3]);
 	if (strcmp(argv[2], "slots") == 0 && argc == 3)
-		return cmd_slots();
+		return cmd_slots(NULL);
 	if (strcmp(argv[2], "oaep") == 0 && argc == 4 && getenv("P11MUX_PIN") != NULL)
 		return cmd_oaep(argv[3]);
 	fprintf(stderr, "usage: see the comment at the top of itest_shim.c\n");

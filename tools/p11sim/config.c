@@ -426,6 +426,11 @@ config_load(struct sim_config *cfg, const char *reserved)
 	if ((path = getenv("P11SIM_CONFIG")) != NULL && *path != '\0' &&
 	    config_file(cfg, path) != 0)
 		return -1;
+	/* Not silently at a real device's speed: whoever forgot the variable hears of it. */
+	if ((path == NULL || *path == '\0') && reserved == NULL &&
+	    getenv("P11SIM_QUIET") == NULL)
+		fprintf(stderr, "p11sim: P11SIM_CONFIG is not set: every token is a Nitrokey HSM "
+		                "at real-device speed (scale 1); p11mux-sim-setup writes a config\n");
 	if (reserved != NULL && config_reserved(cfg, reserved) != 0)
 		return -1;
 	return config_env(cfg);
