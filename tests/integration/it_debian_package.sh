@@ -3,9 +3,9 @@
 # copy of the source tree, checked with lintian (no errors), installed with
 # `apt-get install ./p11mux_*.deb ./p11mux-sim_*.deb`. Installing starts no daemon (no PIN
 # file yet). Then the installed p11muxd serves three simulated devices (the installed
-# p11sim-pkcs11.so over SoftHSM tokens made by the installed mktokens.sh), the installed
-# module signs through it (pkcs11-tool, and GnuTLS through the installed p11-kit
-# registration), and `apt-get remove --purge` takes every file away again: p11-kit's module
+# p11sim-pkcs11.so over SoftHSM tokens made by the installed p11mux-sim-setup and
+# mktokens.sh), the installed module signs through it (pkcs11-tool, and GnuTLS through the
+# installed p11-kit registration), and `apt-get remove --purge` takes every file away again: p11-kit's module
 # directories are as before, and the test removes the p11mux user and group it caused.
 #
 # Needs root, apt-get and dpkg-buildpackage (scripts/deps.sh); skipped otherwise, and when a
@@ -103,7 +103,7 @@ grep -q '^0 upgraded, 2 newly installed, 0 to remove' "$WORK/install.log" ||
 	fail "apt-get did more than install the two packages: $(cat "$WORK/install.log")"
 for f in /usr/sbin/p11muxd /usr/bin/p11muxctl "$SHIM_INSTALLED" /lib/systemd/system/p11mux.service \
 	/usr/share/p11-kit/modules/p11mux.module /etc/p11mux/p11mux.conf /usr/lib/sysusers.d/p11mux.conf \
-	/usr/bin/p11mux-bench "$SIM_INSTALLED" /usr/share/p11mux-sim/mktokens.sh; do
+	/usr/bin/p11mux-bench "$SIM_INSTALLED" /usr/share/p11mux-sim/mktokens.sh /usr/bin/p11mux-sim-setup; do
 	[ -e "$f" ] || fail "the packages did not install $f"
 done
 dpkg-query -W -f='${Conffiles}\n' p11mux | grep -q '^ /etc/p11mux/p11mux.conf ' ||
@@ -134,25 +134,26 @@ fi
 pass "the p11-kit module file names $SHIM_INSTALLED with quiet=1; the unit waits for the PIN file, does not restart on status 3, and passes systemd-analyze verify"
 
 # ---------------------------------------------------------------- run
-# Tokens from the installed helper, served by the installed simulator (100 times faster than
-# a Nitrokey HSM), to the installed daemon.
-eval "$(/usr/share/p11mux-sim/mktokens.sh "$WORK/hsm")"
-export SOFTHSM2_CONF
-KEYS="$WORK/hsm/keys"
-SOCK="$WORK/p11mux.sock"
-export P11MUX_SOCKET="$SOCK" P11MUX_CONTROL="$WORK/control.sock"
-export P11SIM_CONFIG="$WORK/p11sim.conf"
-printf 'profile = nitrokey\nscale = 0.01\n' > "$P11SIM_CONFIG"
-printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"
-chmod 600 "$WORK/pin"
-write_config "$SIM_INSTALLED"
+# The no-hardware path as the README gives it, from the installed files only: p11mux-sim-setup
+# makes the tokens with the installed mktokens.sh and writes a pool of the installed
+# simulator; the installed daemon serves it.
+out=$(/usr/bin/p11mux-sim-setup "$WORK/sim" 2>&1) || fail "p11mux-sim-setup: $out"
+grep -q "^  module = \"$SIM_INSTALLED\";" "$WORK/sim/p11mux.conf" ||
+	fail "p11mux-sim-setup's pool does not use the installed simulator: $(cat "$WORK/sim/p11mux.conf")"
+echo "$out" | grep -q "pkcs11-tool --module $SHIM_INSTALLED -L" ||
+	fail "p11mux-sim-setup does not name the installed module: $out"
+. "$WORK/sim/env"
+LABEL=$(sed -n 's/^  label = "\(.*\)";$/\1/p' "$WORK/sim/p11mux.conf")
+KEYS="$WORK/sim/hsm/keys"
 DAEMON=/usr/sbin/p11muxd
-"$DAEMON" -t -c "$WORK/p11mux.conf" > "$WORK/check.log" 2>&1 ||
+"$DAEMON" -t -c "$WORK/sim/p11mux.conf" > "$WORK/check.log" 2>&1 ||
 	fail "p11muxd -t: $(cat "$WORK/check.log")"
-start_daemon
+"$DAEMON" -c "$WORK/sim/p11mux.conf" -f > "$WORK/daemon.log" 2>&1 &
+DAEMON_PID=$!
+wait_until 60 grep -q ': ready$' "$WORK/daemon.log" || fail "the installed p11muxd did not become ready"
 out=$(/usr/bin/p11muxctl status 2>&1) || fail "p11muxctl status: $out"
 [ "$(echo "$out" | grep -c ' up ')" -eq 3 ] || fail "not 3 members up: $out"
-pass "the installed p11muxd serves 3 simulated devices (installed p11sim, tokens from the installed mktokens.sh)"
+pass "the installed p11muxd serves the 3 simulated devices p11mux-sim-setup made (installed p11sim and mktokens.sh)"
 
 echo "signed through the installed module" > "$WORK/data"
 pkcs11-tool --module "$SHIM_INSTALLED" --login --pin "$PIN" --sign -m SHA256-RSA-PKCS --id 01 \
