@@ -92,6 +92,7 @@ lintian "${debs[@]}" > "$WORK/lintian.log" 2>&1 || true
 if grep -q '^E: ' "$WORK/lintian.log"; then
 	fail "lintian reports errors: $(cat "$WORK/lintian.log")"
 fi
+grep '^W: ' "$WORK/lintian.log" | sed 's/^/  lintian /' || true
 pass "lintian: no errors ($(grep -c '^W: ' "$WORK/lintian.log" || true) warnings)"
 
 # ---------------------------------------------------------------- install
