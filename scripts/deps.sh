@@ -3,13 +3,14 @@
 # Run as root (or with sudo) on Debian 12.
 set -euo pipefail
 # libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes (the fuzz build); clang only
-# recommends it, and recommends are not installed here.
+# recommends it, and recommends are not installed here. debhelper, dpkg-dev, fakeroot, lintian:
+# the Debian package and its test (it_debian_package); man-db: `man -w` there.
 PACKAGES=(
 	build-essential cmake pkg-config clang-format clang libclang-rt-14-dev
 	libp11-kit-dev libconfig-dev libcmocka-dev libssl-dev libnss3-dev
 	softhsm2 opensc opensc-pkcs11 p11-kit libnss3-tools openssl python3 util-linux procps systemd
 	libengine-pkcs11-openssl gnutls-bin nginx siege curl socat strace openssh-server
-	groff-base
+	groff-base debhelper dpkg-dev fakeroot lintian man-db
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GnuTLS through p11-kit's module registry, without being told the module's path: the
-# p11mux.module file that `cmake --install` writes is registered in p11-kit's modules directory
-# (under a name of this test's own, removed at the end); then `p11-kit list-modules` and
-# `p11tool --list-tokens` show the pool's token, p11tool lists its keys, p11-kit-proxy.so shows
-# the token and signs, and gnutls-serv serves TLS 1.3 and 1.2 with `--x509keyfile "pkcs11:…"`.
+# p11mux.module file that `cmake --install` writes (under the prefix) is registered in
+# p11-kit's modules directory (under a name of this test's own, removed at the end); then
+# `p11-kit list-modules` and `p11tool --list-tokens` show the pool's token, p11tool lists its
+# keys, p11-kit-proxy.so shows the token and signs, and gnutls-serv serves TLS 1.3 and 1.2 with `--x509keyfile "pkcs11:…"`.
 # With the daemon stopped, GnuTLS programs that never reached it do not wait for it and still
 # see the other tokens.
 # (lib.sh has a shell function named p11tool for pkcs11-tool: "command p11tool" is GnuTLS's.)
@@ -21,16 +21,22 @@ REG=
 GS=
 trap '[ -z "$GS" ] || kill "$GS" 2>/dev/null || true; [ -z "$REG" ] || rm -f "$REG"; test_cleanup' EXIT
 
-# Install as a package would (DESTDIR), check the registration names the installed module,
-# then register it pointing at that staged copy.
-DESTDIR="$WORK/dest" cmake --install "$P11MUX_BUILD" > "$WORK/install.log" || fail "cmake --install"
-installed="$WORK/dest$MODDIR/p11mux.module"
-[ -f "$installed" ] || fail "cmake --install did not write $MODDIR/p11mux.module: $(cat "$WORK/install.log")"
+# Install as a package would (DESTDIR), under a prefix of its own: nothing may land outside
+# the prefix, and the registration there names the installed module. Then register it,
+# pointing at that staged copy.
+PREFIX=/opt/p11mux-it
+DESTDIR="$WORK/dest" cmake --install "$P11MUX_BUILD" --prefix "$PREFIX" > "$WORK/install.log" ||
+	fail "cmake --install"
+outside=$(cd "$WORK/dest" && find . -type f -not -path ".$PREFIX/*")
+[ -z "$outside" ] || fail "cmake --install --prefix $PREFIX wrote outside the prefix: $outside"
+installed=$(find "$WORK/dest$PREFIX" -path "*/p11-kit/modules/p11mux.module")
+[ -f "$installed" ] || fail "cmake --install did not write share/p11-kit/modules/p11mux.module: $(cat "$WORK/install.log")"
 modpath=$(awk '$1 == "module:" {print $2}' "$installed")
 [ -f "$WORK/dest$modpath" ] || fail "p11mux.module names $modpath, which was not installed"
+grep -q '^x-init-reserved: quiet=1$' "$installed" || fail "p11mux.module does not set quiet=1: $(cat "$installed")"
 REG="$MODDIR/p11mux-it-${WORK##*.}.module"
 sed "s|^module: .*|module: $WORK/dest$modpath|" "$installed" > "$REG"
-pass "cmake --install writes $MODDIR/p11mux.module naming the installed $modpath"
+pass "cmake --install --prefix $PREFIX writes only under it, p11mux.module (quiet=1) naming the installed $modpath"
 
 start_daemon
 out=$(p11-kit list-modules 2>&1 || true)
