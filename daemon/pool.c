@@ -535,9 +535,11 @@ pool_open(struct pool *p, size_t index, const struct pool_config *cfg, const cha
 		p11mux_err_set(e, "out of memory");
 		goto out;
 	}
-	log_info("pool \"%s\": slot %lu, %zu members, %zu objects, %lu mechanisms, %s scheduling",
-	         p->label, p->slot.id, p->nmembers, p->view.nobjects, p->slot.nmechs,
-	         p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded");
+	log_info(
+	        "pool \"%s\": slot %lu, %zu member%s, %zu object%s, %lu mechanism%s, %s scheduling",
+	        p->label, p->slot.id, p->nmembers, p->nmembers == 1 ? "" : "s", p->view.nobjects,
+	        p->view.nobjects == 1 ? "" : "s", p->slot.nmechs, p->slot.nmechs == 1 ? "" : "s",
+	        p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded");
 	r = 0;
 out:
 	free(labels);
