@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 
@@ -45,6 +47,25 @@ p11mux_log_last_error(char *dst, size_t n)
 	pthread_mutex_unlock(&last_lock);
 }
 
+/* Whether stderr is systemd's journal stream ($JOURNAL_STREAM names its device and inode,
+ * systemd.exec(5)): then each line carries its priority as "<N>", which journald takes, and no
+ * timestamp of ours (the journal has its own). Decided once; helpers inherit both. */
+static int
+to_journal(void)
+{
+	static int journal = -1;
+	unsigned long long dev, ino;
+	const char *e;
+	struct stat st;
+
+	if (journal < 0)
+		journal = (e = getenv("JOURNAL_STREAM")) != NULL &&
+		          sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+		          (unsigned long long)st.st_dev == dev &&
+		          (unsigned long long)st.st_ino == ino;
+	return journal;
+}
+
 void
 p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
 {
@@ -67,6 +88,10 @@ p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
 	}
 	if (use_syslog) {
 		syslog(prio[level], "%s", msg);
+		return;
+	}
+	if (to_journal()) {
+		fprintf(stderr, "<%d>%s %s: %s\n", prio[level], name, names[level], msg);
 		return;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);

@@ -133,7 +133,7 @@ pool_clients(struct daemon *d, const struct pool *p)
 struct msnap {
 	char label[33], serial[17], reason[160], last_error[64];
 	enum member_state state;
-	double state_s, service_ms, p50, p99, last_error_s;
+	double state_s, service_ms, p50, p90, p99, last_error_s;
 	unsigned running, queued;
 	uint64_t done, errors, failovers, recent, helpers;
 	uint64_t lat_total[LAT_NBUCKETS];
@@ -160,6 +160,7 @@ snapshot(struct member *m, struct msnap *s)
 	s->helpers = m->helpers;
 	s->helper_pid = (long)m->helper_pid;
 	s->p50 = member_latency_locked(m, 0.50, 10, &s->recent);
+	s->p90 = member_latency_locked(m, 0.90, 10, NULL);
 	s->p99 = member_latency_locked(m, 0.99, 10, NULL);
 	s->last_error_s = m->last_error[0] ? seconds_since(m->last_error_ns) : -1;
 	memcpy(s->lat_total, m->lat_total, sizeof(s->lat_total));
@@ -301,6 +302,61 @@ status_text(struct daemon *d, struct out *o)
 	}
 }
 
+/* The applications connected now (those that said CLIENT: every shim of version 3), sorted
+ * by operations per second. */
+static int
+by_rate(const void *a, const void *b)
+{
+	const struct app_info *x = a, *y = b;
+
+	return x->ops_per_s < y->ops_per_s ? 1 : x->ops_per_s > y->ops_per_s ? -1 : 0;
+}
+
+static void
+clients_text(struct daemon *d, struct out *o)
+{
+	struct app_info *v;
+	size_t n, i;
+
+	if (apps_list(&d->apps, &v, &n) != 0)
+		return;
+	qsort(v, n, sizeof(*v), by_rate);
+	out_printf(o, "\n%zu client%s\n", n, n == 1 ? "" : "s");
+	if (n > 0)
+		out_printf(o, "%8s  %8s  %-16s  %5s  %8s  %10s  %7s\n", "UID", "PID", "PROGRAM",
+		           "CONNS", "OPS/S", "OPS", "OBJECTS");
+	for (i = 0; i < n; i++)
+		out_printf(o, "%8lu  %8ld  %-16s  %5u  %8.1f  %10llu  %7zu\n",
+		           (unsigned long)v[i].uid, (long)v[i].pid, v[i].comm, v[i].conns,
+		           v[i].ops_per_s, (unsigned long long)v[i].ops, v[i].objects);
+	free(v);
+}
+
+static void
+clients_json(struct daemon *d, struct out *o)
+{
+	struct app_info *v;
+	size_t n, i;
+
+	if (apps_list(&d->apps, &v, &n) != 0) {
+		out_printf(o, "[]");
+		return;
+	}
+	qsort(v, n, sizeof(*v), by_rate);
+	out_printf(o, "[");
+	for (i = 0; i < n; i++) {
+		out_printf(o, "%s{\"uid\":%lu,\"pid\":%ld,\"program\":", i ? "," : "",
+		           (unsigned long)v[i].uid, (long)v[i].pid);
+		out_json_str(o, v[i].comm);
+		out_printf(o,
+		           ",\"connections\":%u,\"ops_per_s\":%.1f,\"operations\":%llu,"
+		           "\"session_objects\":%zu}",
+		           v[i].conns, v[i].ops_per_s, (unsigned long long)v[i].ops, v[i].objects);
+	}
+	out_printf(o, "]");
+	free(v);
+}
+
 static void
 out_num(struct out *o, double v)
 {
@@ -355,6 +411,8 @@ status_json(struct daemon *d, struct out *o)
 			out_num(o, s.done > 0 ? s.service_ms : -1);
 			out_printf(o, ",\"latency_p50_ms\":");
 			out_num(o, s.p50);
+			out_printf(o, ",\"latency_p90_ms\":");
+			out_num(o, s.p90);
 			out_printf(o, ",\"latency_p99_ms\":");
 			out_num(o, s.p99);
 			out_printf(o, ",\"last_error\":");
@@ -367,7 +425,9 @@ status_json(struct daemon *d, struct out *o)
 		}
 		out_printf(o, "],\"ops_per_s\":%.1f}", (double)recent / 10);
 	}
-	out_printf(o, "]}\n");
+	out_printf(o, "],\"clients\":");
+	clients_json(d, o);
+	out_printf(o, "}\n");
 }
 
 static const char *
@@ -657,6 +717,20 @@ emit_latency(struct out *o, const struct metric *m, const char *labels, const st
 	           m->name, labels, (unsigned long long)cum);
 }
 
+/* The last minute's percentiles (within 2.5%, latency.h): a summary beside the histogram,
+ * whose buckets are too coarse to tell members 20% apart. None when nothing finished. */
+static void
+emit_quantiles(struct out *o, const struct metric *m, const char *labels, const struct msnap *s)
+{
+	const double q[] = {0.5, 0.9, 0.99}, v[] = {s->p50, s->p90, s->p99};
+	size_t i;
+
+	for (i = 0; i < 3; i++)
+		if (v[i] >= 0)
+			out_printf(o, "%s{%s,quantile=\"%g\"} %.6f\n", m->name, labels, q[i],
+			           v[i] / 1000);
+}
+
 #define FIELD(f) offsetof(struct msnap, f)
 
 static const struct metric member_metrics[] = {
@@ -680,6 +754,9 @@ static const struct metric member_metrics[] = {
          emit_service, 0},
         {"p11mux_member_latency_seconds", "histogram",
          "Time from queueing to result, operations that succeeded.", emit_latency, 0},
+        {"p11mux_member_latency_quantile_seconds", "gauge",
+         "Percentiles of the last minute's latencies, within 2.5% of the true value.",
+         emit_quantiles, 0},
 };
 
 /* The labels of a member's samples: pool="...",member="...", escaped. */
@@ -776,6 +853,7 @@ cmd_status(struct daemon *d, const char *arg, const struct asker *a, struct out 
 	(void)a;
 	out_printf(o, "ok\n");
 	status_text(d, o);
+	clients_text(d, o);
 }
 
 static void

@@ -79,15 +79,11 @@ record_latency_locked(struct member *m, uint64_t lat_ns)
 {
 	uint64_t sec = p11mux_now_ns() / 1000000000u;
 	double ms = (double)lat_ns / 1e6;
-	unsigned b = 0, slot = (unsigned)(sec % 60);
+	unsigned b = 0;
 
 	while (b < LAT_NBUCKETS - 1 && ms > lat_bounds_ms[b])
 		b++;
-	if (m->window.second[slot] != sec) {
-		memset(m->window.count[slot], 0, sizeof(m->window.count[slot]));
-		m->window.second[slot] = sec;
-	}
-	m->window.count[slot][b]++;
+	lat_record(&m->window, sec, ms);
 	m->lat_total[b]++;
 	m->lat_sum_s += ms / 1000;
 }
@@ -95,35 +91,7 @@ record_latency_locked(struct member *m, uint64_t lat_ns)
 double
 member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count)
 {
-	uint64_t sec = p11mux_now_ns() / 1000000000u, sum[LAT_NBUCKETS] = {0}, n = 0, recent = 0,
-	         acc = 0;
-	unsigned i, b;
-
-	for (i = 0; i < 60; i++) {
-		uint64_t s = m->window.second[i];
-
-		if (s == 0 || s + 60 <= sec || s > sec)
-			continue;
-		for (b = 0; b < LAT_NBUCKETS; b++) {
-			sum[b] += m->window.count[i][b];
-			n += m->window.count[i][b];
-			/* The current second is still filling: "the last N seconds" are the N
-			 * complete ones before it. */
-			if (s < sec && s + seconds >= sec)
-				recent += m->window.count[i][b];
-		}
-	}
-	if (count != NULL)
-		*count = recent;
-	if (n == 0)
-		return -1;
-	for (b = 0; b < LAT_NBUCKETS; b++) {
-		acc += sum[b];
-		if ((double)acc >= q * (double)n)
-			return b < LAT_NBUCKETS - 1 ? lat_bounds_ms[b]
-			                            : lat_bounds_ms[LAT_NBUCKETS - 2];
-	}
-	return lat_bounds_ms[LAT_NBUCKETS - 2];
+	return lat_quantile(&m->window, p11mux_now_ns() / 1000000000u, q, seconds, count);
 }
 
 void

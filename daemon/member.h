@@ -18,6 +18,7 @@
 
 #include "err.h"
 #include "helper.h"
+#include "latency.h"
 #include "view.h"
 
 struct pool;
@@ -56,17 +57,10 @@ struct job {
 	uint64_t pin_gen;
 };
 
-/* Latency buckets (upper bounds, milliseconds) of the per-member histograms; the last one
- * is +Inf. Shared by `p11muxctl status` (percentiles over the last minute) and the
- * Prometheus histogram. */
+/* Latency buckets (upper bounds, milliseconds) of the Prometheus histogram; the last one is
+ * +Inf. (The percentiles of `p11muxctl status` come from the finer window of latency.h.) */
 #define LAT_NBUCKETS 16
 extern const double lat_bounds_ms[LAT_NBUCKETS - 1];
-
-/* Operations finished in each of the last 60 seconds, by latency bucket. */
-struct lat_window {
-	uint64_t second[60]; /* which second (monotonic) a slot holds */
-	uint32_t count[60][LAT_NBUCKETS];
-};
 
 struct member {
 	struct pool *pool;
@@ -154,8 +148,8 @@ void member_run(struct member *m, struct job *job);
 /* Draining and resuming for administrators. 0, or -1 when the state does not allow it. */
 int member_drain(struct member *m);
 int member_resume(struct member *m);
-/* Latency percentile q (0..1) over the last minute, in ms (the upper bound of the bucket
- * it falls in); -1 when nothing finished in that minute. *count gets the operations of the
+/* Latency percentile q (0..1) over the last minute, in ms (within 2.5%: latency.h); -1 when
+ * nothing finished in that minute. *count gets the operations of the
  * last `seconds` seconds. Lock held. */
 double member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count);
 /* Copies the member's label and serial ("" until seen) into label[33] and serial[17]: a

@@ -420,6 +420,7 @@ run_op_session(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *re
 		goto out;
 	rv = pool_pinned_crypto(x->p, so->member, so->gen, call, r->u.op.mech, &so->po, r->u.op.in,
 	                        r->u.op.inlen, r->u.op.sig, r->u.op.siglen, &out, &outlen);
+	apps_op(&x->d->apps, x->c);
 	if (rv == CKR_DEVICE_REMOVED)
 		sobj_lost(&x->d->apps, so);
 	if (rv == CKR_OK && call != P11MUX_CALL_VERIFY)
@@ -464,6 +465,7 @@ run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	}
 	rv = pool_crypto(x->p, call, r->u.op.mech, key, r->u.op.in, r->u.op.inlen, r->u.op.sig,
 	                 r->u.op.siglen, &out, &outlen);
+	apps_op(&x->d->apps, x->c);
 	if (rv == CKR_OK && call != P11MUX_CALL_VERIFY)
 		p11mux_msg_put_bytes(reply, out, outlen);
 	if (out != NULL) {

@@ -75,6 +75,84 @@ apps_destroy(struct apps *a)
 	a->ready = 0;
 }
 
+/* A process's program name, as ps shows it; "?" when it cannot be read (another pid
+ * namespace, a process gone). */
+static void
+read_comm(pid_t pid, char *dst, size_t n)
+{
+	char path[64];
+	FILE *f;
+	size_t len;
+
+	snprintf(dst, n, "?");
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return;
+	if (fgets(dst, (int)n, f) == NULL)
+		snprintf(dst, n, "?");
+	fclose(f);
+	len = strlen(dst);
+	while (len > 0 && dst[len - 1] == '\n')
+		dst[--len] = '\0';
+}
+
+void
+apps_op(struct apps *a, struct client *c)
+{
+	uint64_t sec = p11mux_now_ns() / 1000000000u;
+	unsigned slot = (unsigned)(sec % 10);
+	struct app *app = c->app;
+
+	if (app == NULL)
+		return;
+	p11mux_lock(&a->lock);
+	app->ops++;
+	if (app->op_second[slot] != sec) {
+		app->op_second[slot] = sec;
+		app->op_count[slot] = 0;
+	}
+	app->op_count[slot]++;
+	p11mux_unlock(&a->lock);
+}
+
+int
+apps_list(struct apps *a, struct app_info **out, size_t *n)
+{
+	uint64_t sec = p11mux_now_ns() / 1000000000u, recent;
+	struct app_info *v;
+	struct app *app;
+	size_t k = 0, i;
+
+	*out = NULL;
+	*n = 0;
+	if (!a->ready)
+		return 0;
+	p11mux_lock(&a->lock);
+	if ((v = calloc(a->napps + 1, sizeof(*v))) == NULL) {
+		p11mux_unlock(&a->lock);
+		return -1;
+	}
+	for (app = a->list; app != NULL; app = app->next) {
+		if (app->conns == 0)
+			continue;
+		v[k].uid = app->uid;
+		v[k].pid = app->pid;
+		memcpy(v[k].comm, app->comm, sizeof(v[k].comm));
+		v[k].conns = app->conns;
+		v[k].objects = app->nobjs;
+		v[k].ops = app->ops;
+		for (i = 0, recent = 0; i < 10; i++)
+			if (app->op_second[i] < sec && app->op_second[i] + 10 >= sec)
+				recent += app->op_count[i];
+		v[k].ops_per_s = (double)recent / 10;
+		k++;
+	}
+	p11mux_unlock(&a->lock);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
 CK_RV
 apps_bind(struct apps *a, struct client *c, uint64_t id)
 {
@@ -94,6 +172,7 @@ apps_bind(struct apps *a, struct client *c, uint64_t id)
 		app->id = id;
 		app->uid = c->uid;
 		app->pid = c->pid;
+		read_comm(c->pid, app->comm, sizeof(app->comm));
 		app->next = a->list;
 		a->list = app;
 		a->napps++;

@@ -48,8 +48,12 @@ struct app {
 	uid_t uid;
 	pid_t pid;
 	uint64_t id;
-	unsigned conns;   /* connections bound to it */
-	uint64_t idle_ns; /* when the last one closed */
+	unsigned conns;         /* connections bound to it */
+	uint64_t idle_ns;       /* when the last one closed */
+	char comm[17];          /* its program's name (/proc/PID/comm), "?" when unknown */
+	uint64_t ops;           /* cryptographic operations asked since it bound */
+	uint64_t op_second[10]; /* ... and in each of the last 10 seconds: the second, */
+	uint32_t op_count[10];  /* ... and the count */
 	struct sobj *objs;
 	size_t nobjs, bytes;
 };
@@ -117,6 +121,20 @@ int apps_sweep(struct apps *a);
  * QUARANTINE_S seconds (another process of the user would only repeat it). */
 void apps_strike(struct apps *a, struct client *c);
 int apps_struck(struct apps *a, uid_t uid);
+/* Counts a cryptographic operation of c's application (for p11muxctl status). */
+void apps_op(struct apps *a, struct client *c);
+/* One line of `p11muxctl status`'s clients: an application with a connection. */
+struct app_info {
+	uid_t uid;
+	pid_t pid;
+	char comm[17];
+	unsigned conns;
+	size_t objects;
+	uint64_t ops;
+	double ops_per_s; /* over the last 10 complete seconds */
+};
+/* The applications that have a connection now: *out (malloc'ed, *n entries). 0 or -1. */
+int apps_list(struct apps *a, struct app_info **out, size_t *n);
 /* For p11muxctl and the metrics: applications, objects and bytes held now. */
 void apps_count(struct apps *a, size_t *napps, size_t *nobjs, size_t *bytes);
 /* The live session objects of pool p on member idx (SIZE_MAX: on any). */
