@@ -1181,6 +1181,11 @@ run_token_cmd(const char *cmd, struct opts *o)
 	struct token t = {0};
 	int r = 2;
 
+	if (strcmp(cmd, "init") != 0 && strcmp(cmd, "wrap-key") != 0 &&
+	    strcmp(cmd, "unwrap-key") != 0 && strcmp(cmd, "generate-key") != 0) {
+		errx("unknown command %s (see --help)", cmd);
+		return 2;
+	}
 	if (o->token == NULL || o->pin == NULL) {
 		errx("%s needs --token and --pin", cmd);
 		return 2;
