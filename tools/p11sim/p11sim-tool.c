@@ -33,6 +33,7 @@
 #define DKEK_ID        "\xd0\xec"
 #define DKEK_ID_LEN    2
 #define DKEK_LEN       32
+#define NELEM(a)       (sizeof(a) / sizeof((a)[0]))
 /* PKCS#11 2.40 calls 0x210A CKM_AES_KEY_WRAP_PAD; SoftHSM implements it as RFC 5649. */
 #ifndef WRAP_MECH
 #define WRAP_MECH CKM_AES_KEY_WRAP_PAD
@@ -93,7 +94,7 @@ rv_name(CK_RV rv)
 	};
 	size_t i;
 
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+	for (i = 0; i < NELEM(names); i++)
 		if (names[i].rv == rv)
 			return names[i].name;
 	snprintf(buf, sizeof(buf), "CKR 0x%lx", (unsigned long)rv);
@@ -558,7 +559,7 @@ cmd_init(struct token *t, const char *so_pin, const char *pin, const char *share
 		errx("token %s already holds a DKEK: initialise a fresh token", t->label);
 		goto out;
 	}
-	if ((rv = t->f->C_CreateObject(t->s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h)) != CKR_OK) {
+	if ((rv = t->f->C_CreateObject(t->s, tmpl, NELEM(tmpl), &h)) != CKR_OK) {
 		errx("C_CreateObject (the DKEK) on token %s: %s", t->label, rv_name(rv));
 		goto out;
 	}
@@ -802,9 +803,10 @@ wrap_collect(struct token *t, const unsigned char *id, size_t idlen, struct wbuf
 	wbuf_record(b, SEC_WRAP, WRAP_MECHANISM, mbe, 4);
 	wbuf_record(b, SEC_WRAP, WRAP_DKEK_KCV, kcv, 3);
 	wbuf_record(b, SEC_WRAP, WRAP_BLOB, blob, n);
-	if (wbuf_object(b, t, priv, SEC_PRIV, priv_attrs, 8) != 0 ||
-	    wbuf_object(b, t, pub, SEC_PUB, pub_attrs, 11) != 0 ||
-	    (has_cert == 0 && wbuf_object(b, t, cert, SEC_CERT, cert_attrs, 7) != 0))
+	if (wbuf_object(b, t, priv, SEC_PRIV, priv_attrs, NELEM(priv_attrs)) != 0 ||
+	    wbuf_object(b, t, pub, SEC_PUB, pub_attrs, NELEM(pub_attrs)) != 0 ||
+	    (has_cert == 0 &&
+	     wbuf_object(b, t, cert, SEC_CERT, cert_attrs, NELEM(cert_attrs)) != 0))
 		goto out;
 	printf("token %s: private key wrapped under the DKEK (%lu bytes), with its public key%s\n",
 	       t->label, (unsigned long)n, has_cert == 0 ? " and certificate" : "");
