@@ -271,6 +271,8 @@ open_once(struct conn *c, const char *path, int *retry)
 	if ((c->fd = p11mux_unix_connect(path)) < 0) {
 		*retry = errno == ENOENT || errno == ECONNREFUSED;
 		shim_debug("cannot connect to %s: %s", path, strerror(errno));
+		if (!*retry)
+			shim_unreachable(path, strerror(errno));
 		return CKR_DEVICE_ERROR;
 	}
 	if ((rv = peer_check(c, path)) != CKR_OK)
@@ -325,7 +327,9 @@ conn_open(CK_RV *rv)
 		nanosleep(&pause, NULL);
 	}
 	if (*rv != CKR_OK) {
-		shim_unreachable(path, retry);
+		/* (A daemon refused by peer_check() has had its own line.) */
+		if (retry)
+			shim_unreachable(path, "no daemon listening");
 		free(path);
 		goto fail;
 	}
@@ -345,7 +349,7 @@ fail:
  * looked for: applications then show the reason, not only CKR_FUNCTION_FAILED (quiet=1 in
  * the module's parameters silences it, as p11-kit's module file does). */
 void
-shim_unreachable(const char *path, int absent)
+shim_unreachable(const char *path, const char *why)
 {
 	static int said;
 	int first;
@@ -359,8 +363,7 @@ shim_unreachable(const char *path, int absent)
 		        "p11mux-pkcs11: cannot reach p11muxd at %s (%s); is it running? "
 		        "(systemctl status p11mux; the socket is set by socket= in the module's "
 		        "parameters or P11MUX_SOCKET)\n",
-		        path,
-		        absent ? "no daemon listening" : "the connection was refused or closed");
+		        path, why);
 }
 
 struct conn *

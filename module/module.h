@@ -131,7 +131,7 @@ void shim_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Tells the application's log that a call was refused (once per function). */
 void shim_refused(const char *func, CK_RV rv, const char *why);
 /* Tells the application's log that the daemon cannot be reached at path (once per process). */
-void shim_unreachable(const char *path, int absent);
+void shim_unreachable(const char *path, const char *why);
 
 /* --- C_Initialize's parameter string (params.c) --- */
 

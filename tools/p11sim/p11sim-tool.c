@@ -637,7 +637,8 @@ wbuf_put(struct wbuf *b, const void *v, size_t n)
 		b->p = p;
 		b->cap = cap;
 	}
-	memcpy(b->p + b->len, v, n);
+	if (n > 0) /* (v may be NULL for an empty value) */
+		memcpy(b->p + b->len, v, n);
 	b->len += n;
 }
 
@@ -868,7 +869,8 @@ create_from(struct token *t, struct wrapped *w, int sec, CK_OBJECT_CLASS *cls, C
 	        {CKA_PRIVATE, &no, 1},
 	};
 
-	memcpy(tmpl + 3, w->attrs[sec], w->nattrs[sec] * sizeof(CK_ATTRIBUTE));
+	if (w->nattrs[sec] > 0)
+		memcpy(tmpl + 3, w->attrs[sec], w->nattrs[sec] * sizeof(CK_ATTRIBUTE));
 	return t->f->C_CreateObject(t->s, tmpl, 3 + w->nattrs[sec], h);
 }
 
@@ -885,7 +887,8 @@ unwrap_private(struct token *t, struct wrapped *w, CK_OBJECT_HANDLE dkek, CK_OBJ
 	        {CKA_SENSITIVE, &yes, 1},       {CKA_EXTRACTABLE, &yes, 1},
 	};
 
-	memcpy(tmpl + 5, w->attrs[SEC_PRIV], w->nattrs[SEC_PRIV] * sizeof(CK_ATTRIBUTE));
+	if (w->nattrs[SEC_PRIV] > 0)
+		memcpy(tmpl + 5, w->attrs[SEC_PRIV], w->nattrs[SEC_PRIV] * sizeof(CK_ATTRIBUTE));
 	return t->f->C_UnwrapKey(t->s, &mech, dkek, (CK_BYTE *)w->blob, w->blob_len, tmpl,
 	                         5 + w->nattrs[SEC_PRIV], h);
 }
