@@ -143,7 +143,8 @@ static struct {
 	/* The daemon's instance in the CLIENT replies sent as built: another one than before
 	 * means the shim must forget the session objects it cached. */
 	CK_ULONG instance, sent_instance;
-	int have_instance, instance_changed;
+	int have_instance;
+	unsigned epoch; /* how many times the instance changed */
 } fake = {.listen_fd = -1};
 
 static void
@@ -200,7 +201,7 @@ fake_reset(void)
 	fake.requests = 0;
 	memset(fake.dirty, 0, sizeof(fake.dirty));
 	fake.nslots = fake.nhandles = fake.max_object_frame = fake.nrnd = 0;
-	fake.have_instance = fake.instance_changed = 0;
+	fake.have_instance = 0;
 	free(fake.out);
 	fake.out = NULL;
 	fake.outlen = 0;
@@ -514,7 +515,7 @@ answer(size_t i, uint32_t call, const struct sc_fields *req)
 		fake.dirty[call] = 1;
 	if (call == P11MUX_CALL_CLIENT && action < 22 && rv == CKR_OK) {
 		if (fake.have_instance && fake.instance != fake.sent_instance)
-			fake.instance_changed = 1;
+			fake.epoch++;
 		fake.instance = fake.sent_instance;
 		fake.have_instance = 1;
 	}
@@ -630,6 +631,7 @@ static struct {
 		CK_SESSION_HANDLE s;
 		CK_SLOT_ID slot;
 		int forgotten;
+		unsigned epoch; /* the daemon's instance it was made in (fake.epoch) */
 	} made[8];
 	size_t nmade;
 } app;
@@ -1181,10 +1183,9 @@ check_forgotten(void)
 	size_t i, k;
 	CK_RV rv;
 
-	if (fake.instance_changed && !fake.dirty[P11MUX_CALL_CLIENT])
-		for (i = 0; i < app.nmade; i++)
+	for (i = 0; i < app.nmade && !fake.dirty[P11MUX_CALL_CLIENT]; i++)
+		if (app.made[i].epoch != fake.epoch)
 			app.made[i].forgotten += app.made[i].forgotten == 0;
-	fake.instance_changed = 0;
 	for (i = 0; i < app.nmade; i++) {
 		if (app.made[i].forgotten != 1)
 			continue;
@@ -1216,6 +1217,7 @@ add_made(CK_OBJECT_HANDLE o, CK_SESSION_HANDLE h)
 	app.made[app.nmade].s = h;
 	app.made[app.nmade].slot = info.slotID;
 	app.made[app.nmade].forgotten = 0;
+	app.made[app.nmade].epoch = fake.epoch;
 	app.nmade++;
 }
 
