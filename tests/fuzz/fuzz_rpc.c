@@ -14,7 +14,15 @@
  *   - no private object is in a FIND or GET_OBJECT answer, and no private object or private
  *     key reaches a member, unless a LOGIN to its pool succeeded on this connection with no
  *     LOGOUT since; the connection's logged_in and hello agree with the model;
- *   - GET_SLOTS lists every pool.
+ *   - GET_SLOTS lists every pool;
+ *   - session objects: a handle CREATE, GENERATE or GENERATE_PAIR returns is a new session
+ *     object of the connection's application (sobj_get), no pool object's, not CKA_TOKEN
+ *     true, and not private for a connection that is not logged in; a template with a
+ *     CKA_TOKEN that is not false never makes one; a token object is never destroyed; after a
+ *     DESTROY or DROP what it named is gone (sobj_get, and GET_OBJECT answers
+ *     CKR_OBJECT_HANDLE_INVALID) and the application's other objects on members that are up
+ *     are not; a session object's job is pinned to a helper generation; the quota (apps
+ *     counts within stubd's limits, and equal to the objects listed) holds after every frame.
  *
  * Environment: P11MUX_FUZZ_REPORT=1 prints at exit what each call's handler answered (with
  * -runs=0 DIR: the corpus run once); P11MUX_FUZZ_WRITE_SEEDS=DIR and
