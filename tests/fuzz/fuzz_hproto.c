@@ -3,28 +3,31 @@
  * picks the side.
  *
  * The helper's side (even): request frames, mostly well-formed (TOKENS, INIT, LOGIN, FIND,
- * READ, OP, RANDOM), sometimes mutated, garbage or on the wrong channel, go to the helper's
- * dispatcher (helper_answer(): what serve() does with each frame) on its control channel and
- * two operation channels, over a stub PKCS#11 module whose answers come from the input: return
- * codes, slots that come and go between two calls, tokens, mechanisms, objects whose attributes
- * are sensitive, missing or change length between the size query and the read, outputs of any
- * length. The stub keeps the PKCS#11 contract (it never writes past a buffer): what the helper
- * does with legal answers is under test, not what a broken module does to the process it runs
- * in. Checks: every answer decodes as a reply to its request, INIT's holds one token, an
- * operation's output is the module's; a well-formed request on its channel is always answered;
- * one on the wrong channel, before the module is loaded, or that does not decode stops the
- * channel; the helper makes up none of the daemon's own result codes.
+ * READ, OP, RANDOM, CREATE, GENERATE, GENERATE_PAIR, DESTROY), sometimes mutated, garbage or on the
+ * wrong channel, go to the helper's dispatcher (helper_answer(): what serve() does with each frame)
+ * on its control channel and two operation channels, over a stub PKCS#11 module whose answers come
+ * from the input: return codes, slots that come and go between two calls, tokens, mechanisms,
+ * objects whose attributes are sensitive, missing or change length between the size query and the
+ * read, outputs of any length. The stub keeps the PKCS#11 contract (it never writes past a buffer):
+ * what the helper does with legal answers is under test, not what a broken module does to the
+ * process it runs in. Checks: every answer decodes as a reply to its request, INIT's holds one
+ * token, an operation's output is the module's; session objects are made in a read-only session,
+ * and an object the module made is in a CKR_OK answer (CKA_TOKEN false, asked) or destroyed, a
+ * token object (CKA_TOKEN true, or not said) with CKR_TOKEN_WRITE_PROTECTED; a well-formed request
+ * on its channel is always answered; one on the wrong channel, before the module is loaded, or that
+ * does not decode stops the channel; the helper makes up none of the daemon's own result codes.
  *
  * The daemon's side (odd): replies, mostly well-formed, sometimes mutated, cut, oversized, of
  * another call, garbage or missing, wait on a fresh socketpair (a fake helper's channel,
  * closed for writing after them) for each of the daemon's calls on a member that is up:
  * TOKENS (pool_got_tokens), INIT (member_got_token), LOGIN (member_login), FIND and READ
  * (member_read_objects, then mobjects_fingerprint and view_build or view_remap), OP and RANDOM
- * (member_run, the member brought back up when a reply took it down). Nothing waits: the
- * replies are there before the call, and the stream ends after them. Checks: every request the
+ * (member_run, the member brought back up when a reply took it down), CREATE, GENERATE and
+ * GENERATE_PAIR (get_make, take_object) and DESTROY (pinned to a helper generation). Nothing waits:
+ * the replies are there before the call, and the stream ends after them. Checks: every request the
  * daemon writes decodes; a reply sent as built gives its result (the token, the objects, the
- * output, the CK_RV); a reply that does not decode never gives CKR_OK, and takes the member
- * down; a helper cannot pass one of the daemon's own result codes.
+ * output, the objects made, the CK_RV); a reply that does not decode never gives CKR_OK, and takes
+ * the member down; a helper cannot pass one of the daemon's own result codes.
  */
 #include "device.h"
 #include "err.h"
@@ -65,7 +68,7 @@ buf(int i)
 }
 
 /* The decisions the seeds script (fuzz_stream.h); every other byte of a seed is 0. */
-enum { S_SIDE = FS_FIRST, S_ACTION, S_RV, S_MOD, S_CALL, S_LEN, S_CHAN };
+enum { S_SIDE = FS_FIRST, S_ACTION, S_RV, S_MOD, S_CALL, S_LEN, S_CHAN, S_TOKEN };
 #define u8  fs_u8
 #define u16 fs_u16
 #define u64 fs_u64
@@ -174,6 +177,17 @@ static struct {
 	size_t outlen;  /* the output of the operation initialised last */
 	size_t written; /* the last output written with CKR_OK */
 	int own_rv;     /* returned a code of the daemon's own range */
+	uint8_t rw[64]; /* by session handle % 64: opened with CKF_RW_SESSION */
+	/* Session objects: made by the request being answered (handle, whether the module
+	 * holds it as a token object, what the helper's CKA_TOKEN query got: -1 not asked, 0
+	 * CK_FALSE, 1 anything else, whether C_DestroyObject was called on it). */
+	struct {
+		CK_OBJECT_HANDLE h;
+		int token, said, destroyed;
+	} made[2];
+	size_t nmade;
+	CK_OBJECT_HANDLE next_obj; /* made objects are 0x100 and up: h % 4 says the class */
+	CK_OBJECT_HANDLE last_made[4];
 } mod;
 
 static const CK_RV stub_rvs[] = {
@@ -333,12 +347,99 @@ stub_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY not
 	CK_RV rv = stub_rv();
 
 	(void)slot;
-	(void)flags;
 	(void)app;
 	(void)notify;
-	if (rv == CKR_OK)
+	if (rv == CKR_OK) {
 		*ph = ++mod.next;
+		mod.rw[*ph % 64] = (flags & CKF_RW_SESSION) != 0;
+	}
 	return rv;
+}
+
+/* --- session objects --- */
+
+/* The helper makes objects in a read-only session of its own: no token object can be made. */
+static void
+check_objects_session(CK_SESSION_HANDLE s)
+{
+	CHECK(s != CK_INVALID_HANDLE && !mod.rw[s % 64]);
+}
+
+/* A new object of class index cls (as attr_shape() reads h % 4); the input says whether the
+ * module made it a token object (ignoring the template's CKA_TOKEN false). */
+static CK_OBJECT_HANDLE
+stub_new_object(int cls)
+{
+	CK_OBJECT_HANDLE h = 0x100 + 4 * (mod.next_obj++ % 0x1000) + (CK_OBJECT_HANDLE)cls;
+
+	CHECK(mod.nmade < 2);
+	mod.made[mod.nmade].h = h;
+	mod.made[mod.nmade].token = fs_take(S_TOKEN) >= 0xf0;
+	mod.made[mod.nmade].said = -1;
+	mod.made[mod.nmade].destroyed = 0;
+	mod.nmade++;
+	mod.last_made[h % 4] = h;
+	return h;
+}
+
+static CK_RV
+stub_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR ph)
+{
+	CK_RV rv = stub_rv();
+
+	(void)t;
+	(void)n;
+	check_objects_session(s);
+	if (rv == CKR_OK)
+		*ph = stub_new_object(3);
+	return rv;
+}
+
+static CK_RV
+stub_GenerateKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t, CK_ULONG n,
+                 CK_OBJECT_HANDLE_PTR ph)
+{
+	CK_RV rv = stub_rv();
+
+	(void)m;
+	(void)t;
+	(void)n;
+	check_objects_session(s);
+	if (rv == CKR_OK)
+		*ph = stub_new_object(2);
+	return rv;
+}
+
+static CK_RV
+stub_GenerateKeyPair(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t1, CK_ULONG n1,
+                     CK_ATTRIBUTE_PTR t2, CK_ULONG n2, CK_OBJECT_HANDLE_PTR pub,
+                     CK_OBJECT_HANDLE_PTR priv)
+{
+	CK_RV rv = stub_rv();
+
+	(void)m;
+	(void)t1;
+	(void)n1;
+	(void)t2;
+	(void)n2;
+	check_objects_session(s);
+	if (rv == CKR_OK) {
+		*pub = stub_new_object(1);
+		*priv = stub_new_object(0);
+	}
+	return rv;
+}
+
+static CK_RV
+stub_DestroyObject(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+{
+	size_t i;
+
+	check_objects_session(s);
+	for (i = 0; i < mod.nmade; i++)
+		if (mod.made[i].h == h)
+			mod.made[i].destroyed = 1;
+	return stub_rv();
 }
 
 static CK_RV
@@ -465,6 +566,13 @@ attr_value(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, void *p, size_t len)
 		/* A private and a public key share label and ID: a key pair. */
 		fs_fill(p, len, (uint32_t)(h / 2));
 		break;
+	case CKA_TOKEN:
+		/* The pool's objects are token objects; a made one as the module made it. */
+		*(CK_BBOOL *)p = CK_TRUE;
+		for (size_t i = 0; i < mod.nmade && len == 1; i++)
+			if (mod.made[i].h == h)
+				*(CK_BBOOL *)p = mod.made[i].token ? CK_TRUE : CK_FALSE;
+		break;
 	default:
 		if (len == 1)
 			*(CK_BBOOL *)p = CK_TRUE;
@@ -506,6 +614,12 @@ stub_GetAttributeValue(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR
 			t[i].ulValueLen = len;
 		}
 	}
+	/* The helper's question about a new object: is it a token object? */
+	for (i = 0; n == 1 && t[0].type == CKA_TOKEN && i < mod.nmade; i++)
+		if (mod.made[i].h == h && mod.made[i].said < 0)
+			mod.made[i].said =
+			        !(ret == CKR_OK && t[0].pValue != NULL && t[0].ulValueLen == 1 &&
+			          *(CK_BBOOL *)t[0].pValue == CK_FALSE);
 	return ret;
 }
 
@@ -601,6 +715,10 @@ static CK_FUNCTION_LIST stub = {
         .C_DigestInit = stub_digest_init,
         .C_Digest = stub_run,
         .C_GenerateRandom = stub_GenerateRandom,
+        .C_CreateObject = stub_CreateObject,
+        .C_GenerateKey = stub_GenerateKey,
+        .C_GenerateKeyPair = stub_GenerateKeyPair,
+        .C_DestroyObject = stub_DestroyObject,
 };
 
 /* --- requests, and what their answers must be --- */
@@ -639,6 +757,44 @@ put_op_request(struct p11mux_msg *m, struct request *rq)
 	fs_fill(sig, sizeof(sig), 2);
 	p11mux_msg_put_bytes(m, data, u8() % (sizeof(data) + 1));
 	p11mux_msg_put_bytes(m, sig, rq->op_call == P11MUX_CALL_VERIFY ? u8() % sizeof(sig) : 0);
+}
+
+/* A template for CREATE, GENERATE or a key pair's half: what the daemon lets through, mostly
+ * with CKA_TOKEN false (the helper passes it on; the module may ignore it). */
+static void
+put_template(struct p11mux_msg *m)
+{
+	static CK_OBJECT_CLASS data = CKO_DATA;
+	static CK_ULONG len32 = 32, bits = 2048;
+	static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	const CK_ATTRIBUTE all[7] = {
+	        {CKA_TOKEN, &no, 1},     {CKA_CLASS, &data, sizeof(data)},
+	        {CKA_LABEL, "obj", 3},   {CKA_VALUE_LEN, &len32, sizeof(len32)},
+	        {CKA_SIGN, &yes, 1},     {CKA_MODULUS_BITS, &bits, sizeof(bits)},
+	        {CKA_VALUE, "value", 5},
+	};
+	uint8_t g = u8();
+
+	p11mux_msg_put_attrs(m, all + (g >= 0xf0 ? 1 : 0), NULL, g >= 0xf0 ? g % 7 : 3 + g % 5);
+}
+
+/* A key generation mechanism, or another. */
+static void
+put_gen_mech(struct p11mux_msg *m, int pair)
+{
+	static const CK_MECHANISM gens[4] = {{CKM_AES_KEY_GEN, NULL, 0},
+	                                     {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0},
+	                                     {CKM_EC_KEY_PAIR_GEN, NULL, 0},
+	                                     {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0}};
+	struct mech mc;
+	uint8_t g = u8();
+
+	if (g >= 0xf0) {
+		pick_mech(&mc);
+		p11mux_msg_put_mech(m, &mc.m);
+	} else {
+		p11mux_msg_put_mech(m, &gens[(g + (pair ? 1 : 0)) % 4]);
+	}
 }
 
 /* Builds a well-formed request for call into b. */
@@ -684,11 +840,54 @@ build_request(struct p11mux_buf *b, struct request *rq)
 		rq->refused = rq->random_len > 65536;
 		p11mux_msg_put_ulong(&m, rq->random_len);
 		break;
+	case HELPER_CREATE:
+		put_template(&m);
+		break;
+	case HELPER_GENERATE:
+	case HELPER_GENERATE_PAIR:
+		put_gen_mech(&m, rq->call == HELPER_GENERATE_PAIR);
+		put_template(&m);
+		if (rq->call == HELPER_GENERATE_PAIR)
+			put_template(&m);
+		break;
+	case HELPER_DESTROY: /* an object made before (by class), or a token object */
+		g = u8();
+		p11mux_msg_put_ulong(&m, g < 0xf0 && mod.last_made[g % 4] != 0
+		                                 ? mod.last_made[g % 4]
+		                                 : 0x10 + g % 8);
+		break;
 	default: /* FIND: no fields */
 		break;
 	}
 	CHECK(p11mux_msg_end(&m) == 0);
 	p11mux_msg_clear(&m);
+}
+
+/* What CREATE, GENERATE or GENERATE_PAIR left: the objects the module made are in a CKR_OK
+ * answer (handle, as the module said; CKA_TOKEN false, asked), or all destroyed; one the module
+ * says is a token object (or will not say) is destroyed and the answer is
+ * CKR_TOKEN_WRITE_PROTECTED. Nothing is left on the device behind a failure. */
+static void
+check_made(const struct request *rq, CK_RV rv, const struct sc_fields *f)
+{
+	size_t i, n = rq->call == HELPER_GENERATE_PAIR ? 2 : 1;
+
+	if (mod.own_rv)
+		return;
+	if (rv == CKR_OK) {
+		CHECK(mod.nmade == n && f->n == 4 * n);
+		for (i = 0; i < n; i++) {
+			CHECK(f->f[4 * i].ul == mod.made[i].h);
+			CHECK(mod.made[i].said == 0 && !mod.made[i].token);
+			CHECK(!mod.made[i].destroyed);
+		}
+		return;
+	}
+	for (i = 0; i < mod.nmade; i++) {
+		CHECK(mod.made[i].destroyed);
+		if (mod.made[i].said == 1 && (i == 0 || mod.made[0].said == 0))
+			CHECK(rv == CKR_TOKEN_WRITE_PROTECTED);
+	}
 }
 
 /* The answer in out to a request of call: it must decode, and say what the module said. */
@@ -725,6 +924,9 @@ check_answer(struct p11mux_buf *out, const struct request *rq)
 			break;
 		}
 	}
+	if (!rq->mutated && (rq->call == HELPER_CREATE || rq->call == HELPER_GENERATE ||
+	                     rq->call == HELPER_GENERATE_PAIR))
+		check_made(rq, rv, &f);
 	p11mux_msg_clear(&m);
 }
 
@@ -789,12 +991,21 @@ struct helper_run {
 static void
 helper_step(struct helper_run *hr)
 {
-	static const uint32_t calls[] = {HELPER_TOKENS, HELPER_INIT, HELPER_LOGIN, HELPER_FIND,
-	                                 HELPER_READ,   HELPER_OP,   HELPER_RANDOM};
-	uint8_t which = fs_take(FS_STEP) % 10, c = fs_take(S_CHAN);
-	struct request rq = {calls[which < 7 ? which : u8() % 7], 0, 0, 0, 0};
-	int op = rq.call == HELPER_OP || rq.call == HELPER_RANDOM, wrong = which == 9, r,
-	    well = which < 7 || wrong, early;
+	static const uint32_t calls[] = {HELPER_TOKENS,        HELPER_INIT,   HELPER_LOGIN,
+	                                 HELPER_FIND,          HELPER_READ,   HELPER_OP,
+	                                 HELPER_RANDOM,        HELPER_CREATE, HELPER_GENERATE,
+	                                 HELPER_GENERATE_PAIR, HELPER_DESTROY};
+	uint8_t which = fs_take(FS_STEP) % 14, c = fs_take(S_CHAN);
+	/* Steps 0 to 6 and 10 to 13 are the calls, 7 and 8 a mutated one, 9 one on the wrong
+	 * channel. */
+	struct request rq = {calls[which < 7     ? which
+	                           : which >= 10 ? which - 3
+	                                         : u8() % 11],
+	                     0, 0, 0, 0};
+	int op = rq.call == HELPER_OP || rq.call == HELPER_RANDOM || rq.call == HELPER_CREATE ||
+	         rq.call == HELPER_GENERATE || rq.call == HELPER_GENERATE_PAIR ||
+	         rq.call == HELPER_DESTROY,
+	    wrong = which == 9, r, well = which < 7 || which >= 9, early;
 	struct hchan *ch = (op != wrong) ? &hr->op[c % 2] : &hr->ctl;
 
 	if (ch->stopped)
@@ -809,6 +1020,7 @@ helper_step(struct helper_run *hr)
 	early = !hr->loaded && rq.call != HELPER_TOKENS && rq.call != HELPER_INIT;
 	mod.own_rv = 0;
 	mod.written = (size_t)-1;
+	mod.nmade = 0;
 	TRACE("fuzz_hproto: helper step %u: %s on %s\n", which,
 	      rq.call != 0 ? helper_calls[rq.call].name : "?",
 	      ch->op ? "an operation channel" : "the control channel");
@@ -858,6 +1070,8 @@ struct reply {
 	int broken; /* cannot be read as a reply to the call */
 	size_t n;   /* slots, mechanisms, handles, attributes, output bytes */
 	CK_SLOT_ID id;
+	CK_OBJECT_HANDLE made[2]; /* CREATE, GENERATE, GENERATE_PAIR: the objects' handles */
+	size_t nattrs[2];         /* ... and their attributes */
 };
 
 static const CK_RV daemon_rvs[] = {
@@ -997,6 +1211,20 @@ build_reply(struct p11mux_buf *b, uint32_t call, struct reply *rp, size_t index)
 			break;
 		case HELPER_READ:
 			put_object_reply(&m, rp, index);
+			break;
+		case HELPER_CREATE:
+		case HELPER_GENERATE:
+		case HELPER_GENERATE_PAIR:
+			/* As READ's answer, after the handle (a pair: public, then private). */
+			for (i = 0; i < (call == HELPER_GENERATE_PAIR ? 2u : 1u); i++) {
+				rp->made[i] = 0x100 + 4 * index +
+				              (call == HELPER_CREATE     ? 3
+				               : call == HELPER_GENERATE ? 2
+				                                         : 1 - i);
+				p11mux_msg_put_ulong(&m, rp->made[i]);
+				put_object_reply(&m, rp, (size_t)rp->made[i]);
+				rp->nattrs[i] = rp->n;
+			}
 			break;
 		case HELPER_OP:
 		case HELPER_RANDOM:
@@ -1269,6 +1497,29 @@ daemon_objects(struct daemon_run *dr)
 	end_channel(dr);
 }
 
+/* A member out of service is brought back, as a probe would with a fresh helper. */
+static void
+member_back(struct member *m)
+{
+	if (m->state != MEMBER_UP) {
+		m->state = MEMBER_UP;
+		m->lost = 0;
+		m->generation++;
+		m->serving = m->next_ticket;
+	}
+}
+
+/* What finish_locked() makes of a helper's rv for job j. */
+static CK_RV
+job_rv(const struct job *j, CK_RV rv)
+{
+	rv = as_daemon(rv);
+	if (member_device_failure(rv) &&
+	    !(rv == CKR_USER_NOT_LOGGED_IN && (j->pin_gen != 0 || j->call > P11MUX_CALL_RANDOM)))
+		return P11MUX_RV_RETRY;
+	return rv;
+}
+
 /* An operation or random bytes, on the member's operation channel. A member its last reply
  * took down is brought back, as a probe would with a fresh helper. */
 static void
@@ -1283,12 +1534,7 @@ daemon_op(struct daemon_run *dr, int random)
 
 	pick_mech(&mc);
 	fs_fill(data, sizeof(data), 4);
-	if (m->state != MEMBER_UP) {
-		m->state = MEMBER_UP;
-		m->lost = 0;
-		m->generation++;
-		m->serving = m->next_ticket;
-	}
+	member_back(m);
 	dr->key_backend[0] = 0x10 + u8() % 8;
 	if (random)
 		j = job_new(call, NULL, NULL, NULL, 32, NULL, 0);
@@ -1312,6 +1558,75 @@ daemon_op(struct daemon_run *dr, int random)
 	if (rp.exact && rp.rv != CKR_OK)
 		CHECK(j->rv == (member_device_failure(as_daemon(rp.rv)) ? P11MUX_RV_RETRY
 		                                                        : as_daemon(rp.rv)));
+	job_free(j);
+	end_channel(dr);
+}
+
+/* A session object made (CREATE, GENERATE, GENERATE_PAIR), read by get_make() through
+ * take_object(); or destroyed (DESTROY, pinned to the member's helper generation: an older one
+ * is never asked). */
+static void
+daemon_make(struct daemon_run *dr, int destroy)
+{
+	static const uint32_t calls[3] = {P11MUX_CALL_CREATE, P11MUX_CALL_GENERATE,
+	                                  P11MUX_CALL_GENERATE_PAIR};
+	static const uint32_t hcalls[3] = {HELPER_CREATE, HELPER_GENERATE, HELPER_GENERATE_PAIR};
+	static CK_BBOOL no = CK_FALSE;
+	static CK_ULONG len32 = 32;
+	CK_ATTRIBUTE a[2] = {{CKA_TOKEN, &no, 1}, {CKA_VALUE_LEN, &len32, sizeof(len32)}};
+	struct p11mux_attrs t1 = {a, NULL, 2}, t2 = {a, NULL, 1};
+	CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+	struct member *m = &dr->m;
+	uint8_t b = fs_take(S_CALL);
+	size_t k = b % 3, i, n = k == 2 ? 2 : 1;
+	int stale = 0;
+	struct reply rp;
+	struct job *j;
+
+	member_back(m);
+	if (destroy) {
+		dr->key_backend[0] = 0x100 + u8() % 8;
+		CHECK((j = job_new(P11MUX_CALL_DESTROY, NULL, &dr->key, NULL, 0, NULL, 0)) != NULL);
+		stale = b >= 0xf0;
+		/* (Stale: of a helper that is not the member's now; 0 would mean none.) */
+		j->pin_gen = m->generation + (stale ? 1 : 0);
+	} else {
+		if (k == 2)
+			gen.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		CHECK((j = job_new(calls[k], k == 0 ? NULL : &gen, NULL, NULL, 0, NULL, 0)) !=
+		      NULL);
+		j->tmpl = &t1;
+		j->tmpl2 = &t2;
+	}
+	new_channel(dr, &m->link.op[0]);
+	send_reply(dr->fake, destroy ? HELPER_DESTROY : hcalls[k], &rp, 0, dr->reply);
+	replies_done(dr);
+	member_run(m, j);
+	TRACE("fuzz_hproto:   daemon: %s -> %s, member %s\n", p11mux_calls[j->call].name,
+	      p11mux_rv_name(j->rv), member_state_name(m->state));
+	if (stale) {
+		/* Its objects went with the helper: nothing is sent. */
+		CHECK(j->rv == P11MUX_RV_RETRY);
+	} else {
+		if (rp.broken)
+			CHECK(j->rv == P11MUX_RV_RETRY && m->state != MEMBER_UP);
+		CHECK(j->rv != CKR_OK || !rp.broken);
+		if (rp.exact && rp.rv != CKR_OK)
+			CHECK(j->rv == job_rv(j, rp.rv));
+		if (rp.exact && rp.rv == CKR_OK)
+			CHECK(j->rv == CKR_OK);
+	}
+	/* What the member made, as the helper said it (get_make, take_object); nothing after a
+	 * failure. */
+	for (i = 0; !destroy && i < 2; i++) {
+		if (j->rv != CKR_OK || i >= n) {
+			CHECK(j->rv == CKR_OK || j->made[i] == NULL || !rp.exact);
+			continue;
+		}
+		CHECK(j->made[i] != NULL);
+		if (rp.exact)
+			CHECK(j->made[i]->h == rp.made[i] && j->made[i]->n == rp.nattrs[i]);
+	}
 	job_free(j);
 	end_channel(dr);
 }
@@ -1355,7 +1670,7 @@ daemon_side(void)
 
 	daemon_setup(&dr);
 	for (steps = 0; steps < MAX_STEPS && fs_more(); steps++) {
-		uint8_t which = fs_take(FS_STEP) % 7;
+		uint8_t which = fs_take(FS_STEP) % 9;
 
 		TRACE("fuzz_hproto: daemon step %u\n", which);
 		switch (which) {
@@ -1373,6 +1688,10 @@ daemon_side(void)
 			break;
 		case 4:
 			daemon_op(&dr, 1);
+			break;
+		case 7:
+		case 8:
+			daemon_make(&dr, which == 8);
 			break;
 		default:
 			daemon_op(&dr, 0);
@@ -1406,7 +1725,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 /* --- the seeds --- */
 
 /* Helper side: the step is the request (TOKENS 0, INIT 1, LOGIN 2, FIND 3, READ 4, OP 5,
- * RANDOM 6, mutated 7 and 8, wrong channel 9). */
+ * RANDOM 6, mutated 7 and 8, wrong channel 9, CREATE 10, GENERATE 11, GENERATE_PAIR 12,
+ * DESTROY 13). Daemon side: TOKENS 0, INIT 1, LOGIN 2, FIND/READ 3, RANDOM 4, OP 5 and 6,
+ * CREATE, GENERATE or GENERATE_PAIR 7 (S_CALL 0, 1, 2), DESTROY 8. */
 #define HELPER_SIDE                                                                                \
 	{                                                                                          \
 		S_SIDE, 0                                                                          \
@@ -1436,6 +1757,14 @@ static const struct fs_seed seeds[] = {
         FS_SEED("h-mutated", HREADY, STEP(7), STEP(8)),
         FS_SEED("h-wrong-channel", HREADY, STEP(9)),
         FS_SEED("h-before-load", HELPER_SIDE, STEP(2), STEP(3)),
+        FS_SEED("h-create", HREADY, STEP(10)),
+        FS_SEED("h-generate", HREADY, STEP(11), {FS_ANY, 0}),
+        FS_SEED("h-generate-pair", HREADY, STEP(12), {S_CHAN, 1}),
+        FS_SEED("h-destroy", HREADY, STEP(10), STEP(13), STEP(13), {FS_ANY, 0xf3}),
+        FS_SEED("h-create-token", HREADY, STEP(10), {S_TOKEN, 0xf0}),
+        FS_SEED("h-pair-token", HREADY, STEP(12), {S_TOKEN, 0xf0}),
+        FS_SEED("h-create-no-session", HREADY, STEP(10), {S_MOD, 240}, STEP(10)),
+        FS_SEED("h-create-before-load", HELPER_SIDE, STEP(10)),
         FS_SEED("d-tokens", DAEMON_SIDE, STEP(0)),
         FS_SEED("d-init", DAEMON_SIDE, STEP(1)),
         FS_SEED("d-login", DAEMON_SIDE, STEP(1), STEP(2)),
@@ -1453,6 +1782,15 @@ static const struct fs_seed seeds[] = {
         FS_SEED("d-sign-device-removed", DAEMON_SIDE, STEP(5), {S_RV, 208 + 1}, STEP(5)),
         FS_SEED("d-init-two-tokens", DAEMON_SIDE, STEP(1), {FS_ANY, 0xf1}),
         FS_SEED("d-objects-garbage", DAEMON_SIDE, STEP(3), {S_ACTION, 22}),
+        FS_SEED("d-create", DAEMON_SIDE, STEP(7)),
+        FS_SEED("d-generate", DAEMON_SIDE, STEP(7), {S_CALL, 1}),
+        FS_SEED("d-generate-pair", DAEMON_SIDE, STEP(7), {S_CALL, 2}),
+        FS_SEED("d-generate-pair-cut", DAEMON_SIDE, STEP(7), {S_CALL, 2}, {S_ACTION, 17}),
+        FS_SEED("d-create-trailing", DAEMON_SIDE, STEP(7), {S_ACTION, 18}),
+        FS_SEED("d-create-not-logged-in", DAEMON_SIDE, STEP(7), {S_RV, 208 + 10}),
+        FS_SEED("d-destroy", DAEMON_SIDE, STEP(8)),
+        FS_SEED("d-destroy-stale", DAEMON_SIDE, STEP(8), {S_CALL, 0xf0}),
+        FS_SEED("d-destroy-gone", DAEMON_SIDE, STEP(8), {S_ACTION, 23}, STEP(8)),
 };
 
 int

@@ -14,7 +14,15 @@
  *   - no private object is in a FIND or GET_OBJECT answer, and no private object or private
  *     key reaches a member, unless a LOGIN to its pool succeeded on this connection with no
  *     LOGOUT since; the connection's logged_in and hello agree with the model;
- *   - GET_SLOTS lists every pool.
+ *   - GET_SLOTS lists every pool;
+ *   - session objects: a handle CREATE, GENERATE or GENERATE_PAIR returns is a new session
+ *     object of the connection's application (sobj_get), no pool object's, not CKA_TOKEN
+ *     true, and not private for a connection that is not logged in; a template with a
+ *     CKA_TOKEN that is not false never makes one; a token object is never destroyed; after a
+ *     DESTROY or DROP what it named is gone (sobj_get, and GET_OBJECT answers
+ *     CKR_OBJECT_HANDLE_INVALID) and the application's other objects on members that are up
+ *     are not; a session object's job is pinned to a helper generation; the quota (apps
+ *     counts within stubd's limits, and equal to the objects listed) holds after every frame.
  *
  * Environment: P11MUX_FUZZ_REPORT=1 prints at exit what each call's handler answered (with
  * -runs=0 DIR: the corpus run once); P11MUX_FUZZ_WRITE_SEEDS=DIR and
@@ -53,7 +61,22 @@ static struct {
 	int logged_in[STUBD_NPOOLS];
 } conn;
 
-static struct p11mux_buf *in, *out, *copy, *built;
+static struct p11mux_buf *in, *out, *copy, *built, *probe_in, *probe_out;
+
+/* The session objects the replies of this input made: whose (the application the connection
+ * was bound to), where, in which shim session, private or not, and whether a DESTROY or DROP
+ * ended it. */
+#define MADE_MAX 256
+static struct {
+	CK_OBJECT_HANDLE h;
+	const struct app *app;
+	size_t pool, member;
+	CK_SESSION_HANDLE session;
+	int private, gone;
+} made_objs[MADE_MAX];
+static size_t nmade;
+/* Their handles, for the built requests. */
+static CK_OBJECT_HANDLE made_handles[MADE_MAX];
 
 /* The stub members' answers (into the input), and the last ticket a LOGIN got. */
 static struct {
@@ -125,10 +148,13 @@ may_see(const struct pool *p, const struct pobject *o)
 	return !o->private || conn.logged_in[p->index];
 }
 
+/* (A pool's private key needs a login whatever it says; a session object's, what its
+ * CKA_PRIVATE says: its application made it so, docs/protocol.md.) */
 static int
 may_use(const struct pool *p, const struct pobject *o)
 {
-	return may_see(p, o) && (o->cls != CKO_PRIVATE_KEY || conn.logged_in[p->index]);
+	return may_see(p, o) && (o->cls != CKO_PRIVATE_KEY || (o->handle & P11MUX_SESSION_OBJECT) ||
+	                         conn.logged_in[p->index]);
 }
 
 static void
@@ -158,20 +184,59 @@ out_len(uint8_t a, const struct job *j)
 	return lens[(a >> 4) & 7];
 }
 
-/* What a member makes of a CREATE, GENERATE or GENERATE_PAIR job: objects with the
- * templates' attributes, as get_make() leaves them. */
+/* Whether template t has an attribute of type, and its CK_ULONG value in *v. */
+static int
+tmpl_ulong(const struct p11mux_attrs *t, CK_ATTRIBUTE_TYPE type, CK_ULONG *v)
+{
+	size_t k;
+
+	for (k = 0; k < t->n; k++)
+		if (t->attrs[k].type == type && t->attrs[k].pValue != NULL &&
+		    t->attrs[k].ulValueLen == sizeof(*v)) {
+			memcpy(v, t->attrs[k].pValue, sizeof(*v));
+			return 1;
+		}
+	return 0;
+}
+
+static int
+tmpl_has(const struct p11mux_attrs *t, CK_ATTRIBUTE_TYPE type)
+{
+	size_t k;
+
+	for (k = 0; k < t->n; k++)
+		if (t->attrs[k].type == type)
+			return 1;
+	return 0;
+}
+
+/* What a member makes of a CREATE, GENERATE or GENERATE_PAIR job, as get_make() leaves it:
+ * the templates' attributes, and what a device adds (a = the answer, RPC_MADE_*): the class and
+ * key type (a generated key's from its mechanism) and CKA_PRIVATE. */
 static void
-made(struct job *j)
+made(struct job *j, uint8_t ans)
 {
 	size_t i, k, n = j->call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+	CK_BBOOL dflt_private = (ans & RPC_MADE_PUBLIC) ? CK_FALSE : CK_TRUE;
 
 	for (i = 0; i < n; i++) {
 		const struct p11mux_attrs *t = i == 0 ? j->tmpl : j->tmpl2;
-		CK_ATTRIBUTE *a = calloc(t->n + 1, sizeof(*a));
-		CK_RV *st = calloc(t->n + 1, sizeof(*st));
+		CK_ATTRIBUTE *a = calloc(t->n + 3, sizeof(*a));
+		CK_RV *st = calloc(t->n + 3, sizeof(*st));
 		CK_OBJECT_CLASS cls = CKO_DATA;
+		CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+		size_t na = t->n;
 
 		CHECK(a != NULL && st != NULL);
+		if (j->call == P11MUX_CALL_GENERATE) {
+			cls = CKO_SECRET_KEY;
+			kt = j->mech.mechanism == CKM_AES_KEY_GEN ? CKK_AES : CKK_GENERIC_SECRET;
+		} else if (j->call == P11MUX_CALL_GENERATE_PAIR) {
+			cls = i == 0 ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+			kt = j->mech.mechanism == CKM_EC_KEY_PAIR_GEN ? CKK_EC : CKK_RSA;
+		}
+		tmpl_ulong(t, CKA_CLASS, &cls);
+		tmpl_ulong(t, CKA_KEY_TYPE, &kt);
 		for (k = 0; k < t->n; k++) {
 			a[k].type = t->attrs[k].type;
 			a[k].ulValueLen = t->attrs[k].ulValueLen;
@@ -180,11 +245,28 @@ made(struct job *j)
 				continue;
 			CHECK((a[k].pValue = malloc(a[k].ulValueLen + 1)) != NULL);
 			memcpy(a[k].pValue, t->attrs[k].pValue, a[k].ulValueLen);
-			if (a[k].type == CKA_CLASS && a[k].ulValueLen == sizeof(cls))
-				memcpy(&cls, a[k].pValue, sizeof(cls));
 		}
-		CHECK((j->made[i] = mobject_new(0, 1000 + i, cls, (CK_ULONG)-1, a, st, t->n)) !=
-		      NULL);
+		if (!(ans & RPC_MADE_BARE)) {
+			const struct {
+				CK_ATTRIBUTE_TYPE type;
+				const void *v;
+				size_t len;
+			} add[3] = {{CKA_CLASS, &cls, sizeof(cls)},
+			            {CKA_KEY_TYPE, &kt, sizeof(kt)},
+			            {CKA_PRIVATE, &dflt_private, sizeof(dflt_private)}};
+
+			for (k = 0; k < 3; k++) {
+				if (tmpl_has(t, add[k].type) ||
+				    (add[k].type == CKA_KEY_TYPE && kt == (CK_KEY_TYPE)-1))
+					continue;
+				a[na].type = add[k].type;
+				a[na].ulValueLen = add[k].len;
+				CHECK((a[na].pValue = malloc(add[k].len)) != NULL);
+				memcpy(a[na].pValue, add[k].v, add[k].len);
+				st[na++] = CKR_OK;
+			}
+		}
+		CHECK((j->made[i] = mobject_new(0, 1000 + i, cls, kt, a, st, na)) != NULL);
 	}
 }
 
@@ -229,7 +311,7 @@ answer(struct member *m, struct job *j, uint8_t a)
 	}
 	if (j->rv == CKR_OK && (j->call == P11MUX_CALL_CREATE || j->call == P11MUX_CALL_GENERATE ||
 	                        j->call == P11MUX_CALL_GENERATE_PAIR)) {
-		made(j);
+		made(j, a);
 	} else if (j->rv == CKR_OK) {
 		/* As get_op() leaves it: always a buffer (VERIFY's is empty). */
 		j->outlen = j->call == P11MUX_CALL_VERIFY ? 0 : out_len(a, j);
@@ -250,16 +332,20 @@ __wrap_member_run(struct member *m, struct job *j)
 	struct pool *p = m->pool;
 
 	p11mux_lock(&m->lock);
-	if (m->state != MEMBER_UP) {
+	if (m->state != MEMBER_UP || (j->pin_gen != 0 && j->pin_gen != m->generation)) {
 		j->rv = P11MUX_RV_RETRY;
 		p11mux_unlock(&m->lock);
 		return;
 	}
 	j->gen = m->generation;
 	p11mux_unlock(&m->lock);
-	if (j->key != NULL) {
+	/* A session object lives on one member's helper: whatever uses or ends it is pinned. */
+	CHECK(j->key == NULL || !(j->key->handle & P11MUX_SESSION_OBJECT) || j->pin_gen != 0);
+	CHECK(j->call != P11MUX_CALL_DESTROY || (j->key != NULL && j->pin_gen != 0));
+	if (j->key != NULL && j->call != P11MUX_CALL_DESTROY) {
 		/* The invariant that matters most: a private key is used for a client only
-		 * after its login. */
+		 * after its login. (A DESTROY uses nothing: DROP of the private objects follows
+		 * a logout.) */
 		CHECK(may_use(p, j->key));
 		if (__atomic_load_n(&j->key->backend[m->index], __ATOMIC_ACQUIRE) ==
 		    CK_INVALID_HANDLE) {
@@ -291,6 +377,160 @@ check_object(struct pool *p, CK_OBJECT_HANDLE h, int used)
 	CHECK(used ? may_use(p, o) : may_see(p, o));
 	if (so != NULL)
 		sobj_put(&sd.d.apps, so);
+	/* A handle a DESTROY or DROP ended never comes back. */
+	for (size_t i = 0; so != NULL && i < nmade; i++)
+		CHECK(made_objs[i].h != h || !made_objs[i].gone);
+}
+
+/* A CK_BBOOL attribute in a list: 1 or 0, or -1 when absent or not a CK_BBOOL. */
+static int
+attr_bool(const CK_ATTRIBUTE *a, const CK_RV *st, size_t n, CK_ATTRIBUTE_TYPE type)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (a[i].type == type && (st == NULL || st[i] == CKR_OK) && a[i].pValue != NULL &&
+		    a[i].ulValueLen == sizeof(CK_BBOOL))
+			return *(CK_BBOOL *)a[i].pValue != CK_FALSE;
+	return -1;
+}
+
+/* Whether a request's template asks for a CKA_TOKEN that is not false (of any length). */
+static int
+asks_token(const CK_ATTRIBUTE *a, size_t n)
+{
+	size_t i, k;
+
+	for (i = 0; i < n; i++)
+		for (k = 0; a[i].type == CKA_TOKEN && a[i].pValue != NULL && k < a[i].ulValueLen;
+		     k++)
+			if (((const uint8_t *)a[i].pValue)[k] != 0)
+				return 1;
+	return 0;
+}
+
+/* The object h of pool p that a DESTROY or DROP ended: gone for the connection's application
+ * (sobj_get), and GET_OBJECT says so too. */
+static void
+check_gone(struct pool *p, CK_OBJECT_HANDLE h)
+{
+	struct p11mux_msg m = {0};
+	CK_RV rv = 0;
+
+	CHECK(sobj_get(&sd.d.apps, &conn.c, p, h) == NULL);
+	p11mux_buf_reset(probe_in);
+	p11mux_msg_begin_request(&m, probe_in, P11MUX_CALL_GET_OBJECT);
+	p11mux_msg_put_ulong(&m, p->slot.id);
+	p11mux_msg_put_ulong(&m, h);
+	CHECK(p11mux_msg_end(&m) == 0);
+	p11mux_msg_clear(&m);
+	CHECK(rpc_handle(&sd.d, &conn.c, probe_in, probe_out) == 0);
+	CHECK(p11mux_msg_read_reply(&m, probe_out, P11MUX_CALL_GET_OBJECT, &rv) == 0);
+	CHECK(rv == CKR_OBJECT_HANDLE_INVALID);
+	p11mux_msg_clear(&m);
+}
+
+/* What CREATE, GENERATE or GENERATE_PAIR made (checked: a session object of this connection's
+ * application, never a token object's handle, never private for a connection not logged in,
+ * never with CKA_TOKEN true), into the model. */
+static void
+check_made(struct pool *p, const struct sc_fields *req, const struct sc_fields *f)
+{
+	size_t i, k;
+
+	for (i = 0; i + 1 < f->n; i += 2) {
+		CK_OBJECT_HANDLE h = f->f[i].ul;
+		struct sobj *so;
+
+		CHECK(h & P11MUX_SESSION_OBJECT);
+		CHECK(pool_object(p, h) == NULL);
+		check_object(p, h, 0);
+		CHECK((so = sobj_get(&sd.d.apps, &conn.c, p, h)) != NULL);
+		CHECK(so->pool == p && so->session == req->f[1].ul);
+		CHECK(attr_bool(f->f[i + 1].attrs, f->f[i + 1].status, f->f[i + 1].nattrs,
+		                CKA_TOKEN) != 1);
+		if (!conn.logged_in[p->index]) {
+			CHECK(!so->po.private);
+			CHECK(attr_bool(f->f[i + 1].attrs, f->f[i + 1].status, f->f[i + 1].nattrs,
+			                CKA_PRIVATE) == 0);
+		}
+		for (k = 0; k < nmade; k++)
+			CHECK(made_objs[k].h != h);
+		if (nmade < MADE_MAX) {
+			made_objs[nmade].h = made_handles[nmade] = h;
+			made_objs[nmade].app = conn.c.app;
+			made_objs[nmade].pool = p->index;
+			made_objs[nmade].member = so->member;
+			made_objs[nmade].session = so->session;
+			made_objs[nmade].private = so->po.private;
+			made_objs[nmade].gone = 0;
+			nmade++;
+		}
+		sobj_put(&sd.d.apps, so);
+	}
+}
+
+/* After a DROP of session s in pool p (0: all; P11MUX_DROP_PRIVATE: the private ones): what
+ * it named is gone, the application's other objects whose member is still up are not. */
+static void
+check_dropped(struct pool *p, CK_SESSION_HANDLE s)
+{
+	size_t i;
+
+	for (i = 0; i < nmade; i++) {
+		struct member *m = &p->members[made_objs[i].member];
+		struct sobj *so;
+		int up;
+
+		if (made_objs[i].gone || made_objs[i].app != conn.c.app ||
+		    made_objs[i].pool != p->index || conn.c.app == NULL)
+			continue;
+		if (s == 0 ||
+		    (s == P11MUX_DROP_PRIVATE ? made_objs[i].private : made_objs[i].session == s)) {
+			made_objs[i].gone = 1;
+			check_gone(p, made_objs[i].h);
+			continue;
+		}
+		p11mux_lock(&m->lock);
+		up = m->state == MEMBER_UP;
+		p11mux_unlock(&m->lock);
+		so = sobj_get(&sd.d.apps, &conn.c, p, made_objs[i].h);
+		CHECK(so != NULL || !up);
+		if (so != NULL)
+			sobj_put(&sd.d.apps, so);
+	}
+}
+
+/* The quota (what stubd_open() set): no application or user holds more, and each
+ * application's counts are those of its objects. */
+static void
+check_quota(void)
+{
+	struct apps *a = &sd.d.apps;
+	const struct app *app, *other;
+	const struct sobj *o;
+
+	p11mux_lock(&a->lock);
+	for (app = a->list; app != NULL; app = app->next) {
+		size_t n = 0, bytes = 0, uid_n = 0, uid_bytes = 0;
+
+		for (o = app->objs; o != NULL; o = o->next) {
+			CHECK(!o->dead && (o->po.handle & P11MUX_SESSION_OBJECT));
+			n++;
+			bytes += o->bytes;
+		}
+		CHECK(n == app->nobjs && bytes == app->bytes);
+		CHECK(app->nobjs <= sd.cfg.limits.session_objects);
+		CHECK(app->bytes <= sd.cfg.limits.session_object_bytes);
+		for (other = a->list; other != NULL; other = other->next)
+			if (other->uid == app->uid) {
+				uid_n += other->nobjs;
+				uid_bytes += other->bytes;
+			}
+		CHECK(uid_n <= sd.cfg.limits.session_objects_per_uid);
+		CHECK(uid_bytes <= sd.cfg.limits.session_object_bytes_per_uid);
+	}
+	p11mux_unlock(&a->lock);
 }
 
 /* What the reply says, checked against the model, which it then updates. */
@@ -333,14 +573,46 @@ check_reply(uint32_t call, const struct sc_fields *req)
 		check_object(p, req->f[1].ul, 0);
 	if (rv == CKR_OK && call >= P11MUX_CALL_SIGN && call <= P11MUX_CALL_DECRYPT)
 		check_object(p, req->f[2].ul, 1);
-	if (rv == CKR_OK && (call == P11MUX_CALL_CREATE || call == P11MUX_CALL_GENERATE ||
-	                     call == P11MUX_CALL_GENERATE_PAIR))
-		for (i = 0; i < f.n; i += 2)
-			check_object(p, f.f[i].ul, 0);
+	if (call == P11MUX_CALL_CREATE || call == P11MUX_CALL_GENERATE ||
+	    call == P11MUX_CALL_GENERATE_PAIR) {
+		const struct sc_field *t1 = &req->f[call == P11MUX_CALL_CREATE ? 2 : 3];
+
+		/* Token objects are the operator's: never made for a client. */
+		if (asks_token(t1->attrs, t1->nattrs) ||
+		    (call == P11MUX_CALL_GENERATE_PAIR &&
+		     asks_token(req->f[4].attrs, req->f[4].nattrs)))
+			CHECK(rv != CKR_OK);
+		if (rv == CKR_OK)
+			check_made(p, req, &f);
+	}
+	if (call == P11MUX_CALL_DESTROY && p != NULL) {
+		CK_OBJECT_HANDLE h = req->f[1].ul;
+
+		/* A token object is never destroyed; a session object once. */
+		CHECK(rv != CKR_OK || (h & P11MUX_SESSION_OBJECT));
+		for (i = 0; i < nmade; i++)
+			if (made_objs[i].h == h && made_objs[i].gone)
+				CHECK(rv == CKR_OBJECT_HANDLE_INVALID);
+		if (rv == CKR_OK)
+			for (i = 0; i < nmade; i++)
+				if (made_objs[i].h == h) {
+					CHECK(made_objs[i].app == conn.c.app &&
+					      made_objs[i].pool == p->index);
+					made_objs[i].gone = 1;
+				}
+	}
+	if (call == P11MUX_CALL_DROP && p != NULL)
+		CHECK(rv == CKR_OK);
 	CHECK(conn.c.hello == conn.hello);
 	for (i = 0; i < STUBD_NPOOLS; i++)
 		CHECK(!conn.c.logged_in[i] == !conn.logged_in[i]);
 	p11mux_msg_clear(&m);
+	/* (After the reply is read: these run requests of their own.) */
+	if (call == P11MUX_CALL_DESTROY && rv == CKR_OK)
+		check_gone(p, req->f[1].ul);
+	if (call == P11MUX_CALL_DROP && p != NULL)
+		check_dropped(p, req->f[1].ul);
+	check_quota();
 }
 
 static void
@@ -420,6 +692,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	CHECK((out = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
 	CHECK((copy = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
 	CHECK((built = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
+	CHECK((probe_in = p11mux_buf_new(256)) != NULL);
+	CHECK((probe_out = p11mux_buf_new(P11MUX_FRAME_MAX + 64)) != NULL);
 	if (seeds != NULL || dict != NULL)
 		exit((seeds != NULL && rpc_write_seeds(&sd, seeds) != 0) ||
 		                     (dict != NULL && rpc_write_dict(&sd, dict) != 0)
@@ -434,7 +708,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 static void
 built_request(const uint8_t *p, size_t n)
 {
-	struct rpc_build x = {&sd, ticket, ticketlen};
+	struct rpc_build x = {&sd, ticket, ticketlen, made_handles, nmade};
 
 	if (rpc_build(&x, built, p, n) == 0)
 		request(p11mux_buf_data(built), p11mux_buf_len(built));
@@ -477,6 +751,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	connect_as(RPC_UID);
 	answers.n = answers.off = 0;
 	ticketlen = 0;
+	nmade = 0;
 	while (off <= size) {
 		end = memmem(data + off, size - off, RPC_DELIM, RPC_DELIM_LEN);
 		n = end != NULL ? (size_t)(end - (data + off)) : size - off;

@@ -11,7 +11,9 @@
  *                    1 byte, the pool's index; then the PIN (may be empty). With
  *                    RPC_REC_FLIP in the tag, one bit of the ticket is flipped.
  *   RPC_REC_BUILT    a request built from choice bytes (rpc_build.c): the call, then its
- *                    pool, object, mechanism, PIN, ticket... among the stub daemon's, and data
+ *                    pool, object (a session object a reply returned too), mechanism, PIN,
+ *                    ticket, application id, session, template... among the stub daemon's,
+ *                    and data
  * The record's kind is (tag & ~RPC_REC_FLIP) % RPC_REC_KINDS.
  * An empty record is skipped. A connection the daemon closes is followed by a new one of the
  * same uid.
@@ -34,7 +36,10 @@
 #define RPC_REC_FLIP    0x80
 
 /* A member's answer: the low 4 bits say what, the high 4 bits how long the output of a
- * success is (rpc_out_len; for RANDOM, 15 means one byte more than asked). */
+ * success is (rpc_out_len; for RANDOM, 15 means one byte more than asked). For a success of
+ * CREATE, GENERATE or GENERATE_PAIR the high bits say what the device adds to the template's
+ * attributes: RPC_MADE_PUBLIC, CKA_PRIVATE false where the template does not say it (else
+ * true); RPC_MADE_BARE, nothing (no class, key type or CKA_PRIVATE the template lacks). */
 #define RPC_ANS_OK              0 /* 0..5 */
 #define RPC_ANS_RETRY           6 /* the device failed: the member goes down */
 #define RPC_ANS_RETRY_COST      7 /* the helper died running it */
@@ -46,15 +51,20 @@
 #define RPC_ANS_DATA_LEN_RANGE  13
 #define RPC_ANS_ENC_INVALID     14
 #define RPC_ANS_RAW             15 /* the next 4 answer bytes are the CK_RV, big-endian */
+#define RPC_MADE_PUBLIC         0x10
+#define RPC_MADE_BARE           0x40
 
 /* The first uid of every input. */
 #define RPC_UID 1000
 
-/* What a built request may name: the stub daemon's pools and objects, the last ticket. */
+/* What a built request may name: the stub daemon's pools and objects, the last ticket, and
+ * the session objects' handles the replies of this input returned. */
 struct rpc_build {
 	struct stubd *sd;
 	const uint8_t *ticket;
 	size_t ticketlen;
+	const CK_OBJECT_HANDLE *handles;
+	size_t nhandles;
 };
 
 /* Writes into b the request that the choice bytes p[0..n) describe (rpc_build.c). 0, or -1

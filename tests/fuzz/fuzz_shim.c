@@ -66,6 +66,8 @@ static const struct {
         {CKM_AES_CTR, CKF_ENCRYPT | CKF_DECRYPT},
         {CKM_SHA_1, CKF_DIGEST},
         {CKM_SHA256_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
+        {CKM_AES_KEY_GEN, CKF_GENERATE},
+        {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR},
 };
 #define NMECHS (sizeof(mechs) / sizeof(mechs[0]))
 
@@ -133,11 +135,16 @@ static struct {
 	size_t nslots;
 	CK_OBJECT_HANDLE handles[1024];
 	size_t nhandles;
-	size_t max_object_frame; /* largest frame sent for GET_OBJECT */
+	size_t max_object_frame; /* largest frame sent with objects */
 	uint8_t *out;            /* the last output of an operation, sent with CKR_OK */
 	size_t outlen;
 	uint8_t rnd[RND_MAX]; /* the random bytes sent with CKR_OK since the last reset */
 	size_t nrnd;
+	/* The daemon's instance in the CLIENT replies sent as built: another one than before
+	 * means the shim must forget the session objects it cached. */
+	CK_ULONG instance, sent_instance;
+	int have_instance;
+	unsigned epoch; /* how many times the instance changed */
 } fake = {.listen_fd = -1};
 
 static void
@@ -194,6 +201,7 @@ fake_reset(void)
 	fake.requests = 0;
 	memset(fake.dirty, 0, sizeof(fake.dirty));
 	fake.nslots = fake.nhandles = fake.max_object_frame = fake.nrnd = 0;
+	fake.have_instance = 0;
 	free(fake.out);
 	fake.out = NULL;
 	fake.outlen = 0;
@@ -236,8 +244,8 @@ static void
 put_slots_reply(struct p11mux_msg *m)
 {
 	struct p11mux_slot s[20];
-	CK_MECHANISM_TYPE types[20][9];
-	CK_MECHANISM_INFO infos[20][9];
+	CK_MECHANISM_TYPE types[20][NMECHS];
+	CK_MECHANISM_INFO infos[20][NMECHS];
 	size_t n = (1 + u8()) % 20, i, j, nm, first;
 
 	memset(s, 0, sizeof(s));
@@ -253,7 +261,7 @@ put_slots_reply(struct p11mux_msg *m)
 		if ((b = u8()) != 0)
 			s[i].token.flags ^= (CK_FLAGS)1 << (b % 24);
 		s[i].token.ulMaxPinLen = 255;
-		nm = (8 - u8() % 9);
+		nm = NMECHS - u8() % (NMECHS + 1);
 		first = u8() % NMECHS;
 		for (j = 0; j < nm; j++) {
 			types[i][j] = mechs[(first + j) % NMECHS].type;
@@ -412,20 +420,39 @@ build_reply(uint32_t call, CK_RV rv, const struct sc_fields *req, int record)
 		case P11MUX_CALL_CREATE:
 		case P11MUX_CALL_GENERATE:
 		case P11MUX_CALL_GENERATE_PAIR: {
-			/* Session objects: usually a session object's handle, now and then not. */
-			int k, n = call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1;
+			/* Session objects: usually a session object's handle (of a new number each,
+			 * its class as put_object_reply() reads h % 4: a secret key made or
+			 * generated, a pair's public then private key, another object), now and
+			 * then not. */
+			int k, n = call == P11MUX_CALL_GENERATE_PAIR ? 2 : 1, cls = 3;
+			size_t a;
 
+			for (a = 0;
+			     call == P11MUX_CALL_CREATE && req->n > 2 && a < req->f[2].nattrs; a++)
+				if (req->f[2].attrs[a].type == CKA_KEY_TYPE)
+					cls = 2;
+			if (call == P11MUX_CALL_GENERATE)
+				cls = 2;
 			for (k = 0; k < n; k++) {
 				CK_OBJECT_HANDLE h =
-				        u8() < 0xf0 ? P11MUX_SESSION_OBJECT | u8() : u8();
+				        u8() < 0xf0
+				                ? P11MUX_SESSION_OBJECT |
+				                          (fake.requests & 0xfffff) << 4 |
+				                          (CK_OBJECT_HANDLE)k << 2 |
+				                          (CK_OBJECT_HANDLE)(n == 2 ? 1 - k : cls)
+				                : u8();
 
+				if (record &&
+				    fake.nhandles < sizeof(fake.handles) / sizeof(fake.handles[0]))
+					fake.handles[fake.nhandles++] = h;
 				p11mux_msg_put_ulong(&m, h);
 				put_object_reply(&m, h);
 			}
 			break;
 		}
 		case P11MUX_CALL_CLIENT: /* the daemon's instance: now and then another one */
-			p11mux_msg_put_ulong(&m, u8() < 0xf0 ? 7 : u8());
+			fake.sent_instance = u8() < 0xf0 ? 7 : u8();
+			p11mux_msg_put_ulong(&m, fake.sent_instance);
 			break;
 		default: /* LOGOUT, VERIFY, DESTROY, DROP: no fields */
 			break;
@@ -479,10 +506,19 @@ answer(size_t i, uint32_t call, const struct sc_fields *req)
 	build_reply(as, rv, req, as == call);
 	p = p11mux_buf_data(fake.rep);
 	len = p11mux_buf_len(fake.rep);
-	if (call == P11MUX_CALL_GET_OBJECT && len + 4096 > fake.max_object_frame)
+	/* (Objects come with GET_OBJECT, and with the calls that make session objects.) */
+	if ((call == P11MUX_CALL_GET_OBJECT || call == P11MUX_CALL_CREATE ||
+	     call == P11MUX_CALL_GENERATE || call == P11MUX_CALL_GENERATE_PAIR) &&
+	    len + 4096 > fake.max_object_frame)
 		fake.max_object_frame = len + 4096;
 	if (action >= 22)
 		fake.dirty[call] = 1;
+	if (call == P11MUX_CALL_CLIENT && action < 22 && rv == CKR_OK) {
+		if (fake.have_instance && fake.instance != fake.sent_instance)
+			fake.epoch++;
+		fake.instance = fake.sent_instance;
+		fake.have_instance = 1;
+	}
 	CHECK((mut = malloc(len + sizeof(junk))) != NULL);
 	memcpy(mut, p, len);
 	fill(junk, sizeof(junk), action);
@@ -586,6 +622,18 @@ static struct {
 	size_t nsess;
 	CK_OBJECT_HANDLE objs[16];
 	size_t nobjs;
+	/* Session objects C_CreateObject, C_GenerateKey, C_GenerateKeyPair made: the session and
+	 * slot, and whether the shim must have forgotten what it cached of them (destroyed,
+	 * dropped with their session, or the daemon restarted; 2: checked, and no longer
+	 * followed: a real daemon would not give it again, this one might). */
+	struct {
+		CK_OBJECT_HANDLE h;
+		CK_SESSION_HANDLE s;
+		CK_SLOT_ID slot;
+		int forgotten;
+		unsigned epoch; /* the daemon's instance it was made in (fake.epoch) */
+	} made[8];
+	size_t nmade;
 } app;
 
 static CK_RV
@@ -595,7 +643,7 @@ app_init(void)
 
 	args.flags = CKF_OS_LOCKING_OK;
 	args.pReserved = fake.params;
-	app.nslots = app.nsess = app.nobjs = 0;
+	app.nslots = app.nsess = app.nobjs = app.nmade = 0;
 	return app.f->C_Initialize(&args);
 }
 
@@ -637,6 +685,8 @@ pick_object(void)
 
 	if (app.nobjs > 0 && b < 0xc0)
 		return app.objs[b % app.nobjs];
+	if (app.nmade > 0 && b >= 0xe0 && b < 0xf0)
+		return app.made[b % app.nmade].h;
 	return 0x100 + (b & 15);
 }
 
@@ -718,8 +768,15 @@ step_close(void)
 	CK_SESSION_HANDLE h = pick_session();
 	CK_SESSION_INFO info;
 
-	if (app.f->C_CloseSession(h) == CKR_OK)
+	size_t i;
+
+	if (app.f->C_CloseSession(h) == CKR_OK) {
 		CHECK(app.f->C_GetSessionInfo(h, &info) == CKR_SESSION_HANDLE_INVALID);
+		/* Its session objects end with it (DROP). */
+		for (i = 0; i < app.nmade; i++)
+			if (app.made[i].s == h)
+				app.made[i].forgotten += app.made[i].forgotten == 0;
+	}
 }
 
 static int
@@ -794,7 +851,10 @@ step_find(void)
 	CHECK(app.f->C_FindObjects(h, found, 1, &n) == CKR_OPERATION_NOT_INITIALIZED);
 }
 
-/* A size query, the values in buffers of the sizes it gave, and a buffer one byte short. */
+/* A size query, the values in buffers of the sizes it gave, and a buffer one byte short. (The
+ * calls after the first read the object the shim cached: a session object is cached only as it
+ * is made, so one that is not, read again from the daemon at each call, may change between
+ * them, and is checked by its first call only.) */
 static void
 step_attributes(void)
 {
@@ -805,6 +865,7 @@ step_attributes(void)
 	CK_OBJECT_HANDLE o = pick_object();
 	CK_ATTRIBUTE t[4], one;
 	CK_ULONG lens[4], n = 1 + u8() % 4, i;
+	uint64_t before = fake.requests;
 	uint8_t *shorter;
 	CK_RV rv;
 
@@ -816,9 +877,13 @@ step_attributes(void)
 	rv = app.f->C_GetAttributeValue(h, o, t, n);
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_SENSITIVE && rv != CKR_ATTRIBUTE_TYPE_INVALID)
 		return;
+	for (i = 0; i < n; i++)
+		CHECK(t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+		      t[i].ulValueLen <= fake.max_object_frame);
+	if ((o & P11MUX_SESSION_OBJECT) && fake.requests != before)
+		return;
 	for (i = 0; i < n; i++) {
 		lens[i] = t[i].ulValueLen;
-		CHECK(lens[i] == CK_UNAVAILABLE_INFORMATION || lens[i] <= fake.max_object_frame);
 		if (lens[i] != CK_UNAVAILABLE_INFORMATION)
 			CHECK((t[i].pValue = malloc(lens[i] ? lens[i] : 1)) != NULL);
 	}
@@ -1112,6 +1177,158 @@ step_local(void)
 	app.f->C_GenerateKey(h, NULL, NULL, 0, &o);
 }
 
+/* --- session objects --- */
+
+/* The shim answers what it cached of an object without asking the daemon; an object it must
+ * have forgotten (destroyed, its session closed, the daemon restarted) costs a GET_OBJECT, or
+ * fails. Checked once for each, from a session of its slot. */
+static void
+check_forgotten(void)
+{
+	CK_SESSION_INFO info;
+	CK_ULONG size;
+	uint64_t before;
+	size_t i, k;
+	CK_RV rv;
+
+	for (i = 0; i < app.nmade && !fake.dirty[P11MUX_CALL_CLIENT]; i++)
+		if (app.made[i].epoch != fake.epoch)
+			app.made[i].forgotten += app.made[i].forgotten == 0;
+	for (i = 0; i < app.nmade; i++) {
+		if (app.made[i].forgotten != 1)
+			continue;
+		app.made[i].forgotten = 2;
+		for (k = 0; k < app.nsess; k++)
+			if (app.f->C_GetSessionInfo(app.sess[k], &info) == CKR_OK &&
+			    info.slotID == app.made[i].slot)
+				break;
+		if (k == app.nsess)
+			continue;
+		before = fake.requests;
+		rv = app.f->C_GetObjectSize(app.sess[k], app.made[i].h, &size);
+		CHECK(rv != CKR_OK || fake.requests > before);
+	}
+}
+
+static void
+add_made(CK_OBJECT_HANDLE o, CK_SESSION_HANDLE h)
+{
+	CK_SESSION_INFO info;
+
+	CHECK(fake.dirty[P11MUX_CALL_CREATE] || fake.dirty[P11MUX_CALL_GENERATE] ||
+	      fake.dirty[P11MUX_CALL_GENERATE_PAIR] || handle_sent(o));
+	CHECK(o & P11MUX_SESSION_OBJECT);
+	if (app.nmade == sizeof(app.made) / sizeof(app.made[0]))
+		return;
+	CHECK(app.f->C_GetSessionInfo(h, &info) == CKR_OK);
+	app.made[app.nmade].h = o;
+	app.made[app.nmade].s = h;
+	app.made[app.nmade].slot = info.slotID;
+	app.made[app.nmade].forgotten = 0;
+	app.made[app.nmade].epoch = fake.epoch;
+	app.nmade++;
+}
+
+/* C_CreateObject (a data object, an AES key), C_GenerateKey (AES) or C_GenerateKeyPair (RSA)
+ * with the templates an application writes; now and then CKA_TOKEN true (refused by the shim:
+ * no request) or a mechanism that cannot generate. What is made is cached: reading it costs no
+ * round trip. */
+static void
+step_make(void)
+{
+	static CK_OBJECT_CLASS data = CKO_DATA, secret = CKO_SECRET_KEY;
+	static CK_KEY_TYPE aes = CKK_AES;
+	static CK_ULONG len32 = 32, bits = 2048;
+	static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	static uint8_t e65537[3] = {1, 0, 1}, key[32] = {1, 2, 3};
+	CK_ATTRIBUTE create[2][6] = {
+	        {{CKA_TOKEN, &no, 1},
+	         {CKA_CLASS, &data, sizeof(data)},
+	         {CKA_LABEL, "data", 4},
+	         {CKA_APPLICATION, "app", 3},
+	         {CKA_VALUE, "hello", 5},
+	         {CKA_PRIVATE, &no, 1}},
+	        {{CKA_TOKEN, &no, 1},
+	         {CKA_CLASS, &secret, sizeof(secret)},
+	         {CKA_KEY_TYPE, &aes, sizeof(aes)},
+	         {CKA_VALUE, key, sizeof(key)},
+	         {CKA_ENCRYPT, &yes, 1},
+	         {CKA_DECRYPT, &yes, 1}},
+	};
+	CK_ATTRIBUTE gen[5] = {{CKA_TOKEN, &no, 1},
+	                       {CKA_CLASS, &secret, sizeof(secret)},
+	                       {CKA_KEY_TYPE, &aes, sizeof(aes)},
+	                       {CKA_VALUE_LEN, &len32, sizeof(len32)},
+	                       {CKA_ENCRYPT, &yes, 1}};
+	CK_ATTRIBUTE pub[4] = {{CKA_TOKEN, &no, 1},
+	                       {CKA_MODULUS_BITS, &bits, sizeof(bits)},
+	                       {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
+	                       {CKA_VERIFY, &yes, 1}};
+	CK_ATTRIBUTE priv[4] = {{CKA_TOKEN, &no, 1},
+	                        {CKA_PRIVATE, &yes, 1},
+	                        {CKA_SIGN, &yes, 1},
+	                        {CKA_SENSITIVE, &yes, 1}};
+	CK_MECHANISM m_aes = {CKM_AES_KEY_GEN, NULL, 0},
+	             m_rsa = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+	CK_SESSION_HANDLE h = pick_session();
+	uint8_t kind = take(S_KIND) % 4, b = take(S_LEN);
+	CK_OBJECT_HANDLE o[2] = {0, 0};
+	CK_ATTRIBUTE *t = kind == 2 ? gen : kind == 3 ? pub : create[kind];
+	CK_ULONG nt = kind == 2 ? 5 : kind == 3 ? 4 : 6;
+	uint64_t before = fake.requests;
+	CK_ULONG size;
+	size_t i, n = kind == 3 ? 2 : 1;
+	CK_RV rv;
+
+	if (b >= 0xf0) /* a token object: the pool's are the operator's */
+		t[0].pValue = &yes;
+	if (b == 0xef) { /* a mechanism that does not generate */
+		m_aes.mechanism = CKM_RSA_PKCS;
+		m_rsa.mechanism = CKM_AES_CBC;
+	}
+	if (kind <= 1)
+		rv = app.f->C_CreateObject(h, t, nt, &o[0]);
+	else if (kind == 2)
+		rv = app.f->C_GenerateKey(h, &m_aes, t, nt, &o[0]);
+	else
+		rv = app.f->C_GenerateKeyPair(h, &m_rsa, pub, 4, priv, 4, &o[0], &o[1]);
+	TRACE("fuzz_shim:   made: %s, %lx %lx\n", p11mux_rv_name(rv), o[0], o[1]);
+	if (b >= 0xf0 || (b == 0xef && kind >= 2 && !fake.dirty[P11MUX_CALL_GET_SLOTS])) {
+		/* Refused by the shim, without a request. */
+		CHECK(rv != CKR_OK && fake.requests == before);
+		return;
+	}
+	if (rv != CKR_OK)
+		return;
+	for (i = 0; i < n; i++) {
+		add_made(o[i], h);
+		/* In the cache: no round trip. */
+		before = fake.requests;
+		app.f->C_GetObjectSize(h, o[i], &size);
+		CHECK(fake.requests == before);
+		if (app.nobjs < sizeof(app.objs) / sizeof(app.objs[0]))
+			app.objs[app.nobjs++] = o[i];
+	}
+}
+
+/* C_DestroyObject of a session object made (or any): once destroyed, it is forgotten. */
+static void
+step_destroy(void)
+{
+	CK_SESSION_HANDLE h = pick_session();
+	CK_OBJECT_HANDLE o = pick_object();
+	size_t i;
+	CK_RV rv;
+
+	rv = app.f->C_DestroyObject(h, o);
+	if (!(o & P11MUX_SESSION_OBJECT))
+		CHECK(rv != CKR_OK); /* the pool's objects are the operator's */
+	if (rv == CKR_OK || rv == CKR_OBJECT_HANDLE_INVALID)
+		for (i = 0; i < app.nmade; i++)
+			if (app.made[i].h == o)
+				app.made[i].forgotten += app.made[i].forgotten == 0;
+}
+
 static void
 step_restart(void)
 {
@@ -1122,13 +1339,19 @@ step_restart(void)
 static void
 step_close_all(void)
 {
-	app.f->C_CloseAllSessions(pick_slot());
+	CK_SLOT_ID id = pick_slot();
+	size_t i;
+
+	if (app.f->C_CloseAllSessions(id) == CKR_OK)
+		for (i = 0; i < app.nmade; i++)
+			if (app.made[i].slot == id)
+				app.made[i].forgotten += app.made[i].forgotten == 0;
 }
 
 static void
 step(void)
 {
-	uint8_t which = take(S_STEP) % 19;
+	uint8_t which = take(S_STEP) % 21;
 
 	TRACE("fuzz_shim: step %u\n", which);
 	switch (which) {
@@ -1178,10 +1401,17 @@ step(void)
 	case 17:
 		step_close_all();
 		break;
+	case 19:
+		step_make();
+		break;
+	case 20:
+		step_destroy();
+		break;
 	default:
 		step_restart();
 		break;
 	}
+	check_forgotten();
 }
 
 static void
@@ -1226,6 +1456,8 @@ enum {
 	LOCAL = 16,
 	CLOSE_ALL = 17,
 	RESTART = 18,
+	MAKE = 19,
+	DESTROY = 20,
 };
 #define STEP(x)                                                                                    \
 	{                                                                                          \
@@ -1274,6 +1506,30 @@ static const struct fs_seed seeds[] = {
         FS_SEED("login-pin-incorrect", STEP(OPEN), STEP(LOGIN), {S_RV, 208 + 1}),
         FS_SEED("connect-refused", STEP(SLOTS), {S_CONNECT, 0xff}, STEP(SLOTS)),
         FS_SEED("attributes-gone", STEP(OPEN), STEP(FIND), STEP(ATTRS), {S_ACTION, 29}),
+        /* Session objects: made (S_KIND: 0 a data object, 1 an AES key, 2 generated AES,
+         * 3 an RSA pair), used (S_OBJ 0xe0 + the how-manieth made), destroyed, dropped. */
+        FS_SEED("create", STEP(OPEN), STEP(MAKE), STEP(ATTRS), {S_OBJ, 0xe0}),
+        FS_SEED("create-aes-encrypt", STEP(OPEN), STEP(LOGIN), STEP(MAKE), {S_KIND, 1},
+                STEP(CRYPTO), {S_KIND, 1}, {S_OBJ, 0xe0}, {S_MECH, 6}),
+        FS_SEED("generate-decrypt", STEP(OPEN), STEP(LOGIN), STEP(MAKE), {S_KIND, 2}, STEP(CRYPTO),
+                {S_KIND, 2}, {S_OBJ, 0xe0}, {S_MECH, 7}),
+        FS_SEED("generate-pair-sign", STEP(OPEN), STEP(LOGIN), STEP(MAKE), {S_KIND, 3},
+                STEP(CRYPTO), {S_OBJ, 0xe1}, STEP(VERIFY), {S_OBJ, 0xe0}),
+        FS_SEED("generate-pair-find", STEP(OPEN), STEP(LOGIN), STEP(MAKE), {S_KIND, 3}, STEP(FIND),
+                STEP(ATTRS), {S_OBJ, 0xe1}),
+        FS_SEED("destroy", STEP(OPEN), STEP(MAKE), STEP(DESTROY), {S_OBJ, 0xe0}, STEP(DESTROY),
+                {S_OBJ, 0xe0}),
+        FS_SEED("destroy-token-object", STEP(OPEN), STEP(FIND), STEP(DESTROY)),
+        FS_SEED("create-token", STEP(OPEN), STEP(MAKE), {S_LEN, 0xf0}),
+        FS_SEED("generate-cannot", STEP(OPEN), STEP(MAKE), {S_KIND, 2}, {S_LEN, 0xef}),
+        FS_SEED("make-close-session", STEP(OPEN), STEP(OPEN), STEP(MAKE), {S_KIND, 1}, STEP(CLOSE),
+                STEP(ATTRS), {S_OBJ, 0xe0}),
+        FS_SEED("make-close-all", STEP(OPEN), STEP(MAKE), STEP(CLOSE_ALL), STEP(OPEN)),
+        FS_SEED("make-logout", STEP(OPEN), STEP(LOGIN), STEP(MAKE), {S_KIND, 3}, STEP(LOGOUT)),
+        FS_SEED("make-restart", STEP(OPEN), STEP(MAKE), STEP(RESTART), STEP(OPEN), STEP(MAKE)),
+        FS_SEED("make-daemon-gone", STEP(OPEN), STEP(MAKE), STEP(SLOTS), {S_ACTION, 29},
+                STEP(ATTRS), {S_OBJ, 0xe0}),
+        FS_SEED("make-cut", STEP(OPEN), STEP(MAKE), {S_KIND, 3}, {S_ACTION, 23}),
 };
 
 int

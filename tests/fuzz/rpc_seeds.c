@@ -484,6 +484,242 @@ seed_built(struct seed *s)
 	built(s, P11MUX_CALL_GET_OBJECT, "\x00\x06", 2);    /* the private data object */
 }
 
+/* --- session objects (built requests: see rpc_build.c for the choice bytes) --- */
+
+/* B(s, CALL, "choices"): a built request with a string literal's choices. */
+#define B(s, call, lit) built(s, P11MUX_CALL_##call, lit, sizeof(lit) - 1)
+
+/* Logged in: a secret key and a key pair made, used, found, read, destroyed; the quota; DROP of
+ * a session, of all, of the private ones. Made objects' handles are chosen as 0xc0 + the order
+ * the replies returned them in. */
+static void
+seed_objects(struct seed *s)
+{
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x00");
+	B(s, LOGIN, "\x00\x00\x00\x00");
+	B(s, CREATE, "\x00\x00\x01");                /* session 1: AES key (0xc0) */
+	B(s, GENERATE_PAIR, "\x00\x00\x00\x00\x00"); /* session 1: RSA pair (0xc1, 0xc2) */
+	B(s, SIGN,
+	  "\x00\x00\xc2"
+	  "data");
+	B(s, VERIFY,
+	  "\x00\x00\xc1\x04"
+	  "datasig");
+	B(s, ENCRYPT,
+	  "\x00\x07\xc0"
+	  "0123456789abcdef");
+	B(s, DECRYPT,
+	  "\x00\x08\xc0"
+	  "0123456789abcdef");
+	B(s, ENCRYPT,
+	  "\x00\x00\xc1"
+	  "secret");
+	B(s, SIGN,
+	  "\x00\x00\xc0"
+	  "data"); /* a secret key that may not sign */
+	B(s, FIND, "\x00\x00");
+	B(s, FIND, "\x00\x01\x00"); /* by class: the pool's and the session's */
+	B(s, GET_OBJECT, "\x00\xc1");
+	B(s, DESTROY, "\x00\xc1");
+	B(s, GET_OBJECT, "\x00\xc1");
+	B(s, DESTROY, "\x00\xc1");
+	B(s, VERIFY,
+	  "\x00\x00\xc1\x04"
+	  "datasig");
+	B(s, CREATE, "\x00\x01\x00");       /* session 2: a data object (0xc3) */
+	B(s, GENERATE, "\x00\x01\x00\x00"); /* session 2: AES (0xc4): 4 objects */
+	B(s, GENERATE, "\x00\x01\x00\x01"); /* past the quota */
+	B(s, CREATE, "\x04\x01\x00");       /* the other pool: past the quota too */
+	B(s, DROP, "\x00\x00");             /* session 1: 0xc0 and 0xc2 */
+	B(s, GET_OBJECT, "\x00\xc2");
+	B(s, GENERATE_PAIR, "\x00\x02\x01\x01\x01"); /* session 3: EC pair (0xc5, 0xc6) */
+	B(s, SIGN,
+	  "\x00\x05\xc6"
+	  "hash");
+	B(s, DROP, "\x00\x04"); /* the private ones */
+	B(s, DROP, "\x00\x03"); /* all */
+	B(s, FIND, "\x00\x00");
+	B(s, DROP, "\x04\x03");
+}
+
+/* Logged out: private objects refused (said, or the device's default), public ones made and
+ * used, token objects refused; then logged in, and out again. */
+static void
+seed_objects_logged_out(struct seed *s)
+{
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x01");
+	B(s, CREATE, "\x00\x00\x20"); /* CKA_PRIVATE true: refused */
+	B(s, CREATE, "\x00\x00\x10"); /* false: made (0xc0) */
+	answers(s, "\x00", 1);        /* the device makes it private */
+	B(s, CREATE, "\x00\x00\x00"); /* made, found private, destroyed */
+	B(s, CREATE, "\x00\x00\x08"); /* CKA_TOKEN true */
+	B(s, CREATE, "\x00\x00\x18"); /* CKA_TOKEN true, CKA_PRIVATE false */
+	B(s, CREATE, "\x00\x00\x30"); /* false, then true */
+	answers(s, "\x30\x30", 2);
+	B(s, GENERATE_PAIR, "\x00\x00\x00\x10\x10"); /* a public pair (0xc1, 0xc2) */
+	B(s, SIGN,
+	  "\x00\x00\xc2"
+	  "data");
+	B(s, GENERATE, "\x00\x00\x00\x11");
+	B(s, GENERATE, "\x00\x00\x00\x28"); /* CKA_TOKEN true on a key */
+	B(s, LOGIN, "\x00\x00\x00\x00");
+	B(s, CREATE, "\x00\x01\x21"); /* a private AES key (0xc4) */
+	B(s, ENCRYPT,
+	  "\x00\x07\xc4"
+	  "0123456789abcdef");
+	B(s, LOGOUT, "\x00");
+	B(s, ENCRYPT,
+	  "\x00\x07\xc4"
+	  "0123456789abcdef");
+	B(s, GET_OBJECT, "\x00\xc4");
+	B(s, DROP, "\x00\x04");
+	B(s, FIND, "\x00\x00");
+}
+
+/* What a daemon refuses: a CREATE before CLIENT, a second CLIENT, templates a device must not
+ * get, mechanisms that cannot generate, DESTROY of a token object, of a made-up handle. */
+static void
+seed_objects_refused(struct seed *s)
+{
+	B(s, HELLO, "");
+	B(s, CREATE, "\x00\x00\x10");
+	B(s, CLIENT, "\x03\x12\x34\x56\x78\x9a\xbc\xde\xf0");
+	B(s, CLIENT, "\x02");
+	B(s, LOGIN, "\x00\x00\x00\x00");
+	B(s, CREATE, "\x00\x00\x41"); /* an attribute twice */
+	B(s, CREATE, "\x00\x00\x81\x00");
+	B(s, CREATE, "\x00\x00\x81\x01");
+	B(s, CREATE, "\x00\x00\x81\x02");
+	B(s, CREATE, "\x00\x00\x81\x03");
+	B(s, CREATE, "\x00\x00\x81\x04");
+	B(s, CREATE, "\x00\x00\x81\x05");
+	B(s, CREATE, "\x00\x00\x06"); /* an empty template */
+	B(s, GENERATE, "\x00\x00\x03\x00");
+	B(s, GENERATE, "\x00\x00\x04\x00");
+	B(s, GENERATE, "\x00\x00\x05\x00");
+	B(s, GENERATE, "\x00\x00\x01\x00");
+	B(s, GENERATE_PAIR, "\x00\x00\x05\x00\x00");
+	B(s, GENERATE_PAIR, "\x00\x00\x00\x80\x02\x00");
+	B(s, GENERATE_PAIR, "\x00\x00\x00\x00\x08");
+	B(s, DESTROY, "\x00\x00");
+	B(s, DESTROY, "\x00\x02");
+	B(s, DESTROY, "\x00\x06");
+	B(s, DESTROY, "\x00\xc5");
+	B(s, DESTROY, "\x03\xc5");
+	B(s, DROP, "\x03\x00");
+	B(s, GENERATE, "\x07\x00\x00\x00");
+}
+
+/* Members failing under session objects: a make tried on another member, one that cost a
+ * helper (its user struck), a member lost under its objects (DEVICE_REMOVED, then gone). */
+static void
+seed_objects_failures(struct seed *s)
+{
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x00");
+	B(s, LOGIN, "\x00\x00\x00\x00");
+	answers(s, "\x06\x00\x0a", 3);
+	B(s, CREATE, "\x00\x00\x01");       /* the second member makes it (0xc0) */
+	B(s, GENERATE, "\x00\x00\x00\x00"); /* a device error */
+	answers(s, "\x30\x0f\x00\x00\x00\x60\x06", 7);
+	B(s, GENERATE, "\x00\x00\x00\x00"); /* 0xc1 */
+	B(s, ENCRYPT,
+	  "\x00\x07\xc0"
+	  "0123456789abcdef"); /* CKR_KEY_HANDLE_INVALID from the device */
+	B(s, ENCRYPT,
+	  "\x00\x07\xc1"
+	  "0123456789abcdef"); /* its member lost: CKR_DEVICE_REMOVED */
+	B(s, ENCRYPT,
+	  "\x00\x07\xc1"
+	  "0123456789abcdef");
+	B(s, DESTROY, "\x00\xc1");
+	B(s, GET_OBJECT, "\x00\xc0");
+	answers(s, "\x07", 1);
+	B(s, GENERATE_PAIR, "\x00\x00\x00\x00\x00"); /* cost a helper: struck */
+	B(s, CREATE, "\x00\x00\x01");
+	B(s, DROP, "\x00\x03");
+}
+
+/* Applications: objects outlive a connection and are found by the next one of the same
+ * application, not by another application nor another user; the per-user quota. */
+static void
+seed_objects_apps(struct seed *s)
+{
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x00");
+	B(s, CREATE, "\x00\x00\x10");
+	B(s, CREATE, "\x00\x00\x10");
+	B(s, CREATE, "\x00\x00\x12");
+	connect_uid(s, RPC_UID);
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x00");
+	B(s, GET_OBJECT, "\x00\xc0");
+	B(s, DESTROY, "\x00\xc1");
+	connect_uid(s, RPC_UID);
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x01");
+	B(s, GET_OBJECT, "\x00\xc0");
+	B(s, DESTROY, "\x00\xc0");
+	B(s, CREATE, "\x00\x00\x10");
+	B(s, CREATE, "\x00\x00\x10");
+	B(s, CREATE, "\x00\x00\x10");
+	B(s, CREATE, "\x00\x00\x10"); /* the user's sixth */
+	B(s, FIND, "\x00\x00");
+	B(s, DROP, "\x00\x03");
+	connect_uid(s, RPC_UID + 1);
+	B(s, HELLO, "");
+	B(s, CLIENT, "\x00");
+	B(s, GET_OBJECT, "\x00\xc0");
+	B(s, DROP, "\x00\x03");
+	B(s, CREATE, "\x04\x02\x10");
+}
+
+/* The same calls as frames (raw records): what the codec must refuse is for the fuzzer to
+ * make of them. */
+static void
+seed_objects_frames(struct seed *s)
+{
+	static CK_OBJECT_CLASS data = CKO_DATA;
+	static CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE t[3] = {{CKA_CLASS, &data, sizeof(data)},
+	                     {CKA_PRIVATE, &no, sizeof(no)},
+	                     {CKA_VALUE, "value", 5}};
+	CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+	struct p11mux_msg *m;
+
+	hello(s);
+	m = begin(P11MUX_CALL_CLIENT);
+	p11mux_msg_put_ulong(m, 77);
+	frame(s, m);
+	m = begin(P11MUX_CALL_CREATE);
+	p11mux_msg_put_ulong(m, slot(0));
+	p11mux_msg_put_ulong(m, 5);
+	p11mux_msg_put_attrs(m, t, NULL, 3);
+	frame(s, m);
+	m = begin(P11MUX_CALL_GENERATE);
+	p11mux_msg_put_ulong(m, slot(0));
+	p11mux_msg_put_ulong(m, 5);
+	p11mux_msg_put_mech(m, &gen);
+	p11mux_msg_put_attrs(m, t + 1, NULL, 1);
+	frame(s, m);
+	m = begin(P11MUX_CALL_DESTROY);
+	p11mux_msg_put_ulong(m, slot(0));
+	p11mux_msg_put_ulong(m, P11MUX_SESSION_OBJECT | 1);
+	frame(s, m);
+	m = begin(P11MUX_CALL_DROP);
+	p11mux_msg_put_ulong(m, slot(0));
+	p11mux_msg_put_ulong(m, 5);
+	frame(s, m);
+	m = begin(P11MUX_CALL_DROP);
+	p11mux_msg_put_ulong(m, slot(0));
+	p11mux_msg_put_ulong(m, P11MUX_DROP_PRIVATE);
+	frame(s, m);
+}
+
+#undef B
+
 static const struct {
 	const char *name;
 	void (*build)(struct seed *s);
@@ -505,6 +741,12 @@ static const struct {
         {"random", seed_random},
         {"no-slot", seed_no_slot},
         {"built", seed_built},
+        {"objects", seed_objects},
+        {"objects-logged-out", seed_objects_logged_out},
+        {"objects-refused", seed_objects_refused},
+        {"objects-failures", seed_objects_failures},
+        {"objects-apps", seed_objects_apps},
+        {"objects-frames", seed_objects_frames},
 };
 
 static void
@@ -574,11 +816,19 @@ dict_u32(FILE *f, const char *name, uint32_t v)
 int
 rpc_write_dict(struct stubd *s, const char *path)
 {
-	static const CK_ULONG mechs[] = {
-	        CKM_RSA_PKCS,      CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS,
-	        CKM_RSA_PKCS_OAEP, CKM_ECDSA,        CKM_SHA256,
-	        CKM_AES_CBC,       CKM_AES_CTR};
-	static const CK_ULONG attrs[] = {CKA_CLASS, CKA_PRIVATE, CKA_LABEL, CKA_ID, CKA_SIGN};
+	static const CK_ULONG mechs[] = {CKM_RSA_PKCS,
+	                                 CKM_RSA_PKCS_PSS,
+	                                 CKM_SHA256_RSA_PKCS_PSS,
+	                                 CKM_RSA_PKCS_OAEP,
+	                                 CKM_ECDSA,
+	                                 CKM_SHA256,
+	                                 CKM_AES_CBC,
+	                                 CKM_AES_CTR,
+	                                 CKM_AES_KEY_GEN,
+	                                 CKM_RSA_PKCS_KEY_PAIR_GEN,
+	                                 CKM_EC_KEY_PAIR_GEN};
+	static const CK_ULONG attrs[] = {CKA_CLASS, CKA_PRIVATE, CKA_LABEL,     CKA_ID,
+	                                 CKA_SIGN,  CKA_TOKEN,   CKA_VALUE_LEN, CKA_MODULUS_BITS};
 	static const uint8_t tags[] = {RPC_REC_FRAME,
 	                               RPC_REC_ANSWERS,
 	                               RPC_REC_CONNECT,
@@ -619,6 +869,9 @@ rpc_write_dict(struct stubd *s, const char *path)
 		dict_u64(f, name, attrs[i]);
 	}
 	dict_u64(f, "private_key", CKO_PRIVATE_KEY);
+	dict_u64(f, "session_object", P11MUX_SESSION_OBJECT | 1);
+	dict_u64(f, "drop_private", P11MUX_DROP_PRIVATE);
+	dict_entry(f, "true", (const uint8_t *)"\x01", 1);
 	/* Record starts (fuzz_rpc.h): the delimiter and each kind's tag. */
 	for (i = 0; i < sizeof(tags); i++) {
 		uint8_t b[RPC_DELIM_LEN + 1];

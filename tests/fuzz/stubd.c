@@ -23,8 +23,8 @@ const char *const stubd_labels[STUBD_NPOOLS] = {"pool-a", "pool-b"};
 /* Not 0 and 1: the slot must be looked up, not indexed. */
 static const CK_SLOT_ID slot_ids[STUBD_NPOOLS] = {0, 7};
 
-/* The pools' mechanisms: one without any capability, so that a mechanism the pool lists can
- * still be the wrong one. */
+/* The pools' mechanisms: one without any capability, and key generation mechanisms, so that a
+ * mechanism the pool lists can still be the wrong one. */
 static const struct {
 	CK_MECHANISM_TYPE type;
 	CK_FLAGS flags;
@@ -38,7 +38,10 @@ static const struct {
         {CKM_SHA256, CKF_DIGEST},
         {CKM_AES_CBC, CKF_ENCRYPT | CKF_DECRYPT},
         {CKM_AES_CTR, CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_RSA_PKCS_KEY_PAIR_GEN, 0},
+        {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR},
+        {CKM_EC_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR},
+        {CKM_AES_KEY_GEN, CKF_GENERATE},
+        {CKM_DES3_KEY_GEN, 0},
 };
 
 /* An attribute list being built for one member object. */

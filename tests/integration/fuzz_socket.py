@@ -10,6 +10,16 @@ mutated (bit flips, truncation, bytes added, a wrong length prefix, a wrong call
 garbage). Each process logs in once with the right PIN and then uses its ticket; wrong PINs
 are rare (the pool's counter delays each check after one, up to 60 s).
 
+Session objects: most connections say CLIENT with the process's application id after the
+handshake (some another id, or none); CREATE, GENERATE and GENERATE_PAIR carry templates of
+data objects, AES keys and RSA or EC key pairs (CKA_TOKEN true now and then, CKA_PRIVATE
+either way, attributes repeated or of any type), and the handles they return are used
+(operations, GET_OBJECT, DESTROY); DROP names a session, 0 or all ones. Checked (exit 4 when
+broken): a request with CKA_TOKEN true never makes an object, a returned handle is a session
+object's (0x80000000 set) and never a token object's, DESTROY of a token object never
+succeeds, and a handle destroyed with CKR_OK is gone (GET_OBJECT on the same connection:
+CKR_OBJECT_HANDLE_INVALID).
+
 With POISON_HEX (the prefix the simulated members' crash-on fault is armed with) and CTL
 (p11muxctl), the first process also sends a poison input now and then (a SIGN whose data
 starts with the prefix), only while every member is up and at most one every 20 s: each costs
@@ -31,7 +41,11 @@ import time
 
 MAGIC = 0x50313158
 CALLS = {1: "HELLO", 2: "GET_SLOTS", 3: "LOGIN", 4: "LOGOUT", 5: "FIND", 6: "GET_OBJECT",
-         7: "SIGN", 8: "VERIFY", 9: "ENCRYPT", 10: "DECRYPT", 11: "DIGEST", 12: "RANDOM"}
+         7: "SIGN", 8: "VERIFY", 9: "ENCRYPT", 10: "DECRYPT", 11: "DIGEST", 12: "RANDOM",
+         13: "CLIENT", 14: "CREATE", 15: "GENERATE", 16: "GENERATE_PAIR", 17: "DESTROY",
+         18: "DROP"}
+SESSION_OBJECT = 0x80000000
+DROP_PRIVATE = 0xffffffffffffffff
 RV = {0x0: "CKR_OK", 0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED",
       0x7: "CKR_ARGUMENTS_BAD", 0x20: "CKR_DATA_INVALID", 0x21: "CKR_DATA_LEN_RANGE",
       0x30: "CKR_DEVICE_ERROR", 0x32: "CKR_DEVICE_REMOVED", 0x40: "CKR_ENCRYPTED_DATA_INVALID",
@@ -46,7 +60,9 @@ RV = {0x0: "CKR_OK", 0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED",
       0x110: "CKR_WRAPPED_KEY_INVALID", 0x150: "CKR_BUFFER_TOO_SMALL",
       0x190: "CKR_CRYPTOKI_NOT_INITIALIZED", 0x3: "CKR_SLOT_ID_INVALID",
       0x12: "CKR_ATTRIBUTE_TYPE_INVALID", 0x13: "CKR_ATTRIBUTE_VALUE_INVALID",
-      0x1b: "CKR_ACTION_PROHIBITED", 0x2: "CKR_HOST_MEMORY"}
+      0x1b: "CKR_ACTION_PROHIBITED", 0x2: "CKR_HOST_MEMORY", 0x31: "CKR_DEVICE_MEMORY",
+      0xe2: "CKR_TOKEN_WRITE_PROTECTED", 0xd0: "CKR_TEMPLATE_INCOMPLETE",
+      0xb3: "CKR_SESSION_HANDLE_INVALID", 0x11: "CKR_ATTRIBUTE_READ_ONLY"}
 
 # Mechanisms: (type, parameter kind), valid ones and some the pool or SoftHSM does not offer.
 SIGN_MECHS = [(0x1, 0), (0x3, 0), (0x6, 0), (0x40, 0), (0x41, 0), (0x42, 0), (0x46, 0),
@@ -56,6 +72,8 @@ CRYPT_MECHS = [(0x1, 0), (0x3, 0), (0x9, 3), (0x1082, 1), (0x1085, 1), (0x1081, 
                (0x133, 1), (0x1086, 1)]
 DIGEST_MECHS = [(0x210, 0), (0x220, 0), (0x250, 0), (0x255, 0), (0x260, 0), (0x270, 0),
                 (0x1210, 0), (0x200, 0), (0x240, 0)]
+GEN_MECHS = [(0x1080, 0), (0x350, 0), (0x1080, 0), (0x0, 0), (0x1082, 1)]
+PAIR_MECHS = [(0x1040, 0), (0x1040, 0), (0x0, 0), (0x1080, 0), (0x1, 0)]
 HASHES = [0x220, 0x250, 0x255, 0x260, 0x270, 0x210, 0]
 MGFS = [1, 2, 3, 4, 5, 0, 99]
 # Attribute types a template may hold, and whether the value is a CK_ULONG (kind 2).
@@ -90,7 +108,10 @@ class Gen:
         return self.r.choice([0, 1, 2, 99, 0xffffffff, 1 << 63, self.r.getrandbits(64)])
 
     def handle(self, cls=None, kt=None):
-        objs = [o for o in self.st["objects"]
+        pool = self.st["objects"]
+        if self.st["made"] and self.r.random() < 0.3:
+            pool = self.st["made"]
+        objs = [o for o in pool
                 if (cls is None or o[1] == cls) and (kt is None or o[2] == kt)]
         if objs and self.r.random() < 0.9:
             return self.r.choice(objs)[0]
@@ -150,6 +171,68 @@ class Gen:
                                                    self.r.randbytes(self.r.randint(0, 40))]))
         return out
 
+    def attr(self, t, v):
+        """One attribute of a template: CK_ULONG values as kind 2, None as no value."""
+        if v is None:
+            return u64(t) + u64(0) + bytes([0])
+        if isinstance(v, int):
+            return u64(t) + u64(0) + bytes([2]) + u64(v)
+        return u64(t) + u64(0) + bytes([1]) + y(v)
+
+    def make_template(self, kind):
+        """(template, whether it says CKA_TOKEN true): kind "data", "aes", "gen", "rsapub",
+        "ecpub", "priv"; with CKA_TOKEN and CKA_PRIVATE either way, sometimes an attribute repeated,
+        one of any type or of another length."""
+        r, T, F = self.r, b"\x01", b"\x00"
+        base = {
+            "data": [(0x0, 0), (0x3, b"fuzz"), (0x10, b"app"), (0x11, r.randbytes(r.randint(0, 64)))],
+            "aes": [(0x0, 4), (0x100, 0x1f), (0x11, r.randbytes(r.choice([16, 32, 24, 7]))),
+                    (0x104, T), (0x105, T)],
+            "gen": [(0x0, 4), (0x100, 0x1f), (0x161, r.choice([16, 32, 32, 24, 0, 1 << 20])),
+                    (0x104, T), (0x105, T), (0x3, b"gen")],
+            "rsapub": [(0x121, r.choice([1024, 1024, 2048, 0, 3])), (0x122, b"\x01\x00\x01"),
+                       (0x10a, T), (0x104, T)],
+            "ecpub": [(0x180, r.choice([b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07",
+                                        b"\x06\x05\x2b\x81\x04\x00\x22", b"\x06\x01\x00"])),
+                      (0x10a, T)],
+            "priv": [(0x108, T), (0x103, T), (0x162, F), (0x102, b"\x42")],
+        }[kind]
+        attrs = [a for a in base if r.random() < 0.9]
+        x = r.random()
+        if x < 0.1:
+            attrs.append((0x1, T))
+        elif x < 0.7:
+            attrs.append((0x1, F))
+        x = r.random()
+        if x < 0.3:
+            attrs.append((0x2, F))
+        elif x < 0.6:
+            attrs.append((0x2, T))
+        if attrs and r.random() < 0.05:
+            attrs.append(r.choice(attrs))
+        if r.random() < 0.05:
+            attrs.append((r.choice([r.getrandbits(32), 0x40000211, 0x80000001, 0x202]),
+                          r.randbytes(r.randint(0, 16))))
+        if r.random() < 0.03:
+            attrs.append((r.choice([0x1, 0x2, 0x104, 0x108]), r.choice([b"", b"\x01\x01", None])))
+        r.shuffle(attrs)
+        # Asks for a token object: any CKA_TOKEN whose value is not all zero bytes.
+        token = any(t == 0x1 and isinstance(v, bytes) and any(v) for t, v in attrs)
+        return u32(len(attrs)) + b"".join(self.attr(t, v) for t, v in attrs), token
+
+    def session(self):
+        r = self.r.random()
+        if r < 0.8:
+            return self.r.randint(1, 4)
+        return self.r.choice([0, DROP_PRIVATE, self.r.getrandbits(64)])
+
+    def made_handle(self):
+        if self.st["made"] and self.r.random() < 0.8:
+            return self.r.choice(self.st["made"])[0]
+        if self.r.random() < 0.5:
+            return self.handle()
+        return SESSION_OBJECT | self.r.getrandbits(31)
+
     def login(self):
         r = self.r.random()
         ticket = self.st.get("ticket", b"")
@@ -197,6 +280,33 @@ class Gen:
         if call == 12:
             n = r.choice([0, 1, 16, 32, 256, 4096, 65536, 65537, 1 << 20, r.getrandbits(64)])
             return u32(12) + u64(self.slot()) + u64(n)
+        return self.request_objects(call)[0]
+
+    def request_objects(self, call):
+        """A session-object request, and whether it asks for a token object."""
+        r = self.r
+        if call == 13:
+            return u32(13) + u64(r.choice([self.st["app"]] * 3 + [0, r.getrandbits(64)])), False
+        if call == 14:
+            t, token = self.make_template(r.choice(["data", "data", "aes"]))
+            return u32(14) + u64(self.slot()) + u64(self.session()) + t, token
+        if call == 15:
+            t, token = self.make_template("gen")
+            return u32(15) + u64(self.slot()) + u64(self.session()) + self.mech(GEN_MECHS) + t, token
+        if call == 16:
+            # The public template as the mechanism wants it (mostly).
+            mt = r.choice(PAIR_MECHS)
+            pub = {0x0: "rsapub", 0x1040: "ecpub"}.get(mt[0], r.choice(["rsapub", "ecpub"]))
+            if r.random() < 0.05:
+                pub = "ecpub" if pub == "rsapub" else "rsapub"
+            t1, tok1 = self.make_template(pub)
+            t2, tok2 = self.make_template("priv")
+            return u32(16) + u64(self.slot()) + u64(self.session()) + self.mech([mt]) + \
+                t1 + t2, tok1 or tok2
+        if call == 17:
+            return u32(17) + u64(self.slot()) + u64(self.made_handle()), False
+        if call == 18:
+            return u32(18) + u64(self.slot()) + u64(self.session()), False
         raise ValueError(call)
 
 
@@ -299,6 +409,8 @@ class Stats:
     def __init__(self):
         self.sent, self.replies, self.mutations = {}, {}, {}
         self.closed, self.timeouts, self.late, self.abandoned = {}, {}, [], {}
+        self.broken = []  # session-object invariants that did not hold
+        self.replies_by_call = {}
         self.poison = {"sent": 0, "answers": {}}
 
     @staticmethod
@@ -325,6 +437,12 @@ class Client:
     def open(self, login=True):
         c = Conn(self.path, 30)
         self.handshake(c)
+        # As the shim does: CLIENT with the process's application id (sometimes another,
+        # sometimes none: CREATE then fails).
+        if self.r.random() < 0.9:
+            cid = self.st["app"] if self.r.random() < 0.9 else self.r.getrandbits(64)
+            c.send(self.frame(u32(13) + u64(cid)))
+            c.reply(30)
         if login and self.st.get("ticket"):
             for slot in self.st["slots"]:
                 c.send(self.frame(u32(3) + u64(slot) + u64(1) + y(b"") + y(self.st["ticket"])))
@@ -360,14 +478,62 @@ class Client:
         c.close()
 
     def pick_call(self):
-        return self.r.choices(list(range(1, 13)),
-                              weights=[2, 4, 6, 1, 8, 8, 20, 8, 8, 10, 10, 6])[0]
+        return self.r.choices(list(range(1, 19)),
+                              weights=[2, 4, 6, 1, 8, 8, 20, 8, 8, 10, 10, 6,
+                                       2, 5, 3, 2, 4, 3])[0]
+
+    def made(self, call, body):
+        """The handles and classes a CREATE, GENERATE or GENERATE_PAIR reply holds."""
+        out, off = [], 0
+        for _ in range(2 if call == 16 else 1):
+            h = struct.unpack(">Q", body[off:off + 8])[0]
+            off += 8
+            n = struct.unpack(">I", body[off:off + 4])[0]
+            at = parse_attrs(body[off:])
+            o = off + 4
+            for _ in range(n):
+                kind = body[o + 16]
+                o += 17
+                o += 4 + struct.unpack(">I", body[o:o + 4])[0] if kind == 1 else 8 if kind == 2 else 0
+            off = o
+            out.append((h, at.get(0), at.get(0x100), at.get(0x1)))
+        return out
+
+    def check_objects(self, conn, call, payload, token, rv, body):
+        """The session-object invariants of one reply (see the module's docstring)."""
+        s = self.stats
+        name = CALLS[call]
+        if call in (14, 15, 16) and rv == 0:
+            if token:
+                s.broken.append("%s with CKA_TOKEN true answered CKR_OK" % name)
+            tokens = {o[0] for o in self.st["objects"]}
+            for h, cls, kt, tok in self.made(call, body):
+                if not h & SESSION_OBJECT or h in tokens:
+                    s.broken.append("%s returned handle 0x%x, not a session object's" % (name, h))
+                if tok == b"\x01":
+                    s.broken.append("%s made 0x%x with CKA_TOKEN true" % (name, h))
+                self.st["made"].append((h, cls, kt))
+            del self.st["made"][:-64]
+        if call == 17 and rv == 0:
+            slot, h = struct.unpack(">QQ", payload[4:20])
+            if not h & SESSION_OBJECT:
+                s.broken.append("DESTROY of token object 0x%x answered CKR_OK" % h)
+            conn.send(self.frame(u32(6) + u64(slot) + u64(h)))
+            got, rv2, _ = conn.reply(30)
+            if (got, rv2) != (6, 0x82):
+                s.broken.append("GET_OBJECT of destroyed 0x%x: call %d, %s" %
+                                (h, got, RV.get(rv2, "0x%x" % rv2)))
+            self.st["made"] = [o for o in self.st["made"] if o[0] != h]
 
     def one(self, conns, i):
         """Sends one request on connection i, reads its reply; reopens a closed connection."""
         r, s = self.r, self.stats
         call = self.pick_call()
-        payload = self.gen.request(call)
+        token = False
+        if call >= 13:
+            payload, token = self.gen.request_objects(call)
+        else:
+            payload = self.gen.request(call)
         mutated = r.random() < 0.2
         name = CALLS[call]
         if mutated:
@@ -387,10 +553,13 @@ class Client:
                 conns[i].close()
                 conns[i] = self.open(login=r.random() < 0.9)
                 return
-            got, rv, _ = conns[i].reply(90 if login_pin or mutated else 30)
+            got, rv, body = conns[i].reply(90 if login_pin or mutated else 30)
             Stats.inc(s.replies, RV.get(rv, "0x%x" % rv))
+            Stats.inc(s.replies_by_call, "%s %s" % (name, RV.get(rv, "0x%x" % rv)))
             if got != call and not mutated:
                 s.late.append("%s answered as call %d" % (name, got))
+            elif not mutated:
+                self.check_objects(conns[i], call, payload, token, rv, body)
         except Closed:
             Stats.inc(s.closed, "%s %s" % (name, "mutated" if mutated else "valid"))
             conns[i].close()
@@ -452,7 +621,8 @@ class Client:
 
 def worker(args):
     path, pin, seconds, seed, poison = args
-    st = {"slots": [], "objects": [], "may_guess": True}
+    st = {"slots": [], "objects": [], "made": [], "may_guess": True,
+          "app": random.Random(seed).getrandbits(64)}
     c = Client(path, pin, seed, st)
     c.setup()
     s = c.run(seconds, poison)
@@ -462,12 +632,15 @@ def worker(args):
 
 def merge(results):
     out = {"sent": {}, "replies": {}, "mutations": {}, "closed": {}, "timeouts": {}, "abandoned": {},
-           "late": [], "poison": {"sent": 0, "answers": {}}, "wrong_pins": 0}
+           "late": [], "poison": {"sent": 0, "answers": {}}, "wrong_pins": 0, "broken": [],
+           "replies_by_call": {}}
     for r in results:
-        for k in ("sent", "replies", "mutations", "closed", "timeouts", "abandoned"):
+        for k in ("sent", "replies", "mutations", "closed", "timeouts", "abandoned",
+                  "replies_by_call"):
             for kk, v in r[k].items():
                 Stats.inc(out[k], kk, v)
         out["late"] += r["late"]
+        out["broken"] += r["broken"]
         out["poison"]["sent"] += r["poison"]["sent"]
         for kk, v in r["poison"]["answers"].items():
             Stats.inc(out["poison"]["answers"], kk, v)
@@ -488,6 +661,15 @@ def main(argv):
     res["seed"] = seed
     with open(out, "w") as f:
         json.dump(res, f, indent=1, sort_keys=True)
+    objs = sorted((k, v) for k, v in res["replies_by_call"].items()
+                  if k.split()[0] in ("CLIENT", "CREATE", "GENERATE", "GENERATE_PAIR", "DESTROY",
+                                      "DROP"))
+    print("fuzz_socket: session-object calls' replies: " + ", ".join("%s %d" % kv for kv in objs),
+          flush=True)
+    if res["broken"]:
+        print("fuzz_socket: session-object invariants broken (%d): %s" %
+              (len(res["broken"]), "; ".join(res["broken"][:5])), flush=True)
+        sys.exit(4)
 
 
 if __name__ == "__main__":
