@@ -178,6 +178,7 @@ static const struct uint_key limit_keys[] = {
         {"session_objects_per_uid", 0, 1000000, offsetof(struct limits, session_objects_per_uid)},
         {"session_object_bytes_per_uid", 0, 1073741824,
          offsetof(struct limits, session_object_bytes_per_uid)},
+        {"session_objects_total", 0, 1000000, offsetof(struct limits, session_objects_total)},
 };
 
 /* The scheduling and health keys, at the top level or in a pool (prefix "" or
@@ -435,6 +436,7 @@ static const char *const top_known[] = {"socket",
                                         "session_object_bytes",
                                         "session_objects_per_uid",
                                         "session_object_bytes_per_uid",
+                                        "session_objects_total",
                                         NULL};
 
 /* A path setting: absolute, dflt when absent. */
@@ -498,6 +500,8 @@ load_limits(struct ctx *x, const config_setting_t *root, struct limits *l)
 	 * process's share. */
 	l->session_objects_per_uid = 256;
 	l->session_object_bytes_per_uid = 2097152;
+	/* Several users within their quotas must not fill a SmartCard-HSM's few slots either. */
+	l->session_objects_total = 1024;
 	for (i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++)
 		if (get_uint(x, root, limit_keys[i].name, limit_keys[i].name, limit_keys[i].min,
 		             limit_keys[i].max,

@@ -28,8 +28,8 @@ struct pool_config {
 	struct member_config *members; /* NULL: every token present */
 	size_t nmembers;
 	char *pin_file;
-	long slot_id;                   /* -1: the pool's position (0, 1, ...) */
-	int line;                       /* where the pool starts, for later messages */
+	long slot_id;      /* -1: the pool's position (0, 1, ...) */
+	int line;          /* where the pool starts, for later messages */
 	int module_line;   /* where the module key is; 0: absent (the default) */
 	int pin_file_line; /* where the pin_file key is */
 	/* Scheduling and health; set at the top level, overridable per pool. */
@@ -55,6 +55,7 @@ struct limits {
 	unsigned session_object_bytes;    /* ... and their size, in bytes */
 	unsigned session_objects_per_uid; /* ... one user's processes together */
 	unsigned session_object_bytes_per_uid;
+	unsigned session_objects_total; /* ... everybody's together: what the devices can hold */
 };
 
 struct config {

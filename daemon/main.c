@@ -445,7 +445,8 @@ main(int argc, char **argv)
 	if (catch_signals(&d) != 0 ||
 	    apps_init(&d.apps, d.cfg->limits.session_objects, d.cfg->limits.session_object_bytes,
 	              d.cfg->limits.session_objects_per_uid,
-	              d.cfg->limits.session_object_bytes_per_uid) != 0 ||
+	              d.cfg->limits.session_object_bytes_per_uid,
+	              d.cfg->limits.session_objects_total) != 0 ||
 	    open_pools(&d) != 0 || server_listen(&d) != 0 || control_listen(&d) != 0) {
 		/* A PIN a member refused has its own status: the unit does not restart on it
 		 * (RestartPreventExitStatus), a restart would only fail the same way. */

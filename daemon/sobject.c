@@ -13,7 +13,7 @@
 
 int
 apps_init(struct apps *a, unsigned max_objects, size_t max_bytes, unsigned max_uid_objects,
-          size_t max_uid_bytes)
+          size_t max_uid_bytes, unsigned max_total)
 {
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
@@ -23,6 +23,7 @@ apps_init(struct apps *a, unsigned max_objects, size_t max_bytes, unsigned max_u
 	a->max_bytes = max_bytes;
 	a->max_uid_objects = max_uid_objects;
 	a->max_uid_bytes = max_uid_bytes;
+	a->max_total = max_total;
 	if (getrandom(&a->instance, sizeof(a->instance), 0) != (ssize_t)sizeof(a->instance)) {
 		log_error("getrandom: %s", strerror(errno));
 		return -1;
@@ -199,19 +200,22 @@ CK_RV
 apps_reserve(struct apps *a, struct client *c, size_t n, size_t bytes)
 {
 	struct app *app = c->app, *other;
-	size_t uid_objs = 0, uid_bytes = 0;
+	size_t uid_objs = 0, uid_bytes = 0, all = 0;
 	CK_RV rv = CKR_OK;
 
 	if (app == NULL)
 		return CKR_FUNCTION_FAILED;
 	p11mux_lock(&a->lock);
-	for (other = a->list; other != NULL; other = other->next)
+	for (other = a->list; other != NULL; other = other->next) {
+		all += other->nobjs;
 		if (other->uid == app->uid) {
 			uid_objs += other->nobjs;
 			uid_bytes += other->bytes;
 		}
+	}
 	if (app->nobjs + n > a->max_objects || app->bytes + bytes > a->max_bytes ||
-	    uid_objs + n > a->max_uid_objects || uid_bytes + bytes > a->max_uid_bytes) {
+	    uid_objs + n > a->max_uid_objects || uid_bytes + bytes > a->max_uid_bytes ||
+	    all + n > a->max_total) {
 		a->refused++;
 		rv = CKR_DEVICE_MEMORY;
 	} else {
@@ -221,10 +225,10 @@ apps_reserve(struct apps *a, struct client *c, size_t n, size_t bytes)
 	p11mux_unlock(&a->lock);
 	if (rv != CKR_OK)
 		log_warn("client pid %ld uid %lu: session object quota reached (%u objects, %zu "
-		         "bytes at most a process, %u and %zu a user); refused with "
+		         "bytes at most a process, %u and %zu a user, %u in all); refused with "
 		         "CKR_DEVICE_MEMORY",
 		         (long)c->pid, (unsigned long)c->uid, a->max_objects, a->max_bytes,
-		         a->max_uid_objects, a->max_uid_bytes);
+		         a->max_uid_objects, a->max_uid_bytes, a->max_total);
 	return rv;
 }
 

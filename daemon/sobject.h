@@ -69,6 +69,7 @@ struct apps {
 	size_t max_bytes;         /* per application */
 	unsigned max_uid_objects; /* per user: a user's processes together */
 	size_t max_uid_bytes;
+	unsigned max_total;                      /* everybody's together */
 	uint64_t made, destroyed, lost, refused; /* since start */
 	struct {
 		uid_t uid;
@@ -83,7 +84,7 @@ struct apps {
 /* Sets up the registry with the quota (per application, and per user: a user can start many
  * processes). 0, or -1 when the randomness for the instance fails. */
 int apps_init(struct apps *a, unsigned max_objects, size_t max_bytes, unsigned max_uid_objects,
-              size_t max_uid_bytes);
+              size_t max_uid_bytes, unsigned max_total);
 /* Waits for the threads that destroy gone applications' objects (before the pools close), then
  * frees every application and object; no device is called (the helpers end with the daemon).
  * Fine on a registry apps_init() never set up. */

@@ -333,7 +333,7 @@ stubd_open(struct stubd *s)
 	s->cfg.socket = "/stub/p11mux.sock";
 	s->cfg.control_socket = "/stub/control.sock";
 	s->cfg.state_dir = s->state_dir;
-	s->cfg.limits = (struct limits){4096, 2048, 256, 5000, 5000, 5000, 4, 16384, 6, 32768};
+	s->cfg.limits = (struct limits){4096, 2048, 256, 5000, 5000, 5000, 4, 16384, 6, 32768, 8};
 	s->cfg.pools = s->pcfg;
 	s->cfg.npools = STUBD_NPOOLS;
 	for (i = 0; i < STUBD_NPOOLS; i++)
@@ -348,7 +348,8 @@ stubd_open(struct stubd *s)
 	p11mux_cond_init(&s->d.gone);
 	CHECK(apps_init(&s->d.apps, s->cfg.limits.session_objects,
 	                s->cfg.limits.session_object_bytes, s->cfg.limits.session_objects_per_uid,
-	                s->cfg.limits.session_object_bytes_per_uid) == 0);
+	                s->cfg.limits.session_object_bytes_per_uid,
+	                s->cfg.limits.session_objects_total) == 0);
 	lograte_init(&s->d.refused, "refused connections or accept errors");
 	lograte_init(&s->d.dropped, "connections closed for a time-out or an error");
 	lograte_init(&s->d.ctl_refused, "control connections refused");
@@ -410,7 +411,8 @@ stubd_reset(struct stubd *s)
 	apps_destroy(&s->d.apps);
 	CHECK(apps_init(&s->d.apps, s->cfg.limits.session_objects,
 	                s->cfg.limits.session_object_bytes, s->cfg.limits.session_objects_per_uid,
-	                s->cfg.limits.session_object_bytes_per_uid) == 0);
+	                s->cfg.limits.session_object_bytes_per_uid,
+	                s->cfg.limits.session_objects_total) == 0);
 	stubd_no_delay(s);
 }
 

@@ -5,7 +5,8 @@
 #     closed for the grace period (APP_GRACE_S, 10 s);
 #   - C_Finalize ends them at once;
 #   - the per-application quota (session_objects = 4 here) refuses the fifth with
-#     CKR_DEVICE_MEMORY, as a full device does;
+#     CKR_DEVICE_MEMORY, as a full device does, and so does everybody's together
+#     (session_objects_total = 6) for a second process;
 #   - the member holding a session key loses its helper: the operation in flight gets
 #     CKR_DEVICE_REMOVED, the key is gone (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID),
 #     and the pool's token keys still sign;
@@ -13,7 +14,7 @@
 #     twice, CKA_ALWAYS_AUTHENTICATE, a wide CK_BBOOL) are refused by the daemon.
 . "$(dirname "$0")/lib.sh"
 it_setup
-write_config "$SOFTHSM" "session_objects = 4;"
+write_config "$SOFTHSM" "session_objects = 4; session_objects_total = 6;"
 start_daemon
 export P11MUX_PIN="$PIN"
 CLIENT="$P11MUX_BUILD/tests/itest_objects"
@@ -70,6 +71,21 @@ grep -q '^finalized$' "$WORK/quota.out" || fail "no C_Finalize"
 count_is 0 || fail "C_Finalize left $(count) objects"
 grep -q "session object quota reached" "$WORK/daemon.log" || fail "no log line for the quota"
 pass "the quota of 4 refuses the fifth object with CKR_DEVICE_MEMORY; C_Finalize ends them"
+
+# 2b. Everybody's together (session_objects_total = 6): a second process gets what is left.
+start_client first hold 4
+FIRST=$CLIENT_PID
+exec 8>&7
+start_client second hold 4
+grep -q '^made 2$' "$WORK/second.out" || fail "total: $(cat "$WORK/second.out")"
+grep -q '^refused CKR_DEVICE_MEMORY$' "$WORK/second.out" || fail "total: $(cat "$WORK/second.out")"
+count_is 6 || fail "$(count) objects held, not 6"
+echo go >&7
+echo go >&8
+wait "$CLIENT_PID" "$FIRST" || fail "a client failed"
+exec 7>&- 8>&-
+count_is 0 || fail "$(count) objects left after both finalized"
+pass "session_objects_total = 6: a second process gets the 2 left, then CKR_DEVICE_MEMORY"
 
 # 3. The member of a session key loses its helper.
 start_client fault fault
