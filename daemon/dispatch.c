@@ -257,9 +257,12 @@ pool_pinned_crypto(struct pool *p, size_t idx, uint64_t gen, uint32_t call, CK_M
 
 	*out = NULL;
 	*outlen = 0;
-	op_digest(call, mech, key, in, inlen, sig, siglen, digest);
-	if (atomic_load(&p->quarantine.count) > 0 && quarantined(&p->quarantine, digest))
-		return CKR_DEVICE_ERROR;
+	/* The digest only when it is looked up or added: not on every operation's path. */
+	if (atomic_load(&p->quarantine.count) > 0) {
+		op_digest(call, mech, key, in, inlen, sig, siglen, digest);
+		if (quarantined(&p->quarantine, digest))
+			return CKR_DEVICE_ERROR;
+	}
 	if ((j = job_new(call, mech, key, in, inlen, sig, siglen)) == NULL)
 		return CKR_HOST_MEMORY;
 	rv = run_pinned(p, idx, gen, j);
@@ -269,6 +272,7 @@ pool_pinned_crypto(struct pool *p, size_t idx, uint64_t gen, uint32_t call, CK_M
 		describe_op(call, mech, key, what, sizeof(what));
 		log_error("pool \"%s\": %s cost a member's helper; refused for %d s", p->label,
 		          what, QUARANTINE_S);
+		op_digest(call, mech, key, in, inlen, sig, siglen, digest);
 		quarantine_add(&p->quarantine, digest);
 	}
 	*out = j->out;

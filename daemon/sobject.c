@@ -103,17 +103,18 @@ apps_op(struct apps *a, struct client *c)
 	uint64_t sec = p11mux_now_ns() / 1000000000u;
 	unsigned slot = (unsigned)(sec % 10);
 	struct app *app = c->app;
+	uint_fast64_t old;
 
+	(void)a;
 	if (app == NULL)
 		return;
-	p11mux_lock(&a->lock);
-	app->ops++;
-	if (app->op_second[slot] != sec) {
-		app->op_second[slot] = sec;
-		app->op_count[slot] = 0;
-	}
-	app->op_count[slot]++;
-	p11mux_unlock(&a->lock);
+	atomic_fetch_add(&app->ops, 1);
+	/* The first operation of a second claims its slot and restarts its count (another
+	 * thread's increment in that instant may be lost: a figure for people, not an account). */
+	old = atomic_load(&app->op_second[slot]);
+	if (old != sec && atomic_compare_exchange_strong(&app->op_second[slot], &old, sec))
+		atomic_store(&app->op_count[slot], 0);
+	atomic_fetch_add(&app->op_count[slot], 1);
 }
 
 int
@@ -141,10 +142,13 @@ apps_list(struct apps *a, struct app_info **out, size_t *n)
 		memcpy(v[k].comm, app->comm, sizeof(v[k].comm));
 		v[k].conns = app->conns;
 		v[k].objects = app->nobjs;
-		v[k].ops = app->ops;
-		for (i = 0, recent = 0; i < 10; i++)
-			if (app->op_second[i] < sec && app->op_second[i] + 10 >= sec)
-				recent += app->op_count[i];
+		v[k].ops = atomic_load(&app->ops);
+		for (i = 0, recent = 0; i < 10; i++) {
+			uint64_t s = atomic_load(&app->op_second[i]);
+
+			if (s < sec && s + 10 >= sec)
+				recent += atomic_load(&app->op_count[i]);
+		}
 		v[k].ops_per_s = (double)recent / 10;
 		k++;
 	}

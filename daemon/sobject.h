@@ -12,6 +12,7 @@
 #define P11MUXD_SOBJECT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -48,12 +49,15 @@ struct app {
 	uid_t uid;
 	pid_t pid;
 	uint64_t id;
-	unsigned conns;         /* connections bound to it */
-	uint64_t idle_ns;       /* when the last one closed */
-	char comm[17];          /* its program's name (/proc/PID/comm), "?" when unknown */
-	uint64_t ops;           /* cryptographic operations asked since it bound */
-	uint64_t op_second[10]; /* ... and in each of the last 10 seconds: the second, */
-	uint32_t op_count[10];  /* ... and the count */
+	unsigned conns;   /* connections bound to it */
+	uint64_t idle_ns; /* when the last one closed */
+	char comm[17];    /* its program's name (/proc/PID/comm), "?" when unknown */
+	/* Cryptographic operations asked since it bound, and in each of the last 10 seconds
+	 * (the second, and the count): atomics, counted without the registry's lock on every
+	 * operation's path (a bound connection keeps its application alive). */
+	atomic_uint_fast64_t ops;
+	atomic_uint_fast64_t op_second[10];
+	atomic_uint op_count[10];
 	struct sobj *objs;
 	size_t nobjs, bytes;
 };
