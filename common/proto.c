@@ -48,6 +48,9 @@ const struct p11mux_call_desc p11mux_calls[P11MUX_CALL_COUNT] = {
         [P11MUX_CALL_DROP] = {P11MUX_CALL_DROP, "DROP", "uu", "",
                               "slot, session (0: all; all ones: the private ones) -> the "
                               "application's session objects of that session destroyed"},
+        [P11MUX_CALL_FIND_VERSIONED] = {P11MUX_CALL_FIND_VERSIONED, "FIND_VERSIONED", "uA", "Uu",
+                                        "slot, template -> handles of every matching object, "
+                                        "the version of the pool's view"},
 };
 
 const struct p11mux_proto p11mux_client_proto = {"client", p11mux_calls, P11MUX_CALL_COUNT, 0};

@@ -22,8 +22,11 @@
 
 #include "buffer.h"
 
-#define P11MUX_PROTO_MAGIC   0x50313158u /* "P11X" */
-#define P11MUX_PROTO_VERSION 3u
+#define P11MUX_PROTO_MAGIC 0x50313158u /* "P11X" */
+/* The version this build speaks; a daemon still answers clients down to
+ * P11MUX_PROTO_LOWEST (docs/protocol.md, "Versioning"). */
+#define P11MUX_PROTO_VERSION 4u
+#define P11MUX_PROTO_LOWEST  3u
 /* Hard cap on a frame's payload, checked before any allocation. */
 #define P11MUX_FRAME_MAX (1024u * 1024u)
 /* Session objects' handles have this bit set; token objects' never do (31 bits). */
@@ -52,7 +55,8 @@ enum p11mux_call {
 	P11MUX_CALL_GENERATE_PAIR,
 	P11MUX_CALL_DESTROY,
 	P11MUX_CALL_DROP,
-	P11MUX_CALL_COUNT /* one past the last */
+	P11MUX_CALL_FIND_VERSIONED, /* version 4 */
+	P11MUX_CALL_COUNT           /* one past the last */
 };
 
 struct p11mux_call_desc {

@@ -7,10 +7,12 @@
  * connections at once, each with short time-outs; no command touches a device.
  */
 #include "control.h"
+#include "live.h"
 #include "log.h"
 #include "thread.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <openssl/sha.h>
 #include <poll.h>
@@ -32,9 +34,7 @@ struct out {
 	int failed;
 };
 
-static void out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
+void
 out_printf(struct out *o, const char *fmt, ...)
 {
 	va_list ap;
@@ -236,13 +236,13 @@ status_text(struct daemon *d, struct out *o)
 	struct msnap s;
 	uint64_t recent;
 
-	for (i = 0; i < d->npools; i++) {
+	for (i = 0; i < daemon_npools(d); i++) {
 		struct pool *p = &d->pools[i];
 
 		recent = 0;
 		for (k = 0; k < NCOLS; k++)
 			snprintf(cell[0][k], sizeof(cell[0][k]), "%s", head[k]);
-		for (k = 0; k < p->nmembers && k < P11MUX_POOL_MAX_MEMBERS; k++) {
+		for (k = 0; k < pool_nmembers(p) && k < P11MUX_POOL_MAX_MEMBERS; k++) {
 			char(*c)[180] = cell[k + 1];
 			char dur[32];
 
@@ -282,11 +282,11 @@ status_text(struct daemon *d, struct out *o)
 			size_t r;
 
 			w[k] = 0;
-			for (r = 0; r <= p->nmembers && r <= P11MUX_POOL_MAX_MEMBERS; r++)
+			for (r = 0; r <= pool_nmembers(p) && r <= P11MUX_POOL_MAX_MEMBERS; r++)
 				if (strlen(cell[r][k]) > w[k])
 					w[k] = strlen(cell[r][k]);
 		}
-		for (size_t r = 0; r <= p->nmembers && r <= P11MUX_POOL_MAX_MEMBERS; r++) {
+		for (size_t r = 0; r <= pool_nmembers(p) && r <= P11MUX_POOL_MAX_MEMBERS; r++) {
 			for (k = 0; k < NCOLS; k++) {
 				if (k == NCOLS - 1)
 					out_printf(o, "%s", cell[r][k]);
@@ -297,7 +297,7 @@ status_text(struct daemon *d, struct out *o)
 			}
 			out_printf(o, "\n");
 		}
-		if (i + 1 < d->npools)
+		if (i + 1 < daemon_npools(d))
 			out_printf(o, "\n");
 	}
 }
@@ -376,7 +376,7 @@ status_json(struct daemon *d, struct out *o)
 	int locked;
 
 	out_printf(o, "{\"version\":1,\"pools\":[");
-	for (i = 0; i < d->npools; i++) {
+	for (i = 0; i < daemon_npools(d); i++) {
 		struct pool *p = &d->pools[i];
 
 		out_printf(o, "%s{\"label\":", i ? "," : "");
@@ -390,7 +390,7 @@ status_json(struct daemon *d, struct out *o)
 		           failures, locked ? "true" : "false",
 		           apps_count_pool(&d->apps, p, SIZE_MAX));
 		recent = 0;
-		for (k = 0; k < p->nmembers; k++) {
+		for (k = 0; k < pool_nmembers(p); k++) {
 			snapshot(&p->members[k], &s);
 			recent += s.recent;
 			out_printf(o, "%s{\"label\":", k ? "," : "");
@@ -528,9 +528,10 @@ members_with(struct pool *p, const struct pobject *o, uint8_t want, char *dst, s
 	size_t k, len = 0;
 
 	dst[0] = '\0';
-	for (k = 0; k < p->nmembers; k++) {
+	for (k = 0; k < pool_nmembers(p); k++) {
 		member_names(&p->members[k], label, serial);
-		if (serial[0] == '\0' || __atomic_load_n(&o->holding[k], __ATOMIC_ACQUIRE) != want)
+		if (serial[0] == '\0' || member_retired(&p->members[k]) ||
+		    __atomic_load_n(&o->holding[k], __ATOMIC_ACQUIRE) != want)
 			continue;
 		len += (size_t)snprintf(dst + len, len < n ? n - len : 0, "%s%s", len ? "," : "",
 		                        label);
@@ -561,16 +562,17 @@ key_row_cmp(const void *a, const void *b)
 static struct key_row *
 sorted_keys(const struct pool *p, size_t *n)
 {
-	struct key_row *v = calloc(p->view.nobjects + 1, sizeof(*v));
-	size_t k;
+	size_t k, nobjects;
+	struct pobject *const *objects = view_objects(&p->view, &nobjects);
+	struct key_row *v = calloc(nobjects + 1, sizeof(*v));
 
 	*n = 0;
 	if (v == NULL)
 		return NULL;
-	for (k = 0; k < p->view.nobjects; k++) {
-		if (!is_key(p->view.objects[k]))
+	for (k = 0; k < nobjects; k++) {
+		if (!is_key(objects[k]) || pobject_withdrawn(objects[k]))
 			continue;
-		v[*n].ob = p->view.objects[k];
+		v[*n].ob = objects[k];
 		key_names(v[*n].ob, v[*n].label, sizeof(v[*n].label), v[*n].id, sizeof(v[*n].id));
 		(*n)++;
 	}
@@ -589,7 +591,7 @@ keys_out(struct daemon *d, struct out *o, int json)
 
 	if (json)
 		out_printf(o, "{\"version\":1,\"keys\":[");
-	for (i = 0; i < d->npools; i++) {
+	for (i = 0; i < daemon_npools(d); i++) {
 		struct pool *p = &d->pools[i];
 
 		if (!json)
@@ -785,8 +787,8 @@ metrics(struct daemon *d, struct out *o)
 
 	for (m = member_metrics; m < member_metrics + sizeof(member_metrics) / sizeof(*m); m++) {
 		out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
-		for (i = 0; i < d->npools; i++)
-			for (k = 0; k < d->pools[i].nmembers; k++) {
+		for (i = 0; i < daemon_npools(d); i++)
+			for (k = 0; k < pool_nmembers(&d->pools[i]); k++) {
 				snapshot(&d->pools[i].members[k], &s);
 				member_labels(&d->pools[i], &s, labels, sizeof(labels));
 				m->emit(o, m, labels, &s);
@@ -794,7 +796,7 @@ metrics(struct daemon *d, struct out *o)
 	}
 	out_printf(o, "# HELP %s Client connections logged in to the pool.\n# TYPE %s gauge\n",
 	           clients, clients);
-	for (i = 0; i < d->npools; i++) {
+	for (i = 0; i < daemon_npools(d); i++) {
 		out_printf(o, "%s{pool=\"", clients);
 		out_prom_str(o, d->pools[i].label);
 		out_printf(o, "\"} %u\n", pool_clients(d, &d->pools[i]));
@@ -810,11 +812,13 @@ find_member(struct daemon *d, const char *name, char *label, struct out *err)
 	char serial[17];
 	size_t i, k, n = 0;
 
-	for (i = 0; i < d->npools; i++)
-		for (k = 0; k < d->pools[i].nmembers; k++) {
+	for (i = 0; i < daemon_npools(d); i++)
+		for (k = 0; k < pool_nmembers(&d->pools[i]); k++) {
 			struct member *m = &d->pools[i].members[k];
 
 			member_names(m, label, serial);
+			if (member_retired(m))
+				continue;
 			if (strcmp(label, name) == 0 || (serial[0] && strcmp(serial, name) == 0)) {
 				found = m;
 				n++;
@@ -829,8 +833,8 @@ find_member(struct daemon *d, const char *name, char *label, struct out *err)
 		return NULL;
 	}
 	out_printf(err, "error: no member \"%s\"; members:", name);
-	for (i = 0; i < d->npools; i++)
-		for (k = 0; k < d->pools[i].nmembers; k++) {
+	for (i = 0; i < daemon_npools(d); i++)
+		for (k = 0; k < pool_nmembers(&d->pools[i]); k++) {
 			member_names(&d->pools[i].members[k], label, serial);
 			out_printf(err, " %s%s%s%s", label, serial[0] ? " (" : "", serial,
 			           serial[0] ? ")" : "");
@@ -928,9 +932,9 @@ cmd_unlock_pin(struct daemon *d, const char *arg, const struct asker *a, struct 
 	struct p11mux_err e = {""};
 	size_t i;
 
-	for (i = 0; i < d->npools && strcmp(d->pools[i].label, arg) != 0; i++)
+	for (i = 0; i < daemon_npools(d) && strcmp(d->pools[i].label, arg) != 0; i++)
 		;
-	if (i == d->npools) {
+	if (i == daemon_npools(d)) {
 		out_printf(o, "error: no pool \"%s\"\n", arg);
 		return;
 	}
@@ -954,16 +958,35 @@ cmd_resume(struct daemon *d, const char *arg, const struct asker *a, struct out 
 	member_command(d, arg, a, o, 0);
 }
 
+static void
+cmd_rescan(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	log_info("control: %s asked for a rescan%s%s", a->who, arg[0] ? " of " : "", arg);
+	live_rescan(d, arg, o);
+}
+
+static void
+cmd_reload(struct daemon *d, const char *arg, const struct asker *a, struct out *o)
+{
+	(void)arg;
+	live_reload(d, a->who, o);
+}
+
+/* slow: the command waits for devices or reads files; it runs on the worker thread (struct
+ * worker) while the control thread goes on answering. */
 static const struct command {
 	const char *name; /* the whole line, or with takes_arg its first word */
 	int takes_arg;
 	int admin_only;
+	int slow;
 	void (*run)(struct daemon *d, const char *arg, const struct asker *a, struct out *o);
 } commands[] = {
-        {"status", 0, 0, cmd_status},   {"status json", 0, 0, cmd_status_json},
-        {"keys", 0, 0, cmd_keys_text},  {"keys json", 0, 0, cmd_keys_json},
-        {"metrics", 0, 0, cmd_metrics}, {"drain", 1, 1, cmd_drain},
-        {"resume", 1, 1, cmd_resume},   {"unlock-pin", 1, 1, cmd_unlock_pin},
+        {"status", 0, 0, 0, cmd_status},   {"status json", 0, 0, 0, cmd_status_json},
+        {"keys", 0, 0, 0, cmd_keys_text},  {"keys json", 0, 0, 0, cmd_keys_json},
+        {"metrics", 0, 0, 0, cmd_metrics}, {"drain", 1, 1, 0, cmd_drain},
+        {"resume", 1, 1, 0, cmd_resume},   {"unlock-pin", 1, 1, 0, cmd_unlock_pin},
+        {"rescan", 0, 1, 1, cmd_rescan},   {"rescan", 1, 1, 1, cmd_rescan},
+        {"reload", 0, 1, 1, cmd_reload},
 };
 
 /* The command a line names, and its argument. NULL when there is none. */
@@ -987,9 +1010,16 @@ find_command(const char *line, const char **arg)
 	return NULL;
 }
 
-/* Answers one command line from a. */
+/* A slow command handed to the worker instead of run (NULL: run it here). */
+struct slow_req {
+	const struct command *c;
+	const char *arg;
+};
+
+/* Answers one command line from a; a slow one goes to *req when req is not NULL. */
 static void
-run_command(struct daemon *d, const char *line, const struct asker *a, struct out *o)
+run_command(struct daemon *d, const char *line, const struct asker *a, struct out *o,
+            struct slow_req *req)
 {
 	const struct command *c;
 	const char *arg;
@@ -1001,14 +1031,19 @@ run_command(struct daemon *d, const char *line, const struct asker *a, struct ou
 		           a->who, d->cfg->path);
 		log_warn("control: refused %s", a->who);
 	} else if ((c = find_command(line, &arg)) == NULL) {
-		out_printf(o,
-		           "error: unknown command \"%s\" (status, status json, keys, keys json, "
-		           "metrics, drain MEMBER, resume MEMBER, unlock-pin POOL)\n",
-		           line);
+		out_printf(
+		        o,
+		        "error: unknown command \"%s\" (status, status json, keys, keys json, "
+		        "metrics, drain MEMBER, resume MEMBER, unlock-pin POOL, rescan [MEMBER], "
+		        "reload)\n",
+		        line);
 	} else if (c->admin_only && !a->admin) {
 		out_printf(o, "error: user %s may not use %s (root or the daemon's user only)\n",
 		           a->who, c->name);
 		log_warn("control: %s may not %s %s", a->who, c->name, arg);
+	} else if (c->slow && req != NULL) {
+		req->c = c;
+		req->arg = arg;
 	} else {
 		c->run(d, arg, a, o);
 	}
@@ -1023,10 +1058,12 @@ run_command(struct daemon *d, const char *line, const struct asker *a, struct ou
 #define CONTROL_READ_MS  1000
 #define CONTROL_WRITE_MS 2000
 
-/* One control connection: it sends its command line, gets the answer, then closes. */
+/* One control connection: it sends its command line, gets the answer, then closes. A slow
+ * command's connection waits in CONN_WORK, with no deadline, for the worker's answer. */
 struct conn {
 	int fd; /* -1: the slot is free */
-	enum { CONN_READ, CONN_WRITE, CONN_LINGER } state;
+	enum { CONN_READ, CONN_WORK, CONN_WRITE, CONN_LINGER } state;
+	uint64_t serial; /* which connection this slot holds (the worker's answer goes to it) */
 	uid_t uid;
 	struct asker a;
 	uint64_t deadline_ns; /* for the current state */
@@ -1045,14 +1082,152 @@ conn_close(struct conn *c)
 	c->fd = -1;
 }
 
-/* Answers the command in line[0..len) (len < sizeof(conn.line)), which it cuts at the first
- * CR or LF, into o (o->s NULL: out of memory). */
+/* Makes o "error: out of memory" when writing it failed. */
 static void
-answer_line(struct daemon *d, char *line, size_t len, const struct asker *a, struct out *o)
+out_check(struct out *o)
+{
+	if (o->failed || o->s == NULL) {
+		free(o->s);
+		memset(o, 0, sizeof(*o));
+		out_printf(o, "error: out of memory\n");
+	}
+}
+
+/*
+ * The worker: runs one slow command (rescan, reload) at a time on a thread of its own, so
+ * that status and metrics keep being answered meanwhile. The connection that asked waits in
+ * CONN_WORK; SIGHUP's reload has none. Only the control thread gives it work and collects
+ * the answer. The thread lives until control_end(), after the pools are closed: the helpers
+ * of a pool that a reload opened were started from it, and die with it (PR_SET_PDEATHSIG).
+ */
+static struct worker {
+	pthread_mutex_t lock; /* protects pending, running, done, quit and o */
+	pthread_cond_t wake;  /* for the thread: work, or quit; for control_stop: idle */
+	int started, quit;
+	int pending;        /* work given, not yet taken */
+	int running;        /* the thread runs a command */
+	int busy;           /* a command was given and its answer not collected (control's) */
+	int done;           /* it ended: o holds its answer */
+	int reload_pending; /* SIGHUP came while busy: reload after */
+	int notify[2];      /* the thread writes a byte when done */
+	pthread_t thread;
+	struct daemon *d;
+	const struct command *c;
+	char arg[256];
+	struct asker a;
+	struct out o;
+	struct conn *conn; /* NULL: nobody waits (SIGHUP) */
+	uint64_t serial;   /* conn's serial then: it may have closed meanwhile */
+} worker = {.lock = PTHREAD_MUTEX_INITIALIZER, .notify = {-1, -1}};
+
+static void *
+worker_main(void *arg)
+{
+	struct out o;
+	char c = 1;
+
+	(void)arg;
+	pthread_mutex_lock(&worker.lock);
+	for (;;) {
+		while (!worker.pending && !worker.quit)
+			pthread_cond_wait(&worker.wake, &worker.lock);
+		if (!worker.pending)
+			break;
+		worker.pending = 0;
+		worker.running = 1;
+		pthread_mutex_unlock(&worker.lock);
+		memset(&o, 0, sizeof(o));
+		worker.c->run(worker.d, worker.arg, &worker.a, &o);
+		out_check(&o);
+		pthread_mutex_lock(&worker.lock);
+		worker.o = o;
+		worker.done = 1;
+		worker.running = 0;
+		pthread_cond_broadcast(&worker.wake);
+		if (write(worker.notify[1], &c, 1) < 0) {
+			/* The pipe is full: the control thread is woken already. */
+		}
+	}
+	pthread_mutex_unlock(&worker.lock);
+	return NULL;
+}
+
+/* Starts req on the worker for conn (NULL: nobody waits). 0, or -1 when busy or the thread
+ * cannot start. */
+static int
+worker_start(struct daemon *d, const struct slow_req *req, const struct asker *a, struct conn *conn)
+{
+	if (worker.busy || !worker.started)
+		return -1;
+	pthread_mutex_lock(&worker.lock);
+	worker.d = d;
+	worker.c = req->c;
+	snprintf(worker.arg, sizeof(worker.arg), "%s", req->arg);
+	worker.a = *a;
+	worker.conn = conn;
+	worker.serial = conn != NULL ? conn->serial : 0;
+	worker.done = 0;
+	worker.pending = 1;
+	pthread_cond_broadcast(&worker.wake);
+	pthread_mutex_unlock(&worker.lock);
+	worker.busy = 1;
+	return 0;
+}
+
+static void conn_close(struct conn *c);
+
+/* Takes the worker's answer to the connection that waits for it (when it still does). */
+static void
+worker_collect(void)
+{
+	struct out o;
+	int done;
+
+	pthread_mutex_lock(&worker.lock);
+	done = worker.busy && worker.done;
+	o = worker.o;
+	memset(&worker.o, 0, sizeof(worker.o));
+	worker.done = 0;
+	pthread_mutex_unlock(&worker.lock);
+	if (!done)
+		return;
+	worker.busy = 0;
+	if (worker.conn != NULL && worker.conn->fd >= 0 && worker.conn->serial == worker.serial &&
+	    worker.conn->state == CONN_WORK) {
+		worker.conn->o = o;
+		worker.conn->state = CONN_WRITE;
+		worker.conn->deadline_ns = p11mux_now_ns() + CONTROL_WRITE_MS * 1000000ull;
+	} else {
+		free(o.s);
+	}
+}
+
+/* A reload for SIGHUP, now or once the worker is free. */
+static void
+worker_reload(struct daemon *d)
+{
+	static const struct asker hup = {"SIGHUP", 1, 1};
+	struct slow_req req = {NULL, ""};
+	const char *arg;
+
+	worker.reload_pending = 0;
+	if ((req.c = find_command("reload", &arg)) != NULL &&
+	    worker_start(d, &req, &hup, NULL) != 0)
+		worker.reload_pending = 1;
+}
+
+/* Answers the command in line[0..len) (len < sizeof(conn.line)), which it cuts at the first
+ * CR or LF, into o (o->s NULL: out of memory); a slow command goes to *req instead (req not
+ * NULL). */
+static void
+answer_line(struct daemon *d, char *line, size_t len, const struct asker *a, struct out *o,
+            struct slow_req *req)
 {
 	line[len] = '\0';
 	line[strcspn(line, "\r\n")] = '\0';
-	run_command(d, line, a, o);
+	run_command(d, line, a, o, req);
+	if (req != NULL && req->c != NULL)
+		return;
 	if (o->failed || o->s == NULL) {
 		free(o->s);
 		memset(o, 0, sizeof(*o));
@@ -1072,7 +1247,7 @@ control_answer(struct daemon *d, const char *line, size_t len, const char *who, 
 	if (len > sizeof(buf) - 1)
 		len = sizeof(buf) - 1;
 	memcpy(buf, line, len);
-	answer_line(d, buf, len, &a, &o);
+	answer_line(d, buf, len, &a, &o, NULL);
 	return o.s;
 }
 
@@ -1080,7 +1255,17 @@ control_answer(struct daemon *d, const char *line, size_t len, const char *who, 
 static void
 conn_answer(struct daemon *d, struct conn *c)
 {
-	answer_line(d, c->line, c->len, &c->a, &c->o);
+	struct slow_req req = {NULL, NULL};
+
+	answer_line(d, c->line, c->len, &c->a, &c->o, &req);
+	if (req.c != NULL && worker_start(d, &req, &c->a, c) == 0) {
+		c->state = CONN_WORK;
+		c->deadline_ns = UINT64_MAX;
+		return;
+	}
+	if (req.c != NULL)
+		out_printf(&c->o,
+		           "error: a rescan or reload is under way; try again when it ends\n");
 	if (c->o.s == NULL) {
 		conn_close(c);
 		return;
@@ -1134,8 +1319,11 @@ conn_accept(struct daemon *d, struct conn *conns, struct conn *c)
 		close(fd);
 		return;
 	}
+	static uint64_t serial;
+
 	c->fd = fd;
 	c->uid = cred.uid;
+	c->serial = ++serial;
 	c->state = CONN_READ;
 	c->deadline_ns = p11mux_now_ns() + CONTROL_READ_MS * 1000000ull;
 	conn_asker(d, &cred, &c->a);
@@ -1227,9 +1415,10 @@ control_main(void *arg)
 {
 	struct daemon *d = arg;
 	struct conn conns[CONTROL_MAX_CONNS];
-	struct pollfd pfd[CONTROL_MAX_CONNS + 2];
+	struct pollfd pfd[CONTROL_MAX_CONNS + 4];
 	size_t i, nfree;
 	int wait_ms;
+	char drain[64];
 
 	for (i = 0; i < CONTROL_MAX_CONNS; i++)
 		conns[i].fd = -1;
@@ -1240,15 +1429,22 @@ control_main(void *arg)
 			wait_ms = 1000;
 		pfd[0].fd = d->stop_pipe[0];
 		pfd[0].events = POLLIN;
+		pfd[2].fd = worker.notify[0];
+		pfd[2].events = POLLIN;
+		pfd[3].fd = d->reload_pipe[0];
+		pfd[3].events = POLLIN;
 		for (i = 0, nfree = 0; i < CONTROL_MAX_CONNS; i++) {
 			nfree += conns[i].fd < 0;
-			pfd[i + 2].fd = conns[i].fd;
-			pfd[i + 2].events = conns[i].state == CONN_WRITE ? POLLOUT : POLLIN;
+			pfd[i + 4].fd = conns[i].fd;
+			/* Waiting for the worker: only a hang-up matters. */
+			pfd[i + 4].events = conns[i].state == CONN_WRITE  ? POLLOUT
+			                    : conns[i].state == CONN_WORK ? 0
+			                                                  : POLLIN;
 		}
 		/* A negative descriptor is left out by poll: no free slot, no accept. */
-		pfd[1].fd = nfree > 0 ? d->control_fd : -1;
+		pfd[1].fd = nfree > 0 && d->control_fd >= 0 ? d->control_fd : -1;
 		pfd[1].events = POLLIN;
-		if (poll(pfd, CONTROL_MAX_CONNS + 2, wait_ms) < 0) {
+		if (poll(pfd, CONTROL_MAX_CONNS + 4, wait_ms) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_error("control: poll: %s", strerror(errno));
@@ -1256,10 +1452,24 @@ control_main(void *arg)
 		}
 		if (pfd[0].revents != 0)
 			break;
+		if (pfd[2].revents != 0) {
+			while (read(worker.notify[0], drain, sizeof(drain)) > 0)
+				;
+			worker_collect();
+		}
+		if (pfd[3].revents != 0) {
+			while (read(d->reload_pipe[0], drain, sizeof(drain)) > 0)
+				;
+			worker.reload_pending = 1;
+		}
+		if (worker.reload_pending && !worker.busy)
+			worker_reload(d);
 		for (i = 0; i < CONTROL_MAX_CONNS; i++) {
-			if (conns[i].fd < 0 || pfd[i + 2].revents == 0)
+			if (conns[i].fd < 0 || pfd[i + 4].revents == 0)
 				continue;
-			if (conns[i].state == CONN_WRITE)
+			if (conns[i].state == CONN_WORK)
+				conn_close(&conns[i]); /* the peer hung up; the answer is dropped */
+			else if (conns[i].state == CONN_WRITE)
 				conn_write(&conns[i]);
 			else
 				conn_read(d, &conns[i]);
@@ -1270,6 +1480,16 @@ control_main(void *arg)
 				break;
 			}
 	}
+	/* A rescan or reload under way ends by itself (its waits are bounded), before the
+	 * pools close. */
+	pthread_mutex_lock(&worker.lock);
+	while (worker.pending || worker.running)
+		pthread_cond_wait(&worker.wake, &worker.lock);
+	free(worker.o.s);
+	memset(&worker.o, 0, sizeof(worker.o));
+	worker.done = 0;
+	worker.busy = 0;
+	pthread_mutex_unlock(&worker.lock);
 	for (i = 0; i < CONTROL_MAX_CONNS; i++)
 		if (conns[i].fd >= 0)
 			conn_close(&conns[i]);
@@ -1279,12 +1499,35 @@ control_main(void *arg)
 int
 control_start(struct daemon *d)
 {
-	if (d->control_fd < 0)
-		return 0;
+	/* Started without a control socket too: SIGHUP's reload runs on its worker. */
+	if (worker.notify[0] < 0 && pipe2(worker.notify, O_CLOEXEC | O_NONBLOCK) != 0)
+		return -1;
+	if (!worker.started) {
+		p11mux_cond_init(&worker.wake);
+		if (pthread_create(&worker.thread, NULL, worker_main, NULL) != 0)
+			return -1;
+		worker.started = 1;
+	}
 	if (pthread_create(&d->control_thread, NULL, control_main, d) != 0)
 		return -1;
 	d->control_running = 1;
 	return 0;
+}
+
+void
+control_end(void)
+{
+	if (!worker.started)
+		return;
+	pthread_mutex_lock(&worker.lock);
+	worker.quit = 1;
+	pthread_cond_broadcast(&worker.wake);
+	pthread_mutex_unlock(&worker.lock);
+	pthread_join(worker.thread, NULL);
+	worker.started = 0;
+	close(worker.notify[0]);
+	close(worker.notify[1]);
+	worker.notify[0] = worker.notify[1] = -1;
 }
 
 void

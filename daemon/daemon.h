@@ -25,16 +25,26 @@ struct client {
 	pid_t pid;
 	uint64_t accepted_ns; /* when accepted: the handshake is due hello_timeout_ms later */
 	int hello;            /* the handshake is done */
+	unsigned version;     /* the protocol version it chose */
 	/* By pool index: this connection logged in to the pool. Written by the connection's
 	 * thread only, with __atomic_store_n: the control thread counts them (pool_clients). */
 	uint8_t *logged_in;
 	struct app *app; /* the application it serves (CLIENT), for session objects */
 };
 
+/* Pools at most (a reload adds some at the end): the shim's slot limit. */
+#define P11MUX_MAX_POOLS 16
+
 struct daemon {
+	/* Replaced by a reload (live.c); the earlier ones stay in old_cfgs until the end, since
+	 * threads read it without a lock. */
 	struct config *cfg;
-	struct pool *pools;
-	size_t npools;
+	struct config **old_cfgs;
+	size_t nold_cfgs;
+	int debug;          /* -d: the log level is not the configuration's */
+	struct pool *pools; /* room for P11MUX_MAX_POOLS */
+	size_t npools;      /* read with daemon_npools(): a reload adds pools */
+	int reload_pipe[2]; /* SIGHUP writes a byte: the control thread reloads */
 	int listen_fd;
 	int control_fd; /* p11muxctl's socket */
 	int stop_pipe[2];
@@ -58,6 +68,8 @@ struct daemon {
  * (the unit's RestartPreventExitStatus): a restart cannot help until the PIN file changes. */
 #define P11MUXD_EXIT_PIN_REFUSED 3
 
+/* The pools so far. */
+size_t daemon_npools(struct daemon *d);
 /* The pool whose slot ID is id, or NULL. */
 struct pool *daemon_pool(struct daemon *d, CK_SLOT_ID id);
 

@@ -17,7 +17,7 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 {
 	struct sched_candidate c[P11MUX_POOL_MAX_MEMBERS];
 	double sum = 0;
-	size_t i, n = p->nmembers < P11MUX_POOL_MAX_MEMBERS ? p->nmembers : P11MUX_POOL_MAX_MEMBERS;
+	size_t i, n = pool_nmembers(p);
 	unsigned known = 0;
 
 	for (i = 0; i < n; i++) {
@@ -32,10 +32,8 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 		         __atomic_load_n(&key->backend[i], __ATOMIC_ACQUIRE) != CK_INVALID_HANDLE);
 		c[i].load = m->queued + m->running;
 		c[i].workers = m->nworkers;
-		/* What this kind of operation costs on this member: RSA-2048 and EC P-256
-		 * differ threefold on a Nitrokey HSM, so one average would mislead. */
-		c[i].service_ms =
-		        m->svc != NULL ? m->svc[key != NULL ? key->index : m->nsvc - 1] : 0;
+		/* What this kind of operation costs on this member. */
+		c[i].service_ms = member_service_locked(m, key);
 		p11mux_unlock(&m->lock);
 		if (c[i].service_ms > 0) {
 			sum += c[i].service_ms;
@@ -199,8 +197,11 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
 		return rv;
 	}
 	/* No second member could be asked: the first one's answer stands, and nobody is blamed.
-	 * No member could do it at all: the application sees a device error, never a hang. */
-	return first.idx >= 0 ? first.rv : CKR_DEVICE_ERROR;
+	 * No member could do it at all: the application sees a device error, never a hang; or,
+	 * for a key that a rescan withdrew meanwhile, that the key is gone. */
+	if (first.idx >= 0)
+		return first.rv;
+	return key != NULL && pobject_withdrawn(key) ? CKR_KEY_HANDLE_INVALID : CKR_DEVICE_ERROR;
 }
 
 CK_RV
@@ -239,7 +240,7 @@ pool_make(struct pool *p, struct job *j, size_t *idx)
 static CK_RV
 run_pinned(struct pool *p, size_t idx, uint64_t gen, struct job *j)
 {
-	if (idx >= p->nmembers)
+	if (idx >= pool_nmembers(p))
 		return CKR_DEVICE_REMOVED;
 	j->pin_gen = gen;
 	member_run(&p->members[idx], j);

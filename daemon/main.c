@@ -22,8 +22,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Written by the signal handler; read by server_run(). */
+/* Written by the signal handler; read by server_run() (stop) and the control thread
+ * (reload). */
 static int stop_fd = -1;
+static int reload_fd = -1;
 
 static void
 on_signal(int sig)
@@ -31,7 +33,7 @@ on_signal(int sig)
 	int saved = errno;
 	char c = (char)sig;
 
-	if (write(stop_fd, &c, 1) < 0) {
+	if (write(sig == SIGHUP ? reload_fd : stop_fd, &c, 1) < 0) {
 		/* Nothing to do: the pipe is full, so a stop is already pending. */
 	}
 	errno = saved;
@@ -268,22 +270,26 @@ parse_args(int argc, char **argv, struct opts *o)
 	return -1;
 }
 
-/* SIGTERM and SIGINT stop the daemon through its stop pipe; SIGPIPE is ignored. */
+/* SIGTERM and SIGINT stop the daemon through its stop pipe; SIGHUP reloads the
+ * configuration through the reload pipe (live.h); SIGPIPE is ignored. */
 static int
 catch_signals(struct daemon *d)
 {
 	struct sigaction sa;
 
-	if (pipe2(d->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+	if (pipe2(d->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
+	    pipe2(d->reload_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
 		log_error("pipe: %s", strerror(errno));
 		return -1;
 	}
 	stop_fd = d->stop_pipe[1];
+	reload_fd = d->reload_pipe[1];
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	return 0;
@@ -296,7 +302,13 @@ open_pools(struct daemon *d)
 	struct p11mux_err e = {""};
 	size_t i;
 
-	if ((d->pools = calloc(d->cfg->npools, sizeof(*d->pools))) == NULL) {
+	if (d->cfg->npools > P11MUX_MAX_POOLS) {
+		log_error("%s: %zu pools; p11muxd serves %d at most", d->cfg->path, d->cfg->npools,
+		          P11MUX_MAX_POOLS);
+		return -1;
+	}
+	/* Room for the pools a reload adds: their addresses never change. */
+	if ((d->pools = calloc(P11MUX_MAX_POOLS, sizeof(*d->pools))) == NULL) {
 		log_error("out of memory");
 		return -1;
 	}
@@ -326,6 +338,7 @@ close_daemon(struct daemon *d)
 	for (i = 0; i < d->npools; i++)
 		pool_close(&d->pools[i]);
 	free(d->pools);
+	control_end();
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
 		unlink(d->cfg->socket);
@@ -338,7 +351,14 @@ close_daemon(struct daemon *d)
 		close(d->stop_pipe[0]);
 		close(d->stop_pipe[1]);
 	}
+	if (d->reload_pipe[0] >= 0) {
+		close(d->reload_pipe[0]);
+		close(d->reload_pipe[1]);
+	}
 	config_free(d->cfg);
+	for (i = 0; i < d->nold_cfgs; i++)
+		config_free(d->old_cfgs[i]);
+	free(d->old_cfgs);
 	pthread_mutex_destroy(&d->lock);
 }
 
@@ -419,6 +439,8 @@ main(int argc, char **argv)
 	d.listen_fd = -1;
 	d.control_fd = -1;
 	d.stop_pipe[0] = d.stop_pipe[1] = -1;
+	d.reload_pipe[0] = d.reload_pipe[1] = -1;
+	d.debug = o.debug;
 	pthread_mutex_init(&d.lock, NULL);
 	if ((d.cfg = config_load(o.path, &err)) == NULL) {
 		fprintf(stderr, "p11muxd: %s\n", err.msg);

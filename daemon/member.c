@@ -88,6 +88,38 @@ record_latency_locked(struct member *m, uint64_t lat_ns)
 	m->lat_sum_s += ms / 1000;
 }
 
+/* Counts a finished operation's service time, by key: RSA-2048 and EC P-256 differ
+ * threefold on a Nitrokey HSM, so one average would mislead. The array grows with the
+ * view (a rescan adds keys); out of memory, the key keeps no figure of its own. Lock held. */
+static void
+record_service_locked(struct member *m, const struct pobject *key, double ms)
+{
+	size_t k = key != NULL ? key->index : POBJECT_NO_INDEX, n;
+	double *grown;
+
+	if (k == POBJECT_NO_INDEX) {
+		m->svc_nokey = sched_ewma(m->svc_nokey, ms);
+		return;
+	}
+	if (k >= m->nsvc) {
+		n = k + 16;
+		if ((grown = realloc(m->svc, n * sizeof(*grown))) == NULL)
+			return;
+		memset(grown + m->nsvc, 0, (n - m->nsvc) * sizeof(*grown));
+		m->svc = grown;
+		m->nsvc = n;
+	}
+	m->svc[k] = sched_ewma(m->svc[k], ms);
+}
+
+double
+member_service_locked(const struct member *m, const struct pobject *key)
+{
+	if (key == NULL || key->index == POBJECT_NO_INDEX)
+		return m->svc_nokey;
+	return key->index < m->nsvc ? m->svc[key->index] : 0;
+}
+
 double
 member_latency_locked(const struct member *m, double q, unsigned seconds, uint64_t *count)
 {
@@ -416,13 +448,107 @@ member_close(struct member *m)
 	link_close(&m->link, 2000);
 }
 
+static int usable_locked(const struct member *m);
+static void wake(struct member *m);
+static void lose_locked(struct member *m, uint64_t gen, enum member_state state, const char *why);
+
+/* Reads the member's objects through its helper's control channel and remaps the pool's
+ * view onto them. 0 with *chg (may be NULL), or -1 with e. The member thread's (or a probe's). */
+static int
+remap(struct member *m, struct view_change *chg, struct p11mux_err *e)
+{
+	struct mobject **all = NULL;
+	struct view_change ignored;
+	size_t nall = 0, i;
+	int r = -1;
+
+	if (member_read_objects(m, &all, &nall, e) != 0)
+		goto out;
+	if (mobjects_fingerprint(all, nall) != 0 ||
+	    view_remap(&m->pool->view, m->index, m->label, all, nall,
+	               chg != NULL ? chg : &ignored) != 0) {
+		p11mux_err_set(e, "out of memory");
+		goto out;
+	}
+	r = 0;
+out:
+	for (i = 0; i < nall; i++)
+		mobject_free(all[i]);
+	free(all);
+	return r;
+}
+
+/* Runs the rescan asked for (member_rescan). Lock held; dropped while the helper reads. */
+static void
+rescan_locked(struct member *m)
+{
+	uint64_t asked = m->rescan_asked, gen = m->generation;
+	struct p11mux_err e = {""};
+	struct view_change chg;
+	int r;
+
+	p11mux_unlock(&m->lock);
+	memset(&chg, 0, sizeof(chg));
+	r = remap(m, &chg, &e);
+	p11mux_lock(&m->lock);
+	m->rescan_chg = chg;
+	m->rescan_failed = r != 0;
+	m->rescan_done = asked;
+	pthread_cond_broadcast(&m->rescanned);
+	if (r != 0) {
+		log_warn("pool \"%s\": member %s: rescan failed: %s", m->pool->label, m->label,
+		         e.msg);
+		/* The control channel's state is unknown after a failed call: a fresh helper. */
+		lose_locked(m, gen, MEMBER_DOWN, "rescan failed");
+	}
+}
+
+uint64_t
+member_rescan_ask(struct member *m)
+{
+	uint64_t ticket = 0;
+
+	p11mux_lock(&m->lock);
+	if (usable_locked(m) && m->link.pid > 0) {
+		ticket = ++m->rescan_asked;
+		wake(m);
+	} else if (m->state == MEMBER_DOWN && !m->stop) {
+		/* Plugged in again, or resumed: no need to wait for the back-off. */
+		m->probe_now = 1;
+		pthread_cond_signal(&m->work);
+	}
+	p11mux_unlock(&m->lock);
+	return ticket;
+}
+
+int
+member_rescan_wait(struct member *m, uint64_t ticket, uint64_t deadline_ns, struct view_change *chg,
+                   char *why, size_t whylen)
+{
+	int r = 1;
+
+	p11mux_lock(&m->lock);
+	while (m->rescan_done < ticket && usable_locked(m) &&
+	       p11mux_cond_wait_until(&m->rescanned, &m->lock, deadline_ns) == 0)
+		;
+	if (m->rescan_done >= ticket && !m->rescan_failed) {
+		*chg = m->rescan_chg;
+		r = 0;
+	} else if (m->rescan_done >= ticket || usable_locked(m)) {
+		snprintf(why, whylen, "%s",
+		         m->rescan_done >= ticket ? "reading its objects failed; it is probed again"
+		                                  : "no answer in time");
+		r = -1;
+	}
+	p11mux_unlock(&m->lock);
+	return r;
+}
+
 /* A fresh helper finds the device, logs in and maps the pool's objects onto it. CKR_OK, or
  * why not (with e); a refused or locked PIN makes the member excluded. */
 static CK_RV
 probe(struct member *m, struct p11mux_err *e)
 {
-	struct mobject **all = NULL;
-	size_t nall = 0, i;
 	CK_RV rv;
 
 	if ((rv = member_open(m, e)) != CKR_OK)
@@ -430,16 +556,9 @@ probe(struct member *m, struct p11mux_err *e)
 	if (m->token.flags & CKF_USER_PIN_LOCKED) {
 		p11mux_err_set(e, "user PIN locked");
 		rv = CKR_PIN_LOCKED;
-	} else if ((rv = member_login(m, e)) == CKR_OK &&
-	           (member_read_objects(m, &all, &nall, e) != 0 ||
-	            mobjects_fingerprint(all, nall) != 0)) {
+	} else if ((rv = member_login(m, e)) == CKR_OK && remap(m, NULL, e) != 0) {
 		rv = CKR_DEVICE_ERROR;
 	}
-	if (rv == CKR_OK)
-		view_remap(&m->pool->view, m->index, m->label, all, nall);
-	for (i = 0; i < nall; i++)
-		mobject_free(all[i]);
-	free(all);
 	if (rv != CKR_OK)
 		member_close(m);
 	return rv;
@@ -453,8 +572,10 @@ probe_locked(struct member *m)
 	struct p11mux_err e = {""};
 	CK_RV rv;
 
-	while (!m->stop && p11mux_cond_wait_until(&m->work, &m->lock, deadline) == 0)
+	while (!m->stop && !m->probe_now &&
+	       p11mux_cond_wait_until(&m->work, &m->lock, deadline) == 0)
 		;
+	m->probe_now = 0;
 	if (m->stop)
 		return;
 	m->state = MEMBER_PROBING;
@@ -470,6 +591,8 @@ probe_locked(struct member *m)
 		m->reason[0] = '\0';
 		m->helper_pid = m->link.pid;
 		m->serving = m->next_ticket;
+		m->rescan_done = m->rescan_asked; /* the probe read the objects */
+		pthread_cond_broadcast(&m->rescanned);
 		log_info("pool \"%s\": member %s (serial %s) back in service", m->pool->label,
 		         m->label, m->serial);
 		return;
@@ -682,7 +805,6 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 
 	uint64_t now = p11mux_now_ns();
 	double ms = (double)(now - j->started_ns) / 1e6;
-	size_t k;
 
 	snprintf(why, sizeof(why), "no answer within %u ms (helper killed)",
 	         m->pool->cfg->op_timeout_ms);
@@ -698,10 +820,8 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 	} else if (rv == CKR_OK) {
 		m->done++;
 		m->lone_failures = 0;
-		k = j->key != NULL ? j->key->index : m->nsvc - 1;
 		m->service_ms = sched_ewma(m->service_ms, ms);
-		if (m->svc != NULL && k < m->nsvc)
-			m->svc[k] = sched_ewma(m->svc[k], ms);
+		record_service_locked(m, j->key, ms);
 		record_latency_locked(m, now - j->submitted_ns);
 	} else if (link_lost(rv)) {
 		/* Hung, dead, or not answering sense: a helper that had the request cost, unless
@@ -850,6 +970,8 @@ member_main(void *arg)
 	while (!m->stop) {
 		if (m->lost)
 			reap_locked(m);
+		else if (m->link.pid > 0 && m->rescan_asked != m->rescan_done)
+			rescan_locked(m);
 		else if (m->link.pid > 0)
 			watch_locked(m);
 		else if (m->state == MEMBER_EXCLUDED)
@@ -885,6 +1007,7 @@ member_init(struct member *m, struct pool *p, size_t index, const char *name,
 	pthread_mutex_init(&m->lock, NULL);
 	p11mux_cond_init(&m->work);
 	p11mux_cond_init(&m->free);
+	p11mux_cond_init(&m->rescanned);
 	if (pipe2(m->wake, O_CLOEXEC | O_NONBLOCK) != 0)
 		return p11mux_err_set(e, "pipe: %s", strerror(errno));
 	return 0;
@@ -893,10 +1016,6 @@ member_init(struct member *m, struct pool *p, size_t index, const char *name,
 int
 member_start(struct member *m)
 {
-	/* Service times by key (the last slot: operations without a key). */
-	m->nsvc = m->pool->view.nobjects + 1;
-	if ((m->svc = calloc(m->nsvc, sizeof(*m->svc))) == NULL)
-		return -1;
 	if (m->state == MEMBER_UP)
 		m->up_ns = p11mux_now_ns();
 	if (m->state == MEMBER_UP)
@@ -949,6 +1068,41 @@ member_stop(struct member *m)
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->work);
 	pthread_cond_destroy(&m->free);
+	pthread_cond_destroy(&m->rescanned);
+}
+
+void
+member_retire(struct member *m, unsigned wait_ms)
+{
+	uint64_t deadline = p11mux_now_ns() + (uint64_t)wait_ms * 1000000u;
+
+	p11mux_lock(&m->lock);
+	if (m->state == MEMBER_UP)
+		m->state = MEMBER_DRAINING;
+	while ((m->running > 0 || m->queued > 0) &&
+	       p11mux_cond_wait_until(&m->free, &m->lock, deadline) == 0)
+		;
+	m->retired = 1;
+	m->state = MEMBER_EXCLUDED;
+	m->since_ns = p11mux_now_ns();
+	snprintf(m->reason, sizeof(m->reason), "removed from the configuration");
+	p11mux_unlock(&m->lock);
+	member_stop_begin(m);
+	if (m->started)
+		pthread_join(m->thread, NULL);
+	m->started = 0;
+	log_info("pool \"%s\": member %s removed", m->pool->label, m->label);
+}
+
+int
+member_retired(struct member *m)
+{
+	int r;
+
+	p11mux_lock(&m->lock);
+	r = m->retired;
+	p11mux_unlock(&m->lock);
+	return r;
 }
 
 int

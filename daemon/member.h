@@ -89,8 +89,9 @@ struct member {
 	uint64_t next_ticket, serving; /* waiting request threads go in arrival order */
 	uint8_t busy[HELPER_MAX_CHANNELS];
 	double service_ms; /* moving average of successful operations */
-	double *svc;       /* the same, by pool object index of the key (last: no key) */
+	double *svc;       /* the same, by pool object index of the key (grown as keys come) */
 	size_t nsvc;
+	double svc_nokey; /* ... for operations without a pool key (DIGEST, session objects) */
 	uint64_t done, errors, failovers, helpers; /* helpers: started, the first included */
 	unsigned lone_failures; /* ambiguous errors in a row that other members did not give */
 	uint64_t lat_total[LAT_NBUCKETS]; /* since start, for the Prometheus histogram */
@@ -98,6 +99,14 @@ struct member {
 	struct lat_window window;
 	char last_error[64]; /* the last device error, and when */
 	uint64_t last_error_ns;
+	/* Rescans (`p11muxctl rescan`, member_rescan): the member thread runs one when asked
+	 * differs from done, and signals rescanned with what it changed. */
+	uint64_t rescan_asked, rescan_done;
+	int retired;   /* removed from the pool by a reload (member_retire) */
+	int probe_now; /* a rescan asked for a probe without the back-off */
+	struct view_change rescan_chg;
+	int rescan_failed;
+	pthread_cond_t rescanned;
 	pid_t helper_pid; /* 0: none */
 	CK_MECHANISM_TYPE *mechs;
 	CK_MECHANISM_INFO *infos;
@@ -145,6 +154,24 @@ void member_stop(struct member *m);
  * its helper died or was killed: then job->cost_helper says whether the helper was running
  * this operation). */
 void member_run(struct member *m, struct job *job);
+/* The moving average of operations with key on m (NULL: without a key); 0 when unknown.
+ * Lock held. */
+double member_service_locked(const struct member *m, const struct pobject *key);
+/* Asks the member's thread to re-read its objects and remap the pool's view onto them
+ * (view_remap: keys new to the pool are added, keys no member holds are withdrawn). Returns
+ * the ticket to wait for, or 0 when the member is not up (a down member is probed at once
+ * instead, and a probe remaps it). */
+uint64_t member_rescan_ask(struct member *m);
+/* Waits until deadline_ns for rescan ticket. 0 with *chg; 1 when the member went down
+ * meanwhile; -1 when the rescan failed or did not end in time, with why. */
+int member_rescan_wait(struct member *m, uint64_t ticket, uint64_t deadline_ns,
+                       struct view_change *chg, char *why, size_t whylen);
+/* Takes the member out of the pool for good (a reload removed it): waits at most wait_ms
+ * for the operations it runs, then ends its thread and helper. The struct stays valid
+ * (request threads may still look at it) until member_stop(). */
+void member_retire(struct member *m, unsigned wait_ms);
+/* Whether the member was retired. */
+int member_retired(struct member *m);
 /* Draining and resuming for administrators. 0, or -1 when the state does not allow it. */
 int member_drain(struct member *m);
 int member_resume(struct member *m);

@@ -226,6 +226,84 @@ add_member(struct pool *p, const char *name, const char *serial, const struct me
 	return m;
 }
 
+size_t
+pool_nmembers(const struct pool *p)
+{
+	return __atomic_load_n(&p->nmembers, __ATOMIC_ACQUIRE);
+}
+
+int
+pool_add_live(struct pool *p, const char *name, const char *serial, CK_SLOT_ID slot,
+              const struct member_config *mc, struct p11mux_err *e)
+{
+	size_t n = p->nmembers;
+	struct member *m = &p->members[n];
+
+	if (n == P11MUX_POOL_MAX_MEMBERS)
+		return p11mux_err_set(e,
+		                      "pool \"%s\" has had %d members since the daemon started; "
+		                      "\"%s\" needs a restart",
+		                      p->label, P11MUX_POOL_MAX_MEMBERS, name);
+	if (member_init(m, p, n, name, mc, e) != 0)
+		return -1;
+	snprintf(m->serial, sizeof(m->serial), "%s", serial);
+	snprintf(m->reason, sizeof(m->reason), "added by a reload or rescan; probing");
+	m->slot = slot;
+	m->probe_now = 1;
+	__atomic_store_n(&p->view.nmembers, n + 1, __ATOMIC_RELEASE);
+	if (member_start(m) != 0) {
+		__atomic_store_n(&p->view.nmembers, n, __ATOMIC_RELEASE);
+		member_stop(m);
+		return p11mux_err_set(e, "cannot start a thread for member %s", name);
+	}
+	/* Request threads and the control thread see it from here on. */
+	__atomic_store_n(&p->nmembers, n + 1, __ATOMIC_RELEASE);
+	log_info("pool \"%s\": member %s added", p->label, name);
+	return 0;
+}
+
+/* Whether a member of p is the token with this label and serial. */
+static int
+is_member(struct pool *p, const char *label, const char *serial)
+{
+	char l[33], s[17];
+	size_t k;
+
+	for (k = 0; k < p->nmembers; k++) {
+		member_names(&p->members[k], l, s);
+		if (member_retired(&p->members[k]))
+			continue;
+		if (s[0] != '\0' ? strcmp(s, serial) == 0 : strcmp(l, label) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int
+pool_find_new(struct pool *p, size_t *added, struct p11mux_err *e)
+{
+	struct tokens t = {NULL, NULL, 0};
+	char label[33], serial[17];
+	size_t i;
+	int r = 0;
+
+	*added = 0;
+	if (p->cfg->members != NULL)
+		return 0;
+	if (list_tokens(p, &t, e) != 0)
+		return -1;
+	for (i = 0; i < t.n && r == 0; i++) {
+		p11mux_field(label, t.v[i].token.label, sizeof(t.v[i].token.label));
+		p11mux_field(serial, t.v[i].token.serialNumber, sizeof(t.v[i].token.serialNumber));
+		if (is_member(p, label, serial))
+			continue;
+		if ((r = pool_add_live(p, label, serial, t.v[i].id, &p->plain, e)) == 0)
+			(*added)++;
+	}
+	free(t.v);
+	return r;
+}
+
 /* A hint for a member that SoftHSM (or the simulator over it) does not show: SoftHSM finds
  * its tokens through $SOFTHSM2_CONF, which a daemon started by hand often lacks. */
 static const char *

@@ -101,6 +101,17 @@ CK_RV pool_pinned_crypto(struct pool *p, size_t idx, uint64_t gen, uint32_t call
                          size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
                          size_t *outlen);
 CK_RV pool_pinned_destroy(struct pool *p, size_t idx, uint64_t gen, const struct pobject *key);
+/* Members so far, retired ones included (a reload adds some; indexes are not reused): what
+ * threads other than the pool's changer read. */
+size_t pool_nmembers(const struct pool *p);
+/* Adds a member while the pool runs (a reload or a rescan): it starts down and is probed at
+ * once (slot: where its helper looks first). Only one thread changes a pool at a time
+ * (live.c). 0, or -1 with e. */
+int pool_add_live(struct pool *p, const char *name, const char *serial, CK_SLOT_ID slot,
+                  const struct member_config *mc, struct p11mux_err *e);
+/* For a pool of every token present (no members list): adds the tokens its module shows now
+ * that are not members yet; *added says how many. 0, or -1 with e. */
+int pool_find_new(struct pool *p, size_t *added, struct p11mux_err *e);
 /* Fills out with random bytes from a member's RNG. */
 CK_RV pool_random(struct pool *p, uint8_t *out, size_t len);
 /* Logs one line per member: operations done and device errors. */

@@ -162,16 +162,22 @@ run_hello(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
 	static const char name[] = "p11muxd " P11MUX_VERSION;
 
-	if (r->u.hello.lowest > P11MUX_PROTO_VERSION || r->u.hello.highest < P11MUX_PROTO_VERSION) {
+	/* The newest version both speak: a shim loaded before an upgrade keeps working with
+	 * the upgraded daemon. */
+	CK_ULONG v = r->u.hello.highest < P11MUX_PROTO_VERSION ? r->u.hello.highest
+	                                                       : P11MUX_PROTO_VERSION;
+
+	if (r->u.hello.lowest > v || v < P11MUX_PROTO_LOWEST) {
 		lograte_warn(&x->d->dropped,
-		             "client pid %ld speaks protocol versions %lu..%lu, not %u (a shim of "
-		             "another p11mux version?)",
+		             "client pid %ld speaks protocol versions %lu..%lu, not %u..%u (a shim "
+		             "of another p11mux version?)",
 		             (long)x->c->pid, r->u.hello.lowest, r->u.hello.highest,
-		             P11MUX_PROTO_VERSION);
+		             P11MUX_PROTO_LOWEST, P11MUX_PROTO_VERSION);
 		return CKR_FUNCTION_FAILED;
 	}
 	x->c->hello = 1;
-	p11mux_msg_put_ulong(reply, P11MUX_PROTO_VERSION);
+	x->c->version = (unsigned)v;
+	p11mux_msg_put_ulong(reply, v);
 	p11mux_msg_put_bytes(reply, name, strlen(name));
 	return CKR_OK;
 }
@@ -180,17 +186,17 @@ static CK_RV
 run_get_slots(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
 	struct p11mux_slot *s;
-	size_t i;
+	size_t i, n = daemon_npools(x->d);
 
 	(void)r;
-	if ((s = calloc(x->d->npools + 1, sizeof(*s))) == NULL)
+	if ((s = calloc(n + 1, sizeof(*s))) == NULL)
 		return CKR_HOST_MEMORY;
-	for (i = 0; i < x->d->npools; i++) {
+	for (i = 0; i < n; i++) {
 		s[i] = x->d->pools[i].slot;
 		/* The PIN counter's state, as a device shows its own. */
 		s[i].token.flags |= guard_flags(&x->d->pools[i].guard);
 	}
-	p11mux_msg_put_slots(reply, s, x->d->npools);
+	p11mux_msg_put_slots(reply, s, n);
 	free(s);
 	return CKR_OK;
 }
@@ -264,21 +270,27 @@ static CK_RV
 run_find(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 {
 	const struct pool *p = x->p;
+	/* The version first: a change after it is seen at the next search. */
+	uint64_t version = view_version(&p->view);
+	struct pobject *const *objects;
 	CK_ULONG *handles;
-	size_t i, n = 0;
+	size_t i, n = 0, nobjects;
 
 	/* Real templates have a few attributes; tens of thousands would cost each object as
 	 * many comparisons. */
 	if (r->u.find.n > P11MUX_FIND_MAX_ATTRS)
 		return CKR_ARGUMENTS_BAD;
-	if ((handles = calloc(p->view.nobjects + 1, sizeof(*handles))) == NULL)
+	objects = view_objects(&p->view, &nobjects);
+	if ((handles = calloc(nobjects + 1, sizeof(*handles))) == NULL)
 		return CKR_HOST_MEMORY;
-	for (i = 0; i < p->view.nobjects; i++)
-		if (visible(x, p->view.objects[i]) &&
-		    pobject_matches(p->view.objects[i], r->u.find.attrs, r->u.find.n))
-			handles[n++] = p->view.objects[i]->handle;
+	for (i = 0; i < nobjects; i++)
+		if (visible(x, objects[i]) && !pobject_withdrawn(objects[i]) &&
+		    pobject_matches(objects[i], r->u.find.attrs, r->u.find.n))
+			handles[n++] = objects[i]->handle;
 	find_session_objects(x, &r->u.find, &handles, &n);
 	p11mux_msg_put_ulongs(reply, handles, n);
+	if (reply->call->code == P11MUX_CALL_FIND_VERSIONED)
+		p11mux_msg_put_ulong(reply, version);
 	free(handles);
 	return CKR_OK;
 }
@@ -763,6 +775,7 @@ static const struct rpc_handler handlers[P11MUX_CALL_COUNT] = {
         [P11MUX_CALL_GENERATE_PAIR] = {dec_make, run_make, 1, 0, 0, 0},
         [P11MUX_CALL_DESTROY] = {dec_object, run_destroy, 1, 0, 0, 0},
         [P11MUX_CALL_DROP] = {dec_session, run_drop, 1, 0, 0, 0},
+        [P11MUX_CALL_FIND_VERSIONED] = {dec_find, run_find, 1, 0, 0, 0},
 };
 
 /* Closes the connection of a client that does not speak the protocol (a line a client can

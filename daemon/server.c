@@ -24,12 +24,18 @@
 /* How long accepting pauses after accept ran out of descriptors or memory. */
 #define ACCEPT_BACKOFF_MS 100
 
+size_t
+daemon_npools(struct daemon *d)
+{
+	return __atomic_load_n(&d->npools, __ATOMIC_ACQUIRE);
+}
+
 struct pool *
 daemon_pool(struct daemon *d, CK_SLOT_ID id)
 {
-	size_t i;
+	size_t i, n = daemon_npools(d);
 
-	for (i = 0; i < d->npools; i++)
+	for (i = 0; i < n; i++)
 		if (d->pools[i].slot.id == id)
 			return &d->pools[i];
 	return NULL;
@@ -325,7 +331,7 @@ client_start_locked(struct daemon *d, int fd, const struct ucred *cred)
 	int r;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (c->logged_in = calloc(d->npools + 1, 1)) == NULL) {
+	    (c->logged_in = calloc(P11MUX_MAX_POOLS, 1)) == NULL) {
 		free(c);
 		return -1;
 	}
@@ -447,7 +453,7 @@ flush_logs(struct daemon *d)
 	int held = lograte_flush(&d->refused) | lograte_flush(&d->dropped);
 	size_t i;
 
-	for (i = 0; i < d->npools; i++)
+	for (i = 0; i < daemon_npools(d); i++)
 		held |= guard_flush(&d->pools[i].guard);
 	/* Not a log line, but due within a second too: gone applications' session objects. */
 	held |= apps_sweep(&d->apps);

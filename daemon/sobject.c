@@ -267,15 +267,15 @@ sobj_add(struct apps *a, struct client *c, struct pool *p, size_t idx, uint64_t 
 	size_t i;
 
 	if ((o = calloc(1, sizeof(*o))) == NULL ||
-	    (o->po.backend = calloc(p->nmembers, sizeof(*o->po.backend))) == NULL) {
+	    (o->po.backend = calloc(VIEW_MAX_MEMBERS, sizeof(*o->po.backend))) == NULL) {
 		free(o);
 		mobject_free(mo);
 		return CK_INVALID_HANDLE;
 	}
-	for (i = 0; i < p->nmembers; i++)
+	for (i = 0; i < VIEW_MAX_MEMBERS; i++)
 		o->po.backend[i] = CK_INVALID_HANDLE;
 	o->po.backend[idx] = mo->h;
-	o->po.index = p->view.nobjects; /* the members' "no key" service time */
+	o->po.index = POBJECT_NO_INDEX; /* the members' "no key" service time */
 	o->po.cls = mo->cls;
 	o->po.ktype = mo->ktype;
 	o->po.private = mobject_bool(mo, CKA_PRIVATE, 1);

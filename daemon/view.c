@@ -232,7 +232,7 @@ view_fnv(uint64_t h, const void *p, size_t n)
  * the daemon. 31 bits, never 0, stepped past the rare collision.
  */
 static CK_OBJECT_HANDLE
-derive_handle(const struct view *p, const struct mobject *o)
+derive_handle(const struct view *p, const struct p11mux_hmap *map, const struct mobject *o)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	CK_OBJECT_HANDLE v;
@@ -249,7 +249,7 @@ derive_handle(const struct view *p, const struct mobject *o)
 	h = view_fnv(h, "|", 1);
 	h = view_fnv(h, o->pub, o->publen);
 	v = (CK_OBJECT_HANDLE)((h ^ (h >> 31)) & 0x7fffffff);
-	while (v == 0 || p11mux_hmap_get(p->by_handle, v) != NULL)
+	while (v == 0 || p11mux_hmap_get(map, v) != NULL)
 		v = (v + 1) & 0x7fffffff;
 	return v;
 }
@@ -290,26 +290,26 @@ pobject_free(struct pobject *po)
 	free(po);
 }
 
-/* A pool object named after member object o; its handle is derived from o's identity.
- * NULL when out of memory. */
+/* A pool object named after member object o; its handle is derived from o's identity, and
+ * differs from every handle of map. NULL when out of memory. */
 static struct pobject *
-pobject_new(struct view *p, const struct mobject *o)
+pobject_new(struct view *p, const struct p11mux_hmap *map, const struct mobject *o)
 {
 	struct pobject *po;
 	size_t k;
 
 	if ((po = calloc(1, sizeof(*po))) == NULL ||
-	    (po->backend = calloc(p->nmembers, sizeof(*po->backend))) == NULL ||
-	    (po->holding = calloc(p->nmembers, 1)) == NULL) {
+	    (po->backend = calloc(VIEW_MAX_MEMBERS, sizeof(*po->backend))) == NULL ||
+	    (po->holding = calloc(VIEW_MAX_MEMBERS, 1)) == NULL) {
 		pobject_free(po);
 		return NULL;
 	}
-	for (k = 0; k < p->nmembers; k++)
+	for (k = 0; k < VIEW_MAX_MEMBERS; k++)
 		po->backend[k] = CK_INVALID_HANDLE;
 	po->cls = o->cls;
 	po->ktype = o->ktype;
 	describe(o, po->desc, sizeof(po->desc));
-	po->handle = derive_handle(p, o);
+	po->handle = derive_handle(p, map, o);
 	return po;
 }
 
@@ -326,6 +326,7 @@ pobject_take(struct pobject *po, struct mobject *o)
 	o->status = NULL;
 	o->n = 0;
 	o->pub = NULL;
+	o->publen = 0;
 	po->private = attr_bool(po->attrs, po->status, po->n, CKA_PRIVATE,
 	                        po->cls == CKO_PRIVATE_KEY || po->cls == CKO_SECRET_KEY);
 }
@@ -364,19 +365,70 @@ map_holders(struct view *p, const struct view_member *members, struct pobject *p
 	}
 }
 
-/* Adds po to the pool's objects and handle map. 0, or -1 when out of memory. */
+static void
+copy_entry(uint64_t key, void *value, void *arg)
+{
+	struct p11mux_hmap **m = arg;
+
+	if (*m != NULL && p11mux_hmap_put(*m, key, value) != 0) {
+		p11mux_hmap_free(*m);
+		*m = NULL;
+	}
+}
+
+/* A new map with map's entries; NULL when out of memory. */
+static struct p11mux_hmap *
+map_copy(const struct p11mux_hmap *map)
+{
+	struct p11mux_hmap *m = p11mux_hmap_new();
+
+	if (map != NULL)
+		p11mux_hmap_foreach(map, copy_entry, &m);
+	return m;
+}
+
+/* Keeps a replaced array or map until view_free(): a reader may still use it. Out of
+ * memory, it is never freed rather than freed too soon. */
+static void
+retire(struct view *p, void *what, int map)
+{
+	void **nv;
+	uint8_t *nm;
+
+	if (what == NULL)
+		return;
+	if ((nv = realloc(p->retired, (p->nretired + 1) * sizeof(*nv))) == NULL)
+		return;
+	p->retired = nv;
+	if ((nm = realloc(p->retired_map, p->nretired + 1)) == NULL)
+		return;
+	p->retired_map = nm;
+	p->retired[p->nretired] = what;
+	p->retired_map[p->nretired++] = (uint8_t)map;
+}
+
+/* Appends po to the pool's objects, where readers see it at once (not the handle map). 0, or
+ * -1 when out of memory. */
 static int
-view_add(struct view *p, struct pobject *po)
+append(struct view *p, struct pobject *po)
 {
 	struct pobject **nv;
+	size_t n = p->nobjects;
 
-	if ((nv = realloc(p->objects, (p->nobjects + 1) * sizeof(*nv))) == NULL)
-		return -1;
-	p->objects = nv;
-	if (p11mux_hmap_put(p->by_handle, po->handle, po) != 0)
-		return -1;
-	po->index = p->nobjects;
-	p->objects[p->nobjects++] = po;
+	if (n == p->cap) {
+		if ((nv = malloc((p->cap ? p->cap * 2 : 16) * sizeof(*nv))) == NULL)
+			return -1;
+		if (n > 0)
+			memcpy(nv, p->objects, n * sizeof(*nv));
+		retire(p, p->objects, 0);
+		p->cap = p->cap ? p->cap * 2 : 16;
+		nv[n] = po;
+		__atomic_store_n(&p->objects, nv, __ATOMIC_RELEASE);
+	} else {
+		p->objects[n] = po;
+	}
+	po->index = n;
+	__atomic_store_n(&p->nobjects, n + 1, __ATOMIC_RELEASE);
 	log_debug("pool \"%s\": %s is handle %lu", p->label, po->desc, po->handle);
 	return 0;
 }
@@ -389,13 +441,17 @@ view_build(struct view *p, const struct view_member *members, struct mobject **a
 	struct pobject *po;
 	size_t i, best;
 
+	if (!p->built) {
+		pthread_mutex_init(&p->lock, NULL);
+		p->built = 1;
+	}
 	if (p->by_handle == NULL && (p->by_handle = p11mux_hmap_new()) == NULL)
 		return p11mux_err_set(e, "out of memory");
 	for (i = 0; i < nall; i++) {
 		if (all[i]->used)
 			continue;
 		best = pick_variant(all, nall, i);
-		if ((po = pobject_new(p, all[best])) == NULL)
+		if ((po = pobject_new(p, p->by_handle, all[best])) == NULL)
 			return p11mux_err_set(e, "out of memory");
 		map_holders(p, members, po, all, nall, best);
 		pobject_take(po, all[best]);
@@ -403,7 +459,9 @@ view_build(struct view *p, const struct view_member *members, struct mobject **a
 			log_warn("pool \"%s\": %s has no readable public part; its members are "
 			         "matched by name only",
 			         p->label, po->desc);
-		if (view_add(p, po) != 0) {
+		/* Before the view is shared: the map is changed in place. */
+		if (p11mux_hmap_put(p->by_handle, po->handle, po) != 0 || append(p, po) != 0) {
+			p11mux_hmap_remove(p->by_handle, po->handle);
 			pobject_free(po);
 			return p11mux_err_set(e, "out of memory");
 		}
@@ -411,49 +469,179 @@ view_build(struct view *p, const struct view_member *members, struct mobject **a
 	return 0;
 }
 
-size_t
-view_remap(struct view *p, size_t member, const char *label, struct mobject **all, size_t nall)
+/* Maps pool object po onto the member's objects: the member's handle, or what it holds
+ * instead. Marks the member objects named as po is. Returns whether the member holds it. */
+static int
+remap_one(struct view *p, struct pobject *po, size_t member, const char *label,
+          struct mobject **all, size_t nall)
 {
 	struct mobject view;
-	size_t i, j, held = 0;
-	CK_OBJECT_HANDLE h;
-	uint8_t hold;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	uint8_t hold = HOLD_LACKS;
+	size_t j;
+
+	/* The pool object seen as a member object, to compare with the same rules. */
+	memset(&view, 0, sizeof(view));
+	view.cls = po->cls;
+	view.ktype = po->ktype;
+	view.attrs = po->attrs;
+	view.status = po->status;
+	view.n = po->n;
+	view.pub = po->pub;
+	view.publen = po->publen;
+	for (j = 0; j < nall; j++) {
+		if (!same_name(&view, all[j]))
+			continue;
+		all[j]->used = 1; /* named as a pool object: not a new one */
+		if (h == CK_INVALID_HANDLE && same_material(&view, all[j]))
+			h = all[j]->h;
+		else if (h == CK_INVALID_HANDLE)
+			hold = HOLD_DIFFERENT;
+	}
+	__atomic_store_n(&po->holding[member], h != CK_INVALID_HANDLE ? HOLD_SAME : hold,
+	                 __ATOMIC_RELEASE);
+	if (h == CK_INVALID_HANDLE &&
+	    __atomic_load_n(&po->backend[member], __ATOMIC_ACQUIRE) != CK_INVALID_HANDLE)
+		log_warn("pool \"%s\": member %s no longer holds %s", p->label, label, po->desc);
+	__atomic_store_n(&po->backend[member], h, __ATOMIC_RELEASE);
+	return h != CK_INVALID_HANDLE;
+}
+
+/* Adds the member's objects that no pool object is named as (all[j]->used clear), held by
+ * that member alone for now, under a new handle map published at the end. 0 or -1. */
+static int
+add_new(struct view *p, size_t member, const char *label, struct mobject **all, size_t nall,
+        struct view_change *chg)
+{
+	struct p11mux_hmap *next = NULL;
+	struct pobject *po;
+	size_t i, j;
+	int r = 0;
+
+	for (i = 0; i < nall && r == 0; i++) {
+		if (all[i]->used)
+			continue;
+		if (next == NULL && (next = map_copy(p->by_handle)) == NULL)
+			return -1;
+		if ((po = pobject_new(p, next, all[i])) == NULL) {
+			r = -1;
+			break;
+		}
+		/* Duplicates on the member (same name): the first with the same material. */
+		for (j = i + 1; j < nall; j++)
+			if (!all[j]->used && same_name(all[i], all[j]))
+				all[j]->used = 1;
+		all[i]->used = 1;
+		po->backend[member] = all[i]->h;
+		po->holding[member] = HOLD_SAME;
+		pobject_take(po, all[i]);
+		if (p11mux_hmap_put(next, po->handle, po) != 0 || append(p, po) != 0) {
+			p11mux_hmap_remove(next, po->handle);
+			pobject_free(po);
+			r = -1;
+			break;
+		}
+		chg->added++;
+		log_info("pool \"%s\": new object on member %s: %s, handle %lu", p->label, label,
+		         po->desc, po->handle);
+	}
+	if (next != NULL) {
+		retire(p, p->by_handle, 1);
+		__atomic_store_n(&p->by_handle, next, __ATOMIC_RELEASE);
+	}
+	return r;
+}
+
+/* Withdraws the objects no member holds, and brings back those one holds again. */
+static void
+update_withdrawn(struct view *p, struct view_change *chg)
+{
+	size_t i, k, nmembers = __atomic_load_n(&p->nmembers, __ATOMIC_ACQUIRE);
 
 	for (i = 0; i < p->nobjects; i++) {
 		struct pobject *po = p->objects[i];
+		int held = 0, was = __atomic_load_n(&po->withdrawn, __ATOMIC_ACQUIRE);
 
-		/* The pool object seen as a member object, to compare with the same rules. */
-		memset(&view, 0, sizeof(view));
-		view.cls = po->cls;
-		view.ktype = po->ktype;
-		view.attrs = po->attrs;
-		view.status = po->status;
-		view.n = po->n;
-		view.pub = po->pub;
-		view.publen = po->publen;
-		h = CK_INVALID_HANDLE;
-		hold = HOLD_LACKS;
-		for (j = 0; j < nall && h == CK_INVALID_HANDLE; j++) {
-			if (!same_name(&view, all[j]))
-				continue;
-			if (same_material(&view, all[j]))
-				h = all[j]->h;
-			else
-				hold = HOLD_DIFFERENT;
+		for (k = 0; k < nmembers && !held; k++)
+			held = __atomic_load_n(&po->holding[k], __ATOMIC_ACQUIRE) == HOLD_SAME;
+		if (held == !was)
+			continue;
+		__atomic_store_n(&po->withdrawn, !held, __ATOMIC_RELEASE);
+		if (held) {
+			chg->revived++;
+			log_info("pool \"%s\": %s is back (handle %lu)", p->label, po->desc,
+			         po->handle);
+		} else {
+			chg->withdrawn++;
+			log_warn("pool \"%s\": %s withdrawn: no member holds it any more; handle "
+			         "%lu "
+			         "is invalid now",
+			         p->label, po->desc, po->handle);
 		}
-		__atomic_store_n(&po->holding[member], h != CK_INVALID_HANDLE ? HOLD_SAME : hold,
-		                 __ATOMIC_RELEASE);
-		if (h != CK_INVALID_HANDLE)
-			held++;
-		else if (__atomic_load_n(&po->backend[member], __ATOMIC_ACQUIRE) !=
-		         CK_INVALID_HANDLE)
-			log_warn("pool \"%s\": member %s no longer holds %s", p->label, label,
-			         po->desc);
-		__atomic_store_n(&po->backend[member], h, __ATOMIC_RELEASE);
 	}
+}
+
+int
+view_remap(struct view *p, size_t member, const char *label, struct mobject **all, size_t nall,
+           struct view_change *chg)
+{
+	size_t i;
+	int r;
+
+	memset(chg, 0, sizeof(*chg));
+	pthread_mutex_lock(&p->lock);
+	for (i = 0; i < nall; i++)
+		all[i]->used = 0;
+	for (i = 0; i < p->nobjects; i++)
+		chg->held += (size_t)remap_one(p, p->objects[i], member, label, all, nall);
+	r = add_new(p, member, label, all, nall, chg);
+	chg->held += chg->added;
+	update_withdrawn(p, chg);
+	if (chg->added + chg->withdrawn + chg->revived > 0)
+		__atomic_add_fetch(&p->version, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&p->lock);
 	log_info("pool \"%s\": member %s holds %zu of the pool's %zu objects", p->label, label,
-	         held, p->nobjects);
-	return held;
+	         chg->held, __atomic_load_n(&p->nobjects, __ATOMIC_ACQUIRE));
+	return r;
+}
+
+size_t
+view_member_gone(struct view *p, size_t member)
+{
+	struct view_change chg;
+	size_t i;
+
+	memset(&chg, 0, sizeof(chg));
+	pthread_mutex_lock(&p->lock);
+	for (i = 0; i < p->nobjects; i++) {
+		__atomic_store_n(&p->objects[i]->holding[member], HOLD_LACKS, __ATOMIC_RELEASE);
+		__atomic_store_n(&p->objects[i]->backend[member], CK_INVALID_HANDLE,
+		                 __ATOMIC_RELEASE);
+	}
+	update_withdrawn(p, &chg);
+	if (chg.withdrawn > 0)
+		__atomic_add_fetch(&p->version, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&p->lock);
+	return chg.withdrawn;
+}
+
+struct pobject *const *
+view_objects(const struct view *v, size_t *n)
+{
+	*n = __atomic_load_n(&v->nobjects, __ATOMIC_ACQUIRE);
+	return __atomic_load_n(&v->objects, __ATOMIC_ACQUIRE);
+}
+
+uint64_t
+view_version(const struct view *v)
+{
+	return __atomic_load_n(&v->version, __ATOMIC_ACQUIRE);
+}
+
+int
+pobject_withdrawn(const struct pobject *o)
+{
+	return __atomic_load_n(&o->withdrawn, __ATOMIC_ACQUIRE);
 }
 
 void
@@ -465,15 +653,30 @@ view_free(struct view *v)
 		pobject_free(v->objects[i]);
 	free(v->objects);
 	p11mux_hmap_free(v->by_handle);
+	for (i = 0; i < v->nretired; i++)
+		if (v->retired_map[i])
+			p11mux_hmap_free(v->retired[i]);
+		else
+			free(v->retired[i]);
+	free(v->retired);
+	free(v->retired_map);
+	if (v->built)
+		pthread_mutex_destroy(&v->lock);
 	v->objects = NULL;
-	v->nobjects = 0;
+	v->nobjects = v->cap = v->nretired = 0;
 	v->by_handle = NULL;
+	v->retired = NULL;
+	v->retired_map = NULL;
+	v->built = 0;
 }
 
 const struct pobject *
 view_object(const struct view *v, CK_OBJECT_HANDLE h)
 {
-	return v->by_handle != NULL ? p11mux_hmap_get(v->by_handle, h) : NULL;
+	const struct p11mux_hmap *map = __atomic_load_n(&v->by_handle, __ATOMIC_ACQUIRE);
+	const struct pobject *o = map != NULL ? p11mux_hmap_get(map, h) : NULL;
+
+	return o != NULL && !pobject_withdrawn(o) ? o : NULL;
 }
 
 int

@@ -8,6 +8,7 @@
 #ifndef P11MUXD_VIEW_H
 #define P11MUXD_VIEW_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,13 @@
 
 #include "err.h"
 #include "hmap.h"
+
+/* Members a view can have over its life (a reload adds some; indexes are not reused): the
+ * size of every object's per-member arrays. */
+#define VIEW_MAX_MEMBERS 64
+
+/* pobject.index of an object that is not the view's (a session object, sobject.h). */
+#define POBJECT_NO_INDEX ((size_t)-1)
 
 /* What a member holds of a pool object. */
 #define HOLD_LACKS     0
@@ -38,14 +46,18 @@ struct mobject {
 /* An object of the pool, the same on every member that is used for it. */
 struct pobject {
 	CK_OBJECT_HANDLE handle; /* virtual, derived from the object's identity */
-	size_t index;            /* position in view.objects */
+	size_t index;            /* position in view.objects; POBJECT_NO_INDEX: none */
 	CK_OBJECT_CLASS cls;
-	int private;         /* CKA_PRIVATE: visible only when logged in */
+	int private; /* CKA_PRIVATE: visible only when logged in */
+	/* No member holds it any more (the last one that did was rescanned without it): hidden
+	 * from searches, its handle invalid, until a member holds it again. __atomic. */
+	int withdrawn;
 	CK_ATTRIBUTE *attrs; /* as the first member holding it gave them */
 	CK_RV *status;       /* CKR_OK, or e.g. CKR_ATTRIBUTE_SENSITIVE */
 	size_t n;
-	/* By member index; CK_INVALID_HANDLE: not used. Read and written with __atomic: a
-	 * member that rejoins is remapped while requests read the array. */
+	/* By member index (VIEW_MAX_MEMBERS entries); CK_INVALID_HANDLE: not used. Read and
+	 * written with __atomic: a member that rejoins or is rescanned is remapped while
+	 * requests read the array. */
 	CK_OBJECT_HANDLE *backend;
 	/* By member index: HOLD_*; for `p11muxctl keys`. Written with __atomic too. */
 	uint8_t *holding;
@@ -61,13 +73,35 @@ struct view_member {
 	int up; /* its objects were read: one it lacks is worth a warning */
 };
 
+/*
+ * The view changes while requests read it: a probe or a rescan (view_remap) adds the objects
+ * a member holds that the pool did not know, and withdraws those no member holds any more. An
+ * object is never freed before the view: requests and jobs keep pointers to it without a
+ * lock. Readers take the array and the handle map with view_objects() and view_object(); a
+ * change publishes a new array (when the old one is full) or a new map, and keeps the old
+ * ones until view_free(), so that a reader's copy stays valid.
+ */
 struct view {
 	CK_SLOT_ID slot;   /* part of every handle */
 	const char *label; /* the pool's, for the log */
-	size_t nmembers;
+	size_t nmembers;   /* grows when a reload adds members; __atomic */
 	struct pobject **objects;
-	size_t nobjects;
+	size_t nobjects, cap; /* nobjects: __atomic, published after the array */
 	struct p11mux_hmap *by_handle;
+	uint64_t version;     /* bumped when objects come, go or come back; __atomic */
+	pthread_mutex_t lock; /* serialises changes (view_remap, view_member_gone) */
+	int built;            /* view_build ran: the lock exists */
+	void **retired;       /* replaced arrays (free) and maps (p11mux_hmap_free) */
+	uint8_t *retired_map; /* retired[i] is a map */
+	size_t nretired;
+};
+
+/* What a remap changed. */
+struct view_change {
+	size_t held;      /* objects the member holds */
+	size_t added;     /* objects new to the pool */
+	size_t withdrawn; /* objects no member holds any more */
+	size_t revived;   /* withdrawn objects a member holds again */
 };
 
 /* A member object; takes attrs and status (malloc'ed, n entries). NULL when out of memory
@@ -89,15 +123,27 @@ int mobjects_fingerprint(struct mobject **all, size_t nall);
 int view_build(struct view *v, const struct view_member *members, struct mobject **all, size_t nall,
                struct p11mux_err *e);
 /* Maps the view's objects onto what member (index, label) holds now (its objects,
- * fingerprinted), by the same rules; objects it no longer holds are not used on it. Returns
- * the number of the view's objects it holds. */
-size_t view_remap(struct view *v, size_t member, const char *label, struct mobject **all,
-                  size_t nall);
+ * fingerprinted), by the same rules; objects it no longer holds are not used on it. Its
+ * objects that no pool object is named as are added to the view (used on it alone until the
+ * other members are remapped); objects no member holds any more are withdrawn, and come back
+ * when one does. Safe while requests read the view. *chg says what changed. 0, or -1 when
+ * out of memory (the objects new to the pool are left out then; the rest is done). */
+int view_remap(struct view *v, size_t member, const char *label, struct mobject **all, size_t nall,
+               struct view_change *chg);
+/* Forgets what member holds (it left the pool): objects only it held are withdrawn. Returns
+ * how many. */
+size_t view_member_gone(struct view *v, size_t member);
+/* The current objects: *n of them. Valid until view_free(). */
+struct pobject *const *view_objects(const struct view *v, size_t *n);
+/* The view's version: changes whenever objects come, go or come back. */
+uint64_t view_version(const struct view *v);
 /* Frees the view's objects (not the view struct). */
 void view_free(struct view *v);
 
-/* The object with virtual handle h, or NULL. */
+/* The object with virtual handle h, or NULL (also when it is withdrawn). */
 const struct pobject *view_object(const struct view *v, CK_OBJECT_HANDLE h);
+/* Whether the object is withdrawn (no member holds it any more). */
+int pobject_withdrawn(const struct pobject *o);
 /* Whether the object has every attribute of the template with the same value. */
 int pobject_matches(const struct pobject *o, const CK_ATTRIBUTE *tmpl, size_t n);
 /* The object's key material (an RSA modulus, an EC point) or value: *p and *len, or 0 when

@@ -275,9 +275,12 @@ cache_forget_locked(CK_OBJECT_HANDLE h)
 		object_free(p11mux_hmap_remove(shim.objects, h));
 }
 
+/* What to forget: the session objects of a session (0: every session; P11MUX_DROP_PRIVATE:
+ * the private ones), or with tokens set the token objects, of a slot. */
 struct forget {
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE session;
+	int tokens;
 	uint64_t *keys;
 	size_t n, cap;
 };
@@ -289,10 +292,11 @@ collect_forget(uint64_t key, void *value, void *arg)
 	const struct object *o = value;
 	uint64_t *grown;
 
-	if (!(key & P11MUX_SESSION_OBJECT) || o->slot != f->slot)
+	if (o->slot != f->slot || ((key & P11MUX_SESSION_OBJECT) != 0) == f->tokens)
 		return;
-	if (f->session == P11MUX_DROP_PRIVATE ? !object_bool(o, CKA_PRIVATE, 1)
-	                                      : f->session != 0 && o->session != f->session)
+	if (!f->tokens &&
+	    (f->session == P11MUX_DROP_PRIVATE ? !object_bool(o, CKA_PRIVATE, 1)
+	                                       : f->session != 0 && o->session != f->session))
 		return;
 	if (f->n == f->cap) {
 		f->cap = f->cap ? f->cap * 2 : 16;
@@ -303,18 +307,33 @@ collect_forget(uint64_t key, void *value, void *arg)
 	f->keys[f->n++] = key;
 }
 
-void
-cache_forget_session_locked(CK_SLOT_ID slot, CK_SESSION_HANDLE session)
+static void
+forget_locked(struct forget *f)
 {
-	struct forget f = {slot, session, NULL, 0, 0};
 	size_t i;
 
 	if (shim.objects == NULL)
 		return;
-	p11mux_hmap_foreach(shim.objects, collect_forget, &f);
-	for (i = 0; i < f.n; i++)
-		cache_forget_locked(f.keys[i]);
-	free(f.keys);
+	p11mux_hmap_foreach(shim.objects, collect_forget, f);
+	for (i = 0; i < f->n; i++)
+		cache_forget_locked(f->keys[i]);
+	free(f->keys);
+}
+
+void
+cache_forget_session_locked(CK_SLOT_ID slot, CK_SESSION_HANDLE session)
+{
+	struct forget f = {slot, session, 0, NULL, 0, 0};
+
+	forget_locked(&f);
+}
+
+void
+cache_forget_token_objects_locked(CK_SLOT_ID slot)
+{
+	struct forget f = {slot, 0, 1, NULL, 0, 0};
+
+	forget_locked(&f);
 }
 
 CK_RV

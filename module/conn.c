@@ -226,6 +226,7 @@ get_hello(struct p11mux_msg *m, struct conn *c, void *arg)
 	(void)arg;
 	p11mux_msg_get_ulong(m, &version);
 	p11mux_msg_get_bytes(m, &name, &namelen);
+	/* Only the newest: the shim and its daemon come from one package. */
 	return p11mux_msg_end(m) == 0 && version == P11MUX_PROTO_VERSION ? CKR_OK
 	                                                                 : CKR_DEVICE_ERROR;
 }

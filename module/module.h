@@ -84,6 +84,10 @@ struct slot {
 	                                  */
 	size_t nsessions;
 	int made_objects; /* session objects were made on it: dropped at C_Finalize */
+	/* The pool's view version at the last search (FIND's reply): another one means keys
+	 * came or went, and the cached token objects of the slot are dropped. */
+	uint64_t view_version;
+	int have_view_version;
 };
 
 struct shim {
@@ -205,6 +209,8 @@ void cache_forget_locked(CK_OBJECT_HANDLE h);
 /* Drops the cached session objects of slot made in session (0: all; P11MUX_DROP_PRIVATE: the
  * private ones). Lock held. */
 void cache_forget_session_locked(CK_SLOT_ID slot, CK_SESSION_HANDLE session);
+/* Drops the cached token objects of a slot (the pool's keys changed). Lock held. */
+void cache_forget_token_objects_locked(CK_SLOT_ID slot);
 /* Finds attribute type in an object: its index or -1. */
 int object_find(const struct object *o, CK_ATTRIBUTE_TYPE type);
 /* A CK_BBOOL attribute of the object; dflt when absent. */

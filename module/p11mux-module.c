@@ -1311,6 +1311,7 @@ struct find_call {
 	CK_ULONG n;
 	CK_OBJECT_HANDLE *found;
 	size_t nfound;
+	CK_ULONG version; /* the pool's view */
 };
 
 static void
@@ -1330,7 +1331,8 @@ get_find(struct p11mux_msg *m, struct conn *c, void *arg)
 	size_t n;
 
 	(void)c;
-	if (p11mux_msg_get_ulongs(m, &handles, &n) != 0 || p11mux_msg_end(m) != 0)
+	if (p11mux_msg_get_ulongs(m, &handles, &n) != 0 ||
+	    p11mux_msg_get_ulong(m, &fc->version) != 0 || p11mux_msg_end(m) != 0)
 		return CKR_DEVICE_ERROR;
 	if ((fc->found = calloc(n ? n : 1, sizeof(*fc->found))) == NULL)
 		return CKR_HOST_MEMORY;
@@ -1342,9 +1344,10 @@ get_find(struct p11mux_msg *m, struct conn *c, void *arg)
 static CK_RV
 mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
 {
-	struct find_call fc = {0, pTemplate, ulCount, NULL, 0};
+	struct find_call fc = {0, pTemplate, ulCount, NULL, 0, 0};
 	struct session *s;
 	CK_RV rv;
+	int idx;
 
 	ENTER();
 	if (pTemplate == NULL && ulCount > 0)
@@ -1359,11 +1362,19 @@ mux_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ul
 	shim_unlock();
 	if (rv != CKR_OK)
 		return rv;
-	if ((rv = shim_call(P11MUX_CALL_FIND, put_find, get_find, &fc)) != CKR_OK) {
+	if ((rv = shim_call(P11MUX_CALL_FIND_VERSIONED, put_find, get_find, &fc)) != CKR_OK) {
 		free(fc.found);
 		return rv;
 	}
 	shim_lock();
+	/* Keys came or went (a rescan): the cached token objects of the slot may be stale. */
+	if ((idx = cache_slot_index_locked(fc.slot)) >= 0 &&
+	    (!shim.slots[idx].have_view_version || shim.slots[idx].view_version != fc.version)) {
+		if (shim.slots[idx].have_view_version)
+			cache_forget_token_objects_locked(fc.slot);
+		shim.slots[idx].view_version = fc.version;
+		shim.slots[idx].have_view_version = 1;
+	}
 	if ((s = session_get_locked(h)) == NULL) {
 		rv = CKR_SESSION_HANDLE_INVALID;
 	} else if (s->finding) {
@@ -1696,9 +1707,10 @@ op_run(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, size_t len, int
 	}
 	rv = oc.len > P11MUX_DATA_MAX ? CKR_DATA_LEN_RANGE
 	                              : shim_call(op_call[kind], put_op, get_op, &oc);
-	/* A session key whose member failed is gone, as on a pulled device. */
-	if ((oc.copy.key & P11MUX_SESSION_OBJECT) &&
-	    (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_DEVICE_REMOVED)) {
+	/* A session key whose member failed is gone, as on a pulled device; a token key that
+	 * a rescan withdrew is gone too (the next search would have said so). */
+	if (rv == CKR_KEY_HANDLE_INVALID ||
+	    ((oc.copy.key & P11MUX_SESSION_OBJECT) && rv == CKR_DEVICE_REMOVED)) {
 		shim_lock();
 		cache_forget_locked(oc.copy.key);
 		shim_unlock();

@@ -5,6 +5,8 @@
  *   p11muxctl [-s SOCKET] metrics             Prometheus text format
  *   p11muxctl [-s SOCKET] drain MEMBER | resume MEMBER
  *   p11muxctl [-s SOCKET] unlock-pin POOL     reset the pool's PIN counter (root)
+ *   p11muxctl [-s SOCKET] rescan [MEMBER]     re-read the members' keys (root)
+ *   p11muxctl [-s SOCKET] reload              re-read the configuration (root)
  * The socket is -s, else $P11MUX_CONTROL, else /run/p11mux/control.sock.
  * Exit status: 0 ok, 1 the daemon said no (or keys are inconsistent), 2 usage or no daemon.
  */
@@ -38,6 +40,16 @@ usage(FILE *f)
 	        "  resume MEMBER     a drained member takes work again\n"
 	        "  unlock-pin POOL   after pin_max_failures wrong PINs: reset the pool's PIN "
 	        "counter (root)\n"
+	        "  rescan [MEMBER]   re-read the keys of every member, or of one: new keys "
+	        "appear,\n"
+	        "                    keys no member holds are withdrawn; new tokens of a pool of "
+	        "every\n"
+	        "                    token present join, members that are down are probed now "
+	        "(root)\n"
+	        "  reload            re-read the configuration file, as SIGHUP does: members, "
+	        "pools,\n"
+	        "                    scheduling and health keys; client connections stay open "
+	        "(root)\n"
 	        "Options:\n"
 	        "  -s SOCKET         the control socket: -s, else $P11MUX_CONTROL, "
 	        "else " DEFAULT_CONTROL "\n"
@@ -131,7 +143,9 @@ show(const char *ans)
 
 	body = body != NULL ? body + 1 : "";
 	if (strncmp(ans, "error: ", 7) == 0) {
+		/* The details after it (a rescan's members) go to the standard output. */
 		fprintf(stderr, "p11muxctl: %.*s\n", (int)strcspn(ans + 7, "\n"), ans + 7);
+		fputs(body, stdout);
 		return 1;
 	}
 	fputs(body, stdout);
@@ -180,10 +194,12 @@ main(int argc, char **argv)
 			}
 		}
 		snprintf(cmd, sizeof(cmd), "%s%s", what, json ? " json" : "");
-	} else if (strcmp(argv[i], "metrics") == 0 && i + 1 == argc) {
-		snprintf(cmd, sizeof(cmd), "metrics");
+	} else if ((strcmp(argv[i], "metrics") == 0 || strcmp(argv[i], "reload") == 0 ||
+	            strcmp(argv[i], "rescan") == 0) &&
+	           i + 1 == argc) {
+		snprintf(cmd, sizeof(cmd), "%s", argv[i]);
 	} else if ((strcmp(argv[i], "drain") == 0 || strcmp(argv[i], "resume") == 0 ||
-	            strcmp(argv[i], "unlock-pin") == 0) &&
+	            strcmp(argv[i], "unlock-pin") == 0 || strcmp(argv[i], "rescan") == 0) &&
 	           i + 2 == argc && strlen(argv[i + 1]) < 200 &&
 	           strchr(argv[i + 1], '\n') == NULL) {
 		snprintf(cmd, sizeof(cmd), "%s %s", argv[i], argv[i + 1]);

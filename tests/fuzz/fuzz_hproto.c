@@ -1489,7 +1489,13 @@ daemon_objects(struct daemon_run *dr)
 		dr->view.nmembers = 1;
 		dr->have_view = view_build(&dr->view, &vm, all, nall, &e) == 0;
 	} else {
-		view_remap(&dr->view, 0, "fuzz", all, nall);
+		struct view_change chg;
+		size_t nobjects;
+
+		/* A rescan: every object the member holds is the view's afterwards. */
+		CHECK(view_remap(&dr->view, 0, "fuzz", all, nall, &chg) == 0);
+		view_objects(&dr->view, &nobjects);
+		CHECK(chg.held <= nobjects && chg.added <= chg.held);
 	}
 	for (i = 0; i < nall; i++)
 		mobject_free(all[i]);

@@ -299,6 +299,13 @@ open_pool(struct stubd *s, size_t i)
 	cfg->workers_per_member = 1;
 	cfg->pin_max_failures = 3;
 	cfg->state_dir = s->state_dir;
+	for (k = 0; k < STUBD_NMEMBERS; k++) {
+		snprintf(s->mnames[i][k], sizeof(s->mnames[i][k]), "hsm-%c%zu", 'a' + (int)i,
+		         k + 1);
+		s->mcfg[i][k].token = s->mnames[i][k];
+	}
+	cfg->members = s->mcfg[i];
+	cfg->nmembers = STUBD_NMEMBERS;
 	memset(p, 0, sizeof(*p));
 	p->index = i;
 	p->cfg = cfg;

@@ -33,6 +33,9 @@ struct stubd {
 	struct daemon d;
 	struct config cfg;
 	struct pool_config pcfg[STUBD_NPOOLS];
+	/* The pools' members lists (a rescan lists no module's tokens then). */
+	struct member_config mcfg[STUBD_NPOOLS][STUBD_NMEMBERS];
+	char mnames[STUBD_NPOOLS][STUBD_NMEMBERS][16];
 	struct pool pools[STUBD_NPOOLS];
 	char state_dir[256];
 };

@@ -19,6 +19,12 @@
  * simulator's reject-on fault can refuse it); prints how often each answer came. itest_client SHIM
  * fork RSA_PUB_PEM signs, forks; the child must get CKR_CRYPTOKI_NOT_INITIALIZED until it calls
  *       C_Initialize again, then signs with the key handle its parent found.
+ *   itest_client SHIM withdraw HEXID FILE
+ *       finds private key HEXID and signs with it, prints "ready", waits for FILE to exist
+ *       (meanwhile the key is deleted from every member and the pool rescanned), then checks
+ *       that signing with the handle it holds fails with CKR_KEY_HANDLE_INVALID (no crash),
+ *       that a search no longer finds the key, and that its cached attributes went with it
+ *       (CKR_OBJECT_HANDLE_INVALID).
  * The PIN is taken from $P11MUX_PIN. Exit 0 when every check passed.
  */
 #include <dlfcn.h>
@@ -396,6 +402,65 @@ cmd_oaep(const char *in, const char *outpath)
 	return 0;
 }
 
+/* One RSA PKCS#1 signature with key h: the first failing call's result. */
+static CK_RV
+sign_rv(CK_OBJECT_HANDLE h)
+{
+	CK_MECHANISM mech = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	unsigned char sig[512];
+	CK_ULONG siglen = sizeof(sig);
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+
+	if ((rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
+		return rv;
+	if ((rv = f->C_SignInit(s, &mech, h)) == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR) "withdrawn?", 10, sig, &siglen);
+	f->C_CloseSession(s);
+	return rv;
+}
+
+static int
+cmd_withdraw(const char *hexid, const char *file)
+{
+	CK_BYTE id = (CK_BYTE)strtoul(hexid, NULL, 16);
+	char label[64];
+	CK_ATTRIBUTE a = {CKA_LABEL, label, sizeof(label)};
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h, again;
+	CK_RV rv;
+
+	if (init_and_login() != 0 || find_key(id, &h) != 0) {
+		fprintf(stderr, "withdraw: key %s not found\n", hexid);
+		return 1;
+	}
+	CHECK(sign_rv(h));
+	CHECK(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	CHECK(f->C_GetAttributeValue(s, h, &a, 1));
+	printf("ready\n");
+	fflush(stdout);
+	while (access(file, F_OK) != 0)
+		usleep(20000);
+	if ((rv = sign_rv(h)) != CKR_KEY_HANDLE_INVALID) {
+		fprintf(stderr, "withdraw: signing with the withdrawn key: 0x%lx\n", rv);
+		return 1;
+	}
+	if (find_key(id, &again) == 0) {
+		fprintf(stderr, "withdraw: the withdrawn key is still found\n");
+		return 1;
+	}
+	a.ulValueLen = sizeof(label);
+	if ((rv = f->C_GetAttributeValue(s, h, &a, 1)) != CKR_OBJECT_HANDLE_INVALID) {
+		fprintf(stderr, "withdraw: its attributes after a search: 0x%lx\n", rv);
+		return 1;
+	}
+	printf("withdrawn: sign CKR_KEY_HANDLE_INVALID, not found, attributes "
+	       "CKR_OBJECT_HANDLE_INVALID\n");
+	CHECK(f->C_CloseSession(s));
+	CHECK(f->C_Finalize(NULL));
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -426,6 +491,8 @@ main(int argc, char **argv)
 		return cmd_provoke(atoi(argv[3]));
 	if (strcmp(argv[2], "guess") == 0 && atoi(argv[3]) > 0)
 		return cmd_guess(atoi(argv[3]));
+	if (strcmp(argv[2], "withdraw") == 0 && argc == 5)
+		return cmd_withdraw(argv[3], argv[4]);
 	if (strcmp(argv[2], "fork") == 0) {
 		if ((rsa_pub = load_pub(argv[3])) == NULL)
 			return 2;

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,6 +246,7 @@ static void
 view_remap_member(void **state)
 {
 	struct mobject *all[3], *again[1], *changed[1];
+	struct view_change chg;
 	struct view v;
 
 	(void)state;
@@ -256,16 +258,131 @@ view_remap_member(void **state)
 	changed[0] = mk(2, 98, CKO_PRIVATE_KEY, CKK_RSA, "\x01", "tls", "MODULUS-Z");
 	assert_int_equal(mobjects_fingerprint(again, 1), 0);
 	assert_int_equal(mobjects_fingerprint(changed, 1), 0);
-	assert_int_equal(view_remap(&v, 1, "hsm2", again, 1), 1);
+	assert_int_equal(view_remap(&v, 1, "hsm2", again, 1, &chg), 0);
+	assert_int_equal(chg.held, 1);
 	assert_int_equal(backend(v.objects[0], 1), 99);
-	assert_int_equal(view_remap(&v, 2, "hsm3", changed, 1), 0);
+	assert_int_equal(view_remap(&v, 2, "hsm3", changed, 1, &chg), 0);
+	assert_int_equal(chg.held, 0);
+	assert_int_equal(chg.added, 0); /* another key under a known name is not a new object */
 	assert_int_equal(backend(v.objects[0], 2), CK_INVALID_HANDLE);
 	assert_int_equal(v.objects[0]->holding[2], HOLD_DIFFERENT);
-	assert_int_equal(view_remap(&v, 0, "hsm1", NULL, 0), 0);
+	assert_int_equal(view_remap(&v, 0, "hsm1", NULL, 0, &chg), 0);
+	assert_int_equal(chg.held, 0);
 	assert_int_equal(v.objects[0]->holding[0], HOLD_LACKS);
+	assert_int_equal(chg.withdrawn, 0); /* hsm2 holds it still */
+	assert_int_equal(v.nobjects, 1);
 	free_all(all, 3);
 	free_all(again, 1);
 	free_all(changed, 1);
+	view_free(&v);
+}
+
+/* Runs view_remap for member k with n objects (fingerprinted here). */
+static struct view_change
+rescan(struct view *v, size_t k, struct mobject **objs, size_t n)
+{
+	struct view_change chg;
+
+	assert_int_equal(mobjects_fingerprint(objs, n), 0);
+	assert_int_equal(view_remap(v, k, members[k].label, objs, n, &chg), 0);
+	return chg;
+}
+
+/* A rescan adds the keys new to the pool, under the handle their identity gives, withdraws
+ * the ones no member holds any more, and brings them back with the same handle; a reader's
+ * copy of the object array stays valid while the view grows. */
+static void
+view_rescan_adds_and_withdraws(void **state)
+{
+	struct mobject *all[3], *a0[2], *a1[2], *none[1], *a2[1], *b[1], *c0[1], *c1[1], *many[40];
+	struct pobject *const *old;
+	struct view v, vb;
+	struct view_change chg;
+	CK_OBJECT_HANDLE ha, hb;
+	uint64_t version;
+	size_t k, n, nold;
+	char label[16];
+
+	(void)state;
+	for (k = 0; k < 3; k++)
+		all[k] = mk(k, 10 + k, CKO_PRIVATE_KEY, CKK_RSA, "\x01", "tls", "MODULUS-A");
+	build(&v, 0, all, 3);
+	ha = v.objects[0]->handle;
+	version = view_version(&v);
+	old = view_objects(&v, &nold);
+
+	/* hsm1 now holds a second key too: a new object, used on hsm1 alone. */
+	a0[0] = mk(0, 20, CKO_PRIVATE_KEY, CKK_RSA, "\x01", "tls", "MODULUS-A");
+	a0[1] = mk(0, 21, CKO_PRIVATE_KEY, CKK_RSA, "\x02", "tls-2027", "MODULUS-B");
+	chg = rescan(&v, 0, a0, 2);
+	assert_int_equal(chg.held, 2);
+	assert_int_equal(chg.added, 1);
+	assert_int_equal(v.nobjects, 2);
+	assert_true(view_version(&v) != version);
+	hb = v.objects[1]->handle;
+	assert_ptr_equal(view_object(&v, hb), v.objects[1]);
+	assert_int_equal(backend(v.objects[1], 0), 21);
+	assert_int_equal(backend(v.objects[1], 1), CK_INVALID_HANDLE);
+	/* Its handle is the one a start-up would have given it. */
+	b[0] = mk(0, 5, CKO_PRIVATE_KEY, CKK_RSA, "\x02", "tls-2027", "MODULUS-B");
+	build(&vb, 0, b, 1);
+	assert_int_equal(vb.objects[0]->handle, hb);
+	view_free(&vb);
+
+	/* hsm2 got it as well: mapped, nothing new. */
+	a1[0] = mk(1, 30, CKO_PRIVATE_KEY, CKK_RSA, "\x02", "tls-2027", "MODULUS-B");
+	a1[1] = mk(1, 31, CKO_PRIVATE_KEY, CKK_RSA, "\x01", "tls", "MODULUS-A");
+	version = view_version(&v);
+	chg = rescan(&v, 1, a1, 2);
+	assert_int_equal(chg.added, 0);
+	assert_int_equal(backend(v.objects[1], 1), 30);
+	assert_int_equal(view_version(&v), version);
+
+	/* The old key deleted everywhere: withdrawn when the last holder is rescanned. */
+	c0[0] = mk(0, 21, CKO_PRIVATE_KEY, CKK_RSA, "\x02", "tls-2027", "MODULUS-B");
+	c1[0] = mk(1, 30, CKO_PRIVATE_KEY, CKK_RSA, "\x02", "tls-2027", "MODULUS-B");
+	chg = rescan(&v, 0, c0, 1);
+	assert_int_equal(chg.withdrawn, 0);
+	chg = rescan(&v, 1, c1, 1);
+	assert_int_equal(chg.withdrawn, 0);
+	chg = rescan(&v, 2, none, 0);
+	assert_int_equal(chg.withdrawn, 1);
+	assert_null(view_object(&v, ha));
+	assert_true(pobject_withdrawn(v.objects[0]));
+	/* ... and back, with the same handle, when a member holds it again. */
+	a2[0] = mk(2, 40, CKO_PRIVATE_KEY, CKK_RSA, "\x01", "tls", "MODULUS-A");
+	chg = rescan(&v, 2, a2, 1);
+	assert_int_equal(chg.revived, 1);
+	assert_ptr_equal(view_object(&v, ha), v.objects[0]);
+
+	/* A member leaving takes what only it held. */
+	assert_int_equal(view_member_gone(&v, 2), 1);
+	assert_null(view_object(&v, ha));
+	assert_int_equal(view_member_gone(&v, 1), 0);
+	assert_int_equal(view_member_gone(&v, 0), 1);
+	assert_null(view_object(&v, hb));
+
+	/* Many new keys: the array is replaced, the reader's old copy still reads. */
+	for (k = 0; k < 40; k++) {
+		snprintf(label, sizeof(label), "k%zu", k);
+		many[k] = mk(0, 100 + k, CKO_PRIVATE_KEY, CKK_RSA, "\x03", label, label);
+	}
+	chg = rescan(&v, 0, many, 40);
+	assert_int_equal(chg.added, 40);
+	view_objects(&v, &n);
+	assert_int_equal(n, 42);
+	for (k = 0; k < nold; k++)
+		assert_int_equal(old[k]->handle, ha);
+	for (k = 0; k < 40; k++)
+		assert_non_null(view_object(&v, v.objects[2 + k]->handle));
+	free_all(all, 3);
+	free_all(a0, 2);
+	free_all(a1, 2);
+	free_all(a2, 1);
+	free_all(b, 1);
+	free_all(c0, 1);
+	free_all(c1, 1);
+	free_all(many, 40);
 	view_free(&v);
 }
 
@@ -307,6 +424,7 @@ main(void)
 	        cmocka_unit_test(view_handles_from_identity),
 	        cmocka_unit_test(view_ec_private_key_by_its_public_key),
 	        cmocka_unit_test(view_remap_member),
+	        cmocka_unit_test(view_rescan_adds_and_withdraws),
 	        cmocka_unit_test(view_matches),
 	};
 
