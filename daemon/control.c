@@ -276,7 +276,7 @@ status_text(struct daemon *d, struct out *o)
 		           "pool \"%s\"  slot %lu  clients %u  %.1f ops/s (last 10 s)  %s  %s  "
 		           "session objects %zu\n",
 		           p->label, p->slot.id, pool_clients(d, p), (double)recent / 10,
-		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
+		           pool_policy(p) == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
 		           pin_state(p, pin, sizeof(pin)), apps_count_pool(&d->apps, p, SIZE_MAX));
 		for (k = 0; k < NCOLS; k++) {
 			size_t r;
@@ -386,7 +386,7 @@ status_json(struct daemon *d, struct out *o)
 		           ",\"slot\":%lu,\"clients\":%u,\"scheduler\":\"%s\",\"pin_failures\":%u,"
 		           "\"pin_locked\":%s,\"session_objects\":%zu,\"members\":[",
 		           p->slot.id, pool_clients(d, p),
-		           p->policy == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
+		           pool_policy(p) == SCHED_ROUND_ROBIN ? "round-robin" : "least-loaded",
 		           failures, locked ? "true" : "false",
 		           apps_count_pool(&d->apps, p, SIZE_MAX));
 		recent = 0;

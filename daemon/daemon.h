@@ -36,11 +36,12 @@ struct client {
 #define P11MUX_MAX_POOLS 16
 
 struct daemon {
-	/* Replaced by a reload (live.c); the earlier ones stay in old_cfgs until the end, since
-	 * threads read it without a lock. */
+	/* The configuration read at start-up: never replaced (a reload that would change what
+	 * it says about sockets, access and limits is refused). The files reloads read are in
+	 * reloaded, the last one last, kept until the end: pools point into them. */
 	struct config *cfg;
-	struct config **old_cfgs;
-	size_t nold_cfgs;
+	struct config **reloaded;
+	size_t nreloaded;
 	int debug;          /* -d: the log level is not the configuration's */
 	struct pool *pools; /* room for P11MUX_MAX_POOLS */
 	size_t npools;      /* read with daemon_npools(): a reload adds pools */

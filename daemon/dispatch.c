@@ -43,7 +43,7 @@ pick_member(struct pool *p, const struct pobject *key, const uint8_t *tried)
 	for (i = 0; i < n; i++)
 		if (c[i].service_ms <= 0)
 			c[i].service_ms = known > 0 ? sum / known : 1.0;
-	return sched_pick(p->policy, c, n, atomic_fetch_add(&p->rr, 1));
+	return sched_pick(pool_policy(p), c, n, atomic_fetch_add(&p->rr, 1));
 }
 
 /* What identifies an operation for the quarantine: SHA-256 of the call, the mechanism (type
@@ -139,7 +139,7 @@ pool_crypto(struct pool *p, uint32_t call, CK_MECHANISM *mech, const struct pobj
             size_t *outlen)
 {
 	uint8_t tried[P11MUX_POOL_MAX_MEMBERS] = {0};
-	const struct pool_config *cfg = p->cfg;
+	const struct pool_config *cfg = pool_cfg(p);
 	struct suspect first = {-1, 0, CKR_OK};
 	unsigned attempt, costly = 0;
 	struct member *m;
@@ -211,7 +211,7 @@ pool_make(struct pool *p, struct job *j, size_t *idx)
 	unsigned attempt;
 	int i;
 
-	for (attempt = 0; attempt < p->cfg->max_attempts; attempt++) {
+	for (attempt = 0; attempt < pool_cfg(p)->max_attempts; attempt++) {
 		if ((i = pick_member(p, NULL, tried)) < 0)
 			break;
 		tried[i] = 1;

@@ -218,12 +218,13 @@ fixed_pool_key(const struct pool_config *a, const struct pool_config *b)
 	return NULL;
 }
 
-/* Why the new configuration needs a restart, in why; 0 when a reload can apply it. */
+/* Why the new configuration b needs a restart, in why; 0 when a reload can apply it. */
 static int
-needs_restart(const struct config *a, const struct config *b, char *why, size_t n)
+needs_restart(struct daemon *d, const struct config *b, char *why, size_t n)
 {
+	const struct config *a = d->cfg;
 	const char *key = NULL;
-	size_t i;
+	size_t i, np = daemon_npools(d);
 
 	if (!same_str(a->socket, b->socket))
 		key = "socket";
@@ -249,16 +250,16 @@ needs_restart(const struct config *a, const struct config *b, char *why, size_t 
 		snprintf(why, n, "%s changed", key);
 		return 1;
 	}
-	if (b->npools < a->npools) {
-		snprintf(why, n, "the pool at line %d was removed", a->pools[b->npools].line);
+	if (b->npools < np) {
+		snprintf(why, n, "pool \"%s\" was removed", d->pools[b->npools].label);
 		return 1;
 	}
 	if (b->npools > P11MUX_MAX_POOLS) {
 		snprintf(why, n, "more than %d pools", P11MUX_MAX_POOLS);
 		return 1;
 	}
-	for (i = 0; i < a->npools; i++)
-		if ((key = fixed_pool_key(&a->pools[i], &b->pools[i])) != NULL) {
+	for (i = 0; i < np; i++)
+		if ((key = fixed_pool_key(d->pools[i].cfg, &b->pools[i])) != NULL) {
 			snprintf(why, n, "pool at line %d: %s changed", b->pools[i].line, key);
 			return 1;
 		}
@@ -309,10 +310,11 @@ reload_pool(struct pool *p, const struct pool_config *b, struct out *o)
 	CHANGED(max_attempts, "%u");
 	CHANGED(probe_interval_ms, "%u");
 	CHANGED(probe_max_ms, "%u");
-	/* Read without a lock by every thread: one aligned store, and the old configuration
-	 * stays allocated (live_reload keeps it). */
+	/* Read without a lock by every thread (pool_cfg()); the old configuration stays
+	 * allocated (live_reload keeps it). */
 	__atomic_store_n(&p->cfg, b, __ATOMIC_RELEASE);
-	p->policy = b->scheduler == 1 ? SCHED_ROUND_ROBIN : SCHED_LEAST_LOADED;
+	__atomic_store_n(&p->policy, b->scheduler == 1 ? SCHED_ROUND_ROBIN : SCHED_LEAST_LOADED,
+	                 __ATOMIC_RELAXED);
 	for (k = 0; k < a->nmembers; k++) {
 		if (listed(b->members, b->nmembers, &a->members[k]) ||
 		    (m = configured_member(p, &a->members[k])) == NULL)
@@ -367,6 +369,7 @@ live_reload(struct daemon *d, const char *who, struct out *o)
 {
 	struct p11mux_err e = {""};
 	struct config *c, **kept;
+	const struct config *last;
 	char why[160];
 	size_t i, np = daemon_npools(d);
 	unsigned changes = 0;
@@ -376,7 +379,7 @@ live_reload(struct daemon *d, const char *who, struct out *o)
 		log_error("reload (%s): %s; nothing changed", who, e.msg);
 		return;
 	}
-	if (needs_restart(d->cfg, c, why, sizeof(why))) {
+	if (needs_restart(d, c, why, sizeof(why))) {
 		out_printf(o,
 		           "error: reload refused: %s; that needs a restart of p11muxd; nothing "
 		           "changed\n",
@@ -385,16 +388,17 @@ live_reload(struct daemon *d, const char *who, struct out *o)
 		config_free(c);
 		return;
 	}
-	if ((kept = realloc(d->old_cfgs, (d->nold_cfgs + 1) * sizeof(*kept))) == NULL ||
+	if ((kept = realloc(d->reloaded, (d->nreloaded + 1) * sizeof(*kept))) == NULL ||
 	    open_new_pools(d, c, o) != 0) {
 		if (kept == NULL)
 			out_printf(o, "error: out of memory\n");
 		else
-			d->old_cfgs = kept;
+			d->reloaded = kept;
 		config_free(c);
 		return;
 	}
-	d->old_cfgs = kept;
+	d->reloaded = kept;
+	last = d->nreloaded > 0 ? d->reloaded[d->nreloaded - 1] : d->cfg;
 	out_printf(o, "ok\n");
 	for (i = 0; i < np; i++)
 		changes += reload_pool(&d->pools[i], &c->pools[i], o);
@@ -402,15 +406,14 @@ live_reload(struct daemon *d, const char *who, struct out *o)
 		out_printf(o, "pool \"%s\" added: slot %lu\n", d->pools[i].label,
 		           d->pools[i].slot.id);
 	__atomic_store_n(&d->npools, c->npools, __ATOMIC_RELEASE);
-	if (c->log_level != d->cfg->log_level && !d->debug) {
+	if (c->log_level != last->log_level && !d->debug) {
 		p11mux_log_set_level(c->log_level);
 		out_printf(o, "log_level changed\n");
 		changes++;
 	}
 	if (changes == 0)
 		out_printf(o, "nothing changed\n");
-	/* Threads read d->cfg without a lock: the old one stays until the daemon ends. */
-	d->old_cfgs[d->nold_cfgs++] = d->cfg;
-	__atomic_store_n(&d->cfg, c, __ATOMIC_RELEASE);
+	/* The pools point into it now; it stays until the daemon ends. */
+	d->reloaded[d->nreloaded++] = c;
 	log_info("reload (%s): %s applied", who, c->path);
 }

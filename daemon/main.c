@@ -356,9 +356,9 @@ close_daemon(struct daemon *d)
 		close(d->reload_pipe[1]);
 	}
 	config_free(d->cfg);
-	for (i = 0; i < d->nold_cfgs; i++)
-		config_free(d->old_cfgs[i]);
-	free(d->old_cfgs);
+	for (i = 0; i < d->nreloaded; i++)
+		config_free(d->reloaded[i]);
+	free(d->reloaded);
 	pthread_mutex_destroy(&d->lock);
 }
 

@@ -261,7 +261,7 @@ got_init(struct p11mux_msg *msg, void *arg)
 CK_RV
 member_open(struct member *m, struct p11mux_err *e)
 {
-	const struct pool_config *pc = m->pool->cfg;
+	const struct pool_config *pc = pool_cfg(m->pool);
 	struct init_call ic = {m, m->cfg->module, NULL, 0};
 	struct link_spec spec;
 	char name[64], ident[64];
@@ -308,7 +308,7 @@ CK_RV
 member_login(struct member *m, struct p11mux_err *e)
 {
 	return chan_call(&m->link.ctl, HELPER_LOGIN, put_pin, NULL, m->pool,
-	                 m->pool->cfg->op_timeout_ms, e, NULL);
+	                 pool_cfg(m->pool)->op_timeout_ms, e, NULL);
 }
 
 /* FIND's answer: the handles, copied. */
@@ -401,7 +401,7 @@ got_object(struct p11mux_msg *msg, void *arg)
 int
 member_read_objects(struct member *m, struct mobject ***all, size_t *nall, struct p11mux_err *e)
 {
-	unsigned timeout = m->pool->cfg->op_timeout_ms;
+	unsigned timeout = pool_cfg(m->pool)->op_timeout_ms;
 	struct handles hs = {NULL, 0};
 	struct read_call rc = {m->index, 0, NULL};
 	struct mobject **grown;
@@ -605,8 +605,8 @@ probe_locked(struct member *m)
 		return;
 	}
 	m->state = MEMBER_DOWN;
-	m->probe_delay_ms = m->probe_delay_ms * 2 > m->pool->cfg->probe_max_ms
-	                            ? m->pool->cfg->probe_max_ms
+	m->probe_delay_ms = m->probe_delay_ms * 2 > pool_cfg(m->pool)->probe_max_ms
+	                            ? pool_cfg(m->pool)->probe_max_ms
 	                            : m->probe_delay_ms * 2;
 	log_debug("pool \"%s\": member %s still down (%s); next probe in %u ms", m->pool->label,
 	          m->label, e.msg, m->probe_delay_ms);
@@ -639,7 +639,7 @@ static void
 lose_locked(struct member *m, uint64_t gen, enum member_state state, const char *why)
 {
 	uint64_t now = p11mux_now_ns();
-	const struct pool_config *cfg = m->pool->cfg;
+	const struct pool_config *cfg = pool_cfg(m->pool);
 
 	if (gen != m->generation || m->lost || !usable_locked(m))
 		return;
@@ -807,7 +807,7 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 	double ms = (double)(now - j->started_ns) / 1e6;
 
 	snprintf(why, sizeof(why), "no answer within %u ms (helper killed)",
-	         m->pool->cfg->op_timeout_ms);
+	         pool_cfg(m->pool)->op_timeout_ms);
 	m->busy[c] = 0;
 	m->running--;
 	if (j->alone)
@@ -848,7 +848,7 @@ finish_locked(struct member *m, struct job *j, unsigned c, uint64_t gen, CK_RV r
 void
 member_run(struct member *m, struct job *j)
 {
-	const struct pool_config *cfg = m->pool->cfg;
+	const struct pool_config *cfg = pool_cfg(m->pool);
 	struct p11mux_err e = {""};
 	uint64_t gen;
 	int c, sent = 0;

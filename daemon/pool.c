@@ -226,6 +226,18 @@ add_member(struct pool *p, const char *name, const char *serial, const struct me
 	return m;
 }
 
+const struct pool_config *
+pool_cfg(const struct pool *p)
+{
+	return __atomic_load_n(&p->cfg, __ATOMIC_ACQUIRE);
+}
+
+enum sched_policy
+pool_policy(const struct pool *p)
+{
+	return __atomic_load_n(&p->policy, __ATOMIC_RELAXED);
+}
+
 size_t
 pool_nmembers(const struct pool *p)
 {

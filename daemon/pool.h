@@ -101,6 +101,10 @@ CK_RV pool_pinned_crypto(struct pool *p, size_t idx, uint64_t gen, uint32_t call
                          size_t inlen, const uint8_t *sig, size_t siglen, uint8_t **out,
                          size_t *outlen);
 CK_RV pool_pinned_destroy(struct pool *p, size_t idx, uint64_t gen, const struct pobject *key);
+/* The pool's configuration and scheduling policy: a reload replaces them while other
+ * threads read them. */
+const struct pool_config *pool_cfg(const struct pool *p);
+enum sched_policy pool_policy(const struct pool *p);
 /* Members so far, retired ones included (a reload adds some; indexes are not reused): what
  * threads other than the pool's changer read. */
 size_t pool_nmembers(const struct pool *p);
