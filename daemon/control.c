@@ -238,11 +238,13 @@ status_text(struct daemon *d, struct out *o)
 
 	for (i = 0; i < daemon_npools(d); i++) {
 		struct pool *p = &d->pools[i];
+		/* Once: a reload may add a member meanwhile, whose rows are not filled. */
+		size_t nm = pool_nmembers(p);
 
 		recent = 0;
 		for (k = 0; k < NCOLS; k++)
 			snprintf(cell[0][k], sizeof(cell[0][k]), "%s", head[k]);
-		for (k = 0; k < pool_nmembers(p) && k < P11MUX_POOL_MAX_MEMBERS; k++) {
+		for (k = 0; k < nm; k++) {
 			char(*c)[180] = cell[k + 1];
 			char dur[32];
 
@@ -282,11 +284,11 @@ status_text(struct daemon *d, struct out *o)
 			size_t r;
 
 			w[k] = 0;
-			for (r = 0; r <= pool_nmembers(p) && r <= P11MUX_POOL_MAX_MEMBERS; r++)
+			for (r = 0; r <= nm; r++)
 				if (strlen(cell[r][k]) > w[k])
 					w[k] = strlen(cell[r][k]);
 		}
-		for (size_t r = 0; r <= pool_nmembers(p) && r <= P11MUX_POOL_MAX_MEMBERS; r++) {
+		for (size_t r = 0; r <= nm; r++) {
 			for (k = 0; k < NCOLS; k++) {
 				if (k == NCOLS - 1)
 					out_printf(o, "%s", cell[r][k]);

@@ -312,12 +312,17 @@ run_find(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 {
 	struct helper *h = sv->h;
 	CK_OBJECT_HANDLE got[64], *all = NULL, *grown;
+	CK_BBOOL yes = CK_TRUE;
+	/* Token objects only: the session objects this helper made for applications are
+	 * visible to its every session, and must never become the pool's (a rescan reads the
+	 * objects of a helper that has made some). */
+	CK_ATTRIBUTE token = {CKA_TOKEN, &yes, sizeof(yes)};
 	CK_ULONG n, total = 0;
 	CK_RV rv;
 
 	if (p11mux_msg_end(req) != 0)
 		return RV_MALFORMED;
-	if ((rv = h->f->C_FindObjectsInit(h->anchor, NULL, 0)) != CKR_OK)
+	if ((rv = h->f->C_FindObjectsInit(h->anchor, &token, 1)) != CKR_OK)
 		return rv;
 	do {
 		if ((rv = h->f->C_FindObjects(h->anchor, got, 64, &n)) != CKR_OK)

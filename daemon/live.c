@@ -316,14 +316,18 @@ reload_pool(struct pool *p, const struct pool_config *b, struct out *o)
 	__atomic_store_n(&p->policy, b->scheduler == 1 ? SCHED_ROUND_ROBIN : SCHED_LEAST_LOADED,
 	                 __ATOMIC_RELAXED);
 	for (k = 0; k < a->nmembers; k++) {
-		if (listed(b->members, b->nmembers, &a->members[k]) ||
-		    (m = configured_member(p, &a->members[k])) == NULL)
+		if (listed(b->members, b->nmembers, &a->members[k]))
 			continue;
-		member_retire(m, a->op_timeout_ms + 1000);
-		gone = view_member_gone(&p->view, m->index);
-		out_printf(o, "pool \"%s\": member %s removed; %zu object%s withdrawn with it\n",
-		           p->label, a->members[k].token, gone, gone == 1 ? "" : "s");
-		changes++;
+		/* Every member the name gave (a label may name several tokens). */
+		while ((m = configured_member(p, &a->members[k])) != NULL) {
+			member_retire(m, a->op_timeout_ms + 1000);
+			gone = view_member_gone(&p->view, m->index);
+			out_printf(
+			        o,
+			        "pool \"%s\": member %s removed; %zu object%s withdrawn with it\n",
+			        p->label, m->label, gone, gone == 1 ? "" : "s");
+			changes++;
+		}
 	}
 	for (k = 0; k < b->nmembers; k++) {
 		const struct member_config *mc = &b->members[k];

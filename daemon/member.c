@@ -421,7 +421,13 @@ member_read_objects(struct member *m, struct mobject ***all, size_t *nall, struc
 		if (rv != CKR_OK) {
 			log_warn("member %s: cannot read object %lu: %s; left out", m->label,
 			         hs.v[i], e->msg);
-			continue;
+			/* Known by its handle only: a remap keeps what the member held there. */
+			if ((rc.o = mobject_new(m->index, hs.v[i], CKO_DATA, (CK_KEY_TYPE)-1, NULL,
+			                        NULL, 0)) == NULL) {
+				p11mux_err_set(e, "out of memory");
+				goto out;
+			}
+			rc.o->unread = 1;
 		}
 		if ((grown = realloc(*all, (*nall + 1) * sizeof(*grown))) == NULL) {
 			mobject_free(rc.o);
@@ -583,6 +589,16 @@ probe_locked(struct member *m)
 	p11mux_unlock(&m->lock);
 	rv = probe(m, &e);
 	p11mux_lock(&m->lock);
+	/* Stopped or retired meanwhile (its helper was killed): the state is not the probe's to
+	 * set any more. */
+	if (m->stop || m->retired) {
+		if (rv == CKR_OK) {
+			p11mux_unlock(&m->lock);
+			member_close(m);
+			p11mux_lock(&m->lock);
+		}
+		return;
+	}
 	m->since_ns = p11mux_now_ns();
 	if (rv == CKR_OK) {
 		m->state = MEMBER_UP;
@@ -1077,20 +1093,29 @@ member_retire(struct member *m, unsigned wait_ms)
 	uint64_t deadline = p11mux_now_ns() + (uint64_t)wait_ms * 1000000u;
 
 	p11mux_lock(&m->lock);
+	m->retired = 1; /* a probe under way leaves the state alone from now on */
 	if (m->state == MEMBER_UP)
 		m->state = MEMBER_DRAINING;
 	while ((m->running > 0 || m->queued > 0) &&
 	       p11mux_cond_wait_until(&m->free, &m->lock, deadline) == 0)
 		;
-	m->retired = 1;
-	m->state = MEMBER_EXCLUDED;
-	m->since_ns = p11mux_now_ns();
-	snprintf(m->reason, sizeof(m->reason), "removed from the configuration");
+	/* Operations still there past the wait: the helper is killed (they go to other
+	 * members), and its channels are closed only once no request thread uses them. */
+	if (m->running > 0 || m->queued > 0)
+		lose_locked(m, m->generation, MEMBER_EXCLUDED, "removed from the configuration");
+	while (m->running > 0)
+		pthread_cond_wait(&m->free, &m->lock);
 	p11mux_unlock(&m->lock);
+	/* Ends the thread; a probe's fresh helper is killed. */
 	member_stop_begin(m);
 	if (m->started)
 		pthread_join(m->thread, NULL);
 	m->started = 0;
+	p11mux_lock(&m->lock);
+	m->state = MEMBER_EXCLUDED;
+	m->since_ns = p11mux_now_ns();
+	snprintf(m->reason, sizeof(m->reason), "removed from the configuration");
+	p11mux_unlock(&m->lock);
 	log_info("pool \"%s\": member %s removed", m->pool->label, m->label);
 }
 

@@ -136,7 +136,8 @@ CK_RV member_got_token(struct member *m, struct p11mux_msg *msg);
 /* Sends the pool's PIN to the member's helper. CKR_OK, or the device's answer. */
 CK_RV member_login(struct member *m, struct p11mux_err *e);
 /* Reads the member's objects through its helper and appends them to *all (fingerprints not
- * yet made). 0, or -1 with e filled. */
+ * yet made); one whose attributes cannot be read is appended with only its handle (unread).
+ * 0, or -1 with e filled. */
 int member_read_objects(struct member *m, struct mobject ***all, size_t *nall,
                         struct p11mux_err *e);
 /* Ends the member's helper (after start-up failed for it). */

@@ -307,7 +307,10 @@ pool_find_new(struct pool *p, size_t *added, struct p11mux_err *e)
 	for (i = 0; i < t.n && r == 0; i++) {
 		p11mux_field(label, t.v[i].token.label, sizeof(t.v[i].token.label));
 		p11mux_field(serial, t.v[i].token.serialNumber, sizeof(t.v[i].token.serialNumber));
-		if (is_member(p, label, serial))
+		/* A pool named after its members' common label takes tokens of that label only,
+		 * as at start-up: another's token would be sent the pool's PIN. */
+		if (is_member(p, label, serial) ||
+		    (p->cfg->label == NULL && strcmp(label, p->label) != 0))
 			continue;
 		if ((r = pool_add_live(p, label, serial, t.v[i].id, &p->plain, e)) == 0)
 			(*added)++;

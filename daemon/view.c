@@ -433,6 +433,15 @@ append(struct view *p, struct pobject *po)
 	return 0;
 }
 
+/* Whether o can be one of the pool's objects: read, and a token object (CKA_TOKEN true or
+ * not said; a module that shows a session object to the helper's searches must not make it
+ * everybody's). */
+static int
+candidate(const struct mobject *o)
+{
+	return !o->unread && attr_bool(o->attrs, o->status, o->n, CKA_TOKEN, 1);
+}
+
 /* Builds the pool's objects from every member's objects. */
 int
 view_build(struct view *p, const struct view_member *members, struct mobject **all, size_t nall,
@@ -447,6 +456,8 @@ view_build(struct view *p, const struct view_member *members, struct mobject **a
 	}
 	if (p->by_handle == NULL && (p->by_handle = p11mux_hmap_new()) == NULL)
 		return p11mux_err_set(e, "out of memory");
+	for (i = 0; i < nall; i++)
+		all[i]->used = !candidate(all[i]);
 	for (i = 0; i < nall; i++) {
 		if (all[i]->used)
 			continue;
@@ -490,7 +501,14 @@ remap_one(struct view *p, struct pobject *po, size_t member, const char *label,
 	view.pub = po->pub;
 	view.publen = po->publen;
 	for (j = 0; j < nall; j++) {
-		if (!same_name(&view, all[j]))
+		/* Unreadable this time: what the member held under that handle stands. */
+		if (all[j]->unread &&
+		    all[j]->h == __atomic_load_n(&po->backend[member], __ATOMIC_ACQUIRE) &&
+		    h == CK_INVALID_HANDLE) {
+			h = all[j]->h;
+			continue;
+		}
+		if (!candidate(all[j]) || !same_name(&view, all[j]))
 			continue;
 		all[j]->used = 1; /* named as a pool object: not a new one */
 		if (h == CK_INVALID_HANDLE && same_material(&view, all[j]))
@@ -508,26 +526,28 @@ remap_one(struct view *p, struct pobject *po, size_t member, const char *label,
 }
 
 /* Adds the member's objects that no pool object is named as (all[j]->used clear), held by
- * that member alone for now, under a new handle map published at the end. 0 or -1. */
+ * that member alone for now: the new handle map is published first, then the objects are
+ * appended, so that a search never returns a handle the map does not know. 0 or -1. */
 static int
 add_new(struct view *p, size_t member, const char *label, struct mobject **all, size_t nall,
         struct view_change *chg)
 {
 	struct p11mux_hmap *next = NULL;
-	struct pobject *po;
-	size_t i, j;
+	struct pobject *po, **made;
+	size_t i, j, n = 0;
 	int r = 0;
 
+	if ((made = calloc(nall + 1, sizeof(*made))) == NULL)
+		return -1;
 	for (i = 0; i < nall && r == 0; i++) {
-		if (all[i]->used)
+		if (all[i]->used || !candidate(all[i]))
 			continue;
-		if (next == NULL && (next = map_copy(p->by_handle)) == NULL)
-			return -1;
-		if ((po = pobject_new(p, next, all[i])) == NULL) {
+		if ((next == NULL && (next = map_copy(p->by_handle)) == NULL) ||
+		    (po = pobject_new(p, next, all[i])) == NULL) {
 			r = -1;
 			break;
 		}
-		/* Duplicates on the member (same name): the first with the same material. */
+		/* Duplicates on the member (same name): the first one stands for them. */
 		for (j = i + 1; j < nall; j++)
 			if (!all[j]->used && same_name(all[i], all[j]))
 				all[j]->used = 1;
@@ -535,20 +555,30 @@ add_new(struct view *p, size_t member, const char *label, struct mobject **all, 
 		po->backend[member] = all[i]->h;
 		po->holding[member] = HOLD_SAME;
 		pobject_take(po, all[i]);
-		if (p11mux_hmap_put(next, po->handle, po) != 0 || append(p, po) != 0) {
-			p11mux_hmap_remove(next, po->handle);
+		if (p11mux_hmap_put(next, po->handle, po) != 0) {
 			pobject_free(po);
 			r = -1;
 			break;
 		}
-		chg->added++;
-		log_info("pool \"%s\": new object on member %s: %s, handle %lu", p->label, label,
-		         po->desc, po->handle);
+		made[n++] = po;
 	}
-	if (next != NULL) {
+	if (n > 0) {
 		retire(p, p->by_handle, 1);
 		__atomic_store_n(&p->by_handle, next, __ATOMIC_RELEASE);
+		next = NULL;
 	}
+	p11mux_hmap_free(next);
+	for (i = 0; i < n; i++) {
+		/* Out of memory here, the object is known by handle but not found by searches. */
+		if (append(p, made[i]) != 0) {
+			r = -1;
+			continue;
+		}
+		chg->added++;
+		log_info("pool \"%s\": new object on member %s: %s, handle %lu", p->label, label,
+		         made[i]->desc, made[i]->handle);
+	}
+	free(made);
 	return r;
 }
 

@@ -41,6 +41,9 @@ struct mobject {
 	uint8_t *pub; /* what identifies the key material (mobjects_fingerprint) */
 	size_t publen;
 	int used;
+	/* Listed by the member, but its attributes could not be read: only h is known. A
+	 * remap keeps what the member held under that handle rather than withdraw it. */
+	int unread;
 };
 
 /* An object of the pool, the same on every member that is used for it. */

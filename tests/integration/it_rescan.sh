@@ -82,6 +82,21 @@ wait "$holder" || fail "the holder: $(cat "$WORK/holder.out")"
 pool_sign 42 "$WORK/new.pub.pem" && fail "the withdrawn key still signs"
 pass "key 42 deleted from every member and withdrawn: $(tail -1 "$WORK/holder.out")"
 
+# Applications' session objects live in the members' helpers, where a rescan reads: they
+# must stay the application's, never become the pool's.
+mkfifo "$WORK/hold.in"
+P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_objects" "$CLIENT_SHIM" hold 4 < "$WORK/hold.in" \
+	> "$WORK/hold.out" 2>&1 &
+holder=$!
+exec 7> "$WORK/hold.in"
+wait_until 20 grep -q ready "$WORK/hold.out" || fail "no session objects: $(cat "$WORK/hold.out")"
+ctl rescan > "$WORK/out" || fail "rescan: $(cat "$WORK/out")"
+[ "$(grep -c '(0 new to the pool' "$WORK/out")" = 3 ] || fail "session objects pooled: $(cat "$WORK/out")"
+echo >&7
+exec 7>&-
+wait "$holder" || fail "the session-object holder: $(cat "$WORK/hold.out")"
+pass "an application's session objects stayed out of the pool's view at the rescan"
+
 touch "$WORK/stop"
 wait "$signer" || fail "the signer failed: $(tail -5 "$WORK/signer.err")"
 read -r _ ops _ failed < "$WORK/progress"

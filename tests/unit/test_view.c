@@ -386,6 +386,47 @@ view_rescan_adds_and_withdraws(void **state)
 	view_free(&v);
 }
 
+/* An object the member listed but whose attributes could not be read keeps what the member
+ * held under its handle (not withdrawn); a session object (CKA_TOKEN false) never becomes a
+ * pool object. */
+static void
+view_rescan_unread_and_session(void **state)
+{
+	struct mobject *all[1], *again[2];
+	CK_BBOOL no = CK_FALSE;
+	struct view_change chg;
+	struct view v;
+	CK_ATTRIBUTE *a;
+	CK_RV *st;
+
+	(void)state;
+	all[0] = mk(0, 10, CKO_PRIVATE_KEY, CKK_RSA, "\x01", "tls", "MODULUS-A");
+	build(&v, 0, all, 1);
+	again[0] = mobject_new(0, 10, CKO_DATA, (CK_KEY_TYPE)-1, NULL, NULL, 0);
+	assert_non_null(again[0]);
+	again[0]->unread = 1;
+	a = calloc(1, sizeof(*a));
+	st = calloc(1, sizeof(*st));
+	assert_non_null(a);
+	assert_non_null(st);
+	a->type = CKA_TOKEN;
+	a->pValue = malloc(1);
+	assert_non_null(a->pValue);
+	memcpy(a->pValue, &no, 1);
+	a->ulValueLen = 1;
+	again[1] = mobject_new(0, 77, CKO_SECRET_KEY, CKK_AES, a, st, 1);
+	assert_non_null(again[1]);
+	chg = rescan(&v, 0, again, 2);
+	assert_int_equal(chg.held, 1);
+	assert_int_equal(chg.added, 0);
+	assert_int_equal(chg.withdrawn, 0);
+	assert_int_equal(backend(v.objects[0], 0), 10);
+	assert_int_equal(v.nobjects, 1);
+	free_all(all, 1);
+	free_all(again, 2);
+	view_free(&v);
+}
+
 /* A find template matches by value; a template attribute the object lacks, or a NULL value,
  * does not. */
 static void
@@ -425,6 +466,7 @@ main(void)
 	        cmocka_unit_test(view_ec_private_key_by_its_public_key),
 	        cmocka_unit_test(view_remap_member),
 	        cmocka_unit_test(view_rescan_adds_and_withdraws),
+	        cmocka_unit_test(view_rescan_unread_and_session),
 	        cmocka_unit_test(view_matches),
 	};
 
