@@ -22,6 +22,7 @@
 #define _GNU_SOURCE 1
 
 #include <dlfcn.h>
+#include <stddef.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -38,6 +39,9 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "log.h"    /* p11mux_rv_name */
+#include "thread.h" /* p11mux_now_ns */
+
 #define PROG "p11mux-bench"
 
 #define EXIT_OK_RUN     0
@@ -49,107 +53,11 @@
 #define MAX_THREADS 4096
 #define MAX_SECONDS 86400.0
 
-/* ------------------------------------------------------------------ */
-/* CK_RV names                                                         */
-/* ------------------------------------------------------------------ */
-
-struct rv_name {
-	CK_RV rv;
-	const char *name;
-};
-
-/* clang-format off */
-#define RVN(x) { x, #x }
-/* clang-format on */
-static const struct rv_name rv_names[] = {
-        RVN(CKR_OK),
-        RVN(CKR_CANCEL),
-        RVN(CKR_HOST_MEMORY),
-        RVN(CKR_SLOT_ID_INVALID),
-        RVN(CKR_GENERAL_ERROR),
-        RVN(CKR_FUNCTION_FAILED),
-        RVN(CKR_ARGUMENTS_BAD),
-        RVN(CKR_NO_EVENT),
-        RVN(CKR_NEED_TO_CREATE_THREADS),
-        RVN(CKR_CANT_LOCK),
-        RVN(CKR_ATTRIBUTE_READ_ONLY),
-        RVN(CKR_ATTRIBUTE_SENSITIVE),
-        RVN(CKR_ATTRIBUTE_TYPE_INVALID),
-        RVN(CKR_ATTRIBUTE_VALUE_INVALID),
-        RVN(CKR_DATA_INVALID),
-        RVN(CKR_DATA_LEN_RANGE),
-        RVN(CKR_DEVICE_ERROR),
-        RVN(CKR_DEVICE_MEMORY),
-        RVN(CKR_DEVICE_REMOVED),
-        RVN(CKR_ENCRYPTED_DATA_INVALID),
-        RVN(CKR_ENCRYPTED_DATA_LEN_RANGE),
-        RVN(CKR_FUNCTION_CANCELED),
-        RVN(CKR_FUNCTION_NOT_PARALLEL),
-        RVN(CKR_FUNCTION_NOT_SUPPORTED),
-        RVN(CKR_KEY_HANDLE_INVALID),
-        RVN(CKR_KEY_SIZE_RANGE),
-        RVN(CKR_KEY_TYPE_INCONSISTENT),
-        RVN(CKR_KEY_FUNCTION_NOT_PERMITTED),
-        RVN(CKR_MECHANISM_INVALID),
-        RVN(CKR_MECHANISM_PARAM_INVALID),
-        RVN(CKR_OBJECT_HANDLE_INVALID),
-        RVN(CKR_OPERATION_ACTIVE),
-        RVN(CKR_OPERATION_NOT_INITIALIZED),
-        RVN(CKR_PIN_INCORRECT),
-        RVN(CKR_PIN_INVALID),
-        RVN(CKR_PIN_LEN_RANGE),
-        RVN(CKR_PIN_EXPIRED),
-        RVN(CKR_PIN_LOCKED),
-        RVN(CKR_SESSION_CLOSED),
-        RVN(CKR_SESSION_COUNT),
-        RVN(CKR_SESSION_HANDLE_INVALID),
-        RVN(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
-        RVN(CKR_SESSION_READ_ONLY),
-        RVN(CKR_SESSION_EXISTS),
-        RVN(CKR_SIGNATURE_INVALID),
-        RVN(CKR_SIGNATURE_LEN_RANGE),
-        RVN(CKR_TEMPLATE_INCOMPLETE),
-        RVN(CKR_TEMPLATE_INCONSISTENT),
-        RVN(CKR_TOKEN_NOT_PRESENT),
-        RVN(CKR_TOKEN_NOT_RECOGNIZED),
-        RVN(CKR_TOKEN_WRITE_PROTECTED),
-        RVN(CKR_USER_ALREADY_LOGGED_IN),
-        RVN(CKR_USER_NOT_LOGGED_IN),
-        RVN(CKR_USER_PIN_NOT_INITIALIZED),
-        RVN(CKR_USER_TYPE_INVALID),
-        RVN(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
-        RVN(CKR_USER_TOO_MANY_TYPES),
-        RVN(CKR_RANDOM_NO_RNG),
-        RVN(CKR_DOMAIN_PARAMS_INVALID),
-        RVN(CKR_CURVE_NOT_SUPPORTED),
-        RVN(CKR_BUFFER_TOO_SMALL),
-        RVN(CKR_CRYPTOKI_NOT_INITIALIZED),
-        RVN(CKR_CRYPTOKI_ALREADY_INITIALIZED),
-        RVN(CKR_MUTEX_BAD),
-        RVN(CKR_MUTEX_NOT_LOCKED),
-        RVN(CKR_LIBRARY_LOAD_FAILED),
-        RVN(CKR_PIN_TOO_WEAK),
-        RVN(CKR_PUBLIC_KEY_INVALID),
-        RVN(CKR_FUNCTION_REJECTED),
-};
-#undef RVN
-
-static const char *
-rv_to_name(CK_RV rv)
-{
-	for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
-		if (rv_names[i].rv == rv)
-			return rv_names[i].name;
-	if (rv & CKR_VENDOR_DEFINED)
-		return "CKR_VENDOR_DEFINED";
-	return "CKR_UNKNOWN";
-}
-
 /* "CKR_PIN_INCORRECT 0xa0" */
 static const char *
 rv_str(CK_RV rv, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s 0x%lx", rv_to_name(rv), (unsigned long)rv);
+	snprintf(buf, len, "%s 0x%lx", p11mux_rv_name(rv), (unsigned long)rv);
 	return buf;
 }
 
@@ -180,7 +88,8 @@ struct options {
 	const char *token;
 	bool have_slot;
 	CK_SLOT_ID slot;
-	char *pin; /* owned */
+	char *pin;                      /* owned */
+	const char *pin_arg, *pin_file; /* as given */
 	const char *key_label;
 	unsigned char *key_id; /* owned */
 	size_t key_id_len;
@@ -238,22 +147,6 @@ struct worker {
 	uint64_t first_err_ns;
 	bool oom;
 };
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void
-wipe(void *p, size_t n)
-{
-	volatile unsigned char *v = p;
-	while (n--)
-		*v++ = 0;
-}
 
 /* ------------------------------------------------------------------ */
 /* One benchmark operation                                             */
@@ -380,7 +273,7 @@ worker_main(void *arg)
 	}
 
 	for (;;) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = p11mux_now_ns();
 		if (t0 >= deadline)
 			break;
 		bool mismatch = false;
@@ -390,11 +283,11 @@ worker_main(void *arg)
 		    (rv = b->f->C_OpenSession(b->slot, CKF_SERIAL_SESSION, NULL, NULL, &kept)) !=
 		            CKR_OK) {
 			kept = CK_INVALID_HANDLE;
-			worker_note_error(w, rv, false, now_ns());
+			worker_note_error(w, rv, false, p11mux_now_ns());
 			continue;
 		}
 		rv = do_one_op(b, kept, in, b->input_len, out, &mismatch);
-		uint64_t t1 = now_ns();
+		uint64_t t1 = p11mux_now_ns();
 
 		if (rv != CKR_OK || mismatch) {
 			worker_note_error(w, rv, mismatch, t1);
@@ -617,7 +510,7 @@ static void
 free_options(struct options *o)
 {
 	if (o->pin) {
-		wipe(o->pin, strlen(o->pin));
+		explicit_bzero(o->pin, strlen(o->pin));
 		free(o->pin);
 	}
 	free(o->key_id);
@@ -625,177 +518,187 @@ free_options(struct options *o)
 	o->key_id = NULL;
 }
 
+/* The options, and where each one's value goes (an offset in struct options). */
+enum opt_kind {
+	OPT_STRING, /* const char * */
+	OPT_FLAG,   /* bool */
+	OPT_SLOT,   /* CK_SLOT_ID, with have_slot */
+	OPT_HEX,    /* key_id, key_id_len */
+	OPT_OP,     /* enum op_kind, with have_op */
+	OPT_MECH,   /* enum mech_kind, with have_mech */
+	OPT_COUNT,  /* long, 1..MAX_THREADS */
+	OPT_TIME,   /* double, 0 < T <= MAX_SECONDS */
+	OPT_GRACE,  /* double, 0 <= T <= MAX_SECONDS */
+	OPT_HELP,
+};
+
+#define STR(x)  #x
+#define XSTR(x) STR(x)
+
+static const struct optdef {
+	const char *name;
+	enum opt_kind kind;
+	size_t field;
+	const char *want; /* the error message's hint */
+} optdefs[] = {
+        {"module", OPT_STRING, offsetof(struct options, module), ""},
+        {"init-args", OPT_STRING, offsetof(struct options, init_args), ""},
+        {"token", OPT_STRING, offsetof(struct options, token), ""},
+        {"slot", OPT_SLOT, offsetof(struct options, slot), ""},
+        {"pin", OPT_STRING, offsetof(struct options, pin_arg), ""},
+        {"pin-file", OPT_STRING, offsetof(struct options, pin_file), ""},
+        {"key-label", OPT_STRING, offsetof(struct options, key_label), ""},
+        {"key-id", OPT_HEX, offsetof(struct options, key_id), " (want hex)"},
+        {"op", OPT_OP, offsetof(struct options, op), " (sign|decrypt)"},
+        {"mech", OPT_MECH, offsetof(struct options, mech), " (rsa-pkcs|rsa-pss|ecdsa|rsa-x509)"},
+        {"threads", OPT_COUNT, offsetof(struct options, threads), " (1.." XSTR(MAX_THREADS) ")"},
+        {"seconds", OPT_TIME, offsetof(struct options, seconds), " (0 < T <= 86400)"},
+        {"grace", OPT_GRACE, offsetof(struct options, grace), " (0 <= T <= 86400)"},
+        {"name", OPT_STRING, offsetof(struct options, name), ""},
+        {"json", OPT_FLAG, offsetof(struct options, json), ""},
+        {"verbose", OPT_FLAG, offsetof(struct options, verbose), ""},
+        {"keep-session", OPT_FLAG, offsetof(struct options, keep_session), ""},
+        {"help", OPT_HELP, 0, ""},
+};
+#define NOPTDEFS (sizeof(optdefs) / sizeof(optdefs[0]))
+
+/* A number: the whole string, no sign for the unsigned ones. */
+static bool
+parse_number(const char *arg, const struct optdef *d, void *dst)
+{
+	unsigned long long u;
+	double t;
+	long n;
+	char *end;
+
+	errno = 0;
+	switch (d->kind) {
+	case OPT_SLOT:
+		u = strtoull(arg, &end, 0);
+		if (errno || end == arg || *end || arg[0] == '-' || u > ULONG_MAX)
+			return false;
+		*(CK_SLOT_ID *)dst = (CK_SLOT_ID)u;
+		return true;
+	case OPT_COUNT:
+		n = strtol(arg, &end, 10);
+		if (errno || end == arg || *end || n < 1 || n > MAX_THREADS)
+			return false;
+		*(long *)dst = n;
+		return true;
+	default:
+		t = strtod(arg, &end);
+		if (errno || end == arg || *end || t > MAX_SECONDS ||
+		    (d->kind == OPT_TIME ? !(t > 0.0) : !(t >= 0.0)))
+			return false;
+		*(double *)dst = t;
+		return true;
+	}
+}
+
+/* Stores one option's value. true, or false when it is not valid. */
+static bool
+set_option(struct options *o, const struct optdef *d, const char *arg)
+{
+	void *dst = (char *)o + d->field;
+	size_t i;
+
+	switch (d->kind) {
+	case OPT_STRING:
+		*(const char **)dst = arg;
+		return true;
+	case OPT_FLAG:
+		*(bool *)dst = true;
+		return true;
+	case OPT_HEX:
+		free(o->key_id);
+		return (o->key_id = parse_hex(arg, &o->key_id_len)) != NULL;
+	case OPT_OP:
+		o->have_op = true;
+		o->op = strcmp(arg, "decrypt") == 0 ? OP_DECRYPT : OP_SIGN;
+		return strcmp(arg, "sign") == 0 || strcmp(arg, "decrypt") == 0;
+	case OPT_MECH:
+		for (i = 0; i < sizeof(mech_arg_names) / sizeof(mech_arg_names[0]); i++)
+			if (strcmp(arg, mech_arg_names[i]) == 0) {
+				o->mech = (enum mech_kind)i;
+				o->have_mech = true;
+				return true;
+			}
+		return false;
+	case OPT_SLOT:
+		o->have_slot = true;
+		return parse_number(arg, d, dst);
+	default:
+		return parse_number(arg, d, dst);
+	}
+}
+
+/* What the options must say together; then the PIN (read from --pin-file) and the name.
+ * -1 to go on, else an exit status. */
+static int
+check_options(struct options *o)
+{
+	const struct {
+		bool bad;
+		const char *msg;
+	} checks[] = {
+	        {!o->module, "--module is required"},
+	        {o->token && o->have_slot, "use only one of --token and --slot"},
+	        {!o->pin_arg && !o->pin_file, "--pin or --pin-file is required"},
+	        {o->pin_arg && o->pin_file, "use only one of --pin and --pin-file"},
+	        {!o->key_label && !o->key_id, "--key-label or --key-id is required"},
+	        {o->key_label && o->key_id, "use only one of --key-label and --key-id"},
+	        {!o->have_op, "--op is required"},
+	        {!o->have_mech, "--mech is required"},
+	        {o->op == OP_DECRYPT && (o->mech == MECH_RSA_PSS || o->mech == MECH_ECDSA),
+	         "--op decrypt supports only --mech rsa-pkcs or rsa-x509"},
+	};
+	const char *slash;
+
+	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
+		if (checks[i].bad) {
+			fprintf(stderr, PROG ": %s\nTry '" PROG " --help'.\n", checks[i].msg);
+			return EXIT_SETUP;
+		}
+	o->pin = o->pin_file ? read_pin_file(o->pin_file, o->token) : strdup(o->pin_arg);
+	if (o->pin == NULL) {
+		if (!o->pin_file)
+			fprintf(stderr, PROG ": out of memory\n");
+		return EXIT_SETUP;
+	}
+	if (o->name == NULL) {
+		slash = strrchr(o->module, '/');
+		o->name = slash ? slash + 1 : o->module;
+	}
+	return -1;
+}
+
 /* Returns -1 to continue, otherwise an exit status. */
 static int
 parse_options(int argc, char **argv, struct options *o)
 {
-	enum {
-		O_MODULE = 256,
-		O_INIT_ARGS,
-		O_TOKEN,
-		O_SLOT,
-		O_PIN,
-		O_PIN_FILE,
-		O_KEY_LABEL,
-		O_KEY_ID,
-		O_OP,
-		O_MECH,
-		O_THREADS,
-		O_SECONDS,
-		O_GRACE,
-		O_NAME,
-		O_JSON,
-		O_VERBOSE,
-		O_KEEP_SESSION,
-		O_HELP,
-	};
-	static const struct option longopts[] = {
-	        {"module", required_argument, NULL, O_MODULE},
-	        {"init-args", required_argument, NULL, O_INIT_ARGS},
-	        {"token", required_argument, NULL, O_TOKEN},
-	        {"slot", required_argument, NULL, O_SLOT},
-	        {"pin", required_argument, NULL, O_PIN},
-	        {"pin-file", required_argument, NULL, O_PIN_FILE},
-	        {"key-label", required_argument, NULL, O_KEY_LABEL},
-	        {"key-id", required_argument, NULL, O_KEY_ID},
-	        {"op", required_argument, NULL, O_OP},
-	        {"mech", required_argument, NULL, O_MECH},
-	        {"threads", required_argument, NULL, O_THREADS},
-	        {"seconds", required_argument, NULL, O_SECONDS},
-	        {"grace", required_argument, NULL, O_GRACE},
-	        {"name", required_argument, NULL, O_NAME},
-	        {"json", no_argument, NULL, O_JSON},
-	        {"verbose", no_argument, NULL, O_VERBOSE},
-	        {"keep-session", no_argument, NULL, O_KEEP_SESSION},
-	        {"help", no_argument, NULL, O_HELP},
-	        {NULL, 0, NULL, 0},
-	};
-	const char *pin_arg = NULL, *pin_file = NULL;
-	int c;
+	struct option longopts[NOPTDEFS + 1];
+	int c, idx;
 
+	memset(longopts, 0, sizeof(longopts));
+	for (size_t i = 0; i < NOPTDEFS; i++) {
+		longopts[i].name = optdefs[i].name;
+		longopts[i].has_arg = optdefs[i].kind == OPT_FLAG || optdefs[i].kind == OPT_HELP
+		                              ? no_argument
+		                              : required_argument;
+		longopts[i].val = 256 + (int)i;
+	}
 	o->threads = 1;
 	o->seconds = 10.0;
 	o->grace = 10.0;
-
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		char *end;
-		switch (c) {
-		case O_MODULE:
-			o->module = optarg;
-			break;
-		case O_INIT_ARGS:
-			o->init_args = optarg;
-			break;
-		case O_TOKEN:
-			o->token = optarg;
-			break;
-		case O_SLOT: {
-			unsigned long long v;
-			errno = 0;
-			v = strtoull(optarg, &end, 0);
-			if (errno || end == optarg || *end || optarg[0] == '-' || v > ULONG_MAX) {
-				fprintf(stderr, PROG ": invalid --slot '%s'\n", optarg);
-				return EXIT_SETUP;
-			}
-			o->slot = (CK_SLOT_ID)v;
-			o->have_slot = true;
-			break;
-		}
-		case O_PIN:
-			pin_arg = optarg;
-			break;
-		case O_PIN_FILE:
-			pin_file = optarg;
-			break;
-		case O_KEY_LABEL:
-			o->key_label = optarg;
-			break;
-		case O_KEY_ID:
-			free(o->key_id);
-			o->key_id = parse_hex(optarg, &o->key_id_len);
-			if (o->key_id == NULL) {
-				fprintf(stderr, PROG ": invalid --key-id '%s' (want hex)\n",
-				        optarg);
-				return EXIT_SETUP;
-			}
-			break;
-		case O_OP:
-			if (strcmp(optarg, "sign") == 0)
-				o->op = OP_SIGN;
-			else if (strcmp(optarg, "decrypt") == 0)
-				o->op = OP_DECRYPT;
-			else {
-				fprintf(stderr, PROG ": invalid --op '%s' (sign|decrypt)\n",
-				        optarg);
-				return EXIT_SETUP;
-			}
-			o->have_op = true;
-			break;
-		case O_MECH: {
-			size_t i, nm = sizeof(mech_arg_names) / sizeof(mech_arg_names[0]);
-			for (i = 0; i < nm; i++)
-				if (strcmp(optarg, mech_arg_names[i]) == 0)
-					break;
-			if (i == nm) {
-				fprintf(stderr,
-				        PROG ": invalid --mech '%s' "
-				             "(rsa-pkcs|rsa-pss|ecdsa|rsa-x509)\n",
-				        optarg);
-				return EXIT_SETUP;
-			}
-			o->mech = (enum mech_kind)i;
-			o->have_mech = true;
-			break;
-		}
-		case O_THREADS:
-			errno = 0;
-			o->threads = strtol(optarg, &end, 10);
-			if (errno || end == optarg || *end || o->threads < 1 ||
-			    o->threads > MAX_THREADS) {
-				fprintf(stderr, PROG ": invalid --threads '%s' (1..%d)\n", optarg,
-				        MAX_THREADS);
-				return EXIT_SETUP;
-			}
-			break;
-		case O_SECONDS:
-			errno = 0;
-			o->seconds = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !(o->seconds > 0.0) ||
-			    o->seconds > MAX_SECONDS) {
-				fprintf(stderr, PROG ": invalid --seconds '%s' (0 < T <= %.0f)\n",
-				        optarg, MAX_SECONDS);
-				return EXIT_SETUP;
-			}
-			break;
-		case O_GRACE:
-			errno = 0;
-			o->grace = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !(o->grace >= 0.0) ||
-			    o->grace > MAX_SECONDS) {
-				fprintf(stderr, PROG ": invalid --grace '%s' (0 <= T <= %.0f)\n",
-				        optarg, MAX_SECONDS);
-				return EXIT_SETUP;
-			}
-			break;
-		case O_NAME:
-			o->name = optarg;
-			break;
-		case O_JSON:
-			o->json = true;
-			break;
-		case O_VERBOSE:
-			o->verbose = true;
-			break;
-		case O_KEEP_SESSION:
-			o->keep_session = true;
-			break;
-		case 'h':
-		case O_HELP:
+	while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+		const struct optdef *d = c >= 256 ? &optdefs[c - 256] : NULL;
+
+		if (c == 'h' || (d != NULL && d->kind == OPT_HELP)) {
 			usage(stdout);
 			return EXIT_OK_RUN;
-		case '?':
-		default:
+		}
+		if (d == NULL) {
 			if (optopt > 0 && optopt < 256)
 				fprintf(stderr, PROG ": bad or incomplete option '-%c'\n", optopt);
 			else
@@ -804,48 +707,16 @@ parse_options(int argc, char **argv, struct options *o)
 			fprintf(stderr, "Try '" PROG " --help'.\n");
 			return EXIT_SETUP;
 		}
+		if (!set_option(o, d, optarg)) {
+			fprintf(stderr, PROG ": invalid --%s '%s'%s\n", d->name, optarg, d->want);
+			return EXIT_SETUP;
+		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
 		return EXIT_SETUP;
 	}
-
-#define REQUIRE(cond, msg)                                                                         \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, PROG ": " msg "\nTry '" PROG " --help'.\n");               \
-			return EXIT_SETUP;                                                         \
-		}                                                                                  \
-	} while (0)
-
-	REQUIRE(o->module, "--module is required");
-	REQUIRE(!(o->token && o->have_slot), "use only one of --token and --slot");
-	REQUIRE(pin_arg || pin_file, "--pin or --pin-file is required");
-	REQUIRE(!(pin_arg && pin_file), "use only one of --pin and --pin-file");
-	REQUIRE(o->key_label || o->key_id, "--key-label or --key-id is required");
-	REQUIRE(!(o->key_label && o->key_id), "use only one of --key-label and --key-id");
-	REQUIRE(o->have_op, "--op is required");
-	REQUIRE(o->have_mech, "--mech is required");
-	REQUIRE(!(o->op == OP_DECRYPT && (o->mech == MECH_RSA_PSS || o->mech == MECH_ECDSA)),
-	        "--op decrypt supports only --mech rsa-pkcs or rsa-x509");
-#undef REQUIRE
-
-	if (pin_file) {
-		o->pin = read_pin_file(pin_file, o->token);
-		if (o->pin == NULL)
-			return EXIT_SETUP;
-	} else {
-		o->pin = strdup(pin_arg);
-		if (o->pin == NULL) {
-			fprintf(stderr, PROG ": out of memory\n");
-			return EXIT_SETUP;
-		}
-	}
-	if (o->name == NULL) {
-		const char *slash = strrchr(o->module, '/');
-		o->name = slash ? slash + 1 : o->module;
-	}
-	return -1;
+	return check_options(o);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1082,515 +953,570 @@ mech_ck_name(CK_MECHANISM_TYPE m)
 /* main                                                                */
 /* ------------------------------------------------------------------ */
 
-int
-main(int argc, char **argv)
+/* Everything main() sets up, in the order it does, and tears down in cleanup(). */
+struct run {
+	struct options o;
+	struct bench b;
+	void *dl;
+	CK_FUNCTION_LIST_PTR f;
+	CK_SESSION_HANDLE main_s;
+	bool initialized, logged_in, gate_init;
+	CK_KEY_TYPE key_type;
+	unsigned char *modulus, *key_id;
+	CK_ULONG modulus_len, key_id_len;
+	CK_OBJECT_HANDLE pub;
+	unsigned char msg[MSG_LEN];
+	struct worker *workers;
+	long created, stuck;
+	double elapsed;
+};
+
+/* dlopen, C_GetFunctionList, C_Initialize. 0 or -1 (after a message). */
+static int
+load_module(struct run *r)
+{
+	CK_C_GetFunctionList get_fl;
+	CK_C_INITIALIZE_ARGS init_args;
+	CK_RV rv;
+
+	dlerror();
+	if ((r->dl = dlopen(r->o.module, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		const char *e = dlerror();
+		fprintf(stderr, PROG ": dlopen(%s) failed: %s\n", r->o.module,
+		        e ? e : "unknown error");
+		return -1;
+	}
+	*(void **)&get_fl = dlsym(r->dl, "C_GetFunctionList");
+	if (get_fl == NULL) {
+		fprintf(stderr, PROG ": %s has no C_GetFunctionList symbol\n", r->o.module);
+		return -1;
+	}
+	rv = get_fl(&r->f);
+	if (rv != CKR_OK || r->f == NULL) {
+		fail_rv("C_GetFunctionList", rv != CKR_OK ? rv : CKR_GENERAL_ERROR);
+		r->f = NULL;
+		return -1;
+	}
+	memset(&init_args, 0, sizeof(init_args));
+	init_args.flags = CKF_OS_LOCKING_OK;
+	init_args.pReserved = (void *)r->o.init_args; /* NULL unless given */
+	rv = r->f->C_Initialize(&init_args);
+	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		fail_rv(r->o.init_args ? "C_Initialize (with --init-args as pReserved; "
+		                         "the module may not accept library parameters)"
+		                       : "C_Initialize",
+		        rv);
+		return -1;
+	}
+	r->initialized = (rv == CKR_OK);
+	return 0;
+}
+
+/* The slot, a session kept for the setup, the login. 0 or -1. */
+static int
+open_and_login(struct run *r)
+{
+	CK_RV rv;
+
+	if (find_slot(r->f, &r->o, &r->b.slot) != 0)
+		return -1;
+	rv = r->f->C_OpenSession(r->b.slot, CKF_SERIAL_SESSION, NULL, NULL, &r->main_s);
+	if (rv != CKR_OK) {
+		fail_rv("C_OpenSession", rv);
+		return -1;
+	}
+	rv = r->f->C_Login(r->main_s, CKU_USER, (unsigned char *)r->o.pin, strlen(r->o.pin));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		fail_rv("C_Login(CKU_USER)", rv);
+		return -1;
+	}
+	r->logged_in = (rv == CKR_OK);
+	return 0;
+}
+
+/* The private key named by --key-label or --key-id, and its type, which must suit --mech.
+ * 0 or -1. */
+static int
+find_private_key(struct run *r)
+{
+	const struct options *o = &r->o;
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, NULL, 0}};
+	CK_ATTRIBUTE kt = {CKA_KEY_TYPE, &r->key_type, sizeof(r->key_type)};
+	CK_ULONG found;
+	CK_RV rv;
+
+	if (o->key_label) {
+		tmpl[1].pValue = (void *)o->key_label;
+		tmpl[1].ulValueLen = strlen(o->key_label);
+	} else {
+		tmpl[1].type = CKA_ID;
+		tmpl[1].pValue = o->key_id;
+		tmpl[1].ulValueLen = o->key_id_len;
+	}
+	if ((rv = find_object(r->f, r->main_s, tmpl, 2, &r->b.key, &found)) != CKR_OK) {
+		fail_rv("private key search (C_FindObjects*)", rv);
+		return -1;
+	}
+	if (found == 0) {
+		fprintf(stderr, PROG ": no private key with ");
+		if (o->key_label) {
+			fprintf(stderr, "CKA_LABEL '%s'", o->key_label);
+		} else {
+			fprintf(stderr, "CKA_ID ");
+			print_hex(stderr, o->key_id, o->key_id_len);
+		}
+		fprintf(stderr, " found on the token (or not visible after login)\n");
+		return -1;
+	}
+	if (found > 1)
+		fprintf(stderr, PROG ": warning: several private keys match; using the first\n");
+	if ((rv = r->f->C_GetAttributeValue(r->main_s, r->b.key, &kt, 1)) != CKR_OK) {
+		fail_rv("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
+		return -1;
+	}
+	if ((o->mech == MECH_ECDSA) != (r->key_type == CKK_EC) ||
+	    (o->mech != MECH_ECDSA && r->key_type != CKK_RSA)) {
+		fprintf(stderr,
+		        PROG
+		        ": --mech %s needs an %s key, but the key's CKA_KEY_TYPE is %s 0x%lx\n",
+		        mech_arg_names[o->mech], o->mech == MECH_ECDSA ? "EC" : "RSA",
+		        r->key_type == CKK_RSA  ? "CKK_RSA"
+		        : r->key_type == CKK_EC ? "CKK_EC"
+		                                : "other",
+		        (unsigned long)r->key_type);
+		return -1;
+	}
+	return 0;
+}
+
+/* The public key with the private key's CKA_ID (or label). 0 or -1. */
+static int
+find_public_key(struct run *r)
+{
+	const struct options *o = &r->o;
+	CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+	CK_ATTRIBUTE tmpl[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, r->key_id, r->key_id_len}};
+	CK_ULONG found = 0;
+	CK_RV rv;
+
+	if (r->key_id_len == 0 && o->key_label) {
+		tmpl[1].type = CKA_LABEL;
+		tmpl[1].pValue = (void *)o->key_label;
+		tmpl[1].ulValueLen = strlen(o->key_label);
+	}
+	if ((rv = find_object(r->f, r->main_s, tmpl, 2, &r->pub, &found)) != CKR_OK) {
+		fail_rv("public key search (C_FindObjects*)", rv);
+		return -1;
+	}
+	if (found == 0) {
+		fprintf(stderr,
+		        PROG ": no public key with the private key's %s found (needed for --op %s "
+		             "--mech %s)\n",
+		        r->key_id_len ? "CKA_ID" : "CKA_LABEL",
+		        o->op == OP_SIGN ? "sign" : "decrypt", mech_arg_names[o->mech]);
+		return -1;
+	}
+	if (r->modulus_len == 0) {
+		free(r->modulus);
+		r->modulus = NULL;
+		rv = get_attr_alloc(r->f, r->main_s, r->pub, CKA_MODULUS, &r->modulus,
+		                    &r->modulus_len);
+		if (rv != CKR_OK) {
+			fail_rv("C_GetAttributeValue(CKA_MODULUS)", rv);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The key's CKA_ID and RSA modulus, from the private key or its public key when the
+ * operation needs them (decrypt rsa-pkcs, rsa-x509). 0 or -1. */
+static int
+key_parts(struct run *r)
+{
+	const struct options *o = &r->o;
+	bool need_pub = (o->op == OP_DECRYPT && o->mech == MECH_RSA_PKCS);
+	CK_RV rv;
+
+	if (o->key_id) {
+		if ((r->key_id = malloc(o->key_id_len)) == NULL) {
+			fprintf(stderr, PROG ": out of memory\n");
+			return -1;
+		}
+		memcpy(r->key_id, o->key_id, o->key_id_len);
+		r->key_id_len = o->key_id_len;
+	} else {
+		/* best effort; an error just leaves the id empty */
+		(void)get_attr_alloc(r->f, r->main_s, r->b.key, CKA_ID, &r->key_id, &r->key_id_len);
+	}
+	if (r->key_type == CKK_RSA) {
+		rv = get_attr_alloc(r->f, r->main_s, r->b.key, CKA_MODULUS, &r->modulus,
+		                    &r->modulus_len);
+		if (rv != CKR_OK || r->modulus_len == 0)
+			need_pub = need_pub || (o->mech == MECH_RSA_X509);
+	}
+	if (need_pub && find_public_key(r) != 0)
+		return -1;
+	if (r->key_type == CKK_RSA && (o->mech == MECH_RSA_X509 || o->op == OP_DECRYPT)) {
+		if (r->modulus_len == 0) {
+			fprintf(stderr, PROG ": could not read CKA_MODULUS of the key\n");
+			return -1;
+		}
+		if (r->modulus_len > OUT_BUF_LEN) {
+			fprintf(stderr,
+			        PROG ": RSA modulus of %lu bytes is larger than the %u-byte output "
+			             "buffer\n",
+			        (unsigned long)r->modulus_len, OUT_BUF_LEN);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* For decrypt rsa-pkcs: a 32-byte message encrypted once with the public key on the
+ * token, and the plaintext to check. 0 or -1. */
+static int
+make_ciphertext(struct run *r)
+{
+	CK_MECHANISM m = {CKM_RSA_PKCS, NULL, 0};
+	CK_ULONG ct_len = OUT_BUF_LEN;
+	unsigned char plain[MSG_LEN];
+	CK_RV rv;
+
+	if ((r->b.input = malloc(OUT_BUF_LEN)) == NULL)
+		return 0; /* reported by prepare_input */
+	memcpy(plain, r->msg, MSG_LEN);
+	if ((rv = r->f->C_EncryptInit(r->main_s, &m, r->pub)) != CKR_OK) {
+		fail_rv("C_EncryptInit(CKM_RSA_PKCS, public key)", rv);
+		return -1;
+	}
+	if ((rv = r->f->C_Encrypt(r->main_s, plain, MSG_LEN, r->b.input, &ct_len)) != CKR_OK) {
+		fail_rv("C_Encrypt(CKM_RSA_PKCS, public key)", rv);
+		return -1;
+	}
+	r->b.input_len = ct_len;
+	memcpy(r->b.plain, r->msg, MSG_LEN);
+	r->b.check_plain = true;
+	return 0;
+}
+
+/* The mechanism and the input every operation uses. 0 or -1. */
+static int
+prepare_input(struct run *r)
 {
 	static const unsigned char digestinfo_sha256[19] = {
 	        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
 	        0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
 	};
-	struct options o;
-	struct bench b;
-	struct worker *workers = NULL;
-	void *dl = NULL;
-	CK_FUNCTION_LIST_PTR f = NULL;
-	CK_C_GetFunctionList get_fl;
-	CK_C_INITIALIZE_ARGS init_args;
-	CK_SESSION_HANDLE main_s = CK_INVALID_HANDLE;
-	bool initialized = false, logged_in = false, gate_init = false;
-	CK_KEY_TYPE key_type = (CK_KEY_TYPE)-1;
-	unsigned char *modulus = NULL, *key_id = NULL;
-	CK_ULONG modulus_len = 0, key_id_len = 0;
-	unsigned char msg[MSG_LEN];
-	uint64_t *all = NULL;
-	long created = 0, stuck = 0;
-	int ret = EXIT_SETUP;
-	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE;
-	bool need_pub;
-	uint64_t end_ns, errors = 0, p50, p95, p99, ops_s;
-	double elapsed;
-	size_t total = 0;
-	const struct worker *first = NULL;
-	bool oom = false;
-	char first_buf[96] = "";
+	static const CK_MECHANISM_TYPE types[] = {
+	        [MECH_RSA_PKCS] = CKM_RSA_PKCS,
+	        [MECH_RSA_PSS] = CKM_RSA_PKCS_PSS,
+	        [MECH_ECDSA] = CKM_ECDSA,
+	        [MECH_RSA_X509] = CKM_RSA_X_509,
+	};
+	const struct options *o = &r->o;
+	struct bench *b = &r->b;
+
+	b->f = r->f;
+	b->op = o->op;
+	b->keep_session = o->keep_session;
+	b->mech_type = types[o->mech];
+	b->use_pss = o->mech == MECH_RSA_PSS;
+	if (o->op == OP_SIGN && o->mech == MECH_RSA_PKCS) {
+		b->input_len = sizeof(digestinfo_sha256) + MSG_LEN; /* 51 */
+		if ((b->input = malloc(b->input_len)) != NULL) {
+			memcpy(b->input, digestinfo_sha256, sizeof(digestinfo_sha256));
+			memcpy(b->input + sizeof(digestinfo_sha256), r->msg, MSG_LEN);
+		}
+	} else if (o->mech == MECH_RSA_PSS || o->mech == MECH_ECDSA) {
+		b->input_len = MSG_LEN;
+		if ((b->input = malloc(b->input_len)) != NULL)
+			memcpy(b->input, r->msg, MSG_LEN);
+	} else if (o->mech == MECH_RSA_X509) {
+		b->input_len = r->modulus_len;
+		if ((b->input = malloc(b->input_len)) != NULL) {
+			for (size_t i = 0; i < b->input_len; i++)
+				b->input[i] = (unsigned char)(0x5a ^ (i * 13 + 3));
+			b->input[0] = 0x00; /* keep it below the modulus */
+		}
+	} else if (make_ciphertext(r) != 0) {
+		return -1;
+	}
+	if (b->input == NULL) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* --verbose: what is about to run. */
+static void
+print_setup(const struct run *r)
+{
+	const struct options *o = &r->o;
+
+	fprintf(stderr, PROG ": module %s slot %lu key ", o->module, (unsigned long)r->b.slot);
+	if (o->key_label) {
+		fprintf(stderr, "label=%s", o->key_label);
+	} else {
+		fprintf(stderr, "id=");
+		print_hex(stderr, o->key_id, o->key_id_len);
+	}
+	fprintf(stderr, " (%s", r->key_type == CKK_RSA ? "RSA" : "EC");
+	if (r->modulus_len)
+		fprintf(stderr, " %lu bits", (unsigned long)r->modulus_len * 8);
+	fprintf(stderr, ") op %s mech %s input %zu bytes, %ld thread(s), %.1f s\n",
+	        o->op == OP_SIGN ? "sign" : "decrypt", mech_ck_name(r->b.mech_type), r->b.input_len,
+	        o->threads, o->seconds);
+}
+
+/* One operation in the workers' pattern, to catch setup errors before the run. 0 or -1. */
+static int
+warm_up(struct run *r)
+{
+	unsigned char out[OUT_BUF_LEN];
+	unsigned char *in = malloc(r->b.input_len);
+	bool mismatch = false;
+	char what[96];
 	CK_RV rv;
 
-	memset(&o, 0, sizeof(o));
-	memset(&b, 0, sizeof(b));
-
-	ret = parse_options(argc, argv, &o);
-	if (ret >= 0) {
-		free_options(&o);
-		return ret;
+	if (in == NULL) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return -1;
 	}
-	ret = EXIT_SETUP;
-
-	for (size_t i = 0; i < MSG_LEN; i++)
-		msg[i] = (unsigned char)(0xa5 ^ (i * 7 + 1));
-
-	/* --- load + initialize module --- */
-	dlerror();
-	dl = dlopen(o.module, RTLD_NOW | RTLD_LOCAL);
-	if (dl == NULL) {
-		const char *e = dlerror();
-		fprintf(stderr, PROG ": dlopen(%s) failed: %s\n", o.module,
-		        e ? e : "unknown error");
-		goto out;
-	}
-	*(void **)&get_fl = dlsym(dl, "C_GetFunctionList");
-	if (get_fl == NULL) {
-		fprintf(stderr, PROG ": %s has no C_GetFunctionList symbol\n", o.module);
-		goto out;
-	}
-	rv = get_fl(&f);
-	if (rv != CKR_OK || f == NULL) {
-		fail_rv("C_GetFunctionList", rv != CKR_OK ? rv : CKR_GENERAL_ERROR);
-		f = NULL;
-		goto out;
-	}
-
-	memset(&init_args, 0, sizeof(init_args));
-	init_args.flags = CKF_OS_LOCKING_OK;
-	init_args.pReserved = (void *)o.init_args; /* NULL unless given */
-	rv = f->C_Initialize(&init_args);
-	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		fail_rv(o.init_args ? "C_Initialize (with --init-args as pReserved; "
-		                      "the module may not accept library parameters)"
-		                    : "C_Initialize",
-		        rv);
-		goto out;
-	}
-	initialized = (rv == CKR_OK);
-
-	/* --- slot, session, login --- */
-	if (find_slot(f, &o, &b.slot) != 0)
-		goto out;
-
-	rv = f->C_OpenSession(b.slot, CKF_SERIAL_SESSION, NULL, NULL, &main_s);
+	memcpy(in, r->b.input, r->b.input_len);
+	rv = do_one_op(&r->b, CK_INVALID_HANDLE, in, r->b.input_len, out, &mismatch);
+	free(in);
 	if (rv != CKR_OK) {
-		fail_rv("C_OpenSession", rv);
-		goto out;
+		snprintf(what, sizeof(what), "warm-up %s with %s",
+		         r->o.op == OP_SIGN ? "C_Sign" : "C_Decrypt", mech_ck_name(r->b.mech_type));
+		fail_rv(what, rv);
+		return -1;
 	}
-	rv = f->C_Login(main_s, CKU_USER, (unsigned char *)o.pin, strlen(o.pin));
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		fail_rv("C_Login(CKU_USER)", rv);
-		goto out;
+	if (mismatch) {
+		fprintf(stderr, PROG ": warm-up C_Decrypt returned the wrong plaintext\n");
+		return -1;
 	}
-	logged_in = (rv == CKR_OK);
+	return 0;
+}
 
-	/* --- private key --- */
-	{
-		CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-		CK_ATTRIBUTE tmpl[2] = {
-		        {CKA_CLASS, &cls, sizeof(cls)},
-		        {CKA_LABEL, NULL, 0},
-		};
-		CK_ULONG found;
+/* Waits for the workers until grace seconds past the end: a wedged module (or pool) must
+ * not wedge the benchmark; a worker still in an operation then is stuck. */
+static void
+join_workers(struct run *r)
+{
+	uint64_t limit = r->b.deadline_ns + (uint64_t)llround(r->o.grace * 1e9), rt, now;
+	struct timespec until;
 
-		if (o.key_label) {
-			tmpl[1].pValue = (void *)o.key_label;
-			tmpl[1].ulValueLen = strlen(o.key_label);
-		} else {
-			tmpl[1].type = CKA_ID;
-			tmpl[1].pValue = o.key_id;
-			tmpl[1].ulValueLen = o.key_id_len;
+	clock_gettime(CLOCK_REALTIME, &until);
+	now = p11mux_now_ns();
+	rt = (uint64_t)until.tv_sec * 1000000000ull + (uint64_t)until.tv_nsec +
+	     (limit > now ? limit - now : 0);
+	until.tv_sec = (time_t)(rt / 1000000000ull);
+	until.tv_nsec = (long)(rt % 1000000000ull);
+	for (long i = 0; i < r->created; i++)
+		if (pthread_timedjoin_np(r->workers[i].tid, NULL, &until) != 0) {
+			r->workers[i].stuck = true;
+			r->stuck++;
 		}
-		rv = find_object(f, main_s, tmpl, 2, &b.key, &found);
-		if (rv != CKR_OK) {
-			fail_rv("private key search (C_FindObjects*)", rv);
-			goto out;
-		}
-		if (found == 0) {
-			fprintf(stderr, PROG ": no private key with ");
-			if (o.key_label) {
-				fprintf(stderr, "CKA_LABEL '%s'", o.key_label);
-			} else {
-				fprintf(stderr, "CKA_ID ");
-				print_hex(stderr, o.key_id, o.key_id_len);
-			}
-			fprintf(stderr, " found on the token (or not visible after "
-			                "login)\n");
-			goto out;
-		}
-		if (found > 1)
-			fprintf(stderr, PROG ": warning: several private keys match; "
-			                     "using the first\n");
-	}
-	{
-		CK_ATTRIBUTE a = {CKA_KEY_TYPE, &key_type, sizeof(key_type)};
-		rv = f->C_GetAttributeValue(main_s, b.key, &a, 1);
-		if (rv != CKR_OK) {
-			fail_rv("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
-			goto out;
-		}
-	}
-	if ((o.mech == MECH_ECDSA) != (key_type == CKK_EC) ||
-	    (o.mech != MECH_ECDSA && key_type != CKK_RSA)) {
-		fprintf(stderr,
-		        PROG ": --mech %s needs an %s key, but the key's "
-		             "CKA_KEY_TYPE is %s 0x%lx\n",
-		        mech_arg_names[o.mech], o.mech == MECH_ECDSA ? "EC" : "RSA",
-		        key_type == CKK_RSA  ? "CKK_RSA"
-		        : key_type == CKK_EC ? "CKK_EC"
-		                             : "other",
-		        (unsigned long)key_type);
-		goto out;
-	}
+}
 
-	/* CKA_ID of the private key (to find the matching public key) */
-	if (o.key_id) {
-		key_id = malloc(o.key_id_len);
-		if (key_id == NULL) {
-			fprintf(stderr, PROG ": out of memory\n");
-			goto out;
-		}
-		memcpy(key_id, o.key_id, o.key_id_len);
-		key_id_len = o.key_id_len;
-	} else {
-		/* best effort; an error just leaves the id empty */
-		(void)get_attr_alloc(f, main_s, b.key, CKA_ID, &key_id, &key_id_len);
-	}
+/* Starts the workers, opens the gate, waits for them. 0 or -1. */
+static int
+run_workers(struct run *r)
+{
+	struct bench *b = &r->b;
+	long n = r->o.threads;
+	int e;
 
-	/* public key, if needed (decrypt rsa-pkcs) or modulus fallback */
-	need_pub = (o.op == OP_DECRYPT && o.mech == MECH_RSA_PKCS);
-	if (key_type == CKK_RSA) {
-		rv = get_attr_alloc(f, main_s, b.key, CKA_MODULUS, &modulus, &modulus_len);
-		if (rv != CKR_OK || modulus_len == 0)
-			need_pub = need_pub || (o.mech == MECH_RSA_X509);
-	}
-	if (need_pub) {
-		CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-		CK_ATTRIBUTE tmpl[2] = {
-		        {CKA_CLASS, &cls, sizeof(cls)},
-		        {CKA_ID, key_id, key_id_len},
-		};
-		CK_ULONG found = 0;
-		if (key_id_len == 0 && o.key_label) {
-			tmpl[1].type = CKA_LABEL;
-			tmpl[1].pValue = (void *)o.key_label;
-			tmpl[1].ulValueLen = strlen(o.key_label);
-		}
-		rv = find_object(f, main_s, tmpl, 2, &pub, &found);
-		if (rv != CKR_OK) {
-			fail_rv("public key search (C_FindObjects*)", rv);
-			goto out;
-		}
-		if (found == 0) {
-			fprintf(stderr,
-			        PROG ": no public key with the private key's "
-			             "%s found (needed for --op %s --mech %s)\n",
-			        key_id_len ? "CKA_ID" : "CKA_LABEL",
-			        o.op == OP_SIGN ? "sign" : "decrypt", mech_arg_names[o.mech]);
-			goto out;
-		}
-		if (modulus_len == 0) {
-			free(modulus);
-			modulus = NULL;
-			rv = get_attr_alloc(f, main_s, pub, CKA_MODULUS, &modulus, &modulus_len);
-			if (rv != CKR_OK) {
-				fail_rv("C_GetAttributeValue(CKA_MODULUS)", rv);
-				goto out;
-			}
-		}
-	}
-	if (key_type == CKK_RSA && (o.mech == MECH_RSA_X509 || o.op == OP_DECRYPT)) {
-		if (modulus_len == 0) {
-			fprintf(stderr, PROG ": could not read CKA_MODULUS of the key\n");
-			goto out;
-		}
-		if (modulus_len > OUT_BUF_LEN) {
-			fprintf(stderr,
-			        PROG ": RSA modulus of %lu bytes is larger than "
-			             "the %u-byte output buffer\n",
-			        (unsigned long)modulus_len, OUT_BUF_LEN);
-			goto out;
-		}
-	}
-
-	/* --- mechanism + input --- */
-	b.f = f;
-	b.op = o.op;
-	b.keep_session = o.keep_session;
-	switch (o.mech) {
-	case MECH_RSA_PKCS:
-		b.mech_type = CKM_RSA_PKCS;
-		break;
-	case MECH_RSA_PSS:
-		b.mech_type = CKM_RSA_PKCS_PSS;
-		b.use_pss = true;
-		break;
-	case MECH_ECDSA:
-		b.mech_type = CKM_ECDSA;
-		break;
-	case MECH_RSA_X509:
-		b.mech_type = CKM_RSA_X_509;
-		break;
-	}
-
-	if (o.op == OP_SIGN && o.mech == MECH_RSA_PKCS) {
-		b.input_len = sizeof(digestinfo_sha256) + MSG_LEN; /* 51 */
-		b.input = malloc(b.input_len);
-		if (b.input) {
-			memcpy(b.input, digestinfo_sha256, sizeof(digestinfo_sha256));
-			memcpy(b.input + sizeof(digestinfo_sha256), msg, MSG_LEN);
-		}
-	} else if (o.mech == MECH_RSA_PSS || o.mech == MECH_ECDSA) {
-		b.input_len = MSG_LEN;
-		b.input = malloc(b.input_len);
-		if (b.input)
-			memcpy(b.input, msg, MSG_LEN);
-	} else if (o.mech == MECH_RSA_X509) {
-		b.input_len = modulus_len;
-		b.input = malloc(b.input_len);
-		if (b.input) {
-			for (size_t i = 0; i < b.input_len; i++)
-				b.input[i] = (unsigned char)(0x5a ^ (i * 13 + 3));
-			b.input[0] = 0x00; /* keep it below the modulus */
-		}
-	} else {
-		/* decrypt rsa-pkcs: encrypt a 32-byte message once with the
-		 * public key on the token */
-		CK_MECHANISM m = {CKM_RSA_PKCS, NULL, 0};
-		CK_ULONG ct_len = OUT_BUF_LEN;
-		unsigned char plain[MSG_LEN];
-
-		b.input = malloc(OUT_BUF_LEN);
-		if (b.input == NULL) {
-			fprintf(stderr, PROG ": out of memory\n");
-			goto out;
-		}
-		memcpy(plain, msg, MSG_LEN);
-		rv = f->C_EncryptInit(main_s, &m, pub);
-		if (rv != CKR_OK) {
-			fail_rv("C_EncryptInit(CKM_RSA_PKCS, public key)", rv);
-			goto out;
-		}
-		rv = f->C_Encrypt(main_s, plain, MSG_LEN, b.input, &ct_len);
-		if (rv != CKR_OK) {
-			fail_rv("C_Encrypt(CKM_RSA_PKCS, public key)", rv);
-			goto out;
-		}
-		b.input_len = ct_len;
-		memcpy(b.plain, msg, MSG_LEN);
-		b.check_plain = true;
-	}
-	if (b.input == NULL) {
+	if ((r->workers = calloc((size_t)n, sizeof(*r->workers))) == NULL) {
 		fprintf(stderr, PROG ": out of memory\n");
-		goto out;
+		return -1;
 	}
-
-	if (o.verbose) {
-		fprintf(stderr, PROG ": module %s slot %lu key ", o.module, (unsigned long)b.slot);
-		if (o.key_label) {
-			fprintf(stderr, "label=%s", o.key_label);
-		} else {
-			fprintf(stderr, "id=");
-			print_hex(stderr, o.key_id, o.key_id_len);
-		}
-		fprintf(stderr, " (%s", key_type == CKK_RSA ? "RSA" : "EC");
-		if (modulus_len)
-			fprintf(stderr, " %lu bits", (unsigned long)modulus_len * 8);
-		fprintf(stderr,
-		        ") op %s mech %s input %zu bytes, %ld thread(s), "
-		        "%.1f s\n",
-		        o.op == OP_SIGN ? "sign" : "decrypt", mech_ck_name(b.mech_type),
-		        b.input_len, o.threads, o.seconds);
-	}
-
-	/* --- warm-up: one op in the worker pattern to catch setup errors --- */
-	{
-		unsigned char out[OUT_BUF_LEN];
-		unsigned char *in = malloc(b.input_len);
-		bool mismatch = false;
-
-		if (in == NULL) {
-			fprintf(stderr, PROG ": out of memory\n");
-			goto out;
-		}
-		memcpy(in, b.input, b.input_len);
-		rv = do_one_op(&b, CK_INVALID_HANDLE, in, b.input_len, out, &mismatch);
-		free(in);
-		if (rv != CKR_OK) {
-			char what[96];
-			snprintf(what, sizeof(what), "warm-up %s with %s",
-			         o.op == OP_SIGN ? "C_Sign" : "C_Decrypt",
-			         mech_ck_name(b.mech_type));
-			fail_rv(what, rv);
-			goto out;
-		}
-		if (mismatch) {
-			fprintf(stderr, PROG ": warm-up C_Decrypt returned the wrong "
-			                     "plaintext\n");
-			goto out;
-		}
-	}
-
-	/* --- run --- */
-	workers = calloc((size_t)o.threads, sizeof(*workers));
-	if (workers == NULL) {
-		fprintf(stderr, PROG ": out of memory\n");
-		goto out;
-	}
-	pthread_mutex_init(&b.gate_mu, NULL);
-	pthread_cond_init(&b.gate_cv, NULL);
-	gate_init = true;
-
-	for (long i = 0; i < o.threads; i++)
-		pthread_mutex_init(&workers[i].mu, NULL);
-	for (created = 0; created < o.threads; created++) {
-		int e;
-		workers[created].b = &b;
-		e = pthread_create(&workers[created].tid, NULL, worker_main, &workers[created]);
+	pthread_mutex_init(&b->gate_mu, NULL);
+	pthread_cond_init(&b->gate_cv, NULL);
+	r->gate_init = true;
+	for (long i = 0; i < n; i++)
+		pthread_mutex_init(&r->workers[i].mu, NULL);
+	for (r->created = 0; r->created < n; r->created++) {
+		r->workers[r->created].b = b;
+		e = pthread_create(&r->workers[r->created].tid, NULL, worker_main,
+		                   &r->workers[r->created]);
 		if (e != 0) {
 			fprintf(stderr, PROG ": pthread_create failed: %s\n", strerror(e));
 			break;
 		}
 	}
-
-	pthread_mutex_lock(&b.gate_mu);
-	if (created == o.threads) {
-		b.start_ns = now_ns();
-		b.deadline_ns = b.start_ns + (uint64_t)llround(o.seconds * 1e9);
-		b.gate = 1;
+	pthread_mutex_lock(&b->gate_mu);
+	if (r->created == n) {
+		b->start_ns = p11mux_now_ns();
+		b->deadline_ns = b->start_ns + (uint64_t)llround(r->o.seconds * 1e9);
+		b->gate = 1;
 	} else {
-		b.gate = -1;
+		b->gate = -1;
 	}
-	pthread_cond_broadcast(&b.gate_cv);
-	pthread_mutex_unlock(&b.gate_mu);
-
-	if (created != o.threads) {
-		for (long i = 0; i < created; i++)
-			pthread_join(workers[i].tid, NULL);
-		goto out;
+	pthread_cond_broadcast(&b->gate_cv);
+	pthread_mutex_unlock(&b->gate_mu);
+	if (r->created != n) {
+		for (long i = 0; i < r->created; i++)
+			pthread_join(r->workers[i].tid, NULL);
+		return -1;
 	}
-	/* A wedged module (or pool) must not wedge the benchmark: operations still in flight
-	 * grace seconds after the end are reported as stuck. */
-	{
-		struct timespec until;
-		uint64_t limit = b.deadline_ns + (uint64_t)llround(o.grace * 1e9), rt;
+	join_workers(r);
+	r->elapsed = (double)(p11mux_now_ns() - b->start_ns) / 1e9;
+	return 0;
+}
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		rt = (uint64_t)until.tv_sec * 1000000000ull + (uint64_t)until.tv_nsec +
-		     (limit > now_ns() ? limit - now_ns() : 0);
-		until.tv_sec = (time_t)(rt / 1000000000ull);
-		until.tv_nsec = (long)(rt % 1000000000ull);
-		for (long i = 0; i < created; i++)
-			if (pthread_timedjoin_np(workers[i].tid, NULL, &until) != 0) {
-				workers[i].stuck = true;
-				stuck++;
-			}
+/* The figures of a run, merged from the workers. */
+struct figures {
+	uint64_t *all; /* latencies, sorted */
+	size_t total;
+	uint64_t errors, p50, p95, p99, ops_s;
+	const struct worker *first; /* the first error's worker, or NULL */
+	bool oom;
+};
+
+static void
+print_json(const struct run *r, const struct figures *g)
+{
+	const struct options *o = &r->o;
+
+	printf("{\"name\":");
+	json_string(stdout, o->name);
+	printf(",\"op\":\"%s\",\"mech\":\"%s\",\"threads\":%ld,"
+	       "\"seconds\":%.3f,\"ops\":%zu,\"ops_per_s\":%" PRIu64 ","
+	       "\"p50_us\":%" PRIu64 ",\"p95_us\":%" PRIu64 ","
+	       "\"p99_us\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"stuck\":%ld,"
+	       "\"first_error\":",
+	       o->op == OP_SIGN ? "sign" : "decrypt", mech_arg_names[o->mech], o->threads,
+	       r->elapsed, g->total, g->ops_s, (g->p50 + 500) / 1000, (g->p95 + 500) / 1000,
+	       (g->p99 + 500) / 1000, g->errors, r->stuck);
+	if (g->first == NULL) {
+		printf("null,\"first_error_code\":null}\n");
+	} else if (g->first->first_mismatch) {
+		json_string(stdout, "plaintext mismatch");
+		printf(",\"first_error_code\":null}\n");
+	} else {
+		json_string(stdout, p11mux_rv_name(g->first->first_rv));
+		printf(",\"first_error_code\":\"0x%lx\"}\n", (unsigned long)g->first->first_rv);
 	}
+}
 
-	end_ns = now_ns();
-	elapsed = (double)(end_ns - b.start_ns) / 1e9;
+static void
+print_text(const struct run *r, const struct figures *g)
+{
+	char first[96];
 
-	/* --- merge + report --- */
+	printf("%s: threads=%ld seconds=%.1f ops=%zu ops/s=%" PRIu64
+	       " p50=%.2fms p95=%.2fms p99=%.2fms errors=%" PRIu64,
+	       r->o.name, r->o.threads, r->elapsed, g->total, g->ops_s, (double)g->p50 / 1e6,
+	       (double)g->p95 / 1e6, (double)g->p99 / 1e6, g->errors);
+	if (g->first != NULL)
+		printf(" (first: %s)", g->first->first_mismatch
+		                               ? "plaintext mismatch"
+		                               : rv_str(g->first->first_rv, first, sizeof(first)));
+	if (r->stuck > 0)
+		printf(" stuck=%ld", r->stuck);
+	printf("\n");
+}
 
-	if (merge_results(workers, o.threads, &all, &total, &errors, &oom, &first) != 0) {
+/* Merges the workers' figures and prints them. The exit status. */
+static int
+report(struct run *r)
+{
+	struct figures g;
+	int ret;
+
+	memset(&g, 0, sizeof(g));
+	if (merge_results(r->workers, r->o.threads, &g.all, &g.total, &g.errors, &g.oom,
+	                  &g.first) != 0) {
 		fprintf(stderr, PROG ": out of memory merging latencies\n");
-		goto out;
+		return EXIT_SETUP;
 	}
-	if (oom)
-		fprintf(stderr, PROG ": warning: out of memory recording latencies; "
-		                     "some threads stopped early\n");
-	qsort(all, total, sizeof(*all), cmp_u64);
-
-	p50 = percentile(all, total, 50.0);
-	p95 = percentile(all, total, 95.0);
-	p99 = percentile(all, total, 99.0);
-	ops_s = elapsed > 0 ? (uint64_t)llround((double)total / elapsed) : 0;
-	if (first) {
-		if (first->first_mismatch)
-			snprintf(first_buf, sizeof(first_buf), "plaintext mismatch");
-		else
-			rv_str(first->first_rv, first_buf, sizeof(first_buf));
-	}
-
-	if (o.json) {
-		printf("{\"name\":");
-		json_string(stdout, o.name);
-		printf(",\"op\":\"%s\",\"mech\":\"%s\",\"threads\":%ld,"
-		       "\"seconds\":%.3f,\"ops\":%zu,\"ops_per_s\":%" PRIu64 ","
-		       "\"p50_us\":%" PRIu64 ",\"p95_us\":%" PRIu64 ","
-		       "\"p99_us\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"stuck\":%ld,"
-		       "\"first_error\":",
-		       o.op == OP_SIGN ? "sign" : "decrypt", mech_arg_names[o.mech], o.threads,
-		       elapsed, total, ops_s, (p50 + 500) / 1000, (p95 + 500) / 1000,
-		       (p99 + 500) / 1000, errors, stuck);
-		if (first) {
-			json_string(stdout, first->first_mismatch ? "plaintext mismatch"
-			                                          : rv_to_name(first->first_rv));
-			if (first->first_mismatch)
-				printf(",\"first_error_code\":null}\n");
-			else
-				printf(",\"first_error_code\":\"0x%lx\"}\n",
-				       (unsigned long)first->first_rv);
-		} else {
-			printf("null,\"first_error_code\":null}\n");
-		}
-	} else {
-		printf("%s: threads=%ld seconds=%.1f ops=%zu ops/s=%" PRIu64
-		       " p50=%.2fms p95=%.2fms p99=%.2fms errors=%" PRIu64,
-		       o.name, o.threads, elapsed, total, ops_s, (double)p50 / 1e6,
-		       (double)p95 / 1e6, (double)p99 / 1e6, errors);
-		if (first)
-			printf(" (first: %s)", first_buf);
-		if (stuck > 0)
-			printf(" stuck=%ld", stuck);
-		printf("\n");
-	}
+	if (g.oom)
+		fprintf(stderr, PROG ": warning: out of memory recording latencies; some threads "
+		                     "stopped early\n");
+	qsort(g.all, g.total, sizeof(*g.all), cmp_u64);
+	g.p50 = percentile(g.all, g.total, 50.0);
+	g.p95 = percentile(g.all, g.total, 95.0);
+	g.p99 = percentile(g.all, g.total, 99.0);
+	g.ops_s = r->elapsed > 0 ? (uint64_t)llround((double)g.total / r->elapsed) : 0;
+	if (r->o.json)
+		print_json(r, &g);
+	else
+		print_text(r, &g);
 	fflush(stdout);
-	if (stuck > 0) {
+	free(g.all);
+	if (r->stuck > 0) {
 		/* Threads are still inside the module: neither C_Finalize nor freeing what they
 		 * use is safe. */
 		fprintf(stderr, PROG ": %ld operations still in flight %.0f s after the end\n",
-		        stuck, o.grace);
+		        r->stuck, r->o.grace);
 		fflush(NULL);
 		_exit(EXIT_RUN_ERRORS);
 	}
+	ret = g.errors > 0 || g.oom || g.total == 0 ? EXIT_RUN_ERRORS : EXIT_OK_RUN;
+	return ret;
+}
 
-	if (errors > 0 || oom)
-		ret = EXIT_RUN_ERRORS;
-	else if (total == 0)
-		ret = EXIT_RUN_ERRORS;
-	else
-		ret = EXIT_OK_RUN;
+/* Undoes what was set up, in reverse. */
+static void
+cleanup(struct run *r)
+{
+	CK_RV rv;
 
-out:
-	if (workers) {
-		for (long i = 0; i < o.threads; i++) {
-			free(workers[i].lat);
-			pthread_mutex_destroy(&workers[i].mu);
+	if (r->workers) {
+		for (long i = 0; i < r->o.threads; i++) {
+			free(r->workers[i].lat);
+			pthread_mutex_destroy(&r->workers[i].mu);
 		}
-		free(workers);
+		free(r->workers);
 	}
-	if (gate_init) {
-		pthread_cond_destroy(&b.gate_cv);
-		pthread_mutex_destroy(&b.gate_mu);
+	if (r->gate_init) {
+		pthread_cond_destroy(&r->b.gate_cv);
+		pthread_mutex_destroy(&r->b.gate_mu);
 	}
-	free(all);
-	free(b.input);
-	free(modulus);
-	free(key_id);
-	if (f) {
-		if (main_s != CK_INVALID_HANDLE) {
-			if (logged_in) {
-				rv = f->C_Logout(main_s);
-				if (rv != CKR_OK && rv != CKR_USER_NOT_LOGGED_IN)
-					fail_rv("C_Logout", rv);
-			}
-			rv = f->C_CloseSession(main_s);
-			if (rv != CKR_OK)
-				fail_rv("C_CloseSession", rv);
-		}
-		if (initialized) {
-			rv = f->C_Finalize(NULL);
-			if (rv != CKR_OK)
-				fail_rv("C_Finalize", rv);
-		}
+	free(r->b.input);
+	free(r->modulus);
+	free(r->key_id);
+	if (r->f && r->main_s != CK_INVALID_HANDLE) {
+		if (r->logged_in && (rv = r->f->C_Logout(r->main_s)) != CKR_OK &&
+		    rv != CKR_USER_NOT_LOGGED_IN)
+			fail_rv("C_Logout", rv);
+		if ((rv = r->f->C_CloseSession(r->main_s)) != CKR_OK)
+			fail_rv("C_CloseSession", rv);
 	}
-	if (dl)
-		dlclose(dl);
-	free_options(&o);
+	if (r->f && r->initialized && (rv = r->f->C_Finalize(NULL)) != CKR_OK)
+		fail_rv("C_Finalize", rv);
+	if (r->dl)
+		dlclose(r->dl);
+	free_options(&r->o);
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct run r;
+	int ret;
+
+	r.main_s = CK_INVALID_HANDLE;
+	r.key_type = (CK_KEY_TYPE)-1;
+	r.pub = CK_INVALID_HANDLE;
+	if ((ret = parse_options(argc, argv, &r.o)) >= 0) {
+		free_options(&r.o);
+		return ret;
+	}
+	for (size_t i = 0; i < MSG_LEN; i++)
+		r.msg[i] = (unsigned char)(0xa5 ^ (i * 7 + 1));
+	ret = EXIT_SETUP;
+	if (load_module(&r) == 0 && open_and_login(&r) == 0 && find_private_key(&r) == 0 &&
+	    key_parts(&r) == 0 && prepare_input(&r) == 0) {
+		if (r.o.verbose)
+			print_setup(&r);
+		if (warm_up(&r) == 0 && run_workers(&r) == 0)
+			ret = report(&r);
+	}
+	cleanup(&r);
 	return ret;
 }
