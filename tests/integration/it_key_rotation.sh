@@ -25,35 +25,7 @@ write_engine_conf "$WORK/openssl.cnf"
 export OPENSSL_CONF="$WORK/openssl.cnf"
 N="$WORK/nginx"
 mkdir -p "$N/logs"
-nginx_conf() { # CERTIFICATE KEY_LABEL
-	cat > "$N/nginx.conf" <<CONF
-user www-data;
-daemon off;
-master_process on;
-worker_processes 2;
-pid $N/nginx.pid;
-error_log $N/error.log;
-ssl_engine pkcs11;
-env OPENSSL_CONF;
-env P11MUX_SOCKET;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $N/t1; proxy_temp_path $N/t2; fastcgi_temp_path $N/t3;
-  uwsgi_temp_path $N/t4; scgi_temp_path $N/t5;
-  server {
-    listen 127.0.0.1:$PORT ssl;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    ssl_certificate $1;
-    ssl_certificate_key "engine:pkcs11:pkcs11:token=p11mux%20pool;object=$2;type=private";
-    location / { return 200 "served by a pool\n"; }
-  }
-}
-CONF
-}
-nginx_conf "$KEYS/rsa.crt.pem" httpdcert
+nginx_conf "$N" "$PORT" "$KEYS/rsa.crt.pem" httpdcert
 nginx -p "$N" -c "$N/nginx.conf" > "$N/out.log" 2>&1 &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null || true; test_cleanup' EXIT
@@ -113,7 +85,7 @@ openssl req -new -x509 -days 30 -subj /CN=localhost -engine pkcs11 -keyform engi
 	> "$WORK/req.out" 2>&1 || fail "no certificate for the new key: $(cat "$WORK/req.out")"
 new_fp=$(openssl x509 -in "$WORK/tls-2027.crt" -outform der | sha256sum | cut -c1-16)
 # 6. nginx switched to it, reloaded gracefully.
-nginx_conf "$WORK/tls-2027.crt" tls-2027
+nginx_conf "$N" "$PORT" "$WORK/tls-2027.crt" tls-2027
 nginx -p "$N" -c "$N/nginx.conf" -s reload || fail "nginx -s reload"
 wait_until 30 seen "$new_fp" 10 || fail "no handshakes with the new key: $(tail -3 "$WORK/hs"; tail -3 "$N/error.log")"
 # The old workers finish their connections and leave; then only the new key is used.

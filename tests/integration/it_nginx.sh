@@ -16,32 +16,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 write_engine_conf "$WORK/openssl.cnf"
 N="$WORK/nginx"
 mkdir -p "$N/logs"
-cat > "$N/nginx.conf" <<CONF
-user www-data;
-daemon off;
-master_process on;
-worker_processes 2;
-pid $N/nginx.pid;
-error_log $N/error.log;
-ssl_engine pkcs11;
-env OPENSSL_CONF;
-env P11MUX_SOCKET;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $N/t1; proxy_temp_path $N/t2; fastcgi_temp_path $N/t3;
-  uwsgi_temp_path $N/t4; scgi_temp_path $N/t5;
-  server {
-    listen 127.0.0.1:$PORT ssl;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    ssl_certificate $KEYS/rsa.crt.pem;
-    ssl_certificate_key "engine:pkcs11:pkcs11:token=p11mux%20pool;object=httpdcert;type=private";
-    location / { return 200 "served by a pool\n"; }
-  }
-}
-CONF
+nginx_conf "$N" "$PORT" "$KEYS/rsa.crt.pem" httpdcert
 OPENSSL_CONF="$WORK/openssl.cnf" nginx -p "$N" -c "$N/nginx.conf" > "$N/out.log" 2>&1 &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null || true; test_cleanup' EXIT

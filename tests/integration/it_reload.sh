@@ -17,28 +17,17 @@ open(path, "w").write(text)
 PY
 }
 ctl() { "$P11MUX_BUILD/p11muxctl" "$@"; }
-state() { # MEMBER: its state in status --json
-	ctl status --json | python3 -c '
-import json, sys
-for p in json.load(sys.stdin)["pools"]:
-    for m in p["members"]:
-        if m["label"] == sys.argv[1]:
-            print(m["state"])' "$1"
-}
 members hsm1 hsm2
 start_daemon
-ITEST_UNTIL="$WORK/stop" ITEST_PROGRESS="$WORK/progress" P11MUX_PIN=$PIN \
-	"$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" threads 2 50 "$KEYS/rsa.pub.pem" \
-	"$KEYS/ec.pub.pem" 2> "$WORK/signer.err" &
-signer=$!
+signer_start 2
 
 members hsm1 hsm2 hsm3
 sed -i 's/^log_level = "info";/log_level = "info";\nop_timeout_ms = 4000;/' "$conf"
 ctl reload > "$WORK/out" || fail "reload: $(cat "$WORK/out")"
 grep -q 'member hsm3 added' "$WORK/out" || fail "hsm3 not added: $(cat "$WORK/out")"
 grep -q 'op_timeout_ms 10000 -> 4000' "$WORK/out" || fail "time-out not changed: $(cat "$WORK/out")"
-up() { [ "$(state hsm3)" = up ]; }
-wait_until 20 up || fail "hsm3 did not join: $(state hsm3)"
+up() { [ "$(member_state hsm3)" = up ]; }
+wait_until 20 up || fail "hsm3 did not join: $(member_state hsm3)"
 took() { [ "$(ctl metrics | sed -n 's/^p11mux_member_operations_total{.*member="hsm3".*} //p')" -gt 0 ]; }
 wait_until 20 took || fail "hsm3 takes no work: $(ctl metrics | grep 'operations_total.*hsm3')"
 pass "reload: hsm3 added and taking work, op_timeout_ms 10000 -> 4000"
@@ -48,7 +37,7 @@ kill -HUP "$DAEMON_PID"
 removed() { grep -q 'member hsm1 removed' "$WORK/daemon.log"; }
 wait_until 20 removed || fail "SIGHUP did not remove hsm1"
 grep -q 'reload (SIGHUP): .* applied' "$WORK/daemon.log" || fail "no log line for SIGHUP's reload"
-[ "$(state hsm1)" = excluded ] || fail "hsm1 is $(state hsm1)"
+[ "$(member_state hsm1)" = excluded ] || fail "hsm1 is $(member_state hsm1)"
 ctl status | grep -q 'removed from the configuration' || fail "status does not say hsm1 was removed"
 ctl keys > "$WORK/keys" || fail "keys inconsistent after hsm1 left: $(cat "$WORK/keys")"
 grep -q hsm1 "$WORK/keys" && fail "hsm1 still in the inventory"
@@ -63,7 +52,7 @@ sed -i 's/^op_timeout_ms = 4000;/op_timeout_ms = "soon";/' "$conf"
 ctl reload > "$WORK/out" 2>&1 && fail "a broken file was reloaded"
 grep -q "$conf:[0-9]*: op_timeout_ms" "$WORK/out" || fail "no file, line and key: $(cat "$WORK/out")"
 cp "$WORK/good.conf" "$conf"
-[ "$(state hsm2)" = up ] && [ "$(state hsm3)" = up ] || fail "a refused reload changed members"
+[ "$(member_state hsm2)" = up ] && [ "$(member_state hsm3)" = up ] || fail "a refused reload changed members"
 ctl reload > "$WORK/out" || fail "reload of the unchanged file: $(cat "$WORK/out")"
 grep -q 'nothing changed' "$WORK/out" || fail "unchanged file: $(cat "$WORK/out")"
 pass "a new socket path refused, a broken file reported by line and key; nothing changed"
@@ -85,9 +74,6 @@ p11tool --slot 1 --login --pin "$PIN" --generate-random 16 > /dev/null 2>&1 ||
 	fail "cannot log in to the new pool"
 pass "a pool added at the end of the file: slot 1, logged in to"
 
-touch "$WORK/stop"
-wait "$signer" || fail "the signer failed: $(tail -5 "$WORK/signer.err")"
-read -r _ ops _ failed < "$WORK/progress"
-[ "$failed" = 0 ] && [ "$ops" -gt 0 ] || fail "signer: $(cat "$WORK/progress")"
+signer_stop
 stop_daemon
-pass "a signer beside the reloads: $ops signatures, 0 failed"
+pass "a signer beside the reloads: $SIGNED signatures, 0 failed"

@@ -11,14 +11,6 @@ it_setup --extractable
 SO_PIN=0102030405060708
 tool() { "$P11MUX_BUILD/p11sim-tool" --module "$SOFTHSM" "$@" > "$WORK/tool.out" 2>&1 || fail "p11sim-tool $1: $(cat "$WORK/tool.out")"; }
 ctl() { "$P11MUX_BUILD/p11muxctl" "$@"; }
-state() { # MEMBER: its state in status --json
-	ctl status --json | python3 -c '
-import json, sys
-for p in json.load(sys.stdin)["pools"]:
-    for m in p["members"]:
-        if m["label"] == sys.argv[1]:
-            print(m["state"])' "$1"
-}
 ops() { ctl metrics | sed -n "s/^p11mux_member_operations_total{.*member=\"$1\".*} //p"; }
 new_device() { # LABEL: initialised with the DKEK, holding the pool's keys
 	softhsm2-util --init-token --free --label "$1" --so-pin "$SO_PIN" --pin "$PIN" >/dev/null
@@ -35,10 +27,7 @@ for t in hsm1 hsm2 hsm3; do
 done
 sim_setup 0.01
 start_daemon
-ITEST_UNTIL="$WORK/stop" ITEST_PROGRESS="$WORK/progress" P11MUX_PIN=$PIN \
-	"$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" threads 4 50 "$KEYS/rsa.pub.pem" \
-	"$KEYS/ec.pub.pem" 2> "$WORK/signer.err" &
-signer=$!
+signer_start 4
 
 # 1. hsm2 out: drained (its queue finishes), then unplugged.
 ctl drain hsm2 > /dev/null || fail "drain hsm2"
@@ -53,7 +42,7 @@ ctl reload > "$WORK/out" || fail "reload: $(cat "$WORK/out")"
 grep -q 'member hsm2 removed' "$WORK/out" && grep -q 'member hsm4 added' "$WORK/out" ||
 	fail "reload: $(cat "$WORK/out")"
 # 5. It joins, the inventory agrees, it takes work.
-up() { [ "$(state hsm4)" = up ]; }
+up() { [ "$(member_state hsm4)" = up ]; }
 wait_until 30 up || fail "hsm4 did not join: $(ctl status)"
 ctl keys > "$WORK/keys" || fail "keys differ: $(cat "$WORK/keys")"
 took() { [ "$(ops hsm4)" -gt 0 ]; }
@@ -61,10 +50,7 @@ wait_until 30 took || fail "hsm4 takes no work"
 pass "hsm2 drained and unplugged, hsm4 initialised with the DKEK, keys unwrapped, reloaded: up, keys agree"
 
 # A pool of every token present: a spare plugged in joins at the next rescan.
-touch "$WORK/stop"
-wait "$signer" || fail "the signer failed: $(tail -5 "$WORK/signer.err")"
-read -r _ ops _ failed < "$WORK/progress"
-[ "$failed" = 0 ] && [ "$ops" -gt 0 ] || fail "signer: $(cat "$WORK/progress")"
+signer_stop
 stop_daemon
 sed -i '/members = \[/d' "$WORK/p11mux.conf"
 fault hsm2 ""
@@ -72,11 +58,11 @@ start_daemon
 new_device hsm5
 ctl rescan > "$WORK/out" || fail "rescan: $(cat "$WORK/out")"
 grep -q '1 new token, added as member' "$WORK/out" || fail "hsm5 not found: $(cat "$WORK/out")"
-up5() { [ "$(state hsm5)" = up ]; }
+up5() { [ "$(member_state hsm5)" = up ]; }
 wait_until 30 up5 || fail "hsm5 did not join: $(ctl status)"
 ctl keys > "$WORK/keys" || fail "keys differ with hsm5: $(cat "$WORK/keys")"
 P11MUX_PIN=$PIN "$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" threads 4 40 "$KEYS/rsa.pub.pem" \
 	"$KEYS/ec.pub.pem" || fail "signing with hsm5 in the pool"
 [ "$(ops hsm5)" -gt 0 ] || fail "hsm5 takes no work"
 stop_daemon
-pass "signer: $ops signatures, 0 failed; a spare in a pool of every token present joined at \`p11muxctl rescan\`"
+pass "signer: $SIGNED signatures, 0 failed; a spare in a pool of every token present joined at \`p11muxctl rescan\`"

@@ -32,10 +32,7 @@ for k in new partial; do
 	openssl rsa -in "$WORK/$k.pem" -pubout -out "$WORK/$k.pub.pem" 2>/dev/null
 done
 
-ITEST_UNTIL="$WORK/stop" ITEST_PROGRESS="$WORK/progress" P11MUX_PIN=$PIN \
-	"$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" threads 2 50 "$KEYS/rsa.pub.pem" \
-	"$KEYS/ec.pub.pem" 2> "$WORK/signer.err" &
-signer=$!
+signer_start 2
 
 # A key added to every member: unknown to the pool until the rescan.
 for t in hsm1 hsm2 hsm3; do put_key "$t" 42 tls-2027 "$WORK/new.pem" || fail "cannot add key 42 to $t"; done
@@ -97,9 +94,6 @@ exec 7>&-
 wait "$holder" || fail "the session-object holder: $(cat "$WORK/hold.out")"
 pass "an application's session objects stayed out of the pool's view at the rescan"
 
-touch "$WORK/stop"
-wait "$signer" || fail "the signer failed: $(tail -5 "$WORK/signer.err")"
-read -r _ ops _ failed < "$WORK/progress"
-[ "$failed" = 0 ] && [ "$ops" -gt 0 ] || fail "signer: $(cat "$WORK/progress")"
+signer_stop
 stop_daemon
-pass "a signer beside the rescans: $ops signatures, 0 failed"
+pass "a signer beside the rescans: $SIGNED signatures, 0 failed"

@@ -184,3 +184,63 @@ strsclnt_full() {
 		fail "strsclnt: $(cat "$out")"
 	grep -q "NoReuse - $3 server certificates tested" "$out" || fail "strsclnt: $(cat "$out")"
 }
+
+# signer_start THREADS: itest_client signs in the background on THREADS threads, each
+# signature checked, until signer_stop; failures are counted in $WORK/progress.
+signer_start() {
+	ITEST_UNTIL="$WORK/stop" ITEST_PROGRESS="$WORK/progress" P11MUX_PIN=$PIN \
+		"$P11MUX_BUILD/tests/itest_client" "$CLIENT_SHIM" threads "$1" 50 "$KEYS/rsa.pub.pem" \
+		"$KEYS/ec.pub.pem" 2> "$WORK/signer.err" &
+	SIGNER_PID=$!
+}
+
+# signer_stop: stops it; fails unless it signed and nothing failed. Sets SIGNED.
+signer_stop() {
+	local failed
+	touch "$WORK/stop"
+	wait "$SIGNER_PID" || fail "the signer failed: $(tail -5 "$WORK/signer.err")"
+	read -r _ SIGNED _ failed < "$WORK/progress"
+	[ "$failed" = 0 ] && [ "$SIGNED" -gt 0 ] || fail "signer: $(cat "$WORK/progress")"
+}
+
+# member_state LABEL: the member's state in `p11muxctl status --json` (up, down, ...).
+member_state() {
+	"$P11MUX_BUILD/p11muxctl" status --json | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["pools"]:
+    for m in p["members"]:
+        if m["label"] == sys.argv[1]:
+            print(m["state"])' "$1"
+}
+
+# nginx_conf DIR PORT CERTIFICATE KEY_LABEL: an nginx.conf in DIR serving TLS on
+# 127.0.0.1:PORT with the pool's private key KEY_LABEL through OpenSSL's PKCS#11 engine (its
+# workers run as www-data, with $OPENSSL_CONF and $P11MUX_SOCKET).
+nginx_conf() {
+	cat > "$1/nginx.conf" <<CONF
+user www-data;
+daemon off;
+master_process on;
+worker_processes 2;
+pid $1/nginx.pid;
+error_log $1/error.log;
+ssl_engine pkcs11;
+env OPENSSL_CONF;
+env P11MUX_SOCKET;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $1/t1; proxy_temp_path $1/t2; fastcgi_temp_path $1/t3;
+  uwsgi_temp_path $1/t4; scgi_temp_path $1/t5;
+  server {
+    listen 127.0.0.1:$2 ssl;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    ssl_certificate $3;
+    ssl_certificate_key "engine:pkcs11:pkcs11:token=p11mux%20pool;object=$4;type=private";
+    location / { return 200 "served by a pool\n"; }
+  }
+}
+CONF
+}
