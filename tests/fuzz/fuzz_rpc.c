@@ -566,9 +566,12 @@ check_reply(uint32_t call, const struct sc_fields *req)
 	}
 	if (call == P11MUX_CALL_LOGOUT && p != NULL)
 		conn.logged_in[p->index] = 0;
-	if (rv == CKR_OK && call == P11MUX_CALL_FIND)
+	if (rv == CKR_OK && (call == P11MUX_CALL_FIND || call == P11MUX_CALL_FIND_VERSIONED))
 		for (i = 0; i < f.f[0].n; i++)
 			check_object(p, f.f[0].ulongs[i], 0);
+	/* The stub's view never changes: its version stays the first one. */
+	if (rv == CKR_OK && call == P11MUX_CALL_FIND_VERSIONED)
+		CHECK(f.f[1].ul == view_version(&p->view));
 	if (rv == CKR_OK && call == P11MUX_CALL_GET_OBJECT)
 		check_object(p, req->f[1].ul, 0);
 	if (rv == CKR_OK && call >= P11MUX_CALL_SIGN && call <= P11MUX_CALL_DECRYPT)

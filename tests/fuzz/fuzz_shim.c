@@ -279,7 +279,7 @@ put_slots_reply(struct p11mux_msg *m)
 }
 
 static void
-put_find_reply(struct p11mux_msg *m)
+put_find_reply(struct p11mux_msg *m, int versioned)
 {
 	CK_ULONG h[16];
 	size_t n = (2 + u8()) % 16, i;
@@ -290,6 +290,10 @@ put_find_reply(struct p11mux_msg *m)
 			fake.handles[fake.nhandles++] = h[i];
 	}
 	p11mux_msg_put_ulongs(m, h, n);
+	/* The view's version: mostly the same, sometimes another (a rescan: the shim drops
+	 * the token objects it cached). */
+	if (versioned)
+		p11mux_msg_put_ulong(m, u8() < 0xe0 ? 1 : u8());
 }
 
 /* An object for handle h: a private, public or secret key or a certificate (h % 4), each
@@ -404,8 +408,9 @@ build_reply(uint32_t call, CK_RV rv, const struct sc_fields *req, int record)
 			fill(ticket, sizeof(ticket), 7);
 			p11mux_msg_put_bytes(&m, ticket, tlen);
 			break;
-		case P11MUX_CALL_FIND:
-			put_find_reply(&m);
+		case P11MUX_CALL_FIND: /* (version 3's, as a reply of the wrong call) */
+		case P11MUX_CALL_FIND_VERSIONED:
+			put_find_reply(&m, call == P11MUX_CALL_FIND_VERSIONED);
 			break;
 		case P11MUX_CALL_GET_OBJECT:
 			put_object_reply(&m, req->n > 1 ? req->f[1].ul : 0);
@@ -840,7 +845,7 @@ step_find(void)
 		CHECK(app.f->C_FindObjects(h, found, max, &n) == CKR_OK);
 		CHECK(n <= max);
 		for (i = 0; i < n; i++) {
-			CHECK(fake.dirty[P11MUX_CALL_FIND] || handle_sent(found[i]));
+			CHECK(fake.dirty[P11MUX_CALL_FIND_VERSIONED] || handle_sent(found[i]));
 			if (app.nobjs < sizeof(app.objs) / sizeof(app.objs[0]))
 				app.objs[app.nobjs++] = found[i];
 		}

@@ -350,7 +350,7 @@ rpc_build(const struct rpc_build *x, struct p11mux_buf *b, const uint8_t *p, siz
 	}
 	if (call == P11MUX_CALL_LOGIN)
 		put_login(x, &m, &c, pool);
-	else if (call == P11MUX_CALL_FIND)
+	else if (call == P11MUX_CALL_FIND || call == P11MUX_CALL_FIND_VERSIONED)
 		put_template(x, &m, &c, pool);
 	else if (call == P11MUX_CALL_GET_OBJECT)
 		p11mux_msg_put_ulong(&m, pick_object(x, &c, pool));

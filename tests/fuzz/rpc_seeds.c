@@ -454,6 +454,7 @@ seed_built(struct seed *s)
 	built(s, P11MUX_CALL_FIND, "\x00\x02\x00\x01", 4);  /* class, private of object 0 */
 	built(s, P11MUX_CALL_LOGIN, "\x00\x00\x00\x00", 4); /* pool 0, user, its PIN */
 	built(s, P11MUX_CALL_FIND, "\x00\x01\x00", 3);
+	built(s, P11MUX_CALL_FIND_VERSIONED, "\x00\x01\x00", 3);
 	built(s, P11MUX_CALL_SIGN,
 	      "\x00\x00\x00"
 	      "data",
