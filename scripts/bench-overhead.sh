@@ -27,6 +27,7 @@
 #     threads x (1e6 / ops_per_s(path) - 1e6 / ops_per_s(direct)).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/fixtures/testlib.sh"
 BASE=
 ROUNDS=10
 SECS=1
@@ -44,7 +45,7 @@ done
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
 B="$top/build"
-PIN=648219
+PIN=$TEST_PIN
 W=$(mktemp -d /tmp/p11mux-overhead.XXXXXX)
 PIDS=()
 cleanup() {
@@ -107,10 +108,9 @@ state_dir = "$W/$p.state";
 workers_per_member = $(nproc);
 pools = ( { label = "hsm1"; module = "/usr/lib/softhsm/libsofthsm2.so"; pin_file = "$W/pin"; } );
 CONF
-	SOFTHSM2_CONF=${CONF[$p]} "${BUILD[$n]}/p11muxd" -c "$W/$p.conf" -f > "$W/$p.log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 1 100); do grep -q ': ready$' "$W/$p.log" && break; sleep 0.1; done
-	grep -q ': ready$' "$W/$p.log" || { cat "$W/$p.log" >&2; exit 1; }
+	SOFTHSM2_CONF=${CONF[$p]} start_p11muxd "${BUILD[$n]}/p11muxd" "$W/$p.conf" "$W/$p.log" ||
+		exit 1
+	PIDS+=("$DAEMON_PID")
 done
 
 # One NSS database per path, the module added with modutil as an admin would.

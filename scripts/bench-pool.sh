@@ -11,6 +11,7 @@
 # invocation. Prints Markdown tables (the figures in docs/benchmarks.md come from here).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/fixtures/testlib.sh"
 SCALE=${1:-0.05}
 SECS=${2:-8}
 MODULE_LOCK=${MODULE_LOCK:-yes}
@@ -24,7 +25,7 @@ else
 	"$top/scripts/build.sh"
 	B="$top/build"
 fi
-PIN=648219
+PIN=$TEST_PIN
 W=$(mktemp -d /tmp/p11mux-poolbench.XXXXXX)
 DPID=
 cleanup() {
@@ -45,9 +46,7 @@ start_pool() {
 	shift 2
 	for m in $members; do list="$list\"$m\", "; done
 	export P11SIM_CONFIG="$W/p11sim.conf"
-	{ echo "profile = nitrokey"; echo "scale = $SCALE"; echo "control_dir = $W/faults"
-	  echo "module_lock = $MODULE_LOCK"
-	  for l in "$@"; do echo "$l"; done; } > "$P11SIM_CONFIG"
+	p11sim_conf "$P11SIM_CONFIG" "$SCALE" "$W/faults" "module_lock = $MODULE_LOCK" "$@"
 	cat > "$W/p11mux.conf" <<CONF
 socket = "$W/p11mux.sock";
 control_socket = "$W/control.sock";
@@ -58,10 +57,9 @@ probe_interval_ms = 200;
 pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
 CONF
 	for f in "$W"/faults/*; do [ -e "$f" ] && : > "$f"; done
-	"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
-	DPID=$!
-	for _ in $(seq 1 100); do grep -q ': ready$' "$W/daemon.log" && return 0; sleep 0.1; done
-	echo "p11muxd did not start" >&2; cat "$W/daemon.log" >&2; exit 1
+	: > "$W/daemon.log"
+	start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
+	DPID=$DAEMON_PID
 }
 # Stops the daemon; one that died (a crashing member module takes it along) is noted.
 # A daemon wedged by a hung module does not stop on SIGTERM: after 10 s it is killed.

@@ -13,6 +13,7 @@
 # as real ones (250 ms per signature) are.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/fixtures/testlib.sh"
 SCALE=${1:-0.05}
 PER=${2:-4}
 SIEGE_SECS=${3:-10}
@@ -20,7 +21,7 @@ EC_SCALE=${4:-$SCALE}
 "$top/scripts/deps.sh"
 "$top/scripts/build.sh"
 B="$top/build"
-PIN=648219
+PIN=$TEST_PIN
 W=$(mktemp -d /tmp/p11mux-tlsbench.XXXXXX)
 DPID=
 SPID=
@@ -35,7 +36,7 @@ eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
 export SOFTHSM2_CONF
 mkdir "$W/faults"
 export P11SIM_CONFIG="$W/p11sim.conf"
-sim_scale() { printf 'profile = nitrokey\nscale = %s\ncontrol_dir = %s\n' "$1" "$W/faults" > "$P11SIM_CONFIG"; }
+sim_scale() { p11sim_conf "$P11SIM_CONFIG" "$1" "$W/faults"; }
 sim_scale "$SCALE"
 printf 'pool:%s\n' "$PIN" > "$W/pin"
 chmod 600 "$W/pin"
@@ -55,10 +56,9 @@ allowed_users = [ "www-data" ];
 socket_group = "www-data";
 pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
 CONF
-	"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
-	DPID=$!
-	for _ in $(seq 1 100); do grep -q ': ready$' "$W/daemon.log" && return 0; sleep 0.1; done
-	cat "$W/daemon.log" >&2; exit 1
+	: > "$W/daemon.log"
+	start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
+	DPID=$DAEMON_PID
 }
 stop_pool() { kill "$DPID"; wait "$DPID" || true; DPID=; }
 start_server() { # nickname
@@ -117,46 +117,11 @@ table handshakes/s R eccert,
 
 # nginx with OpenSSL's engine, workers as www-data (the socket admits them), under siege.
 chmod 0755 "$W"
-cat > "$W/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-MODULE_PATH = $B/p11mux-pkcs11.so
-PIN = $PIN
-init = 0
-CNF
+engine_conf "$W/openssl.cnf" "$B/p11mux-pkcs11.so" "$PIN"
 mkdir -p "$W/nginx/logs"
-cat > "$W/nginx/nginx.conf" <<CONF
-user www-data;
-daemon off;
-# Each worker blocks in the engine during a private-key operation, so the number of
-# workers bounds how many operations run at once: more workers than members.
-worker_processes 16;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log;
-ssl_engine pkcs11;
-env OPENSSL_CONF;
-env P11MUX_SOCKET;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $W/nginx/t1; proxy_temp_path $W/nginx/t2; fastcgi_temp_path $W/nginx/t3;
-  uwsgi_temp_path $W/nginx/t4; scgi_temp_path $W/nginx/t5;
-  server {
-    listen 127.0.0.1:$PORT ssl;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    ssl_certificate $W/hsm/keys/rsa.crt.pem;
-    ssl_certificate_key "engine:pkcs11:pkcs11:token=pool;object=httpdcert;type=private";
-    location / { return 200 "ok\n"; }
-  }
-}
-CONF
+# Each worker blocks in the engine during a private-key operation, so the number of workers
+# bounds how many operations run at once: more workers than members.
+nginx_conf "$W/nginx" "$PORT" "$W/hsm/keys/rsa.crt.pem" pool httpdcert 16
 export P11MUX_SOCKET="$W/p11mux.sock"
 # siege writes its configuration on its first run (and has been seen to deadlock doing so).
 HOME="$W" timeout -k 2 20 siege -C > /dev/null 2>&1 || true

@@ -8,12 +8,13 @@
 # was spread over the members.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/fixtures/testlib.sh"
 "$top/scripts/deps.sh"
 echo "== building p11mux"
 "$top/scripts/build.sh"
 B="$top/build"
 SHIM="$B/p11mux-pkcs11.so"
-PIN=648219
+PIN=$TEST_PIN
 LABEL="p11mux demo pool"
 W=$(mktemp -d /tmp/p11mux-demo.XXXXXX)
 DPID=
@@ -30,12 +31,8 @@ export SOFTHSM2_CONF
 KEYS="$W/hsm/keys"
 mkdir "$W/faults"
 export P11SIM_CONFIG="$W/p11sim.conf"
-cat > "$P11SIM_CONFIG" <<CONF
 # p11sim: each SoftHSM token behaves like one Nitrokey HSM, 50 times faster than real
-profile = nitrokey
-scale = 0.02
-control_dir = $W/faults
-CONF
+p11sim_conf "$P11SIM_CONFIG" 0.02 "$W/faults"
 printf '%s:%s\n' "$LABEL" "$PIN" > "$W/pin"
 chmod 600 "$W/pin"
 cat > "$W/p11mux.conf" <<CONF
@@ -54,13 +51,8 @@ CONF
 sed 's/^/   /' "$P11SIM_CONFIG" "$W/p11mux.conf"
 
 step "2. p11muxd -c $W/p11mux.conf -f"
-"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
-DPID=$!
-for _ in $(seq 1 100); do
-	grep -q ': ready$' "$W/daemon.log" && break
-	kill -0 "$DPID" 2>/dev/null || { cat "$W/daemon.log"; exit 1; }
-	sleep 0.1
-done
+start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
+DPID=$DAEMON_PID
 sed 's/^[^ ]* /   /' "$W/daemon.log"
 export P11MUX_SOCKET="$W/p11mux.sock"
 

@@ -22,10 +22,11 @@
 #   - every well-formed request was answered within 30 s (90 s for a LOGIN with a PIN).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/fixtures/testlib.sh"
 SECS=${1:-300}
 PROCS=${FUZZ_PROCS:-3}
 LEGIT=${LEGIT_THREADS:-4}
-PIN=648219
+PIN=$TEST_PIN
 POISON=f022edc0ffee0bad
 B=${BUILD_DIR:-${P11MUX_BUILD:-}}
 if [ -z "$B" ]; then
@@ -53,8 +54,7 @@ for m in hsm1 hsm2 hsm3 hsm4; do echo "crash-on $POISON" > "$W/faults/$m"; done
 printf 'pool:%s\n' "$PIN" > "$W/pin"
 chmod 600 "$W/pin"
 export P11SIM_CONFIG="$W/p11sim.conf"
-printf 'profile = nitrokey\nscale = 0.01\nmodule_lock = yes\ncontrol_dir = %s\n' "$W/faults" \
-	> "$P11SIM_CONFIG"
+p11sim_conf "$P11SIM_CONFIG" 0.01 "$W/faults" "module_lock = yes"
 # pin_max_failures = 0: the fuzzer's wrong PINs never lock the pool (each still delays the
 # next check, up to 60 s; the fuzzer sends few). op_timeout_ms is far above what a
 # sanitized daemon on a busy machine needs.
@@ -69,10 +69,8 @@ probe_max_ms = 2000;
 pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so";
   members = [ "hsm1", "hsm2", "hsm3", "hsm4" ]; pin_file = "$W/pin"; pin_max_failures = 0; } );
 CONF
-"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
-DPID=$!
-for _ in $(seq 1 300); do grep -q ': ready$' "$W/daemon.log" && break; sleep 0.1; done
-grep -q ': ready$' "$W/daemon.log" || { echo "p11muxd did not start" >&2; cat "$W/daemon.log" >&2; exit 1; }
+start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
+DPID=$DAEMON_PID
 
 violations=()
 violation() { violations+=("$*"); }

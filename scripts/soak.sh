@@ -19,9 +19,10 @@
 #   KEEP_WORK=1    keep the work directory (daemon log, samples)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/fixtures/testlib.sh"
 MINUTES=${1:-60}
 THREADS=${THREADS:-16}
-PIN=648219
+PIN=$TEST_PIN
 B=${BUILD_DIR:-}
 if [ -z "$B" ]; then
 	"$top/scripts/build.sh"
@@ -43,8 +44,7 @@ mkdir "$W/faults"
 printf 'pool:%s\n' "$PIN" > "$W/pin"
 chmod 600 "$W/pin"
 export P11SIM_CONFIG="$W/p11sim.conf"
-printf 'profile = nitrokey\nscale = 0.01\nmodule_lock = yes\ncontrol_dir = %s\n' "$W/faults" \
-	> "$P11SIM_CONFIG"
+p11sim_conf "$P11SIM_CONFIG" 0.01 "$W/faults" "module_lock = yes"
 # op_timeout_ms: a hung member's operation goes elsewhere after 3 s; a healthy one on a
 # loaded 2-core machine needs well under 100 ms (7.5 ms of simulated device time).
 cat > "$W/p11mux.conf" <<CONF
@@ -58,10 +58,8 @@ probe_max_ms = 1000;
 pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so";
   members = [ "hsm1", "hsm2", "hsm3", "hsm4" ]; pin_file = "$W/pin"; } );
 CONF
-"$B/p11muxd" -c "$W/p11mux.conf" -f > "$W/daemon.log" 2>&1 &
-DPID=$!
-for _ in $(seq 1 300); do grep -q ': ready$' "$W/daemon.log" && break; sleep 0.1; done
-grep -q ': ready$' "$W/daemon.log" || { echo "p11muxd did not start" >&2; cat "$W/daemon.log" >&2; exit 1; }
+start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
+DPID=$DAEMON_PID
 
 helper_pid() { "$B/p11muxctl" status --json | python3 -c '
 import json, sys

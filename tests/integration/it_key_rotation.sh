@@ -25,7 +25,7 @@ write_engine_conf "$WORK/openssl.cnf"
 export OPENSSL_CONF="$WORK/openssl.cnf"
 N="$WORK/nginx"
 mkdir -p "$N/logs"
-nginx_conf "$N" "$PORT" "$KEYS/rsa.crt.pem" httpdcert
+nginx_conf "$N" "$PORT" "$KEYS/rsa.crt.pem" p11mux%20pool httpdcert
 nginx -p "$N" -c "$N/nginx.conf" > "$N/out.log" 2>&1 &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null || true; test_cleanup' EXIT
@@ -85,7 +85,7 @@ openssl req -new -x509 -days 30 -subj /CN=localhost -engine pkcs11 -keyform engi
 	> "$WORK/req.out" 2>&1 || fail "no certificate for the new key: $(cat "$WORK/req.out")"
 new_fp=$(openssl x509 -in "$WORK/tls-2027.crt" -outform der | sha256sum | cut -c1-16)
 # 6. nginx switched to it, reloaded gracefully.
-nginx_conf "$N" "$PORT" "$WORK/tls-2027.crt" tls-2027
+nginx_conf "$N" "$PORT" "$WORK/tls-2027.crt" p11mux%20pool tls-2027
 nginx -p "$N" -c "$N/nginx.conf" -s reload || fail "nginx -s reload"
 wait_until 30 seen "$new_fp" 10 || fail "no handshakes with the new key: $(tail -3 "$WORK/hs"; tail -3 "$N/error.log")"
 # The old workers finish their connections and leave; then only the new key is used.

@@ -16,7 +16,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 write_engine_conf "$WORK/openssl.cnf"
 N="$WORK/nginx"
 mkdir -p "$N/logs"
-nginx_conf "$N" "$PORT" "$KEYS/rsa.crt.pem" httpdcert
+nginx_conf "$N" "$PORT" "$KEYS/rsa.crt.pem" p11mux%20pool httpdcert
 OPENSSL_CONF="$WORK/openssl.cnf" nginx -p "$N" -c "$N/nginx.conf" > "$N/out.log" 2>&1 &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null || true; test_cleanup' EXIT

@@ -19,9 +19,9 @@ if [ -e "$P11MUX_BUILD/p11mux-pkcs11-tsan.so" ]; then
 fi
 DAEMON="$P11MUX_BUILD/p11muxd"
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
-PIN=648219
-LABEL="p11mux pool"
 . "$P11MUX_SOURCE/tests/fixtures/testlib.sh"
+PIN=$TEST_PIN
+LABEL="p11mux pool"
 
 # it_setup [mktokens options...]: tokens in $WORK/hsm, pin file, config, NSS pin file.
 it_setup() {
@@ -52,19 +52,10 @@ pools = ( {
 CONF
 }
 
-# start_daemon: starts p11muxd in the foreground (as a child), waits for its socket.
+# start_daemon: starts p11muxd in the foreground (as a child), waits for it to be ready (the
+# log is appended to across restarts).
 start_daemon() {
-	# The log is appended to across restarts: wait for one more "ready" line than it has.
-	local before
-	before=$(grep -c ': ready$' "$WORK/daemon.log" 2>/dev/null || true)
-	"$DAEMON" -c "$WORK/p11mux.conf" -f >> "$WORK/daemon.log" 2>&1 &
-	DAEMON_PID=$!
-	for _ in $(seq 1 300); do
-		[ "$(grep -c ': ready$' "$WORK/daemon.log")" -gt "${before:-0}" ] && return 0
-		kill -0 "$DAEMON_PID" 2>/dev/null || fail "p11muxd exited during start-up"
-		sleep 0.1
-	done
-	fail "p11muxd did not become ready in 30 s"
+	start_p11muxd "$DAEMON" "$WORK/p11mux.conf" "$WORK/daemon.log" || fail "p11muxd did not start"
 }
 
 # stop_daemon: SIGTERM, and the daemon must exit 0 (under ASan: no leak, no error).
@@ -95,14 +86,9 @@ sim_setup() {
 	FAULTS="$WORK/faults"
 	mkdir -p "$FAULTS"
 	export P11SIM_CONFIG="$WORK/p11sim.conf"
-	{
-		echo "profile = nitrokey"
-		echo "scale = $scale"
-		echo "control_dir = $FAULTS"
-		# The nitrokey profile locks the whole module through every call, as OpenSC does
-		# (module_lock = yes): each member's helper has its own instance of it.
-		for line in "$@"; do echo "$line"; done
-	} > "$P11SIM_CONFIG"
+	# The nitrokey profile locks the whole module through every call, as OpenSC does
+	# (module_lock = yes): each member's helper has its own instance of it.
+	p11sim_conf "$P11SIM_CONFIG" "$scale" "$FAULTS" "$@"
 	write_config "$P11MUX_BUILD/p11sim-pkcs11.so" "${DAEMON_EXTRA:-}"
 }
 
@@ -153,18 +139,7 @@ member_ops() {
 # write_engine_conf FILE: an OPENSSL_CONF that loads Debian's PKCS#11 engine (libp11) with
 # the shim as its module and the pool's PIN.
 write_engine_conf() {
-	cat > "$1" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-MODULE_PATH = $SHIM
-PIN = $PIN
-init = 0
-CNF
+	engine_conf "$1" "$SHIM" "$PIN"
 }
 
 # nss_pool_db DIR: a fresh NSS database with the shim added the mod_nss way (modutil -add,
@@ -211,36 +186,4 @@ for p in json.load(sys.stdin)["pools"]:
     for m in p["members"]:
         if m["label"] == sys.argv[1]:
             print(m["state"])' "$1"
-}
-
-# nginx_conf DIR PORT CERTIFICATE KEY_LABEL: an nginx.conf in DIR serving TLS on
-# 127.0.0.1:PORT with the pool's private key KEY_LABEL through OpenSSL's PKCS#11 engine (its
-# workers run as www-data, with $OPENSSL_CONF and $P11MUX_SOCKET).
-nginx_conf() {
-	cat > "$1/nginx.conf" <<CONF
-user www-data;
-daemon off;
-master_process on;
-worker_processes 2;
-pid $1/nginx.pid;
-error_log $1/error.log;
-ssl_engine pkcs11;
-env OPENSSL_CONF;
-env P11MUX_SOCKET;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $1/t1; proxy_temp_path $1/t2; fastcgi_temp_path $1/t3;
-  uwsgi_temp_path $1/t4; scgi_temp_path $1/t5;
-  server {
-    listen 127.0.0.1:$2 ssl;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    ssl_certificate $3;
-    ssl_certificate_key "engine:pkcs11:pkcs11:token=p11mux%20pool;object=$4;type=private";
-    location / { return 200 "served by a pool\n"; }
-  }
-}
-CONF
 }

@@ -9,8 +9,8 @@ set -euo pipefail
 : "${SIM_CLIENT:?set by CTest}"
 : "${P11MUX_BUILD:?set by CTest}"
 : "${P11MUX_SOURCE:?set by CTest}"
-PIN=648219
 . "$P11MUX_SOURCE/tests/fixtures/testlib.sh"
+PIN=$TEST_PIN
 
 # sim_setup [mktokens options...]
 sim_setup() {

@@ -28,14 +28,7 @@ pools = ( {
 CONF
 
 # The daemon finds P11SIM_CONFIG and P11SIM_CONTROL_DIR in its environment.
-"$DAEMON" -c "$WORK/p11mux.conf" -f >> "$WORK/daemon.log" 2>&1 &
-DAEMON_PID=$!
-for _ in $(seq 1 300); do
-	[ -S "$SOCK" ] && grep -q ': ready$' "$WORK/daemon.log" && break
-	kill -0 "$DAEMON_PID" 2>/dev/null || fail "p11muxd exited during start-up"
-	sleep 0.1
-done
-grep -q ': ready$' "$WORK/daemon.log" || fail "p11muxd did not become ready in 30 s"
+start_p11muxd "$DAEMON" "$WORK/p11mux.conf" "$WORK/daemon.log" || fail "p11muxd did not start"
 
 out=$(pkcs11-tool --module "$SHIM" -L)
 echo "$out"
