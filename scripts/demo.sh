@@ -92,8 +92,8 @@ grep -E "down|back in service" "$W/daemon.log" | sed 's/^[^ ]* /   /'
 
 step "7. p11muxctl status"
 "$B/p11muxctl" -s "$W/control.sock" status | sed 's/^/   /'
-echo "   (SERVICE is the measured mean; P50 and P99 are the upper bounds of latency buckets,"
-echo "    ... 50, 100, 250, 500 ms ..., queue wait included: a 61 ms median shows as 100ms.)"
+echo "   (SERVICE is the measured mean; P50 and P99 are over the last minute, queue wait"
+echo "    included, within 2.5% of the true value.)"
 
 step "8. how the work was spread (p11muxd's account at shutdown)"
 kill "$DPID"
