@@ -1228,13 +1228,8 @@ answer_line(struct daemon *d, char *line, size_t len, const struct asker *a, str
 	line[len] = '\0';
 	line[strcspn(line, "\r\n")] = '\0';
 	run_command(d, line, a, o, req);
-	if (req != NULL && req->c != NULL)
-		return;
-	if (o->failed || o->s == NULL) {
-		free(o->s);
-		memset(o, 0, sizeof(*o));
-		out_printf(o, "error: out of memory\n");
-	}
+	if (req == NULL || req->c == NULL)
+		out_check(o);
 }
 
 char *
