@@ -36,26 +36,17 @@ trap cleanup EXIT
 eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 8 --pin "$PIN")"
 export SOFTHSM2_CONF
 mkdir "$W/faults"
-printf 'pool:%s\n' "$PIN" > "$W/pin"
-chmod 600 "$W/pin"
+pin_file "$W/pin" pool
 export P11MUX_SOCKET="$W/p11mux.sock"
 
 # start_pool "hsm1 hsm2 ..." SCHEDULER [p11sim lines...]
 start_pool() {
-	local members=$1 sched=$2 list=""
+	local members=$1 sched=$2
 	shift 2
-	for m in $members; do list="$list\"$m\", "; done
 	export P11SIM_CONFIG="$W/p11sim.conf"
 	p11sim_conf "$P11SIM_CONFIG" "$SCALE" "$W/faults" "module_lock = $MODULE_LOCK" "$@"
-	cat > "$W/p11mux.conf" <<CONF
-socket = "$W/p11mux.sock";
-control_socket = "$W/control.sock";
-state_dir = "$W/state";
-scheduler = "$sched";
-op_timeout_ms = 2000;
-probe_interval_ms = 200;
-pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
-CONF
+	pool_conf "$W/p11mux.conf" "$W" pool "$B/p11sim-pkcs11.so" "$members" \
+		"scheduler = \"$sched\"" "op_timeout_ms = 2000" "probe_interval_ms = 200"
 	for f in "$W"/faults/*; do [ -e "$f" ] && : > "$f"; done
 	: > "$W/daemon.log"
 	start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1

@@ -38,24 +38,15 @@ mkdir "$W/faults"
 export P11SIM_CONFIG="$W/p11sim.conf"
 sim_scale() { p11sim_conf "$P11SIM_CONFIG" "$1" "$W/faults"; }
 sim_scale "$SCALE"
-printf 'pool:%s\n' "$PIN" > "$W/pin"
-chmod 600 "$W/pin"
+pin_file "$W/pin" pool
 mkdir "$W/db"
 certutil -N -d "sql:$W/db" --empty-password
 echo | modutil -dbdir "sql:$W/db" -add pool -libfile "$B/p11mux-pkcs11.so" -string "socket=$W/p11mux.sock" -force >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 start_pool() { # members...
-	local list=""
-	for m in "$@"; do list="$list\"$m\", "; done
-	cat > "$W/p11mux.conf" <<CONF
-socket = "$W/p11mux.sock";
-control_socket = "$W/control.sock";
-state_dir = "$W/state";
-allowed_users = [ "www-data" ];
-socket_group = "www-data";
-pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so"; members = [ ${list%, } ]; pin_file = "$W/pin"; } );
-CONF
+	pool_conf "$W/p11mux.conf" "$W" pool "$B/p11sim-pkcs11.so" "$*" \
+		'allowed_users = [ "www-data" ]' 'socket_group = "www-data"'
 	: > "$W/daemon.log"
 	start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
 	DPID=$DAEMON_PID

@@ -33,21 +33,9 @@ mkdir "$W/faults"
 export P11SIM_CONFIG="$W/p11sim.conf"
 # p11sim: each SoftHSM token behaves like one Nitrokey HSM, 50 times faster than real
 p11sim_conf "$P11SIM_CONFIG" 0.02 "$W/faults"
-printf '%s:%s\n' "$LABEL" "$PIN" > "$W/pin"
-chmod 600 "$W/pin"
-cat > "$W/p11mux.conf" <<CONF
-socket = "$W/p11mux.sock";
-control_socket = "$W/control.sock";
-state_dir = "$W/state";
-op_timeout_ms = 2000;
-probe_interval_ms = 200;
-pools = ( {
-  label = "$LABEL";
-  module = "$B/p11sim-pkcs11.so";
-  members = [ "hsm1", "hsm2", "hsm3" ];
-  pin_file = "$W/pin";
-} );
-CONF
+pin_file "$W/pin" "$LABEL"
+pool_conf "$W/p11mux.conf" "$W" "$LABEL" "$B/p11sim-pkcs11.so" "hsm1 hsm2 hsm3" \
+	"op_timeout_ms = 2000" "probe_interval_ms = 200"
 sed 's/^/   /' "$P11SIM_CONFIG" "$W/p11mux.conf"
 
 step "2. p11muxd -c $W/p11mux.conf -f"

@@ -51,24 +51,15 @@ export P11MUX_SOCKET="$W/p11mux.sock" P11MUX_CONTROL="$W/control.sock"
 mkdir "$W/faults"
 # Every member crashes on the poison input (crash-on: the helper aborts in C_Sign).
 for m in hsm1 hsm2 hsm3 hsm4; do echo "crash-on $POISON" > "$W/faults/$m"; done
-printf 'pool:%s\n' "$PIN" > "$W/pin"
-chmod 600 "$W/pin"
+pin_file "$W/pin" pool
 export P11SIM_CONFIG="$W/p11sim.conf"
 p11sim_conf "$P11SIM_CONFIG" 0.01 "$W/faults" "module_lock = yes"
 # pin_max_failures = 0: the fuzzer's wrong PINs never lock the pool (each still delays the
 # next check, up to 60 s; the fuzzer sends few). op_timeout_ms is far above what a
 # sanitized daemon on a busy machine needs.
-cat > "$W/p11mux.conf" <<CONF
-socket = "$W/p11mux.sock";
-control_socket = "$W/control.sock";
-state_dir = "$W/state";
-log_level = "info";
-op_timeout_ms = 8000;
-probe_interval_ms = 200;
-probe_max_ms = 2000;
-pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so";
-  members = [ "hsm1", "hsm2", "hsm3", "hsm4" ]; pin_file = "$W/pin"; pin_max_failures = 0; } );
-CONF
+pool_conf "$W/p11mux.conf" "$W" pool "$B/p11sim-pkcs11.so" "hsm1 hsm2 hsm3 hsm4" \
+	'log_level = "info"' "op_timeout_ms = 8000" "probe_interval_ms = 200" "probe_max_ms = 2000" \
+	"pool.pin_max_failures = 0"
 start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
 DPID=$DAEMON_PID
 

@@ -41,23 +41,13 @@ eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
 export SOFTHSM2_CONF
 export P11MUX_SOCKET="$W/p11mux.sock" P11MUX_CONTROL="$W/control.sock"
 mkdir "$W/faults"
-printf 'pool:%s\n' "$PIN" > "$W/pin"
-chmod 600 "$W/pin"
+pin_file "$W/pin" pool
 export P11SIM_CONFIG="$W/p11sim.conf"
 p11sim_conf "$P11SIM_CONFIG" 0.01 "$W/faults" "module_lock = yes"
 # op_timeout_ms: a hung member's operation goes elsewhere after 3 s; a healthy one on a
 # loaded 2-core machine needs well under 100 ms (7.5 ms of simulated device time).
-cat > "$W/p11mux.conf" <<CONF
-socket = "$W/p11mux.sock";
-control_socket = "$W/control.sock";
-state_dir = "$W/state";
-log_level = "info";
-op_timeout_ms = 3000;
-probe_interval_ms = 200;
-probe_max_ms = 1000;
-pools = ( { label = "pool"; module = "$B/p11sim-pkcs11.so";
-  members = [ "hsm1", "hsm2", "hsm3", "hsm4" ]; pin_file = "$W/pin"; } );
-CONF
+pool_conf "$W/p11mux.conf" "$W" pool "$B/p11sim-pkcs11.so" "hsm1 hsm2 hsm3 hsm4" \
+	'log_level = "info"' "op_timeout_ms = 3000" "probe_interval_ms = 200" "probe_max_ms = 1000"
 start_p11muxd "$B/p11muxd" "$W/p11mux.conf" "$W/daemon.log" || exit 1
 DPID=$DAEMON_PID
 

@@ -29,27 +29,15 @@ it_setup() {
 	SOCK="$WORK/p11mux.sock"
 	export P11MUX_SOCKET="$SOCK"
 	export P11MUX_CONTROL="$WORK/control.sock"
-	printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"
-	chmod 600 "$WORK/pin"
+	pin_file "$WORK/pin" "$LABEL"
 	cp "$WORK/pin" "$WORK/nsspin"
 	write_config "$SOFTHSM"
 }
 
 # write_config MODULE [extra top-level lines]
 write_config() {
-	cat > "$WORK/p11mux.conf" <<CONF
-socket = "$SOCK";
-control_socket = "$WORK/control.sock";
-state_dir = "$WORK/state";
-log_level = "info";
-${2:-}
-pools = ( {
-  label = "$LABEL";
-  module = "$1";
-  members = [ "hsm1", "hsm2", "hsm3" ];
-  pin_file = "$WORK/pin";
-} );
-CONF
+	pool_conf "$WORK/p11mux.conf" "$WORK" "$LABEL" "$1" "hsm1 hsm2 hsm3" 'log_level = "info"' \
+		"${2:-}"
 }
 
 # start_daemon: starts p11muxd in the foreground (as a child), waits for it to be ready (the

@@ -13,19 +13,8 @@ SOCK="$WORK/p11mux.sock"
 export P11MUX_SOCKET="$SOCK"
 [ -x "$DAEMON" ] && [ -f "$SHIM" ] && [ -x "$CLIENT" ] || fail "p11muxd, the shim or itest_client not built"
 sim_config "scale = 0.01"
-printf '%s:%s\n' "$LABEL" "$PIN" > "$WORK/pin"
-chmod 600 "$WORK/pin"
-cat > "$WORK/p11mux.conf" <<CONF
-socket = "$SOCK";
-control_socket = "$WORK/control.sock";
-state_dir = "$WORK/state";
-pools = ( {
-  label = "$LABEL";
-  module = "$SIM_MODULE";
-  members = [ "hsm1", "hsm2", "hsm3" ];
-  pin_file = "$WORK/pin";
-} );
-CONF
+pin_file "$WORK/pin" "$LABEL"
+pool_conf "$WORK/p11mux.conf" "$WORK" "$LABEL" "$SIM_MODULE" "hsm1 hsm2 hsm3"
 
 # The daemon finds P11SIM_CONFIG and P11SIM_CONTROL_DIR in its environment.
 start_p11muxd "$DAEMON" "$WORK/p11mux.conf" "$WORK/daemon.log" || fail "p11muxd did not start"
