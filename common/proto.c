@@ -961,6 +961,15 @@ p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nou
 }
 
 void
+p11mux_pad(unsigned char *dst, size_t n, const char *s)
+{
+	size_t len = strlen(s);
+
+	memset(dst, ' ', n);
+	memcpy(dst, s, len < n ? len : n);
+}
+
+void
 p11mux_field(char *dst, const unsigned char *src, size_t n)
 {
 	memcpy(dst, src, n);

@@ -198,5 +198,7 @@ int p11mux_attr_is_ulong(CK_ATTRIBUTE_TYPE type);
 /* A PKCS#11 blank-padded field of n bytes as a C string in dst (n + 1 bytes), trailing blanks
  * dropped. */
 void p11mux_field(char *dst, const unsigned char *src, size_t n);
+/* The reverse: s copied into a blank-padded field of n bytes (cut at n). */
+void p11mux_pad(unsigned char *dst, size_t n, const char *s);
 
 #endif

@@ -64,15 +64,6 @@ build_mechanisms(struct pool *p)
 }
 
 static void
-pad(unsigned char *dst, size_t n, const char *s)
-{
-	size_t len = strlen(s);
-
-	memset(dst, ' ', n);
-	memcpy(dst, s, len < n ? len : n);
-}
-
-static void
 build_slot_info(struct pool *p)
 {
 	CK_SLOT_INFO *si = &p->slot.slot;
@@ -82,20 +73,20 @@ build_slot_info(struct pool *p)
 
 	p->slot.id = (CK_SLOT_ID)p->cfg->slot_id;
 	snprintf(desc, sizeof(desc), "p11mux pool of %zu: %s", p->nmembers, p->label);
-	pad(si->slotDescription, sizeof(si->slotDescription), desc);
-	pad(si->manufacturerID, sizeof(si->manufacturerID), "p11mux");
+	p11mux_pad(si->slotDescription, sizeof(si->slotDescription), desc);
+	p11mux_pad(si->manufacturerID, sizeof(si->manufacturerID), "p11mux");
 	/* Not removable: the pool is always there, whatever its members do. */
 	si->flags = CKF_TOKEN_PRESENT;
 	si->hardwareVersion.major = 0;
 	si->hardwareVersion.minor = 1;
 	si->firmwareVersion = si->hardwareVersion;
 
-	pad(ti->label, sizeof(ti->label), p->label);
-	pad(ti->manufacturerID, sizeof(ti->manufacturerID), "p11mux");
-	pad(ti->model, sizeof(ti->model), "pool");
+	p11mux_pad(ti->label, sizeof(ti->label), p->label);
+	p11mux_pad(ti->manufacturerID, sizeof(ti->manufacturerID), "p11mux");
+	p11mux_pad(ti->model, sizeof(ti->model), "pool");
 	snprintf(serial, sizeof(serial), "%016llx",
 	         (unsigned long long)view_fnv(0xcbf29ce484222325ull, p->label, strlen(p->label)));
-	pad(ti->serialNumber, sizeof(ti->serialNumber), serial);
+	p11mux_pad(ti->serialNumber, sizeof(ti->serialNumber), serial);
 	ti->flags = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED;
 	p->has_rng = 1;
 	ti->ulMinPinLen = 0;

@@ -84,16 +84,6 @@ entered(void)
 			return CKR_CRYPTOKI_NOT_INITIALIZED;                                       \
 	} while (0)
 
-/* Copies s into a blank-padded fixed field. */
-static void
-pad(unsigned char *dst, size_t n, const char *s)
-{
-	size_t len = strlen(s);
-
-	memset(dst, ' ', n);
-	memcpy(dst, s, len < n ? len : n);
-}
-
 /* reconnect_ms from the parameters, else $P11MUX_RECONNECT_MS, else the default. */
 static unsigned
 reconnect_ms(const char *params)
@@ -325,9 +315,9 @@ mux_GetInfo(CK_INFO_PTR pInfo)
 	memset(pInfo, 0, sizeof(*pInfo));
 	pInfo->cryptokiVersion.major = 2;
 	pInfo->cryptokiVersion.minor = 40;
-	pad(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "p11mux");
-	pad(pInfo->libraryDescription, sizeof(pInfo->libraryDescription),
-	    "p11mux pooled HSM client");
+	p11mux_pad(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "p11mux");
+	p11mux_pad(pInfo->libraryDescription, sizeof(pInfo->libraryDescription),
+	           "p11mux pooled HSM client");
 	pInfo->libraryVersion.major = 0;
 	pInfo->libraryVersion.minor = 1;
 	return CKR_OK;

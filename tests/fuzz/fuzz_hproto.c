@@ -263,15 +263,6 @@ stub_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	return CKR_OK;
 }
 
-static void
-pad(unsigned char *dst, size_t n, const char *s)
-{
-	size_t len = strlen(s);
-
-	memset(dst, ' ', n);
-	memcpy(dst, s, len < n ? len : n);
-}
-
 static CK_RV
 stub_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR ti)
 {
@@ -283,11 +274,11 @@ stub_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR ti)
 		return rv;
 	memset(ti, 0, sizeof(*ti));
 	snprintf(s, sizeof(s), "TOKEN%lu", (unsigned long)slot);
-	pad(ti->label, sizeof(ti->label), s);
-	pad(ti->manufacturerID, sizeof(ti->manufacturerID), "stub");
-	pad(ti->model, sizeof(ti->model), "fuzz");
+	p11mux_pad(ti->label, sizeof(ti->label), s);
+	p11mux_pad(ti->manufacturerID, sizeof(ti->manufacturerID), "stub");
+	p11mux_pad(ti->model, sizeof(ti->model), "fuzz");
 	snprintf(s, sizeof(s), "SERIAL%lu", (unsigned long)slot);
-	pad(ti->serialNumber, sizeof(ti->serialNumber), s);
+	p11mux_pad(ti->serialNumber, sizeof(ti->serialNumber), s);
 	ti->flags = CKF_TOKEN_INITIALIZED | CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_RNG;
 	if (g >= 0xf0)
 		ti->flags ^= (CK_FLAGS)1 << (g % 20);
@@ -1120,9 +1111,9 @@ put_slot_reply(struct p11mux_msg *m, struct reply *rp, int init)
 		s[i].id = 10 + i + u8() % 4;
 		memset(&s[i].slot, ' ', sizeof(s[i].slot));
 		snprintf(name, sizeof(name), "TOKEN%zu", i);
-		pad(s[i].token.label, sizeof(s[i].token.label), name);
+		p11mux_pad(s[i].token.label, sizeof(s[i].token.label), name);
 		snprintf(name, sizeof(name), "SERIAL%zu", i);
-		pad(s[i].token.serialNumber, sizeof(s[i].token.serialNumber), name);
+		p11mux_pad(s[i].token.serialNumber, sizeof(s[i].token.serialNumber), name);
 		if ((g = u8()) >= 0xf0) /* not blank-padded */
 			memset(s[i].token.serialNumber, g, sizeof(s[i].token.serialNumber));
 		s[i].token.flags = CKF_TOKEN_INITIALIZED | CKF_RNG | CKF_LOGIN_REQUIRED;

@@ -219,15 +219,6 @@ build_view(struct pool *p)
 	CHECK(p->view.objects[STUBD_CERT_SPLIT]->holding[2] == HOLD_DIFFERENT);
 }
 
-static void
-pad(unsigned char *dst, size_t n, const char *s)
-{
-	size_t len = strlen(s);
-
-	memset(dst, ' ', n);
-	memcpy(dst, s, len < n ? len : n);
-}
-
 /* What build_slot_info() and build_mechanisms() would make of the members. */
 static void
 build_slot(struct pool *p)
@@ -235,13 +226,13 @@ build_slot(struct pool *p)
 	size_t i, n = sizeof(mechs) / sizeof(mechs[0]);
 
 	p->slot.id = slot_ids[p->index];
-	pad(p->slot.slot.slotDescription, sizeof(p->slot.slot.slotDescription), p->label);
-	pad(p->slot.slot.manufacturerID, sizeof(p->slot.slot.manufacturerID), "p11mux");
+	p11mux_pad(p->slot.slot.slotDescription, sizeof(p->slot.slot.slotDescription), p->label);
+	p11mux_pad(p->slot.slot.manufacturerID, sizeof(p->slot.slot.manufacturerID), "p11mux");
 	p->slot.slot.flags = CKF_TOKEN_PRESENT;
-	pad(p->slot.token.label, sizeof(p->slot.token.label), p->label);
-	pad(p->slot.token.manufacturerID, sizeof(p->slot.token.manufacturerID), "p11mux");
-	pad(p->slot.token.model, sizeof(p->slot.token.model), "pool");
-	pad(p->slot.token.serialNumber, sizeof(p->slot.token.serialNumber), p->label);
+	p11mux_pad(p->slot.token.label, sizeof(p->slot.token.label), p->label);
+	p11mux_pad(p->slot.token.manufacturerID, sizeof(p->slot.token.manufacturerID), "p11mux");
+	p11mux_pad(p->slot.token.model, sizeof(p->slot.token.model), "pool");
+	p11mux_pad(p->slot.token.serialNumber, sizeof(p->slot.token.serialNumber), p->label);
 	p->slot.token.flags = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED;
 	/* The second pool's members have no RNG. */
 	p->has_rng = p->index == 0;
