@@ -85,7 +85,9 @@ rescan_row_out(struct out *o, struct rescan_row *row)
 		        label, row->chg.held, nobjects, row->chg.added, row->chg.withdrawn,
 		        row->chg.revived);
 	else if (row->r > 0)
-		out_printf(o, "member %s: not up: probed now; its objects are read when it joins\n",
+		out_printf(o,
+		           "member %s: not up (one that is down is probed now); its objects are "
+		           "read when it joins\n",
 		           label);
 	else
 		out_printf(o, "member %s: error: %s\n", label, row->why);
@@ -102,8 +104,7 @@ pools_out(struct daemon *d, struct out *o)
 
 		for (k = 0, gone = 0; k < n; k++)
 			gone += (size_t)pobject_withdrawn(objects[k]);
-		out_printf(o,
-		           "pool \"%s\": %zu objects, %zu of them withdrawn; view version %llu\n",
+		out_printf(o, "pool \"%s\": %zu objects, %zu withdrawn; view version %llu\n",
 		           d->pools[i].label, n - gone, gone,
 		           (unsigned long long)view_version(&d->pools[i].view));
 	}
