@@ -961,6 +961,15 @@ p11mux_msg_get_slots(struct p11mux_msg *m, struct p11mux_slot **out, size_t *nou
 }
 
 void
+p11mux_free_secret(void *p, size_t n)
+{
+	if (p == NULL)
+		return;
+	explicit_bzero(p, n);
+	free(p);
+}
+
+void
 p11mux_pad(unsigned char *dst, size_t n, const char *s)
 {
 	size_t len = strlen(s);

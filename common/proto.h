@@ -200,5 +200,7 @@ int p11mux_attr_is_ulong(CK_ATTRIBUTE_TYPE type);
 void p11mux_field(char *dst, const unsigned char *src, size_t n);
 /* The reverse: s copied into a blank-padded field of n bytes (cut at n). */
 void p11mux_pad(unsigned char *dst, size_t n, const char *s);
+/* Wipes n bytes at p (a signature, a plaintext, a key's value), then frees it; NULL is fine. */
+void p11mux_free_secret(void *p, size_t n);
 
 #endif

@@ -215,48 +215,43 @@ load_sched(struct ctx *x, const config_setting_t *g, const char *prefix, struct 
 	return 0;
 }
 
-/* Resolves the user and group names of the keys ukey and gkey. */
+/* A user's (group 0) or a group's (group 1) id by name; -1 when there is none. */
+static long
+id_of(const char *name, int group)
+{
+	struct passwd *pw;
+	struct group *gr;
+
+	if (group)
+		return (gr = getgrnam(name)) != NULL ? (long)gr->gr_gid : -1;
+	return (pw = getpwnam(name)) != NULL ? (long)pw->pw_uid : -1;
+}
+
+/* Resolves the user (group 0) or group names of key into *ids (uid_t and gid_t are the
+ * same type). 0, or -1 with x's error. */
 static int
-load_users(struct ctx *x, const config_setting_t *root, const char *ukey, const char *gkey,
-           uid_t **uids, size_t *nuids, gid_t **gids, size_t *ngids)
+load_ids(struct ctx *x, const config_setting_t *root, const char *key, int group, uid_t **ids,
+         size_t *nids)
 {
 	const config_setting_t *where;
 	char **names = NULL;
 	size_t n = 0, i;
-	struct passwd *pw;
-	struct group *gr;
+	long id;
 	int r = -1;
 
-	if (get_strings(x, root, ukey, ukey, &names, &n, &where) != 0)
+	if (get_strings(x, root, key, key, &names, &n, &where) != 0)
 		goto out;
-	if ((*uids = calloc(n + 1, sizeof(uid_t))) == NULL) {
-		fail(x, root, ukey, "out of memory");
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		if ((pw = getpwnam(names[i])) == NULL) {
-			fail(x, where, ukey, "no such user \"%s\"", names[i]);
-			goto out;
-		}
-		(*uids)[(*nuids)++] = pw->pw_uid;
-	}
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	names = NULL;
-	n = 0;
-	if (get_strings(x, root, gkey, gkey, &names, &n, &where) != 0)
-		goto out;
-	if ((*gids = calloc(n + 1, sizeof(gid_t))) == NULL) {
-		fail(x, root, gkey, "out of memory");
+	if ((*ids = calloc(n + 1, sizeof(uid_t))) == NULL) {
+		fail(x, root, key, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		if ((gr = getgrnam(names[i])) == NULL) {
-			fail(x, where, gkey, "no such group \"%s\"", names[i]);
+		if ((id = id_of(names[i], group)) < 0) {
+			fail(x, where, key, "no such %s \"%s\"", group ? "group" : "user",
+			     names[i]);
 			goto out;
 		}
-		(*gids)[(*ngids)++] = gr->gr_gid;
+		(*ids)[(*nids)++] = (uid_t)id;
 	}
 	r = 0;
 out:
@@ -264,6 +259,18 @@ out:
 		free(names[i]);
 	free(names);
 	return r;
+}
+
+/* Resolves the user and group names of the keys ukey and gkey. */
+static int
+load_users(struct ctx *x, const config_setting_t *root, const char *ukey, const char *gkey,
+           uid_t **uids, size_t *nuids, gid_t **gids, size_t *ngids)
+{
+	_Static_assert(sizeof(uid_t) == sizeof(gid_t), "uid_t and gid_t differ");
+	return load_ids(x, root, ukey, 0, uids, nuids) != 0 ||
+	                       load_ids(x, root, gkey, 1, (uid_t **)gids, ngids) != 0
+	               ? -1
+	               : 0;
 }
 
 /* One element of members: "TOKEN", or { token = "TOKEN"; module = "..."; env = [...]; }. */

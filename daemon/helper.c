@@ -405,10 +405,7 @@ run_op(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	}
 	if (rv == CKR_OK)
 		p11mux_msg_put_bytes(reply, out, outlen);
-	if (out != NULL) {
-		explicit_bzero(out, outlen);
-		free(out);
-	}
+	p11mux_free_secret(out, outlen);
 	return rv;
 }
 
@@ -428,8 +425,7 @@ run_random(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 		return CKR_HOST_MEMORY;
 	if ((rv = sv->h->f->C_GenerateRandom(sv->s, out, len)) == CKR_OK)
 		p11mux_msg_put_bytes(reply, out, len);
-	explicit_bzero(out, len);
-	free(out);
+	p11mux_free_secret(out, len);
 	return rv;
 }
 

@@ -185,15 +185,9 @@ job_free(struct job *j)
 	if (j == NULL)
 		return;
 	free(j->param);
-	if (j->in != NULL) {
-		explicit_bzero(j->in, j->inlen);
-		free(j->in);
-	}
+	p11mux_free_secret(j->in, j->inlen);
 	free(j->sig);
-	if (j->out != NULL) {
-		explicit_bzero(j->out, j->outlen);
-		free(j->out);
-	}
+	p11mux_free_secret(j->out, j->outlen);
 	mobject_free(j->made[0]);
 	mobject_free(j->made[1]);
 	free(j);

@@ -437,10 +437,7 @@ run_op_session(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *re
 		sobj_lost(&x->d->apps, so);
 	if (rv == CKR_OK && call != P11MUX_CALL_VERIFY)
 		p11mux_msg_put_bytes(reply, out, outlen);
-	if (out != NULL) {
-		explicit_bzero(out, outlen);
-		free(out);
-	}
+	p11mux_free_secret(out, outlen);
 out:
 	if (so != NULL)
 		sobj_put(&x->d->apps, so);
@@ -480,10 +477,7 @@ run_op(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 	apps_op(&x->d->apps, x->c);
 	if (rv == CKR_OK && call != P11MUX_CALL_VERIFY)
 		p11mux_msg_put_bytes(reply, out, outlen);
-	if (out != NULL) {
-		explicit_bzero(out, outlen);
-		free(out);
-	}
+	p11mux_free_secret(out, outlen);
 	return rv;
 }
 
@@ -500,8 +494,7 @@ run_random(const struct rpc_ctx *x, struct rpc_req *r, struct p11mux_msg *reply)
 		return CKR_HOST_MEMORY;
 	if ((rv = pool_random(x->p, out, len)) == CKR_OK)
 		p11mux_msg_put_bytes(reply, out, len);
-	explicit_bzero(out, len);
-	free(out);
+	p11mux_free_secret(out, len);
 	return rv;
 }
 

@@ -1709,10 +1709,7 @@ op_run(CK_SESSION_HANDLE h, enum op_kind kind, const void *data, size_t len, int
 	rv = op_finish_locked(h, &oc, rv, out, outlen);
 	shim_unlock();
 	op_reset(&oc.copy);
-	if (oc.result != NULL) {
-		explicit_bzero(oc.result, oc.rlen);
-		free(oc.result);
-	}
+	p11mux_free_secret(oc.result, oc.rlen);
 	return rv;
 }
 
