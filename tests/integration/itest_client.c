@@ -43,6 +43,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "testclient.h"
+
 static CK_FUNCTION_LIST *f;
 static CK_SLOT_ID slot;
 static CK_OBJECT_HANDLE rsa_key, ec_key;
@@ -464,19 +466,13 @@ cmd_withdraw(const char *hexid, const char *file)
 int
 main(int argc, char **argv)
 {
-	CK_C_GetFunctionList getfl;
-	void *dl;
 
 	if (argc < 4 || getenv("P11MUX_PIN") == NULL) {
 		fprintf(stderr, "usage: see the comment at the top of itest_client.c\n");
 		return 2;
 	}
-	if ((dl = dlopen(argv[1], RTLD_NOW)) == NULL ||
-	    (getfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL ||
-	    getfl(&f) != CKR_OK) {
-		fprintf(stderr, "cannot load %s\n", argv[1]);
+	if (load_module(argv[1], &f) != 0)
 		return 2;
-	}
 	if (strcmp(argv[2], "threads") == 0 && argc == 7) {
 		iterations = atoi(argv[4]);
 		rsa_pub = load_pub(argv[5]);

@@ -43,23 +43,10 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "testclient.h"
+
 static CK_FUNCTION_LIST *f;
 static size_t page;
-static int failures;
-
-static void __attribute__((format(printf, 2, 3))) expect(int ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs(ok ? "ok: " : "FAIL: ", ok ? stdout : stderr);
-	va_start(ap, fmt);
-	vfprintf(ok ? stdout : stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', ok ? stdout : stderr);
-	fflush(NULL);
-	if (!ok)
-		failures++;
-}
 
 /* Two pages: the first readable and writable, the second PROT_NONE. */
 static uint8_t *
@@ -422,20 +409,13 @@ cmd_oaep(const char *keypath)
 int
 main(int argc, char **argv)
 {
-	CK_C_GetFunctionList getfl;
-	void *dl;
-
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	if (argc < 3) {
 		fprintf(stderr, "usage: see the comment at the top of itest_shim.c\n");
 		return 2;
 	}
-	if ((dl = dlopen(argv[1], RTLD_NOW)) == NULL ||
-	    (getfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL ||
-	    getfl(&f) != CKR_OK) {
-		fprintf(stderr, "cannot load %s\n", argv[1]);
+	if (load_module(argv[1], &f) != 0)
 		return 2;
-	}
 	if (strcmp(argv[2], "initargs") == 0 && argc == 4)
 		return cmd_initargs(argv[3]);
 	if (strcmp(argv[2], "slots") == 0 && argc == 4)

@@ -34,25 +34,12 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "testclient.h"
+
 #define PIN "648219"
 
 static CK_FUNCTION_LIST *f;
 static const char *ctl_dir;
-static int failures;
-
-static void __attribute__((format(printf, 2, 3))) expect(int ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs(ok ? "ok: " : "FAIL: ", ok ? stdout : stderr);
-	va_start(ap, fmt);
-	vfprintf(ok ? stdout : stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', ok ? stdout : stderr);
-	fflush(NULL);
-	if (!ok)
-		failures++;
-}
 
 static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
 {
@@ -1131,20 +1118,14 @@ cmd_signtime(const char *label, int n, const char *params)
 int
 main(int argc, char **argv)
 {
-	CK_C_GetFunctionList getfl;
-	void *dl;
 	CK_RV rv;
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: see the comment at the top of sim_client.c\n");
 		return 2;
 	}
-	if ((dl = dlopen(argv[1], RTLD_NOW)) == NULL ||
-	    (getfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL ||
-	    getfl(&f) != CKR_OK) {
-		fprintf(stderr, "cannot load %s: %s\n", argv[1], dlerror());
+	if (load_module(argv[1], &f) != 0)
 		return 2;
-	}
 	ctl_dir = getenv("P11SIM_CONTROL_DIR");
 	if (strcmp(argv[2], "init") == 0) {
 		rv = init(argc > 3 ? argv[3] : NULL);
