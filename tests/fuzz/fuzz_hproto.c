@@ -116,54 +116,13 @@ pick_out_len(void)
 	return b == 0xff ? u16() : b & 1 ? 70000 : 5000;
 }
 
-/* A mechanism with a parameter the codec can carry. */
-struct mech {
-	CK_MECHANISM m;
-	union {
-		CK_RSA_PKCS_PSS_PARAMS pss;
-		CK_RSA_PKCS_OAEP_PARAMS oaep;
-		CK_AES_CTR_PARAMS ctr;
-		uint8_t iv[16];
-	} u;
-	uint8_t label[8];
-};
-
+/* A mechanism of the table (or any), with a parameter as it wants one. */
 static void
-pick_mech(struct mech *mc)
+pick_mech(struct fs_mech *mc)
 {
 	uint8_t b = u8();
 
-	memset(mc, 0, sizeof(*mc));
-	mc->m.mechanism = b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16();
-	switch (mc->m.mechanism) {
-	case CKM_RSA_PKCS_PSS:
-		mc->u.pss.hashAlg = CKM_SHA256;
-		mc->u.pss.mgf = CKG_MGF1_SHA256;
-		mc->u.pss.sLen = 32;
-		mc->m.pParameter = &mc->u.pss;
-		mc->m.ulParameterLen = sizeof(mc->u.pss);
-		break;
-	case CKM_RSA_PKCS_OAEP:
-		mc->u.oaep.hashAlg = CKM_SHA256;
-		mc->u.oaep.mgf = CKG_MGF1_SHA256;
-		mc->u.oaep.source = CKZ_DATA_SPECIFIED;
-		mc->u.oaep.pSourceData = mc->label;
-		mc->u.oaep.ulSourceDataLen = u8() % (sizeof(mc->label) + 1);
-		mc->m.pParameter = &mc->u.oaep;
-		mc->m.ulParameterLen = sizeof(mc->u.oaep);
-		break;
-	case CKM_AES_CBC:
-		mc->m.pParameter = mc->u.iv;
-		mc->m.ulParameterLen = sizeof(mc->u.iv);
-		break;
-	case CKM_AES_CTR:
-		mc->u.ctr.ulCounterBits = 128;
-		mc->m.pParameter = &mc->u.ctr;
-		mc->m.ulParameterLen = sizeof(mc->u.ctr);
-		break;
-	default:
-		break;
-	}
+	fs_mech_param(mc, b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16());
 }
 
 /* =========================== the helper's side =========================== */
@@ -736,7 +695,7 @@ static void
 put_op_request(struct p11mux_msg *m, struct request *rq)
 {
 	uint8_t data[300], sig[64];
-	struct mech mc;
+	struct fs_mech mc;
 	uint8_t b = fs_take(S_CALL);
 
 	rq->op_call = b < 0xf0 ? op_calls[b % 5] : b;
@@ -777,7 +736,7 @@ put_gen_mech(struct p11mux_msg *m, int pair)
 	                                     {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0},
 	                                     {CKM_EC_KEY_PAIR_GEN, NULL, 0},
 	                                     {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0}};
-	struct mech mc;
+	struct fs_mech mc;
 	uint8_t g = u8();
 
 	if (g >= 0xf0) {
@@ -1528,7 +1487,7 @@ daemon_op(struct daemon_run *dr, int random)
 	struct member *m = &dr->m;
 	uint8_t data[64], b = fs_take(S_CALL);
 	uint32_t call = random ? P11MUX_CALL_RANDOM : op_calls[b % 5];
-	struct mech mc;
+	struct fs_mech mc;
 	struct reply rp;
 	struct job *j;
 

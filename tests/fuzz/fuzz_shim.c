@@ -918,55 +918,13 @@ step_object_size(void)
 	app.f->C_GetObjectSize(pick_session(), pick_object(), &size);
 }
 
-/* A mechanism of the table (or any), with a parameter as it wants one, sometimes not. */
-struct mech {
-	CK_MECHANISM m;
-	union {
-		CK_RSA_PKCS_PSS_PARAMS pss;
-		CK_RSA_PKCS_OAEP_PARAMS oaep;
-		CK_AES_CTR_PARAMS ctr;
-		uint8_t iv[16];
-	} u;
-	uint8_t label[16];
-};
-
+/* A mechanism of the table (or any), with a parameter as it wants one. */
 static void
-pick_mech(struct mech *mc)
+pick_mech(struct fs_mech *mc)
 {
 	uint8_t b = take(S_MECH);
 
-	memset(mc, 0, sizeof(*mc));
-	mc->m.mechanism = b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16();
-	switch (mc->m.mechanism) {
-	case CKM_RSA_PKCS_PSS:
-	case CKM_SHA256_RSA_PKCS_PSS:
-		mc->u.pss.hashAlg = CKM_SHA256;
-		mc->u.pss.mgf = CKG_MGF1_SHA256;
-		mc->u.pss.sLen = 32;
-		mc->m.pParameter = &mc->u.pss;
-		mc->m.ulParameterLen = sizeof(mc->u.pss);
-		break;
-	case CKM_RSA_PKCS_OAEP:
-		mc->u.oaep.hashAlg = CKM_SHA256;
-		mc->u.oaep.mgf = CKG_MGF1_SHA256;
-		mc->u.oaep.source = CKZ_DATA_SPECIFIED;
-		mc->u.oaep.ulSourceDataLen = u8() % sizeof(mc->label);
-		mc->u.oaep.pSourceData = mc->u.oaep.ulSourceDataLen > 0 ? mc->label : NULL;
-		mc->m.pParameter = &mc->u.oaep;
-		mc->m.ulParameterLen = sizeof(mc->u.oaep);
-		break;
-	case CKM_AES_CBC:
-		mc->m.pParameter = mc->u.iv;
-		mc->m.ulParameterLen = sizeof(mc->u.iv);
-		break;
-	case CKM_AES_CTR:
-		mc->u.ctr.ulCounterBits = 128;
-		mc->m.pParameter = &mc->u.ctr;
-		mc->m.ulParameterLen = sizeof(mc->u.ctr);
-		break;
-	default:
-		break;
-	}
+	fs_mech_param(mc, b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16());
 	if ((b = u8()) >= 0xf8 && mc->m.pParameter != NULL)
 		mc->m.ulParameterLen = b & 3; /* a length the codec refuses */
 }
@@ -1054,7 +1012,7 @@ step_op(const struct opkind *k)
 	struct opcall oc = {k->call, pick_session(), k->run, NULL, NULL, 0};
 	CK_OBJECT_HANDLE key = pick_object();
 	size_t parts = take(S_PARTS) % 4, i = 0;
-	struct mech mc;
+	struct fs_mech mc;
 
 	pick_mech(&mc);
 	if (k->init(oc.h, &mc.m, key) != CKR_OK)
@@ -1122,7 +1080,7 @@ step_verify(void)
 	CK_SESSION_HANDLE h = pick_session();
 	CK_OBJECT_HANDLE key = pick_object();
 	uint8_t data[32], sig[256];
-	struct mech mc;
+	struct fs_mech mc;
 	CK_RV rv;
 
 	pick_mech(&mc);

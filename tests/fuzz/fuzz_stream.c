@@ -115,3 +115,40 @@ fs_write_seeds_if_asked(int argc, char **argv, const struct fs_seed *seeds, size
 	}
 	exit(0);
 }
+
+void
+fs_mech_param(struct fs_mech *mc, CK_MECHANISM_TYPE t)
+{
+	memset(mc, 0, sizeof(*mc));
+	mc->m.mechanism = t;
+	switch (t) {
+	case CKM_RSA_PKCS_PSS:
+	case CKM_SHA256_RSA_PKCS_PSS:
+		mc->u.pss.hashAlg = CKM_SHA256;
+		mc->u.pss.mgf = CKG_MGF1_SHA256;
+		mc->u.pss.sLen = 32;
+		mc->m.pParameter = &mc->u.pss;
+		mc->m.ulParameterLen = sizeof(mc->u.pss);
+		break;
+	case CKM_RSA_PKCS_OAEP:
+		mc->u.oaep.hashAlg = CKM_SHA256;
+		mc->u.oaep.mgf = CKG_MGF1_SHA256;
+		mc->u.oaep.source = CKZ_DATA_SPECIFIED;
+		mc->u.oaep.ulSourceDataLen = fs_u8() % (sizeof(mc->label) + 1);
+		mc->u.oaep.pSourceData = mc->u.oaep.ulSourceDataLen > 0 ? mc->label : NULL;
+		mc->m.pParameter = &mc->u.oaep;
+		mc->m.ulParameterLen = sizeof(mc->u.oaep);
+		break;
+	case CKM_AES_CBC:
+		mc->m.pParameter = mc->u.iv;
+		mc->m.ulParameterLen = sizeof(mc->u.iv);
+		break;
+	case CKM_AES_CTR:
+		mc->u.ctr.ulCounterBits = 128;
+		mc->m.pParameter = &mc->u.ctr;
+		mc->m.ulParameterLen = sizeof(mc->u.ctr);
+		break;
+	default:
+		break;
+	}
+}

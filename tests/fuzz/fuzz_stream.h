@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <p11-kit/pkcs11.h>
+
 #define CHECK(cond)                                                                                \
 	do {                                                                                       \
 		if (!(cond)) {                                                                     \
@@ -69,5 +71,19 @@ void fs_fill(uint8_t *p, size_t n, uint32_t salt);
  * from LLVMFuzzerInitialize when argv holds --write-seeds=DIR. */
 void fs_write_seeds_if_asked(int argc, char **argv, const struct fs_seed *seeds, size_t n,
                              void (*run)(void));
+
+/* A mechanism with the parameter it wants (PSS, OAEP, an AES IV or counter block). */
+struct fs_mech {
+	CK_MECHANISM m;
+	union {
+		CK_RSA_PKCS_PSS_PARAMS pss;
+		CK_RSA_PKCS_OAEP_PARAMS oaep;
+		CK_AES_CTR_PARAMS ctr;
+		uint8_t iv[16];
+	} u;
+	uint8_t label[16];
+};
+/* mc for mechanism t, with its parameter; an OAEP label of fs_u8() % 17 bytes (none: NULL). */
+void fs_mech_param(struct fs_mech *mc, CK_MECHANISM_TYPE t);
 
 #endif
