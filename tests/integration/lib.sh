@@ -38,6 +38,9 @@ it_setup() {
 write_config() {
 	pool_conf "$WORK/p11mux.conf" "$WORK" "$LABEL" "$1" "hsm1 hsm2 hsm3" 'log_level = "info"' \
 		"${2:-}"
+	# A test may have moved the socket elsewhere (SOCK).
+	[ "$SOCK" = "$WORK/p11mux.sock" ] ||
+		sed -i "s|^socket = \"$WORK/p11mux.sock\";|socket = \"$SOCK\";|" "$WORK/p11mux.conf"
 }
 
 # start_daemon: starts p11muxd in the foreground (as a child), waits for it to be ready (the
