@@ -26,16 +26,8 @@ else
 	B="$top/build"
 fi
 PIN=$TEST_PIN
-W=$(mktemp -d /tmp/p11mux-poolbench.XXXXXX)
 DPID=
-cleanup() {
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT
-eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 8 --pin "$PIN")"
-export SOFTHSM2_CONF
-mkdir "$W/faults"
+script_workdir p11mux-poolbench 8 DPID
 pin_file "$W/pin" pool
 export P11MUX_SOCKET="$W/p11mux.sock"
 

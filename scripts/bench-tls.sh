@@ -22,19 +22,8 @@ EC_SCALE=${4:-$SCALE}
 "$top/scripts/build.sh"
 B="$top/build"
 PIN=$TEST_PIN
-W=$(mktemp -d /tmp/p11mux-tlsbench.XXXXXX)
-DPID=
-SPID=
-cleanup() {
-	[ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-	[ -n "${NPID:-}" ] && kill "$NPID" 2>/dev/null
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT
-eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
-export SOFTHSM2_CONF
-mkdir "$W/faults"
+DPID= SPID= NPID=
+script_workdir p11mux-tlsbench 4 SPID NPID DPID
 export P11SIM_CONFIG="$W/p11sim.conf"
 sim_scale() { p11sim_conf "$P11SIM_CONFIG" "$1" "$W/faults"; }
 sim_scale "$SCALE"

@@ -16,20 +16,11 @@ B="$top/build"
 SHIM="$B/p11mux-pkcs11.so"
 PIN=$TEST_PIN
 LABEL="p11mux demo pool"
-W=$(mktemp -d /tmp/p11mux-demo.XXXXXX)
 DPID=
-cleanup() {
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 step "1. three tokens (hsm1..hsm3) holding the same keys, served as simulated Nitrokey HSMs"
-eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 3 --pin "$PIN")"
-export SOFTHSM2_CONF
-KEYS="$W/hsm/keys"
-mkdir "$W/faults"
+script_workdir p11mux-demo 3 DPID
 export P11SIM_CONFIG="$W/p11sim.conf"
 # p11sim: each SoftHSM token behaves like one Nitrokey HSM, 50 times faster than real
 p11sim_conf "$P11SIM_CONFIG" 0.02 "$W/faults"

@@ -34,21 +34,12 @@ if [ -z "$B" ]; then
 	B=$top/build-san
 fi
 B=$(cd "$B" && pwd)
-W=$(mktemp -d /tmp/p11mux-fuzzsock.XXXXXX)
 DPID= LPID=
-cleanup() {
-	[ -n "$LPID" ] && kill "$LPID" 2>/dev/null
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	[ -n "${KEEP_WORK:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
-export SOFTHSM2_CONF
+script_workdir p11mux-fuzzsock 4 LPID DPID
 export P11MUX_SOCKET="$W/p11mux.sock" P11MUX_CONTROL="$W/control.sock"
-mkdir "$W/faults"
 # Every member crashes on the poison input (crash-on: the helper aborts in C_Sign).
 for m in hsm1 hsm2 hsm3 hsm4; do echo "crash-on $POISON" > "$W/faults/$m"; done
 pin_file "$W/pin" pool

@@ -29,18 +29,9 @@ if [ -z "$B" ]; then
 	B=$top/build
 fi
 B=$(cd "$B" && pwd)
-W=$(mktemp -d /tmp/p11mux-soak.XXXXXX)
 DPID= LPID=
-cleanup() {
-	[ -n "$LPID" ] && kill "$LPID" 2>/dev/null
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	[ -n "${KEEP_WORK:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-eval "$("$top/tests/fixtures/mktokens.sh" "$W/hsm" --tokens 4 --pin "$PIN")"
-export SOFTHSM2_CONF
+script_workdir p11mux-soak 4 LPID DPID
 export P11MUX_SOCKET="$W/p11mux.sock" P11MUX_CONTROL="$W/control.sock"
-mkdir "$W/faults"
 pin_file "$W/pin" pool
 export P11SIM_CONFIG="$W/p11sim.conf"
 p11sim_conf "$P11SIM_CONFIG" 0.01 "$W/faults" "module_lock = yes"
