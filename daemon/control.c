@@ -818,10 +818,7 @@ find_member(struct daemon *d, const char *name, char *label, struct out *err)
 		for (k = 0; k < pool_nmembers(&d->pools[i]); k++) {
 			struct member *m = &d->pools[i].members[k];
 
-			member_names(m, label, serial);
-			if (member_retired(m))
-				continue;
-			if (strcmp(label, name) == 0 || (serial[0] && strcmp(serial, name) == 0)) {
+			if (!member_retired(m) && member_is(m, name)) {
 				found = m;
 				n++;
 			}

@@ -21,15 +21,6 @@ struct rescan_row {
 	char why[96];
 };
 
-static int
-names(struct member *m, const char *name)
-{
-	char label[33], serial[17];
-
-	member_names(m, label, serial);
-	return strcmp(label, name) == 0 || (serial[0] != '\0' && strcmp(serial, name) == 0);
-}
-
 /* The members to rescan (every one that is not retired, or the one named) into rows; how
  * many. */
 static size_t
@@ -43,7 +34,7 @@ pick_rows(struct daemon *d, const char *name, struct rescan_row *rows)
 
 		for (k = 0; k < nm; k++)
 			if (!member_retired(&p->members[k]) &&
-			    (name[0] == '\0' || names(&p->members[k], name)))
+			    (name[0] == '\0' || member_is(&p->members[k], name)))
 				rows[n++].m = &p->members[k];
 	}
 	return n;
@@ -279,7 +270,7 @@ configured_member(struct pool *p, const struct member_config *mc)
 
 		if (member_retired(m))
 			continue;
-		if (plain ? m->cfg == &p->plain && names(m, mc->token)
+		if (plain ? m->cfg == &p->plain && member_is(m, mc->token)
 		          : m->cfg != &p->plain && same_member(m->cfg, mc))
 			return m;
 	}

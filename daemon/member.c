@@ -126,6 +126,15 @@ member_latency_locked(const struct member *m, double q, unsigned seconds, uint64
 	return lat_quantile(&m->window, p11mux_now_ns() / 1000000000u, q, seconds, count);
 }
 
+int
+member_is(struct member *m, const char *name)
+{
+	char label[33], serial[17];
+
+	member_names(m, label, serial);
+	return strcmp(label, name) == 0 || (serial[0] != '\0' && strcmp(serial, name) == 0);
+}
+
 void
 member_names(struct member *m, char *label, char *serial)
 {

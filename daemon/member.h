@@ -183,6 +183,8 @@ double member_latency_locked(const struct member *m, double q, unsigned seconds,
 /* Copies the member's label and serial ("" until seen) into label[33] and serial[17]: a
  * probe rewrites them under the member's lock, so other threads read them with this. */
 void member_names(struct member *m, char *label, char *serial);
+/* Whether name is the member's label or (once seen) its serial number. */
+int member_is(struct member *m, const char *name);
 /* The state's name: "up", "draining", "down", "probing", "excluded". */
 const char *member_state_name(enum member_state s);
 
