@@ -13,7 +13,8 @@
 #     code the target is about (fuzz_rpc: rpc.c's handlers, dispatch.c, guard.c, ...)
 # Each target's grown corpus, crash inputs and log are kept outside the source tree, in
 # $P11MUX_FUZZ_DIR/NAME/ (default ~/.cache/p11mux-fuzz): a later campaign starts from that
-# corpus and the seeds in tests/fuzz/NAME/seeds. BUILD_DIR (default build-fuzz) is the build,
+# corpus, the seeds in tests/fuzz/NAME/seeds and the inputs that once failed
+# (tests/fuzz/NAME/regressions). BUILD_DIR (default build-fuzz) is the build,
 # JOBS (default 2) its make jobs. Exit status 1 when a target crashed (the input is in
 # NAME/crashes/; replay it with build-fuzz/tests/fuzz/fuzz_NAME FILE).
 set -euo pipefail
@@ -74,7 +75,10 @@ run_one() {
 	[ "$seconds" -gt 0 ] && limit="${limit:+$limit or }$seconds s"
 	echo "fuzz.sh: $t: $limit; log in $dir/log" >&2
 	start=$(date +%s)
-	"$bin" "${args[@]}" "$dir/corpus" "$fz/$name/seeds" >"$dir/log" 2>&1 || rc=$?
+	# New inputs go to the first directory, the saved corpus; the others are only read.
+	local dirs=("$dir/corpus" "$fz/$name/seeds")
+	[ -d "$fz/$name/regressions" ] && dirs+=("$fz/$name/regressions")
+	"$bin" "${args[@]}" "${dirs[@]}" >"$dir/log" 2>&1 || rc=$?
 	end=$(date +%s)
 	local execs rate last cov ft corpus crashes
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -1)

@@ -135,6 +135,7 @@ static struct {
 	size_t nslots;
 	CK_OBJECT_HANDLE handles[1024];
 	size_t nhandles;
+	int handles_lost;        /* more handles sent than remembered */
 	size_t max_object_frame; /* largest frame sent with objects */
 	uint8_t *out;            /* the last output of an operation, sent with CKR_OK */
 	size_t outlen;
@@ -201,6 +202,7 @@ fake_reset(void)
 	fake.requests = 0;
 	memset(fake.dirty, 0, sizeof(fake.dirty));
 	fake.nslots = fake.nhandles = fake.max_object_frame = fake.nrnd = 0;
+	fake.handles_lost = 0;
 	fake.have_instance = 0;
 	free(fake.out);
 	fake.out = NULL;
@@ -240,6 +242,36 @@ __wrap_p11mux_unix_connect(const char *path)
 
 /* --- building replies --- */
 
+/* Whether v is one of the n values of list. */
+static int
+listed(const CK_ULONG *list, size_t n, CK_ULONG v)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == v)
+			return 1;
+	return 0;
+}
+
+/* Remembers v once in list; 0 when the list is full (the checks on it are then off). */
+static int
+remember(CK_ULONG *list, size_t *n, size_t cap, CK_ULONG v)
+{
+	if (listed(list, *n, v))
+		return 1;
+	if (*n == cap)
+		return 0;
+	list[(*n)++] = v;
+	return 1;
+}
+
+#define slot_sent(id)  listed(fake.slots, fake.nslots, (id))
+#define handle_sent(h) listed(fake.handles, fake.nhandles, (h))
+#define remember_handle(h)                                                                         \
+	(fake.handles_lost |= !remember(fake.handles, &fake.nhandles,                              \
+	                                sizeof(fake.handles) / sizeof(fake.handles[0]), (h)))
+
 static void
 put_slots_reply(struct p11mux_msg *m)
 {
@@ -272,8 +304,9 @@ put_slots_reply(struct p11mux_msg *m)
 		s[i].nmechs = nm;
 		s[i].mechs = types[i];
 		s[i].infos = infos[i];
-		if (fake.nslots < sizeof(fake.slots) / sizeof(fake.slots[0]))
-			fake.slots[fake.nslots++] = s[i].id;
+		if (!remember(fake.slots, &fake.nslots, sizeof(fake.slots) / sizeof(fake.slots[0]),
+		              s[i].id))
+			fake.dirty[P11MUX_CALL_GET_SLOTS] = 1;
 	}
 	p11mux_msg_put_slots(m, s, n);
 }
@@ -286,8 +319,7 @@ put_find_reply(struct p11mux_msg *m, int versioned)
 
 	for (i = 0; i < n; i++) {
 		h[i] = 0x100 + i + u8() % 8;
-		if (fake.nhandles < sizeof(fake.handles) / sizeof(fake.handles[0]))
-			fake.handles[fake.nhandles++] = h[i];
+		remember_handle(h[i]);
 	}
 	p11mux_msg_put_ulongs(m, h, n);
 	/* The view's version: mostly the same, sometimes another (a rescan: the shim drops
@@ -447,9 +479,8 @@ build_reply(uint32_t call, CK_RV rv, const struct sc_fields *req, int record)
 				                          (CK_OBJECT_HANDLE)(n == 2 ? 1 - k : cls)
 				                : u8();
 
-				if (record &&
-				    fake.nhandles < sizeof(fake.handles) / sizeof(fake.handles[0]))
-					fake.handles[fake.nhandles++] = h;
+				if (record)
+					remember_handle(h);
 				p11mux_msg_put_ulong(&m, h);
 				put_object_reply(&m, h);
 			}
@@ -695,17 +726,6 @@ pick_object(void)
 	return 0x100 + (b & 15);
 }
 
-static int
-slot_sent(CK_SLOT_ID id)
-{
-	size_t i;
-
-	for (i = 0; i < fake.nslots; i++)
-		if (fake.slots[i] == id)
-			return 1;
-	return 0;
-}
-
 static void
 step_slot_list(void)
 {
@@ -817,17 +837,6 @@ step_logout(void)
 		CHECK(user_state(h) == 0);
 }
 
-static int
-handle_sent(CK_OBJECT_HANDLE h)
-{
-	size_t i;
-
-	for (i = 0; i < fake.nhandles; i++)
-		if (fake.handles[i] == h)
-			return 1;
-	return 0;
-}
-
 static void
 step_find(void)
 {
@@ -845,7 +854,8 @@ step_find(void)
 		CHECK(app.f->C_FindObjects(h, found, max, &n) == CKR_OK);
 		CHECK(n <= max);
 		for (i = 0; i < n; i++) {
-			CHECK(fake.dirty[P11MUX_CALL_FIND_VERSIONED] || handle_sent(found[i]));
+			CHECK(fake.dirty[P11MUX_CALL_FIND_VERSIONED] || fake.handles_lost ||
+			      handle_sent(found[i]));
 			if (app.nobjs < sizeof(app.objs) / sizeof(app.objs[0]))
 				app.objs[app.nobjs++] = found[i];
 		}
@@ -1179,7 +1189,7 @@ add_made(CK_OBJECT_HANDLE o, CK_SESSION_HANDLE h)
 	CK_SESSION_INFO info;
 
 	CHECK(fake.dirty[P11MUX_CALL_CREATE] || fake.dirty[P11MUX_CALL_GENERATE] ||
-	      fake.dirty[P11MUX_CALL_GENERATE_PAIR] || handle_sent(o));
+	      fake.dirty[P11MUX_CALL_GENERATE_PAIR] || fake.handles_lost || handle_sent(o));
 	CHECK(o & P11MUX_SESSION_OBJECT);
 	if (app.nmade == sizeof(app.made) / sizeof(app.made[0]))
 		return;
