@@ -88,21 +88,6 @@ __wrap_p11mux_log(enum p11mux_log_level level, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static const struct {
-	CK_MECHANISM_TYPE type;
-	CK_FLAGS flags;
-} mechs[] = {
-        {CKM_RSA_PKCS, CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_SHA256_RSA_PKCS, CKF_SIGN | CKF_VERIFY},
-        {CKM_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
-        {CKM_RSA_PKCS_OAEP, CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_ECDSA, CKF_SIGN | CKF_VERIFY},
-        {CKM_SHA256, CKF_DIGEST},
-        {CKM_AES_CBC, CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_AES_CTR, CKF_ENCRYPT | CKF_DECRYPT},
-};
-#define NMECHS (sizeof(mechs) / sizeof(mechs[0]))
-
 /* Output lengths: what a signature or a block is, and more than the helper's first buffer. */
 static size_t
 pick_out_len(void)
@@ -122,7 +107,7 @@ pick_mech(struct fs_mech *mc)
 {
 	uint8_t b = u8();
 
-	fs_mech_param(mc, b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16());
+	fs_mech_param(mc, b);
 }
 
 /* =========================== the helper's side =========================== */
@@ -172,12 +157,8 @@ static const CK_RV stub_rvs[] = {
 static CK_RV
 stub_rv(void)
 {
-	uint8_t b = fs_take(S_MOD);
-	CK_RV rv;
+	CK_RV rv = FS_RV(fs_take(S_MOD), 232, stub_rvs);
 
-	if (b < 232)
-		return CKR_OK;
-	rv = b == 255 ? u64() : stub_rvs[b % (sizeof(stub_rvs) / sizeof(stub_rvs[0]))];
 	if (p11muxd_own_rv(rv))
 		mod.own_rv = 1;
 	return rv;
@@ -267,7 +248,7 @@ stub_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR 
 		return CKR_BUFFER_TOO_SMALL;
 	}
 	for (i = 0; i < n; i++)
-		list[i] = mechs[i % NMECHS].type;
+		list[i] = fs_mechs[i % FS_NMECHS].type;
 	*count = n;
 	return CKR_OK;
 }
@@ -282,9 +263,9 @@ stub_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO
 	if (rv != CKR_OK)
 		return rv;
 	memset(info, 0, sizeof(*info));
-	for (i = 0; i < NMECHS; i++)
-		if (mechs[i].type == type)
-			info->flags = mechs[i].flags;
+	for (i = 0; i < FS_NMECHS; i++)
+		if (fs_mechs[i].type == type)
+			info->flags = fs_mechs[i].flags;
 	info->ulMinKeySize = 256;
 	info->ulMaxKeySize = 4096;
 	return CKR_OK;
@@ -1046,11 +1027,7 @@ static const CK_RV daemon_rvs[] = {
 static CK_RV
 reply_rv(void)
 {
-	uint8_t b = fs_take(S_RV);
-
-	if (b < 208)
-		return CKR_OK;
-	return b == 255 ? u64() : daemon_rvs[b % (sizeof(daemon_rvs) / sizeof(daemon_rvs[0]))];
+	return FS_RV(fs_take(S_RV), 208, daemon_rvs);
 }
 
 static void
@@ -1078,8 +1055,8 @@ put_slot_reply(struct p11mux_msg *m, struct reply *rp, int init)
 		s[i].token.flags = CKF_TOKEN_INITIALIZED | CKF_RNG | CKF_LOGIN_REQUIRED;
 		s[i].nmechs = (3 + u8()) % 9;
 		for (j = 0; j < s[i].nmechs; j++) {
-			types[i][j] = mechs[j % NMECHS].type;
-			infos[i][j].flags = mechs[j % NMECHS].flags;
+			types[i][j] = fs_mechs[j % FS_NMECHS].type;
+			infos[i][j].flags = fs_mechs[j % FS_NMECHS].flags;
 			infos[i][j].ulMinKeySize = 256;
 			infos[i][j].ulMaxKeySize = 4096;
 		}
@@ -1192,28 +1169,15 @@ build_reply(struct p11mux_buf *b, uint32_t call, struct reply *rp, size_t index)
 	p11mux_msg_clear(&m);
 }
 
-/* Writes a frame of len bytes announced as `announced` (the rest of the stream is cut off when
- * it is announced longer). */
-static void
-write_frame(int fd, const uint8_t *p, size_t len, uint32_t announced)
-{
-	uint8_t hdr[4] = {announced >> 24, announced >> 16, announced >> 8, announced};
-
-	CHECK(send(fd, hdr, 4, MSG_NOSIGNAL | MSG_DONTWAIT) == 4);
-	if (len > 0)
-		CHECK(send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len);
-}
-
 /* Writes the reply to call on the fake helper's end fd, as the input says: as built, or
  * mutated, cut, of another call, garbage, or not at all. *rp says which. */
 static void
 send_reply(int fd, uint32_t call, struct reply *rp, size_t index, struct p11mux_buf *b)
 {
-	uint8_t action = fs_take(S_ACTION) % 24, junk[64];
+	uint8_t action = fs_take(S_ACTION) % 24;
 	uint32_t as = call;
 	const uint8_t *p;
-	size_t len, k;
-	uint8_t *mut;
+	size_t len, cut;
 
 	memset(rp, 0, sizeof(*rp));
 	rp->call = call;
@@ -1226,42 +1190,15 @@ send_reply(int fd, uint32_t call, struct reply *rp, size_t index, struct p11mux_
 	rp->exact = action < 16;
 	rp->broken = action == 16 || action == 17 || action == 20 || action == 21 || action == 23 ||
 	             (action == 18 && rp->rv == CKR_OK);
-	CHECK((mut = malloc(len + sizeof(junk))) != NULL);
-	memcpy(mut, p, len);
-	fs_fill(junk, sizeof(junk), action);
-	switch (action) {
-	case 17: /* cut short, in a whole frame: the CK_RV at least is missing */
-		k = len > 12 ? u16() % 12 : 0;
-		write_frame(fd, mut, k, (uint32_t)k);
-		break;
-	case 18: /* bytes after the message */
-		k = 1 + u8() % sizeof(junk);
-		memcpy(mut + len, junk, k);
-		write_frame(fd, mut, len + k, (uint32_t)(len + k));
-		break;
-	case 19: /* one byte changed */
-		if (len > 0)
-			mut[u16() % len] ^= 1 + u8() % 255;
-		write_frame(fd, mut, len, (uint32_t)len);
-		break;
-	case 20: /* announced longer than it is: the stream ends inside it */
-		write_frame(fd, mut, len, (uint32_t)len + 1 + u8());
-		break;
-	case 21: /* larger than a frame may be */
-		write_frame(fd, NULL, 0, HELPER_FRAME_MAX + 1 + u8());
-		break;
-	case 22: /* garbage */
-		for (k = 0; k < len + 8 && k < 64; k++)
-			mut[k] = u8();
-		write_frame(fd, mut, k, (uint32_t)k);
-		break;
-	case 23: /* nothing: the helper is gone */
-		break;
-	default:
-		write_frame(fd, mut, len, (uint32_t)len);
-		break;
-	}
-	free(mut);
+	/* 17: cut short, in a whole frame (the CK_RV at least is missing); 18: bytes after the
+	 * message; 19: one byte changed; 20: announced longer than it is; 21: larger than a frame
+	 * may be; 22: garbage; 23: nothing, the helper is gone. */
+	if (action == 23)
+		return;
+	cut = action == 17 && len > 12 ? u16() % 12 : 0;
+	fs_send_reply(fd, p, len,
+	              action >= 17 && action <= 22 ? FS_SEND_CUT + (action - 17) : FS_SEND_AS_BUILT,
+	              cut, HELPER_FRAME_MAX, 1);
 }
 
 /* The daemon's end of one member, with a fresh channel (a fake helper) for each action. */

@@ -52,25 +52,6 @@ enum { S_ACTION = FS_FIRST, S_RV, S_KIND, S_MECH, S_OBJ, S_PARTS, S_LEN, S_CONNE
 
 /* --- what the mechanisms, objects and error codes look like --- */
 
-static const struct {
-	CK_MECHANISM_TYPE type;
-	CK_FLAGS flags;
-} mechs[] = {
-        {CKM_RSA_PKCS, CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_SHA256_RSA_PKCS, CKF_SIGN | CKF_VERIFY},
-        {CKM_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
-        {CKM_RSA_PKCS_OAEP, CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_ECDSA, CKF_SIGN | CKF_VERIFY},
-        {CKM_SHA256, CKF_DIGEST},
-        {CKM_AES_CBC, CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_AES_CTR, CKF_ENCRYPT | CKF_DECRYPT},
-        {CKM_SHA_1, CKF_DIGEST},
-        {CKM_SHA256_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
-        {CKM_AES_KEY_GEN, CKF_GENERATE},
-        {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR},
-};
-#define NMECHS (sizeof(mechs) / sizeof(mechs[0]))
-
 static const CK_RV rvs[] = {
         CKR_DEVICE_ERROR,
         CKR_PIN_INCORRECT,
@@ -94,13 +75,7 @@ static const CK_RV rvs[] = {
 static CK_RV
 pick_rv(void)
 {
-	uint8_t b = take(S_RV);
-
-	if (b < 208)
-		return CKR_OK;
-	if (b == 255)
-		return u64();
-	return rvs[b % (sizeof(rvs) / sizeof(rvs[0]))];
+	return FS_RV(take(S_RV), 208, rvs);
 }
 
 /* Lengths of outputs, data and attribute values: small ones mostly, some large. */
@@ -276,8 +251,8 @@ static void
 put_slots_reply(struct p11mux_msg *m)
 {
 	struct p11mux_slot s[20];
-	CK_MECHANISM_TYPE types[20][NMECHS];
-	CK_MECHANISM_INFO infos[20][NMECHS];
+	CK_MECHANISM_TYPE types[20][FS_NMECHS];
+	CK_MECHANISM_INFO infos[20][FS_NMECHS];
 	size_t n = (1 + u8()) % 20, i, j, nm, first;
 
 	memset(s, 0, sizeof(s));
@@ -293,13 +268,13 @@ put_slots_reply(struct p11mux_msg *m)
 		if ((b = u8()) != 0)
 			s[i].token.flags ^= (CK_FLAGS)1 << (b % 24);
 		s[i].token.ulMaxPinLen = 255;
-		nm = NMECHS - u8() % (NMECHS + 1);
-		first = u8() % NMECHS;
+		nm = FS_NMECHS - u8() % (FS_NMECHS + 1);
+		first = u8() % FS_NMECHS;
 		for (j = 0; j < nm; j++) {
-			types[i][j] = mechs[(first + j) % NMECHS].type;
+			types[i][j] = fs_mechs[(first + j) % FS_NMECHS].type;
 			infos[i][j].ulMinKeySize = 256;
 			infos[i][j].ulMaxKeySize = 4096;
-			infos[i][j].flags = mechs[(first + j) % NMECHS].flags;
+			infos[i][j].flags = fs_mechs[(first + j) % FS_NMECHS].flags;
 		}
 		s[i].nmechs = nm;
 		s[i].mechs = types[i];
@@ -500,36 +475,15 @@ build_reply(uint32_t call, CK_RV rv, const struct sc_fields *req, int record)
 
 /* --- answering --- */
 
-/* Sends len bytes of a frame payload announced as `announced`; a frame the socket cannot take
- * whole, or one announced longer than it is, ends with the connection's write side closed:
- * the shim sees a cut frame, never waits. */
-static void
-send_frame(int fd, const uint8_t *p, size_t len, uint32_t announced)
-{
-	uint8_t hdr[4] = {announced >> 24, announced >> 16, announced >> 8, announced};
-	ssize_t n;
-	int whole;
-
-	n = send(fd, hdr, 4, MSG_NOSIGNAL | MSG_DONTWAIT);
-	whole = n == 4;
-	if (whole && len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		whole = n == (ssize_t)len;
-	}
-	if (!whole || len < announced)
-		shutdown(fd, SHUT_WR);
-}
-
 /* Answers the request in fake.req, from connection i, as the input says. */
 static void
 answer(size_t i, uint32_t call, const struct sc_fields *req)
 {
 	int fd = fake.conns[i].server;
-	uint8_t action = take(S_ACTION) % 32, junk[64];
+	uint8_t action = take(S_ACTION) % 32;
 	uint32_t as = call;
 	const uint8_t *p;
-	size_t len, k;
-	uint8_t *mut;
+	size_t len, cut;
 
 	CK_RV rv;
 
@@ -555,50 +509,20 @@ answer(size_t i, uint32_t call, const struct sc_fields *req)
 		fake.instance = fake.sent_instance;
 		fake.have_instance = 1;
 	}
-	CHECK((mut = malloc(len + sizeof(junk))) != NULL);
-	memcpy(mut, p, len);
-	fill(junk, sizeof(junk), action);
-	switch (action) {
-	case 23: /* cut short, in a whole frame */
-		k = len > 0 ? u16() % len : 0;
-		send_frame(fd, mut, k, (uint32_t)k);
-		break;
-	case 24: /* bytes after the message */
-		k = 1 + u8() % sizeof(junk);
-		memcpy(mut + len, junk, k);
-		send_frame(fd, mut, len + k, (uint32_t)(len + k));
-		break;
-	case 25: /* one byte changed */
-		if (len > 0)
-			mut[u16() % len] ^= 1 + u8() % 255;
-		send_frame(fd, mut, len, (uint32_t)len);
-		break;
-	case 26: /* a frame announced longer than it is */
-		send_frame(fd, mut, len, (uint32_t)len + 1 + u8());
-		break;
-	case 27: /* larger than a frame may be */
-		send_frame(fd, NULL, 0, P11MUX_FRAME_MAX + 1 + u8());
-		break;
-	case 28: /* garbage from the input */
-		for (k = 0; k < 64 && k < len + 8; k++)
-			mut[k] = u8();
-		send_frame(fd, mut, k, (uint32_t)k);
-		break;
-	case 29: /* the daemon goes away instead of answering */
-		fake_close_server(i);
-		break;
-	case 30: /* answers, then goes away */
-		send_frame(fd, mut, len, (uint32_t)len);
-		fake_close_server(i);
-		break;
-	case 31: /* an empty frame */
-		send_frame(fd, NULL, 0, 0);
-		break;
-	default:
-		send_frame(fd, mut, len, (uint32_t)len);
-		break;
+	/* 23: cut short, in a whole frame; 24: bytes after the message; 25: one byte changed;
+	 * 26: announced longer than it is; 27: larger than a frame may be; 28: garbage from the
+	 * input; 29: the daemon goes away instead of answering; 30: answers, then goes away;
+	 * 31: an empty frame. */
+	if (action != 29) {
+		cut = action == 23 && len > 0 ? u16() % len : 0;
+		fs_send_reply(fd, p, len,
+		              action >= 23 && action <= 28 ? FS_SEND_CUT + (action - 23)
+		              : action == 31               ? FS_SEND_EMPTY
+		                                           : FS_SEND_AS_BUILT,
+		              cut, P11MUX_FRAME_MAX, 0);
 	}
-	free(mut);
+	if (action == 29 || action == 30)
+		fake_close_server(i);
 }
 
 /* The request the shim sent on fd must decode as the call table says; then it is answered. */
@@ -934,7 +858,7 @@ pick_mech(struct fs_mech *mc)
 {
 	uint8_t b = take(S_MECH);
 
-	fs_mech_param(mc, b < 0xf0 ? mechs[b % NMECHS].type : (CK_MECHANISM_TYPE)u16());
+	fs_mech_param(mc, b);
 	if ((b = u8()) >= 0xf8 && mc->m.pParameter != NULL)
 		mc->m.ulParameterLen = b & 3; /* a length the codec refuses */
 }

@@ -1,6 +1,7 @@
 #include "fuzz_stream.h"
 
 #include <string.h>
+#include <sys/socket.h>
 
 int fs_trace;
 
@@ -116,9 +117,34 @@ fs_write_seeds_if_asked(int argc, char **argv, const struct fs_seed *seeds, size
 	exit(0);
 }
 
-void
-fs_mech_param(struct fs_mech *mc, CK_MECHANISM_TYPE t)
+CK_RV
+fs_rv(uint8_t b, uint8_t ok_below, const CK_RV *table, size_t n)
 {
+	if (b < ok_below)
+		return CKR_OK;
+	return b == 255 ? fs_u64() : table[b % n];
+}
+
+const struct fs_mech_info fs_mechs[FS_NMECHS] = {
+        {CKM_RSA_PKCS, CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_SHA256_RSA_PKCS, CKF_SIGN | CKF_VERIFY},
+        {CKM_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
+        {CKM_RSA_PKCS_OAEP, CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_ECDSA, CKF_SIGN | CKF_VERIFY},
+        {CKM_SHA256, CKF_DIGEST},
+        {CKM_AES_CBC, CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_AES_CTR, CKF_ENCRYPT | CKF_DECRYPT},
+        {CKM_SHA_1, CKF_DIGEST},
+        {CKM_SHA256_RSA_PKCS_PSS, CKF_SIGN | CKF_VERIFY},
+        {CKM_AES_KEY_GEN, CKF_GENERATE},
+        {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR},
+};
+
+void
+fs_mech_param(struct fs_mech *mc, uint8_t b)
+{
+	CK_MECHANISM_TYPE t = b < 0xf0 ? fs_mechs[b % FS_NMECHS].type : (CK_MECHANISM_TYPE)fs_u16();
+
 	memset(mc, 0, sizeof(*mc));
 	mc->m.mechanism = t;
 	switch (t) {
@@ -151,4 +177,71 @@ fs_mech_param(struct fs_mech *mc, CK_MECHANISM_TYPE t)
 	default:
 		break;
 	}
+}
+
+/* Sends a frame of len bytes announced as `announced` (see fs_send_reply for strict). */
+static void
+send_frame(int fd, const uint8_t *p, size_t len, uint32_t announced, int strict)
+{
+	uint8_t hdr[4] = {announced >> 24, announced >> 16, announced >> 8, announced};
+	ssize_t n;
+	int whole;
+
+	n = send(fd, hdr, 4, MSG_NOSIGNAL | MSG_DONTWAIT);
+	whole = n == 4;
+	if (whole && len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		whole = n == (ssize_t)len;
+	}
+	if (strict)
+		CHECK(whole);
+	else if (!whole || len < announced)
+		shutdown(fd, SHUT_WR);
+}
+
+void
+fs_send_reply(int fd, const uint8_t *p, size_t len, enum fs_send how, size_t cut, uint32_t max,
+              int strict)
+{
+	uint8_t junk[64], *mut;
+	size_t k;
+
+	CHECK((mut = malloc(len + sizeof(junk))) != NULL);
+	if (len > 0)
+		memcpy(mut, p, len);
+	fs_fill(junk, sizeof(junk), how);
+	switch (how) {
+	case FS_SEND_CUT:
+		send_frame(fd, mut, cut < len ? cut : len, (uint32_t)(cut < len ? cut : len),
+		           strict);
+		break;
+	case FS_SEND_TRAILING:
+		k = 1 + fs_u8() % sizeof(junk);
+		memcpy(mut + len, junk, k);
+		send_frame(fd, mut, len + k, (uint32_t)(len + k), strict);
+		break;
+	case FS_SEND_FLIPPED:
+		if (len > 0)
+			mut[fs_u16() % len] ^= 1 + fs_u8() % 255;
+		send_frame(fd, mut, len, (uint32_t)len, strict);
+		break;
+	case FS_SEND_LONGER:
+		send_frame(fd, mut, len, (uint32_t)len + 1 + fs_u8(), strict);
+		break;
+	case FS_SEND_TOO_LARGE:
+		send_frame(fd, NULL, 0, max + 1 + fs_u8(), strict);
+		break;
+	case FS_SEND_GARBAGE:
+		for (k = 0; k < 64 && k < len + 8; k++)
+			mut[k] = fs_u8();
+		send_frame(fd, mut, k, (uint32_t)k, strict);
+		break;
+	case FS_SEND_EMPTY:
+		send_frame(fd, NULL, 0, 0, strict);
+		break;
+	default:
+		send_frame(fd, mut, len, (uint32_t)len, strict);
+		break;
+	}
+	free(mut);
 }

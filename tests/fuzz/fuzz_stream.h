@@ -83,7 +83,39 @@ struct fs_mech {
 	} u;
 	uint8_t label[16];
 };
-/* mc for mechanism t, with its parameter; an OAEP label of fs_u8() % 17 bytes (none: NULL). */
-void fs_mech_param(struct fs_mech *mc, CK_MECHANISM_TYPE t);
+/* A return code from b: CKR_OK below ok_below, any (the next eight bytes) at 255, else one of
+ * the n of table. */
+CK_RV fs_rv(uint8_t b, uint8_t ok_below, const CK_RV *table, size_t n);
+#define FS_RV(b, ok_below, table)                                                                  \
+	fs_rv((b), (ok_below), (table), sizeof(table) / sizeof((table)[0]))
+
+/* The mechanisms the fake peers offer, with their flags. */
+struct fs_mech_info {
+	CK_MECHANISM_TYPE type;
+	CK_FLAGS flags;
+};
+#define FS_NMECHS 12
+extern const struct fs_mech_info fs_mechs[FS_NMECHS];
+/* mc for the mechanism b says (b < 0xf0: fs_mechs[b % FS_NMECHS]; else any, the next two
+ * bytes), with its parameter; an OAEP label of fs_u8() % 17 bytes (none: NULL). */
+void fs_mech_param(struct fs_mech *mc, uint8_t b);
+
+/* How a fake peer (fuzz_shim's daemon, fuzz_hproto's helper) sends a reply it built. */
+enum fs_send {
+	FS_SEND_AS_BUILT,
+	FS_SEND_CUT,       /* a whole frame of the reply's first `cut` bytes */
+	FS_SEND_TRAILING,  /* bytes after the message */
+	FS_SEND_FLIPPED,   /* one byte changed */
+	FS_SEND_LONGER,    /* announced longer than it is: the stream ends inside it */
+	FS_SEND_TOO_LARGE, /* announced larger than `max`, a frame's largest */
+	FS_SEND_GARBAGE,   /* up to 64 bytes from the input */
+	FS_SEND_EMPTY,     /* an empty frame */
+};
+/* Sends the reply p, len on fd as `how` says, taking what it needs from the input. strict:
+ * every send must be taken whole (the reader is known to read it); else a frame the socket
+ * cannot take whole, or one announced longer than it is, ends with fd's write side closed (the
+ * reader sees a cut frame, never waits). */
+void fs_send_reply(int fd, const uint8_t *p, size_t len, enum fs_send how, size_t cut, uint32_t max,
+                   int strict);
 
 #endif
