@@ -156,22 +156,6 @@ def trickle_one(path, rep, after_hello, until):
     s.close()
 
 
-def slow(path, k, seconds, out):
-    rep = Report(out)
-    until = time.time() + seconds
-
-    def loop(after_hello):
-        while time.time() < until:
-            trickle_one(path, rep, after_hello, until)
-
-    threads = [threading.Thread(target=loop, args=(i % 2 == 1,)) for i in range(k)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    rep.write()
-
-
 def noread_one(path, rep):
     try:
         s = connect(path)
@@ -212,22 +196,6 @@ def noread_one(path, rep):
     s.close()
 
 
-def noread(path, k, seconds, out):
-    rep = Report(out)
-    until = time.time() + seconds
-
-    def loop():
-        while time.time() < until:
-            noread_one(path, rep)
-
-    threads = [threading.Thread(target=loop) for _ in range(k)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    rep.write()
-
-
 def control_one(path, rep):
     try:
         s = connect(path)
@@ -266,15 +234,16 @@ def control_one(path, rep):
     s.close()
 
 
-def trickle(path, k, seconds, out):
+def run_threads(k, seconds, out, one):
+    """k threads, each calling one(rep, i, until) in a loop for seconds; then the report."""
     rep = Report(out)
     until = time.time() + seconds
 
-    def loop():
+    def loop(i):
         while time.time() < until:
-            control_one(path, rep)
+            one(rep, i, until)
 
-    threads = [threading.Thread(target=loop) for _ in range(k)]
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(k)]
     for t in threads:
         t.start()
     for t in threads:
@@ -286,12 +255,14 @@ def main(argv):
     path, mode = argv[1], argv[2]
     if mode == "idle":
         idle(path, int(argv[3]), argv[4], argv[5])
-    elif mode == "slow":
-        slow(path, int(argv[3]), float(argv[4]), argv[5])
-    elif mode == "noread":
-        noread(path, int(argv[3]), float(argv[4]), argv[5])
-    elif mode == "trickle":
-        trickle(path, int(argv[3]), float(argv[4]), argv[5])
+    elif mode in ("slow", "noread", "trickle"):
+        one = {
+            # Half the connections stall before HELLO, half after it.
+            "slow": lambda rep, i, until: trickle_one(path, rep, i % 2 == 1, until),
+            "noread": lambda rep, i, until: noread_one(path, rep),
+            "trickle": lambda rep, i, until: control_one(path, rep),
+        }[mode]
+        run_threads(int(argv[3]), float(argv[4]), argv[5], one)
     else:
         sys.exit("unknown mode " + mode)
 
