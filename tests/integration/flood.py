@@ -55,6 +55,16 @@ def closed_within(s, seconds):
         return True
 
 
+def connect_or_report(path, rep):
+    """A connection, or None when the daemon refused it (reported; a pause before the next)."""
+    try:
+        return connect(path)
+    except OSError:
+        rep.add("connect_error 1")
+        time.sleep(0.2)
+        return None
+
+
 def handshake(s, timeout=10):
     """True when the HELLO got an answer; False when the connection was closed instead."""
     try:
@@ -126,11 +136,8 @@ def idle(path, n, out, stopfile):
 
 
 def trickle_one(path, rep, after_hello, until):
-    try:
-        s = connect(path)
-    except OSError:
-        rep.add("connect_error 1")
-        time.sleep(0.2)
+    s = connect_or_report(path, rep)
+    if s is None:
         return
     if after_hello and not handshake(s):
         rep.add("refused 1")
@@ -157,11 +164,8 @@ def trickle_one(path, rep, after_hello, until):
 
 
 def noread_one(path, rep):
-    try:
-        s = connect(path)
-    except OSError:
-        rep.add("connect_error 1")
-        time.sleep(0.2)
+    s = connect_or_report(path, rep)
+    if s is None:
         return
     if not handshake(s):
         rep.add("refused 1")
@@ -197,11 +201,8 @@ def noread_one(path, rep):
 
 
 def control_one(path, rep):
-    try:
-        s = connect(path)
-    except OSError:
-        rep.add("connect_error 1")
-        time.sleep(0.2)
+    s = connect_or_report(path, rep)
+    if s is None:
         return
     rep.mark_ready()
     start, answer = time.time(), b""
