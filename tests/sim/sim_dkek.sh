@@ -14,6 +14,14 @@ done
 SOFTHSM=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 tool() { "$SIM_TOOL" --module "$SOFTHSM" "$@" > "$WORK/out" 2> "$WORK/err"; }
 p11() { pkcs11-tool --module "$SOFTHSM" "$@" 2>/dev/null; }
+# same_pubkey ID: hsm1 and hsm2 hold the same public key ID.
+same_pubkey() {
+	for t in hsm1 hsm2; do
+		p11 --token-label "$t" --read-object --type pubkey --id "$1" -o "$WORK/$t.$1.pub" ||
+			fail "no public key $1 on $t"
+	done
+	cmp -s "$WORK/hsm1.$1.pub" "$WORK/hsm2.$1.pub" || fail "the public keys $1 differ"
+}
 
 tool dkek-share "$WORK/dkek.pbe" --password env:PWD_UNSET && fail "an unset env: password was taken"
 export DKEK_PWD=correct-horse
@@ -44,11 +52,7 @@ tool wrap-key --token hsm1 --pin "$PIN" --id 01 --out "$WORK/rsa.wrap" ||
 grep -q 'sc-hsm-tool --wrap-key' "$WORK/out" || fail "no sc-hsm-tool command shown"
 tool unwrap-key --token hsm2 --pin "$PIN" --in "$WORK/rsa.wrap" ||
 	fail "unwrap-key: $(cat "$WORK/err")"
-for t in hsm1 hsm2; do
-	p11 --token-label "$t" --read-object --type pubkey --id 01 -o "$WORK/$t.pub" ||
-		fail "no public key 01 on $t"
-done
-cmp -s "$WORK/hsm1.pub" "$WORK/hsm2.pub" || fail "the public keys differ"
+same_pubkey 01
 p11 --token-label hsm2 --read-object --type cert --id 01 -o "$WORK/hsm2.crt"
 cmp -s "$WORK/hsm2.crt" "$KEYS/rsa.crt.der" || fail "the certificate was not restored"
 p11 --token-label hsm2 --login --pin "$PIN" -O --id 01 --type privkey |
@@ -87,9 +91,5 @@ tool --module "$SIM_PLAIN_MODULE" wrap-key --token hsm1 --pin "$PIN" --id 10 \
 	--out "$WORK/ec.wrap" || fail "wrap-key through the simulator: $(cat "$WORK/err")"
 tool --module "$SIM_PLAIN_MODULE" unwrap-key --token hsm2 --pin "$PIN" --in "$WORK/ec.wrap" ||
 	fail "unwrap-key through the simulator: $(cat "$WORK/err")"
-for t in hsm1 hsm2; do
-	p11 --token-label "$t" --read-object --type pubkey --id 10 -o "$WORK/$t.ecpub" ||
-		fail "no public key 10 on $t"
-done
-cmp -s "$WORK/hsm1.ecpub" "$WORK/hsm2.ecpub" || fail "the EC public keys differ"
+same_pubkey 10
 pass "EC P-256 key generated on hsm1, wrapped and unwrapped into hsm2 through the simulator"
