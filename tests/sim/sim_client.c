@@ -571,21 +571,36 @@ wait_for(int (*probe)(CK_SLOT_ID), CK_SLOT_ID slot, int want, double limit)
 	}
 }
 
-struct bg_sign {
+/* A call on a thread of its own: a signature with key in session s, or (key 0)
+ * C_GetTokenInfo of slot. */
+struct bg {
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE key;
+	CK_SLOT_ID slot;
 	CK_RV rv;
 	double done; /* now_ms() when done */
+	pthread_t th;
 };
 
 static void *
-bg_sign_run(void *arg)
+bg_run(void *arg)
 {
-	struct bg_sign *b = arg;
+	struct bg *b = arg;
+	CK_TOKEN_INFO ti;
 
-	b->rv = sign(b->s, b->key, 0, NULL);
+	b->rv = b->key != 0 ? sign(b->s, b->key, 0, NULL) : f->C_GetTokenInfo(b->slot, &ti);
 	b->done = now_ms();
 	return NULL;
+}
+
+static void
+bg_start(struct bg *b, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_SLOT_ID slot)
+{
+	memset(b, 0, sizeof(*b));
+	b->s = s;
+	b->key = key;
+	b->slot = slot;
+	pthread_create(&b->th, NULL, bg_run, b);
 }
 
 static int
@@ -597,8 +612,7 @@ cmd_removed(void)
 	CK_SLOT_INFO si;
 	CK_SESSION_INFO info;
 	CK_TOKEN_INFO ti;
-	struct bg_sign bg;
-	pthread_t th;
+	struct bg bg;
 	double t, t0;
 	CK_RV rv;
 
@@ -649,13 +663,11 @@ cmd_removed(void)
 	 * once rather than at its end. */
 	ctl_write("hsm2", "slow 20\n");
 	sleep_ms(100);
-	bg.s = s3;
-	bg.key = find_key(s3, CKO_PRIVATE_KEY, 1);
-	pthread_create(&th, NULL, bg_sign_run, &bg);
+	bg_start(&bg, s3, find_key(s3, CKO_PRIVATE_KEY, 1), 0);
 	sleep_ms(200);
 	ctl_write("hsm2", "removed\n");
 	t0 = now_ms();
-	pthread_join(th, NULL);
+	pthread_join(bg.th, NULL);
 	expect(bg.rv == CKR_DEVICE_REMOVED && bg.done - t0 <= 100,
 	       "removed during a signature: 0x%lx after %.1f ms", bg.rv, bg.done - t0);
 	ctl_clear("hsm2");
@@ -669,8 +681,7 @@ cmd_hang(void)
 	CK_SESSION_HANDLE s1, s2;
 	CK_OBJECT_HANDLE k1, k2;
 	CK_SESSION_INFO info;
-	struct bg_sign bg;
-	pthread_t th;
+	struct bg bg;
 	double one, t0, t;
 	CK_RV rv;
 
@@ -687,10 +698,7 @@ cmd_hang(void)
 
 	ctl_write("hsm2", "hang\n");
 	sleep_ms(100);
-	memset(&bg, 0, sizeof(bg));
-	bg.s = s2;
-	bg.key = k2;
-	pthread_create(&th, NULL, bg_sign_run, &bg);
+	bg_start(&bg, s2, k2, 0);
 	t0 = now_ms();
 	rv = sign(s1, k1, 0, NULL);
 	t = now_ms() - t0;
@@ -702,7 +710,7 @@ cmd_hang(void)
 	expect(bg.done == 0, "hang: a signature on the hung token is still waiting after 500 ms");
 	ctl_clear("hsm2");
 	t0 = now_ms();
-	pthread_join(th, NULL);
+	pthread_join(bg.th, NULL);
 	t = bg.done - t0;
 	expect(bg.rv == CKR_OK && t - one <= 100,
 	       "hang cleared: the waiting signature went on (0x%lx) %.1f ms later (%.1f ms of it "
@@ -712,14 +720,11 @@ cmd_hang(void)
 	/* Hung, then pulled out: the waiting call fails as the new state says. */
 	ctl_write("hsm2", "hang\n");
 	sleep_ms(100);
-	memset(&bg, 0, sizeof(bg));
-	bg.s = s2;
-	bg.key = k2;
-	pthread_create(&th, NULL, bg_sign_run, &bg);
+	bg_start(&bg, s2, k2, 0);
 	sleep_ms(150);
 	ctl_write("hsm2", "removed\n");
 	t0 = now_ms();
-	pthread_join(th, NULL);
+	pthread_join(bg.th, NULL);
 	expect(bg.rv == CKR_DEVICE_REMOVED && bg.done - t0 <= 100,
 	       "hang then removed: the waiting signature fails with 0x%lx after %.1f ms", bg.rv,
 	       bg.done - t0);
@@ -922,23 +927,6 @@ cmd_retries(int file)
 
 /* ---------------------------------------------------------------- module lock */
 
-struct bg_info {
-	CK_SLOT_ID slot;
-	CK_RV rv;
-	double done; /* now_ms() when done */
-};
-
-static void *
-bg_info_run(void *arg)
-{
-	struct bg_info *b = arg;
-	CK_TOKEN_INFO ti;
-
-	b->rv = f->C_GetTokenInfo(b->slot, &ti);
-	b->done = now_ms();
-	return NULL;
-}
-
 /* Two signatures on two tokens, from two threads, n times each: the time for all, in ms. */
 static double
 two_tokens(CK_SESSION_HANDLE a, CK_OBJECT_HANDLE ka, CK_SESSION_HANDLE b, CK_OBJECT_HANDLE kb,
@@ -967,9 +955,8 @@ cmd_modlock(void)
 	CK_SESSION_HANDLE s1, s2;
 	CK_OBJECT_HANDLE k1, k2;
 	CK_SLOT_ID slot2;
-	struct bg_sign bg;
-	struct bg_info bi;
-	pthread_t th, ti;
+	struct bg bg;
+	struct bg bi;
 	double one, both, t0;
 	const int n = 4;
 	int lock;
@@ -999,17 +986,14 @@ cmd_modlock(void)
 			/* A hung token holds the lock: a call for another token waits as long. */
 			ctl_write("hsm1", "hang\n");
 			sleep_ms(120);
-			bg.s = s1;
-			bg.key = k1;
-			pthread_create(&th, NULL, bg_sign_run, &bg);
+			bg_start(&bg, s1, k1, 0);
 			sleep_ms(100);
 			t0 = now_ms();
-			bi.slot = slot2;
-			pthread_create(&ti, NULL, bg_info_run, &bi);
+			bg_start(&bi, 0, 0, slot2);
 			sleep_ms(400);
 			ctl_clear("hsm1");
-			pthread_join(ti, NULL);
-			pthread_join(th, NULL);
+			pthread_join(bi.th, NULL);
+			pthread_join(bg.th, NULL);
 			expect(bi.rv == CKR_OK && bi.done - t0 >= 350,
 			       "module_lock=yes: C_GetTokenInfo on hsm2 waited %.0f ms behind hung "
 			       "hsm1 (0x%lx)",
