@@ -9,21 +9,13 @@
  * a PIN file and a module, a label an NSS token can have, unique slot IDs, members with
  * tokens and NAME=VALUE environments, and every whole-number key within its range.
  */
+#include "check.h"
 #include "config.h"
 #include "scratch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_config: %s:%d: check failed: %s\n", __FILE__,        \
-			        __LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

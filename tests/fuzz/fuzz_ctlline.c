@@ -10,6 +10,7 @@
  * sent; a peer that is not an admin changes nothing (member states, the PIN counter); an admin
  * changes one member's state at most, and only with an "ok"; JSON answers are well-formed.
  */
+#include "check.h"
 #include "control.h"
 #include "stubd.h"
 #include "thread.h"
@@ -17,15 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_ctlline: %s:%d: check failed: %s\n", __FILE__,       \
-			        __LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

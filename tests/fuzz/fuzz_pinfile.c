@@ -7,21 +7,13 @@
  * NUL-terminated at pinlen; a file that gives none has one message that names the file, and
  * the out-parameters are untouched.
  */
+#include "check.h"
 #include "pin.h"
 #include "scratch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_pinfile: %s:%d: check failed: %s\n", __FILE__,       \
-			        __LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -28,6 +28,7 @@
  * -runs=0 DIR: the corpus run once); P11MUX_FUZZ_WRITE_SEEDS=DIR and
  * P11MUX_FUZZ_WRITE_DICT=FILE write the seed corpus and the dictionary, then exit.
  */
+#include "check.h"
 #include "fuzz_rpc.h"
 #include "log.h"
 #include "proto.h"
@@ -37,15 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_rpc: %s:%d: check failed: %s\n", __FILE__, __LINE__, \
-			        #cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -19,13 +19,7 @@
 
 #include <p11-kit/pkcs11.h>
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "check.h"
 
 /* Sites common to the targets; each adds its own from FS_FIRST on. */
 enum { FS_ANY, FS_STEP, FS_FIRST };

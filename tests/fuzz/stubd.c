@@ -1,5 +1,6 @@
 /* A daemon without devices (stubd.h). */
 #include "stubd.h"
+#include "check.h"
 #include "scratch.h"
 #include "thread.h"
 
@@ -9,14 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "stubd: %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 const char *const stubd_pins[STUBD_NPOOLS] = {"1234", "secret-pin"};
 const char *const stubd_labels[STUBD_NPOOLS] = {"pool-a", "pool-b"};

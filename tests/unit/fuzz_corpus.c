@@ -9,6 +9,7 @@
  *        fuzz_corpus --write-seeds DIR  (writes the valid messages, as libFuzzer seeds)
  */
 #include "fuzz_proto.h"
+#include "../fuzz/check.h"
 #include "proto.h"
 #include "sigcodec.h"
 
@@ -19,15 +20,6 @@
 
 #define VARIANTS 24 /* shapes per call and direction */
 #define MAX_LEN  (64 * 1024)
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_corpus: %s:%d: check failed: %s\n", __FILE__,        \
-			        __LINE__, #cond);                                                  \
-			exit(1);                                                                   \
-		}                                                                                  \
-	} while (0)
 
 struct input {
 	uint8_t *p;

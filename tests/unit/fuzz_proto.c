@@ -7,6 +7,7 @@
  *     closed before a header), and a frame's payload comes back byte for byte.
  */
 #include "fuzz_proto.h"
+#include "../fuzz/check.h"
 #include "err.h"
 #include "proto.h"
 #include "sigcodec.h"
@@ -17,15 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_proto: %s:%d: check failed: %s\n", __FILE__,         \
-			        __LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 /* Keeps the reads of sc_touch() from being optimised away. */
 static volatile uint64_t sink;
