@@ -164,6 +164,16 @@ stub_rv(void)
 	return rv;
 }
 
+/* PKCS#11's rule for an output of n: its length alone (out NULL), or CKR_BUFFER_TOO_SMALL
+ * with the length needed; either way *count becomes n. 1 when the caller writes the output. */
+static int
+fits(const void *out, CK_ULONG_PTR count, CK_ULONG n, CK_RV *rv)
+{
+	*rv = out != NULL && *count < n ? CKR_BUFFER_TOO_SMALL : CKR_OK;
+	*count = n;
+	return out != NULL && *rv == CKR_OK;
+}
+
 static CK_RV
 stub_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
@@ -176,17 +186,10 @@ stub_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 		return rv;
 	if (g >= 0xf0) /* a token came or went since the last call */
 		n = g % 5;
-	if (list == NULL) {
-		*count = n;
-		return CKR_OK;
-	}
-	if (*count < n) {
-		*count = n;
-		return CKR_BUFFER_TOO_SMALL;
-	}
+	if (!fits(list, count, n, &rv))
+		return rv;
 	for (i = 0; i < n; i++)
 		list[i] = 10 + i;
-	*count = n;
 	return CKR_OK;
 }
 
@@ -239,17 +242,10 @@ stub_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR 
 		return rv;
 	if (g >= 0xf0)
 		n = g % 9;
-	if (list == NULL) {
-		*count = n;
-		return CKR_OK;
-	}
-	if (*count < n) {
-		*count = n;
-		return CKR_BUFFER_TOO_SMALL;
-	}
+	if (!fits(list, count, n, &rv))
+		return rv;
 	for (i = 0; i < n; i++)
 		list[i] = fs_mechs[i % FS_NMECHS].type;
-	*count = n;
 	return CKR_OK;
 }
 
@@ -585,16 +581,9 @@ stub_run(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, C
 		return rv;
 	if (g >= 0xf8) /* too small, without saying how much is needed */
 		return CKR_BUFFER_TOO_SMALL;
-	if (out == NULL) {
-		*outlen = mod.outlen;
-		return CKR_OK;
-	}
-	if (*outlen < mod.outlen) {
-		*outlen = mod.outlen;
-		return CKR_BUFFER_TOO_SMALL;
-	}
+	if (!fits(out, outlen, mod.outlen, &rv))
+		return rv;
 	fs_fill(out, mod.outlen, 5);
-	*outlen = mod.outlen;
 	mod.written = mod.outlen;
 	return CKR_OK;
 }
