@@ -27,6 +27,8 @@
 #include <openssl/sha.h>
 #include <p11-kit/pkcs11.h>
 
+#include "log.h" /* p11mux_rv_name */
+
 #define PROG           "p11sim-tool"
 #define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define DKEK_LABEL     "DKEK"
@@ -53,52 +55,6 @@ errx(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 	va_end(ap);
-}
-
-static const char *
-rv_name(CK_RV rv)
-{
-	static char buf[32];
-	static const struct {
-		CK_RV rv;
-		const char *name;
-	} names[] = {
-	        {CKR_OK, "CKR_OK"},
-	        {CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"},
-	        {CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD"},
-	        {CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"},
-	        {CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID"},
-	        {CKR_ATTRIBUTE_READ_ONLY, "CKR_ATTRIBUTE_READ_ONLY"},
-	        {CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR"},
-	        {CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID"},
-	        {CKR_KEY_SIZE_RANGE, "CKR_KEY_SIZE_RANGE"},
-	        {CKR_KEY_TYPE_INCONSISTENT, "CKR_KEY_TYPE_INCONSISTENT"},
-	        {CKR_KEY_NOT_WRAPPABLE, "CKR_KEY_NOT_WRAPPABLE"},
-	        {CKR_KEY_FUNCTION_NOT_PERMITTED, "CKR_KEY_FUNCTION_NOT_PERMITTED"},
-	        {CKR_KEY_UNEXTRACTABLE, "CKR_KEY_UNEXTRACTABLE"},
-	        {CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"},
-	        {CKR_MECHANISM_PARAM_INVALID, "CKR_MECHANISM_PARAM_INVALID"},
-	        {CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT"},
-	        {CKR_PIN_LOCKED, "CKR_PIN_LOCKED"},
-	        {CKR_SIGNATURE_INVALID, "CKR_SIGNATURE_INVALID"},
-	        {CKR_TEMPLATE_INCOMPLETE, "CKR_TEMPLATE_INCOMPLETE"},
-	        {CKR_TEMPLATE_INCONSISTENT, "CKR_TEMPLATE_INCONSISTENT"},
-	        {CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"},
-	        {CKR_UNWRAPPING_KEY_HANDLE_INVALID, "CKR_UNWRAPPING_KEY_HANDLE_INVALID"},
-	        {CKR_WRAPPED_KEY_INVALID, "CKR_WRAPPED_KEY_INVALID"},
-	        {CKR_WRAPPED_KEY_LEN_RANGE, "CKR_WRAPPED_KEY_LEN_RANGE"},
-	        {CKR_WRAPPING_KEY_HANDLE_INVALID, "CKR_WRAPPING_KEY_HANDLE_INVALID"},
-	        {CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE"},
-	        {CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID"},
-	        {CKR_FUNCTION_NOT_SUPPORTED, "CKR_FUNCTION_NOT_SUPPORTED"},
-	};
-	size_t i;
-
-	for (i = 0; i < NELEM(names); i++)
-		if (names[i].rv == rv)
-			return names[i].name;
-	snprintf(buf, sizeof(buf), "CKR 0x%lx", (unsigned long)rv);
-	return buf;
 }
 
 /* Prints the step a real device takes, beside ours. */
@@ -396,12 +352,12 @@ token_open(struct token *t, const char *module, const char *label)
 		return -1;
 	}
 	if ((rv = t->f->C_Initialize(NULL)) != CKR_OK) {
-		errx("C_Initialize: %s", rv_name(rv));
+		errx("C_Initialize: %s", p11mux_rv_name(rv));
 		return -1;
 	}
 	t->initialized = true;
 	if ((rv = t->f->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK) {
-		errx("C_GetSlotList: %s", rv_name(rv));
+		errx("C_GetSlotList: %s", p11mux_rv_name(rv));
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
@@ -413,7 +369,7 @@ token_open(struct token *t, const char *module, const char *label)
 		rv = t->f->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
 		                         &t->s);
 		if (rv != CKR_OK) {
-			errx("C_OpenSession on token %s: %s", label, rv_name(rv));
+			errx("C_OpenSession on token %s: %s", label, p11mux_rv_name(rv));
 			return -1;
 		}
 		t->open = true;
@@ -431,7 +387,7 @@ token_login(struct token *t, CK_USER_TYPE who, const char *pin)
 	rv = t->f->C_Login(t->s, who, (CK_UTF8CHAR *)pin, strlen(pin));
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 		errx("%s login on token %s: %s", who == CKU_SO ? "SO" : "user", t->label,
-		     rv_name(rv));
+		     p11mux_rv_name(rv));
 		return -1;
 	}
 	return 0;
@@ -467,7 +423,7 @@ find_one(struct token *t, CK_OBJECT_CLASS cls, const void *id, size_t idlen, CK_
 		t->f->C_FindObjectsFinal(t->s);
 	}
 	if (rv != CKR_OK) {
-		errx("finding objects on token %s: %s", t->label, rv_name(rv));
+		errx("finding objects on token %s: %s", t->label, p11mux_rv_name(rv));
 		return -1;
 	}
 	return n == 1 ? 0 : 1;
@@ -498,7 +454,7 @@ attr_get(struct token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned c
 	}
 	if ((rv = t->f->C_GetAttributeValue(t->s, h, &a, 1)) != CKR_OK) {
 		free(a.pValue);
-		errx("C_GetAttributeValue: %s", rv_name(rv));
+		errx("C_GetAttributeValue: %s", p11mux_rv_name(rv));
 		return -1;
 	}
 	*out = a.pValue;
@@ -560,7 +516,7 @@ cmd_init(struct token *t, const char *so_pin, const char *pin, const char *share
 		goto out;
 	}
 	if ((rv = t->f->C_CreateObject(t->s, tmpl, NELEM(tmpl), &h)) != CKR_OK) {
-		errx("C_CreateObject (the DKEK) on token %s: %s", t->label, rv_name(rv));
+		errx("C_CreateObject (the DKEK) on token %s: %s", t->label, p11mux_rv_name(rv));
 		goto out;
 	}
 	if (dkek_check_value(t, h, kcv) != 0)
@@ -794,7 +750,7 @@ wrap_collect(struct token *t, const unsigned char *id, size_t idlen, struct wbuf
 		rv = t->f->C_WrapKey(t->s, &mech, dkek, priv, blob, &n);
 	if (rv != CKR_OK) {
 		errx("C_WrapKey (CKM_AES_KEY_WRAP_PAD under the DKEK) on token %s: %s%s", t->label,
-		     rv_name(rv),
+		     p11mux_rv_name(rv),
 		     rv == CKR_KEY_UNEXTRACTABLE ? " (the key is not CKA_EXTRACTABLE: make it "
 		                                   "with mktokens.sh --extractable)"
 		                                 : "");
@@ -924,14 +880,15 @@ check_pair(struct token *t, CK_KEY_TYPE kt, CK_OBJECT_HANDLE priv, CK_OBJECT_HAN
 	if (rv == CKR_OK)
 		rv = t->f->C_Sign(t->s, data, len, sig, &siglen);
 	if (rv != CKR_OK) {
-		errx("signing with the unwrapped key: %s", rv_name(rv));
+		errx("signing with the unwrapped key: %s", p11mux_rv_name(rv));
 		return -1;
 	}
 	rv = t->f->C_VerifyInit(t->s, &mech, pub);
 	if (rv == CKR_OK)
 		rv = t->f->C_Verify(t->s, data, len, sig, siglen);
 	if (rv != CKR_OK) {
-		errx("the unwrapped private key does not match its public key: %s", rv_name(rv));
+		errx("the unwrapped private key does not match its public key: %s",
+		     p11mux_rv_name(rv));
 		return -1;
 	}
 	return 0;
@@ -984,7 +941,7 @@ cmd_unwrap_key(struct token *t, const char *pin, const char *path)
 		goto out;
 	}
 	if ((rv = unwrap_private(t, &w, dkek, &priv)) != CKR_OK) {
-		errx("C_UnwrapKey on token %s: %s%s", t->label, rv_name(rv),
+		errx("C_UnwrapKey on token %s: %s%s", t->label, p11mux_rv_name(rv),
 		     rv == CKR_WRAPPED_KEY_INVALID || rv == CKR_ENCRYPTED_DATA_INVALID ||
 		                     rv == CKR_GENERAL_ERROR
 		             ? " (SoftHSM's answer to a key not wrapped under this token's DKEK, "
@@ -996,7 +953,7 @@ cmd_unwrap_key(struct token *t, const char *pin, const char *path)
 	    (w.nattrs[SEC_CERT] > 0 &&
 	     (rv = create_from(t, &w, SEC_CERT, &certcls, &cert)) != CKR_OK)) {
 		errx("C_CreateObject (public key or certificate) on token %s: %s", t->label,
-		     rv_name(rv));
+		     p11mux_rv_name(rv));
 		goto out;
 	}
 	if (check_pair(t, *(CK_KEY_TYPE *)kt->pValue, priv, pub) != 0)
@@ -1075,7 +1032,7 @@ cmd_generate_key(struct token *t, const char *pin, const char *hexid, const char
 		return 1;
 	rv = t->f->C_GenerateKeyPair(t->s, &mech, pub, rsa_bits ? 6 : 5, priv, 7, &hpub, &hpriv);
 	if (rv != CKR_OK) {
-		errx("C_GenerateKeyPair on token %s: %s", t->label, rv_name(rv));
+		errx("C_GenerateKeyPair on token %s: %s", t->label, p11mux_rv_name(rv));
 		return 1;
 	}
 	printf("token %s: %s key pair generated, id %s, label \"%s\", extractable only "
