@@ -221,11 +221,17 @@ open_session(CK_SLOT_ID slot)
 	return s;
 }
 
+static CK_RV
+login(CK_SESSION_HANDLE s, const char *pin)
+{
+	return f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+}
+
 static CK_SESSION_HANDLE
 open_login(CK_SLOT_ID slot)
 {
 	CK_SESSION_HANDLE s = open_session(slot);
-	CK_RV rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN));
+	CK_RV rv = login(s, PIN);
 
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
 		die("C_Login: 0x%lx", rv);
@@ -381,7 +387,7 @@ cmd_timing(void)
 	MUST(f->C_Logout(s));
 	for (i = 0; i < 4; i++) {
 		t0 = now_ms();
-		MUST(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN)));
+		MUST(login(s, PIN));
 		v[i] = now_ms() - t0;
 		MUST(f->C_Logout(s));
 	}
@@ -655,7 +661,7 @@ cmd_removed(void)
 	MUST(f->C_GetSessionInfo(s3, &info));
 	expect(info.state == CKS_RW_PUBLIC_SESSION, "re-inserted: the login is gone (state %lu)",
 	       info.state);
-	MUST(f->C_Login(s3, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN)));
+	MUST(login(s3, PIN));
 	rv = sign(s3, find_key(s3, CKO_PRIVATE_KEY, 1), 0, NULL);
 	expect(rv == CKR_OK, "re-inserted: a new session logs in and signs: 0x%lx", rv);
 
@@ -846,7 +852,7 @@ cmd_pinlocked(void)
 	before = retries_file("hsm3");
 	ctl_write("hsm3", "pin-locked\n");
 	sleep_ms(100);
-	rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN));
+	rv = login(s, PIN);
 	expect(rv == CKR_PIN_LOCKED, "pin-locked: C_Login with the right PIN: 0x%lx", rv);
 	expect(token_flags(slot) & CKF_USER_PIN_LOCKED, "pin-locked: token info has "
 	                                                "CKF_USER_PIN_LOCKED");
@@ -855,19 +861,13 @@ cmd_pinlocked(void)
 	ctl_clear("hsm3");
 	sleep_ms(100);
 	expect(!(token_flags(slot) & CKF_USER_PIN_LOCKED), "pin-locked cleared within 100 ms");
-	rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN));
+	rv = login(s, PIN);
 	expect(rv == CKR_OK, "pin-locked cleared: C_Login: 0x%lx", rv);
 	MUST(f->C_Finalize(NULL));
 	return failures != 0;
 }
 
 #define PIN_FLAGS (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED)
-
-static CK_RV
-login(CK_SESSION_HANDLE s, const char *pin)
-{
-	return f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
-}
 
 static int
 cmd_retries(int file)
