@@ -76,6 +76,7 @@ done
 sim_scale "$SCALE"
 # table UNIT ARRAY KEY: a Markdown table of ARRAY[MEMBERS,KEYc] ("rate availability") for
 # 1 and 4 members at each client count, with the ratio of the rates.
+pct() { [[ $1 =~ ^[0-9.]+$ ]] && echo "$1%" || echo "$1"; }
 table() {
 	local -n res=$2
 	local c r1 a1 r4 a4
@@ -85,7 +86,11 @@ table() {
 	for c in 5 10 20 60; do
 		read -r r1 a1 <<<"${res[1,$3$c]}"
 		read -r r4 a4 <<<"${res[4,$3$c]}"
-		echo "| $c | $r1 | $a1% | $r4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $r4 / $r1}") |"
+		if [[ $r1 =~ ^[0-9.]+$ && $r4 =~ ^[0-9.]+$ ]]; then
+			echo "| $c | $r1 | $a1% | $r4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $r4 / $r1}") |"
+		else # a siege run that never ended (siege_run): "-" for its figures
+			echo "| $c | $r1 | $(pct "$a1") | $r4 | $(pct "$a4") | - |"
+		fi
 	done
 }
 echo
@@ -105,6 +110,24 @@ nginx_conf "$W/nginx" "$PORT" "$W/hsm/keys/rsa.crt.pem" pool httpdcert 16
 export P11MUX_SOCKET="$W/p11mux.sock"
 # siege writes its configuration on its first run (and has been seen to deadlock doing so).
 HOME="$W" timeout -k 2 20 siege -C > /dev/null 2>&1 || true
+# One siege run of c clients: "RATE AVAILABILITY". siege has been seen to hang at the end of a
+# run with 60 clients (killed after SIEGE_SECS + 60 s, no summary): then once more, and if it
+# hangs again the table says "-" for that cell.
+siege_run() {
+	local c=$1 try rate avail
+	for try in 1 2; do
+		HOME="$W" timeout -k 5 $((SIEGE_SECS + 60)) siege -c "$c" -t "${SIEGE_SECS}S" -b \
+			-H "Connection: close" "https://127.0.0.1:$PORT/" > "$W/siege.out" 2>&1 || true
+		rate=$(sed -n 's/.*"transaction_rate":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out")
+		avail=$(sed -n 's/.*"availability":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out")
+		if [ -n "$rate" ]; then
+			echo "$rate $avail"
+			return
+		fi
+		echo "bench-tls.sh: siege -c $c ended without a summary (run $try of 2)" >&2
+	done
+	echo "- -"
+}
 declare -A N
 for members in 1 4; do
 	start_pool $(for i in $(seq 1 "$members"); do echo "hsm$i"; done)
@@ -112,8 +135,7 @@ for members in 1 4; do
 	NPID=$!
 	for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 	for c in 5 10 20 60; do
-		HOME="$W" timeout -k 5 $((SIEGE_SECS + 60)) siege -c "$c" -t "${SIEGE_SECS}S" -b -H "Connection: close" "https://127.0.0.1:$PORT/" > "$W/siege.out" 2>&1 || true
-		N[$members,$c]="$(sed -n 's/.*"transaction_rate":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out") $(sed -n 's/.*"availability":[[:space:]]*\([0-9.]*\).*/\1/p' "$W/siege.out")"
+		N[$members,$c]=$(siege_run "$c")
 	done
 	kill "$NPID"; wait "$NPID" 2>/dev/null || true; NPID=
 	stop_pool
