@@ -32,9 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Internal result: the request did not decode; the helper stops. */
-#define RV_MALFORMED (CKR_VENDOR_DEFINED | 0x5032UL)
-
 #define MAX_WORKERS 64
 
 struct helper {
@@ -61,7 +58,17 @@ struct server {
 	int op; /* an operation channel (OP, RANDOM), not the control channel */
 	struct p11mux_buf *in, *out;
 	CK_SESSION_HANDLE s; /* opened on the first operation */
+	int malformed;       /* the request being handled did not decode */
 };
+
+/* A request that does not decode: the helper stops serving (handle()). Said out of band, not
+ * as a CK_RV, so that no module's answer can pass for it. */
+static CK_RV
+malformed(struct server *sv)
+{
+	sv->malformed = 1;
+	return CKR_GENERAL_ERROR;
+}
 
 /* --- loading the module --- */
 
@@ -162,7 +169,7 @@ run_tokens(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 
 	p11mux_msg_get_bytes(req, &path, &len);
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	if ((rv = load(h, path, len)) != CKR_OK || (rv = present_slots(h, &slots, &n)) != CKR_OK)
 		return rv;
 	if ((s = calloc(n + 1, sizeof(*s))) == NULL)
@@ -265,7 +272,7 @@ run_init(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	p11mux_msg_get_ulong(req, &hint);
 	p11mux_msg_get_ulong(req, &workers);
 	if (p11mux_msg_end(req) != 0 || idlen >= sizeof(name))
-		return RV_MALFORMED;
+		return malformed(sv);
 	memcpy(name, id, idlen);
 	name[idlen] = '\0';
 	if ((rv = load(h, path, plen)) != CKR_OK ||
@@ -295,7 +302,7 @@ run_login(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	(void)reply;
 	p11mux_msg_get_bytes(req, &pin, &len);
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	p11mux_lock(&h->lock);
 	if (h->anchor == CK_INVALID_HANDLE)
 		rv = h->f->C_OpenSession(h->slot, CKF_SERIAL_SESSION, NULL, NULL, &h->anchor);
@@ -321,7 +328,7 @@ run_find(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	CK_RV rv;
 
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	if ((rv = h->f->C_FindObjectsInit(h->anchor, &token, 1)) != CKR_OK)
 		return rv;
 	do {
@@ -352,7 +359,7 @@ run_read(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 
 	p11mux_msg_get_ulong(req, &handle);
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	if ((rv = device_read_object(h->f, h->anchor, handle, &o)) == CKR_OK) {
 		p11mux_msg_put_ulong(reply, o.cls);
 		p11mux_msg_put_ulong(reply, o.ktype);
@@ -394,7 +401,7 @@ run_op(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	p11mux_msg_get_bytes(req, &a.in, &a.inlen);
 	p11mux_msg_get_bytes(req, &a.sig, &a.siglen);
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	if ((rv = session(sv)) != CKR_OK)
 		return rv;
 	rv = device_op(sv->h->f, sv->s, &a, &out, &outlen);
@@ -418,7 +425,7 @@ run_random(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 
 	p11mux_msg_get_ulong(req, &len);
 	if (p11mux_msg_end(req) != 0 || len > 65536)
-		return RV_MALFORMED;
+		return malformed(sv);
 	if ((rv = session(sv)) != CKR_OK)
 		return rv;
 	if ((out = malloc(len ? len : 1)) == NULL)
@@ -498,7 +505,7 @@ run_make(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	if (call == HELPER_GENERATE_PAIR)
 		p11mux_msg_get_attrs(req, &t2);
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	p11mux_lock(&h->objlock);
 	if ((rv = objects_session(h)) != CKR_OK)
 		goto out;
@@ -532,7 +539,7 @@ run_destroy(struct server *sv, struct p11mux_msg *req, struct p11mux_msg *reply)
 	(void)reply;
 	p11mux_msg_get_ulong(req, &o);
 	if (p11mux_msg_end(req) != 0)
-		return RV_MALFORMED;
+		return malformed(sv);
 	p11mux_lock(&h->objlock);
 	rv = h->objs != CK_INVALID_HANDLE ? h->f->C_DestroyObject(h->objs, o)
 	                                  : CKR_OBJECT_HANDLE_INVALID;
@@ -572,7 +579,9 @@ handle(struct server *sv)
 	if (op != sv->op || (sv->h->f == NULL && call != HELPER_TOKENS && call != HELPER_INIT))
 		goto out;
 	p11mux_msg_reply(&reply, sv->out, &helper_proto, call, 0, CKR_OK);
-	if ((rv = runs[call](sv, &req, &reply)) == RV_MALFORMED)
+	sv->malformed = 0;
+	rv = runs[call](sv, &req, &reply);
+	if (sv->malformed)
 		goto out;
 	if (rv != CKR_OK)
 		p11mux_msg_reply(&reply, sv->out, &helper_proto, call, 0, rv);

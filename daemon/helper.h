@@ -84,9 +84,9 @@ link_lost(CK_RV rv)
 	return rv == LINK_RV_GONE || rv == LINK_RV_TIMEOUT;
 }
 
-/* The daemon's own result codes (P11MUX_RV_RETRY, LINK_RV_GONE, LINK_RV_TIMEOUT, the
- * helper's RV_MALFORMED) lie in this range; a module's answer in it is taken as
- * CKR_FUNCTION_FAILED, so that no module can pass for one of them. */
+/* The daemon's own result codes (P11MUX_RV_RETRY, LINK_RV_GONE, LINK_RV_TIMEOUT) lie in this
+ * range; a module's answer in it is taken as CKR_FUNCTION_FAILED, so that no module can pass
+ * for one of them. */
 static inline int
 p11muxd_own_rv(CK_RV rv)
 {
