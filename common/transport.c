@@ -17,16 +17,20 @@ wait_fd(int fd, short events, uint64_t deadline_ns)
 {
 	struct pollfd pfd = {.fd = fd, .events = events};
 	uint64_t now;
-	int r;
+	int ms, r;
 
+	/* Past the deadline, one more look (poll with no wait): a peer that answered in time is
+	 * not taken for a hung one because this thread ran late. */
 	for (;;) {
-		if ((now = p11mux_now_ns()) >= deadline_ns)
-			return P11MUX_ERR_TIMEOUT;
-		r = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000 + 1));
+		now = p11mux_now_ns();
+		ms = now >= deadline_ns ? 0 : (int)((deadline_ns - now) / 1000000 + 1);
+		r = poll(&pfd, 1, ms);
 		if (r > 0)
 			return 0;
 		if (r < 0 && errno != EINTR)
 			return P11MUX_ERR_IO;
+		if (r == 0 && ms == 0)
+			return P11MUX_ERR_TIMEOUT;
 	}
 }
 

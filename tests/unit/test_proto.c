@@ -1585,6 +1585,33 @@ frame_recv_until_deadline(void **state)
 	}
 }
 
+/* A frame that is all there is read even when the reader looks after its deadline (a thread
+ * that ran late must not take a peer that answered in time for a hung one); a frame only
+ * partly there is then a time-out at once. */
+static void
+frame_recv_late_reader(void **state)
+{
+	uint8_t wire[104] = {0x00, 0x00, 0x00, 0x64};
+	struct p11mux_buf *in = p11mux_buf_new(P11MUX_FRAME_MAX);
+	uint64_t start;
+	int sv[2];
+
+	(void)state;
+	socket_pair(sv);
+	write_all(sv[0], wire, sizeof(wire));
+	assert_int_equal(p11mux_frame_recv_until(sv[1], in, P11MUX_FRAME_MAX, p11mux_now_ns() - 1),
+	                 0);
+	assert_int_equal(p11mux_buf_len(in), 100);
+	write_all(sv[0], wire, 50);
+	start = p11mux_now_ns();
+	assert_int_equal(p11mux_frame_recv_until(sv[1], in, P11MUX_FRAME_MAX, start - 1),
+	                 P11MUX_ERR_TIMEOUT);
+	assert_true(p11mux_now_ns() - start < 1000 * 1000000ull);
+	close(sv[0]);
+	close(sv[1]);
+	p11mux_buf_free(in);
+}
+
 /* With a deadline, a peer that does not read is a time-out at the deadline (the frame does not
  * fit in the socket's buffer), not a wait for ever; a reader in time gets the whole frame. */
 static void
@@ -1698,6 +1725,7 @@ main(int argc, char **argv)
 	        cmocka_unit_test(frame_closed_before_header),
 	        cmocka_unit_test(frame_closed_mid_payload),
 	        cmocka_unit_test(frame_recv_until_deadline),
+	        cmocka_unit_test(frame_recv_late_reader),
 	        cmocka_unit_test(frame_send_until_deadline),
 	        cmocka_unit_test(frame_send_to_closed_peer),
 	};
