@@ -86,11 +86,9 @@ table() {
 	for c in 5 10 20 60; do
 		read -r r1 a1 <<<"${res[1,$3$c]}"
 		read -r r4 a4 <<<"${res[4,$3$c]}"
-		if [[ $r1 =~ ^[0-9.]+$ && $r4 =~ ^[0-9.]+$ ]]; then
-			echo "| $c | $r1 | $a1% | $r4 | $a4% | $(awk "BEGIN{printf \"%.2f\", $r4 / $r1}") |"
-		else # a siege run that never ended (siege_run): "-" for its figures
-			echo "| $c | $r1 | $(pct "$a1") | $r4 | $(pct "$a4") | - |"
-		fi
+		# "-" for a run that never ended (siege_run), and for a ratio to nothing.
+		echo "| $c | $r1 | $(pct "$a1") | $r4 | $(pct "$a4") |" \
+			"$(awk -v a="$r4" -v b="$r1" 'BEGIN { if (a ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.2f", a / b; else printf "-" }') |"
 	done
 }
 echo
