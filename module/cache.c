@@ -226,6 +226,11 @@ cache_get_object(CK_SLOT_ID slot, CK_OBJECT_HANDLE h, struct object **out)
 
 	if ((rv = shim_call(P11MUX_CALL_GET_OBJECT, put_object, get_object, &oc)) != CKR_OK) {
 		object_free(oc.made);
+		/* A code about single attributes cannot describe an object that was not read: from
+		 * C_GetAttributeValue, an application would take the template's lengths, which
+		 * nothing filled, for answers. The daemon never sends one for GET_OBJECT. */
+		if (rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+			rv = CKR_DEVICE_ERROR;
 		return rv;
 	}
 	if ((copy = object_dup(oc.made)) == NULL) {
