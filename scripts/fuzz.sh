@@ -68,8 +68,10 @@ run_one() {
 	[ -n "$runs" ] && args+=(-runs="$runs")
 	[ -f "$fz/$name.dict" ] && args+=(-dict="$fz/$name.dict")
 	[ -f "$fz/$name.options" ] && mapfile -t -O ${#args[@]} args < <(grep '^-' "$fz/$name.options")
-	local before
-	before=$(find "$dir/crashes" -type f | wc -l)
+	# The crashes of this run are the files written after this stamp (earlier ones may have
+	# been moved away, or kept beside them).
+	local stamp=$dir/.run-start
+	: >"$stamp"
 	local limit=
 	[ -n "$runs" ] && limit="$runs runs"
 	[ "$seconds" -gt 0 ] && limit="${limit:+$limit or }$seconds s"
@@ -87,7 +89,7 @@ run_one() {
 	cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 	ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
 	corpus=$(find "$dir/corpus" -type f | wc -l)
-	crashes=$(($(find "$dir/crashes" -type f | wc -l) - before))
+	crashes=$(find "$dir/crashes" -type f -newer "$stamp" | wc -l)
 	[ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ] && crashes="exit $rc"
 	printf '%-14s %8s %12s %8s %7s %7s %8s %8s\n' "$t" "$((end - start))" "${execs:-?}" \
 		"${rate:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$crashes" >>"$summary"
